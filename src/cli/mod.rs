@@ -1,0 +1,52 @@
+//! The command line: one file per subcommand. Errors surface as `anyhow` here, at the edge;
+//! `main` turns them into an exit code.
+
+mod check_config;
+mod demo;
+mod serve;
+mod sign;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A signing forward proxy for Twilio Public Key Client Validation.
+#[derive(Debug, Parser)]
+#[command(name = "pkcv-proxy", version, about)]
+pub struct Cli {
+    /// Config file (TOML). PKCV_* variables override it, e.g. PKCV_SERVER__LISTEN.
+    #[arg(long, short, global = true, env = "PKCV_CONFIG")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Serve,
+    /// Validate the config and keys, and print the effective config.
+    CheckConfig,
+    /// Sign one request and print every step, to debug error 70156.
+    Sign(sign::SignArgs),
+    /// Run everything on loopback with no Twilio account: a verifying Twilio stand-in,
+    /// throwaway keys, the proxy, and requests through it.
+    Demo,
+}
+
+/// Parses the command line and runs the subcommand.
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let config = cli.config.as_deref();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => runtime.block_on(serve::run(config)),
+        Command::CheckConfig => check_config::run(config),
+        Command::Sign(args) => sign::run(config, args),
+        Command::Demo => runtime.block_on(demo::run()),
+    }
+}

@@ -1,0 +1,212 @@
+//! Every error the proxy answers a client with, and its one mapping to the wire.
+//!
+//! Clients are Twilio SDKs, so an error must look like Twilio's own: a JSON object with
+//! `code`, `message`, `more_info` and `status`. SDKs turn that into a `TwilioRestException`
+//! the user can read. The codes are the proxy's own (790xx), stable, and documented in the
+//! README; none collides with a Twilio error code.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+use serde::Serialize;
+
+use crate::normalize::NormalizeError;
+
+/// Where the README documents the proxy's error codes.
+const MORE_INFO: &str = "https://github.com/pkcv-proxy/pkcv-proxy#error-codes";
+
+/// An error the proxy answers a request with instead of forwarding it.
+///
+/// No variant carries a secret: the `Display` text is sent to the client and logged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The request had no `Authorization` header.
+    #[error("Authorization is required: send HTTP Basic auth with an API key SID (SK...) and its secret")]
+    MissingAuthorization,
+    /// The `Authorization` header is not well-formed HTTP Basic auth.
+    #[error("Authorization is not valid HTTP Basic auth: {0}")]
+    MalformedAuthorization(&'static str),
+    /// The Basic username is an Account SID, i.e. Auth Token authentication.
+    #[error("Public Key Client Validation requires API keys: authenticate with an API key SID (SK...) and secret, not the Account SID and Auth Token")]
+    AuthTokenNotAllowed,
+    /// The Basic username is neither an Account SID nor an API key SID.
+    #[error("the Basic auth username must be an API key SID (SK followed by 32 hex digits)")]
+    NotAnApiKey,
+    /// The path names an account this proxy holds no signing key for.
+    #[error("account {0} is not configured on this proxy")]
+    AccountNotConfigured(String),
+    /// The API key is not on the account's `api_key_sids` list.
+    #[error("API key {api_key} is not allowed to sign for account {account}")]
+    ApiKeyNotAllowed {
+        /// The API key SID from the request.
+        api_key: String,
+        /// The account it tried to sign as.
+        account: String,
+    },
+    /// No rule picks a signing account for this request.
+    #[error("cannot tell which account signs this request: list the API key under one account's api_key_sids or use a path with /Accounts/AC.../")]
+    AmbiguousAccount,
+    /// No account is configured at all.
+    #[error("no accounts are configured on this proxy")]
+    NoAccounts,
+    /// The target host is not on the allow-list.
+    #[error("host {0} is not an allowed Twilio host")]
+    HostNotAllowed(String),
+    /// An absolute-form target names a port other than 80 or 443.
+    #[error("port {0} is not allowed: only Twilio's standard ports 80 and 443")]
+    PortNotAllowed(u16),
+    /// The request target cannot be routed (bad scheme, no host, bad host name).
+    #[error("bad request target: {0}")]
+    BadTarget(&'static str),
+    /// The path or query cannot be normalized.
+    #[error(transparent)]
+    Normalize(#[from] NormalizeError),
+    /// The method is not supported by this proxy (e.g. CONNECT without interception).
+    #[error("method {0} is not supported by this proxy")]
+    MethodNotSupported(String),
+    /// A header the proxy must sign or forward is not valid.
+    #[error("invalid header: {0}")]
+    BadHeader(&'static str),
+    /// The body is larger than `max_body_bytes`.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The client's body could not be read to the end.
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    /// Minting the token failed.
+    #[error("could not sign the request")]
+    Signing,
+    /// The upstream connection (TCP or TLS) failed.
+    #[error("could not connect to {host}: {reason}")]
+    UpstreamConnect {
+        /// The upstream host.
+        host: String,
+        /// Why, without secrets.
+        reason: String,
+    },
+    /// The upstream did not answer in time.
+    #[error("{host} did not answer within {millis} ms")]
+    UpstreamTimeout {
+        /// The upstream host.
+        host: String,
+        /// The timeout that expired.
+        millis: u64,
+    },
+    /// The upstream exchange failed after connecting.
+    #[error("request to {host} failed: {reason}")]
+    Upstream {
+        /// The upstream host.
+        host: String,
+        /// Why, without secrets.
+        reason: String,
+    },
+}
+
+impl ProxyError {
+    /// The HTTP status the client receives.
+    pub fn status(&self) -> StatusCode {
+        use ProxyError::*;
+        match self {
+            MissingAuthorization
+            | MalformedAuthorization(_)
+            | AuthTokenNotAllowed
+            | NotAnApiKey => StatusCode::UNAUTHORIZED,
+            AccountNotConfigured(_)
+            | ApiKeyNotAllowed { .. }
+            | HostNotAllowed(_)
+            | PortNotAllowed(_) => StatusCode::FORBIDDEN,
+            AmbiguousAccount | BadTarget(_) | Normalize(_) | BadHeader(_) | BodyRead(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            NoAccounts => StatusCode::SERVICE_UNAVAILABLE,
+            MethodNotSupported(_) => StatusCode::METHOD_NOT_ALLOWED,
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Signing => StatusCode::INTERNAL_SERVER_ERROR,
+            UpstreamConnect { .. } | Upstream { .. } => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The proxy's stable error code (documented in the README).
+    pub fn code(&self) -> u32 {
+        use ProxyError::*;
+        match self {
+            MissingAuthorization => 79001,
+            MalformedAuthorization(_) => 79002,
+            AuthTokenNotAllowed => 79003,
+            NotAnApiKey => 79004,
+            AccountNotConfigured(_) => 79005,
+            ApiKeyNotAllowed { .. } => 79006,
+            AmbiguousAccount => 79007,
+            NoAccounts => 79008,
+            HostNotAllowed(_) => 79010,
+            PortNotAllowed(_) => 79011,
+            BadTarget(_) => 79012,
+            Normalize(NormalizeError::InvalidPercentEncoding { .. }) => 79013,
+            Normalize(NormalizeError::NotUtf8 { .. }) => 79014,
+            MethodNotSupported(_) => 79015,
+            BadHeader(_) => 79016,
+            BodyTooLarge { .. } => 79020,
+            BodyRead(_) => 79021,
+            Signing => 79030,
+            UpstreamConnect { .. } => 79040,
+            UpstreamTimeout { .. } => 79041,
+            Upstream { .. } => 79042,
+        }
+    }
+
+    /// The Twilio-style JSON response. This is the only place an error meets the wire.
+    pub fn to_response<B>(&self) -> Response<B>
+    where
+        B: From<Full<Bytes>>,
+    {
+        let status = self.status();
+        let body = TwilioErrorBody {
+            code: self.code(),
+            message: self.to_string(),
+            more_info: MORE_INFO,
+            status: status.as_u16(),
+        };
+        // Serializing a struct of plain strings and integers cannot fail.
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = Response::new(B::from(Full::new(Bytes::from(json))));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+/// The JSON shape Twilio uses for errors.
+#[derive(Serialize)]
+struct TwilioErrorBody {
+    code: u32,
+    message: String,
+    more_info: &'static str,
+    status: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn error_body_is_twilio_shaped() {
+        let response: Response<Full<Bytes>> = ProxyError::AuthTokenNotAllowed.to_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["code"], 79003);
+        assert_eq!(json["status"], 401);
+        assert!(json["message"].as_str().unwrap().contains("API keys"));
+        assert!(json["more_info"].as_str().unwrap().starts_with("https://"));
+    }
+}

@@ -1,0 +1,179 @@
+//! The request path: route → authenticate → normalize → pick the account → buffer and hash
+//! the body → sign → forward. Each step is a module; this file only puts them in order.
+//!
+//! Everything that can refuse a request without reading its body (a host off the allow-list,
+//! Auth Token credentials, a malformed target) runs before the body is read, and nothing is
+//! ever sent upstream unsigned: the only way to the [`Upstream`] is through
+//! [`RequestSigner::mint`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, EXPECT, HOST};
+use http::request::Parts;
+use http::{Method, Request, Response, Version};
+use http_body::Body;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use crate::body::{self, BufferedBody};
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::hop;
+use crate::keys::KeyStore;
+use crate::sign::{RequestSigner, Target};
+use crate::token;
+use crate::upstream::{Upstream, UpstreamError};
+
+/// What the proxy answers with: Twilio's streamed response, or its own error JSON.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// The signing proxy: shared by every connection.
+#[derive(Debug)]
+pub struct Proxy {
+    signer: RequestSigner,
+    max_body_bytes: u64,
+    upstream: Upstream,
+}
+
+impl Proxy {
+    /// Builds the proxy from a validated config and a key store. Connects nowhere yet.
+    pub fn new(config: &Config, keys: Arc<KeyStore>) -> Result<Proxy, UpstreamError> {
+        Ok(Proxy {
+            signer: RequestSigner::new(config, keys),
+            max_body_bytes: config.server.max_body_bytes,
+            upstream: Upstream::new(&config.upstream)?,
+        })
+    }
+
+    /// The signer, for reloads and for code that signs without forwarding.
+    pub fn signer(&self) -> &RequestSigner {
+        &self.signer
+    }
+
+    /// Handles one request: forwards it signed, or answers with a Twilio-style error.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: std::fmt::Display,
+    {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let mut log = RequestLog::default();
+        let response = match self.forward(request, &mut log).await {
+            Ok(response) => response.map(Either::Left),
+            Err(err) => {
+                log.error = Some((err.code(), err.to_string()));
+                err.to_response::<Full<Bytes>>().map(Either::Right)
+            }
+        };
+        log.emit(&method, response.status().as_u16(), started);
+        response
+    }
+
+    async fn forward<B>(
+        &self,
+        request: Request<B>,
+        log: &mut RequestLog,
+    ) -> Result<Response<Incoming>, ProxyError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: std::fmt::Display,
+    {
+        let (mut parts, body) = request.into_parts();
+        if parts.method == Method::CONNECT {
+            return Err(ProxyError::MethodNotSupported("CONNECT".into()));
+        }
+        let target = self.signer.resolve(&parts)?;
+        log.host = Some(target.host.clone());
+        log.path = Some(target.path.clone());
+        log.account = Some(target.account.account_sid.clone());
+
+        hop::strip(&mut parts.headers);
+        let declared_len = declared_length(&parts)?;
+        let (body, body_hash) = body::buffer(body, declared_len, self.max_body_bytes).await?;
+        let request_hash = target.canonical(&parts.method, body_hash).hash();
+        let token = self
+            .signer
+            .mint(&target, &request_hash, token::unix_now())?;
+
+        let request = upstream_request(parts, &target, &token, body)?;
+        let mut response = self.upstream.send(request, &target.host).await?;
+        hop::strip(response.headers_mut());
+        Ok(response)
+    }
+}
+
+/// The client's `Content-Length`, if it sent one.
+fn declared_length(parts: &Parts) -> Result<Option<u64>, ProxyError> {
+    parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .ok_or(ProxyError::BadHeader("Content-Length is not a number"))
+        })
+        .transpose()
+}
+
+/// The request as it goes to Twilio: the normalized target, the client's end-to-end headers,
+/// and exactly the `Host`, `Authorization` and body that were signed.
+fn upstream_request(
+    mut parts: Parts,
+    target: &Target,
+    token: &str,
+    body: BufferedBody,
+) -> Result<Request<BufferedBody>, ProxyError> {
+    parts.uri = target.uri()?;
+    parts.version = Version::HTTP_11;
+    let headers = &mut parts.headers;
+    // The body is complete, so there is nothing to wait for a 100 Continue about.
+    headers.remove(EXPECT);
+    headers.remove(token::HEADER_NAME);
+    headers.insert(
+        HOST,
+        HeaderValue::from_str(&target.host).map_err(|_| ProxyError::BadHeader("host"))?,
+    );
+    headers.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(&target.auth.authorization)
+            .map_err(|_| ProxyError::BadHeader("authorization"))?,
+    );
+    let mut token = HeaderValue::from_str(token).map_err(|_| ProxyError::Signing)?;
+    token.set_sensitive(true);
+    headers.insert(token::HEADER_NAME, token);
+    if body.is_empty() && !matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+        headers.remove(CONTENT_LENGTH);
+    } else {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    Ok(Request::from_parts(parts, body))
+}
+
+/// The one log line per request. Holds nothing secret: no headers, no query, no token.
+#[derive(Default)]
+struct RequestLog {
+    host: Option<String>,
+    path: Option<String>,
+    account: Option<String>,
+    error: Option<(u32, String)>,
+}
+
+impl RequestLog {
+    fn emit(&self, method: &Method, status: u16, started: Instant) {
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let host = self.host.as_deref().unwrap_or("-");
+        let path = self.path.as_deref().unwrap_or("-");
+        let account = self.account.as_deref().unwrap_or("-");
+        match &self.error {
+            None => tracing::info!(%method, host, path, account, status, latency_ms, "proxied"),
+            Some((code, message)) => {
+                tracing::warn!(%method, host, path, account, status, latency_ms, code, message = %message, "refused")
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! A Twilio stand-in that checks PKCV the way Twilio does, for tests and the offline demo.
+//!
+//! It serves HTTPS on loopback with its own test CA and, for every request:
+//! checks the API key and secret, verifies the JWT signature against the public key
+//! registered for `kid`, checks `cty`, `alg`, `iss` = the Basic username, `sub` = the key's
+//! account, the 300 s window and `hrh`, and recomputes `rqh` from the raw request it received
+//! with its own port of twilio-java's canonicalizer ([`canonical`]) — sharing no code with the
+//! proxy's signing path. A failure is a 401 with Twilio's code (20003, 20151–20157, 70156);
+//! success echoes what it verified as JSON.
+
+pub mod canonical;
+pub mod tls;
+pub mod verify;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tokio_rustls::TlsAcceptor;
+
+use crate::shutdown::{self, Shutdown, Trigger};
+use canonical::ReceivedRequest;
+pub use verify::{Registry, Rejection, Verified};
+
+/// The largest body the stand-in reads.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Which time the stand-in verifies against.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    /// The system clock.
+    System,
+    /// A fixed instant (Unix seconds), for recorded tokens.
+    Fixed(u64),
+}
+
+impl Clock {
+    fn now(self) -> u64 {
+        match self {
+            Clock::System => crate::token::unix_now(),
+            Clock::Fixed(now) => now,
+        }
+    }
+}
+
+/// One request the stand-in saw, and what it concluded.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The method.
+    pub method: String,
+    /// The `Host` (or `:authority`) it was sent to.
+    pub host: String,
+    /// The raw path.
+    pub path: String,
+    /// The raw query.
+    pub query: String,
+    /// The body bytes.
+    pub body: Bytes,
+    /// The HTTP version used.
+    pub version: http::Version,
+    /// Whether the request also carried `Content-Length`.
+    pub content_length: Option<u64>,
+    /// The verification result.
+    pub outcome: Result<Verified, Rejection>,
+}
+
+/// Why the stand-in could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StandInError {
+    /// Certificates could not be made.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The listener could not be bound.
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+struct State {
+    registry: ArcSwap<Registry>,
+    clock: Clock,
+    records: Mutex<Vec<Record>>,
+    verified: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// A running stand-in. Dropping it stops the server.
+pub struct StandIn {
+    addr: SocketAddr,
+    ca_pem: String,
+    state: Arc<State>,
+    _stop: Trigger,
+}
+
+impl StandIn {
+    /// Starts a stand-in on `127.0.0.1` (port chosen by the OS) with the system clock.
+    pub async fn start(registry: Registry) -> Result<StandIn, StandInError> {
+        Self::start_with(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            registry,
+            Clock::System,
+        )
+        .await
+    }
+
+    /// Starts a stand-in on `addr` with `clock`.
+    pub async fn start_with(
+        addr: SocketAddr,
+        registry: Registry,
+        clock: Clock,
+    ) -> Result<StandIn, StandInError> {
+        let tls = tls::generate(tls::DEFAULT_NAMES)?;
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            registry: ArcSwap::from_pointee(registry),
+            clock,
+            records: Mutex::new(Vec::new()),
+            verified: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+        });
+        let (stop, shutdown) = shutdown::channel();
+        tokio::spawn(accept_loop(
+            listener,
+            TlsAcceptor::from(tls.server_config),
+            state.clone(),
+            shutdown,
+        ));
+        Ok(StandIn {
+            addr,
+            ca_pem: tls.ca_pem,
+            state,
+            _stop: stop,
+        })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The CA certificate clients must trust, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Requests verified so far.
+    pub fn verified(&self) -> u64 {
+        self.state.verified.load(Ordering::SeqCst)
+    }
+
+    /// Requests rejected so far.
+    pub fn rejected(&self) -> u64 {
+        self.state.rejected.load(Ordering::SeqCst)
+    }
+
+    /// Every request seen so far.
+    pub async fn records(&self) -> Vec<Record> {
+        self.state.records.lock().await.clone()
+    }
+
+    /// Replaces the registry (keys added or removed).
+    pub fn set_registry(&self, registry: Registry) {
+        self.state.registry.store(Arc::new(registry));
+    }
+
+    /// The current registry.
+    pub fn registry(&self) -> Registry {
+        Registry::clone(&self.state.registry.load())
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    state: Arc<State>,
+    mut shutdown: Shutdown,
+) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.recv() => return,
+        };
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        let builder = builder.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+            else {
+                return;
+            };
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&state, request).await) }
+            });
+            let connection = builder.serve_connection(TokioIo::new(tls), service);
+            tokio::select! {
+                _ = connection => {}
+                _ = shutdown.recv() => {}
+            }
+        });
+    }
+}
+
+async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"code": 20001, "message": "body too large", "status": 413}),
+            )
+        }
+    };
+    let mut headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    // HTTP/2 carries the host as :authority.
+    if !headers.iter().any(|(name, _)| name == "host") {
+        if let Some(authority) = parts.uri.authority() {
+            headers.push(("host".into(), authority.to_string()));
+        }
+    }
+    let host = headers
+        .iter()
+        .find(|(name, _)| name == "host")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let received = ReceivedRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers,
+        body: &body,
+    };
+    let registry = state.registry.load();
+    let outcome = verify::verify_request(&registry, &received, state.clock.now());
+    let response = match &outcome {
+        Ok(verified) => {
+            state.verified.fetch_add(1, Ordering::SeqCst);
+            json_response(
+                StatusCode::OK,
+                json!({
+                    "verified": true,
+                    "account_sid": verified.account_sid,
+                    "api_key_sid": verified.api_key_sid,
+                    "request_hash": verified.request_hash,
+                    "method": received.method,
+                    "host": host,
+                    "path": received.path,
+                    "query": received.query,
+                    "body_length": body.len(),
+                }),
+            )
+        }
+        Err(rejection) => {
+            state.rejected.fetch_add(1, Ordering::SeqCst);
+            twilio_error(StatusCode::UNAUTHORIZED, rejection)
+        }
+    };
+    let record = Record {
+        method: received.method.to_owned(),
+        host,
+        path: received.path.to_owned(),
+        query: received.query.to_owned(),
+        content_length: parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+        body,
+        version: parts.version,
+        outcome,
+    };
+    state.records.lock().await.push(record);
+    response
+}
+
+fn twilio_error(status: StatusCode, rejection: &Rejection) -> Response<Full<Bytes>> {
+    json_response(
+        status,
+        json!({
+            "code": rejection.code,
+            "message": rejection.message,
+            "more_info": format!("https://www.twilio.com/docs/errors/{}", rejection.code),
+            "status": status.as_u16(),
+        }),
+    )
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,75 @@
+use super::*;
+use crate::canonical::body_hash;
+
+const CR: &str = "CR9a8b7c6d9a8b7c6d9a8b7c6d9a8b7c6d";
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+#[test]
+fn loads_pkcs1_and_refuses_weak_or_foreign_keys() {
+    let signer =
+        Signer::from_pem_file(&fixture("rsa-2048-pkcs1.pem"), CR, Algorithm::Rs256).unwrap();
+    assert!(format!("{signer:?}").contains("bits: 2048"));
+
+    let err =
+        Signer::from_pem_file(&fixture("rsa-1024-pkcs1.pem"), CR, Algorithm::Rs256).unwrap_err();
+    // aws-lc-rs itself refuses keys under 2048 bits; either way the message names the file.
+    assert!(err.to_string().contains("rsa-1024-pkcs1.pem"), "{err}");
+    assert!(matches!(
+        err,
+        TokenError::TooSmall { .. } | TokenError::Unsupported { .. }
+    ));
+
+    let err = Signer::from_pem_file(&fixture("ec-p256.pem"), CR, Algorithm::Rs256).unwrap_err();
+    assert!(matches!(err, TokenError::Unsupported { .. }), "{err}");
+
+    let err = Signer::from_pem(b"not pem", CR, Algorithm::Rs256).unwrap_err();
+    assert!(matches!(err, TokenError::NotPem { .. }));
+
+    let err = Signer::from_pem_file(&fixture("missing.pem"), CR, Algorithm::Rs256).unwrap_err();
+    assert!(matches!(err, TokenError::Read { .. }));
+}
+
+#[test]
+fn token_has_the_sdk_layout_and_verifies() {
+    let signer =
+        Signer::from_pem_file(&fixture("rsa-2048-pkcs1.pem"), CR, Algorithm::Ps256).unwrap();
+    let hash = body_hash(b"x").unwrap();
+    let token = signer
+        .mint(&Claims {
+            api_key_sid: "SK0f1e2d3c0f1e2d3c0f1e2d3c0f1e2d3c",
+            account_sid: "ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d4",
+            request_hash: &hash,
+            issued_at: 1_000,
+            ttl_secs: 9_999,
+        })
+        .unwrap();
+    let mut parts = token.split('.');
+    let header = URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap();
+    let claims = URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap();
+    assert_eq!(
+        std::str::from_utf8(&header).unwrap(),
+        format!(r#"{{"alg":"PS256","cty":"twilio-pkrv;v=1","kid":"{CR}","typ":"JWT"}}"#)
+    );
+    let claims: serde_json::Value = serde_json::from_slice(&claims).unwrap();
+    // A TTL above Twilio's maximum is clamped, never sent.
+    assert_eq!(claims["exp"], 1_300);
+    assert_eq!(claims["nbf"], 1_000);
+    assert_eq!(claims["rqh"], hash.as_str());
+
+    let public = jsonwebtoken::DecodingKey::from_rsa_der(&public_key_pkcs1(&signer));
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::PS256);
+    validation.validate_exp = false;
+    validation.required_spec_claims.clear();
+    jsonwebtoken::decode::<serde_json::Value>(&token, &public, &validation).unwrap();
+}
+
+/// `DecodingKey::from_rsa_der` takes PKCS#1; the SPKI wraps it in a BIT STRING at the end.
+fn public_key_pkcs1(signer: &Signer) -> Vec<u8> {
+    use aws_lc_rs::signature::KeyPair;
+    signer.key.public_key().as_ref().to_vec()
+}

@@ -1,0 +1,223 @@
+//! The client that carries signed requests to Twilio: pooled, HTTPS only, always verified.
+//!
+//! - TLS is rustls with the public web roots (webpki-roots, so no system store is needed in a
+//!   minimal container) plus an optional `extra_ca_file`. There is no way to turn
+//!   certificate verification off.
+//! - ALPN offers `h2` and `http/1.1`; connections are pooled and kept alive.
+//! - `connect_to` dials another address for a host while SNI, certificate checks and `Host`
+//!   still use the real name, for tests and private links.
+//! - A connect that takes too long and a response that takes too long are distinct errors
+//!   (`504`), apart from connection failures (`502`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+use crate::body::BufferedBody;
+use crate::config::UpstreamSettings;
+use crate::error::ProxyError;
+use crate::route::HostPattern;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// The extra CA file is unusable.
+    #[error("upstream.extra_ca_file {path}: {reason}")]
+    ExtraCa {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// The pooled HTTPS client to Twilio.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<ConnectTo>, BufferedBody>,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Builds the client. Reads the extra CA file; connects nowhere yet.
+    pub fn new(settings: &UpstreamSettings) -> Result<Upstream, UpstreamError> {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(root_store(settings)?)
+        .with_no_client_auth();
+
+        let mut http = HttpConnector::new();
+        // The HTTPS wrapper hands `https://` URIs to the TCP connector.
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(ConnectTo {
+                inner: http,
+                overrides: Arc::new(settings.connect_to.clone()),
+                timeout: settings.connect_timeout,
+            });
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Ok(Upstream {
+            client,
+            request_timeout: settings.request_timeout,
+            connect_timeout: settings.connect_timeout,
+        })
+    }
+
+    /// Sends a request (its URI `https://host/…`) and waits for the response headers. The
+    /// body streams afterwards.
+    pub async fn send(
+        &self,
+        request: Request<BufferedBody>,
+        host: &str,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        match tokio::time::timeout(self.request_timeout, self.client.request(request)).await {
+            Err(_) => Err(ProxyError::UpstreamTimeout {
+                host: host.to_owned(),
+                millis: self.request_timeout.as_millis() as u64,
+            }),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) => Err(self.classify(err, host)),
+        }
+    }
+
+    fn classify(&self, err: hyper_util::client::legacy::Error, host: &str) -> ProxyError {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+        let mut reason = String::new();
+        while let Some(current) = source {
+            if current.is::<ConnectTimeout>() {
+                return ProxyError::UpstreamTimeout {
+                    host: host.to_owned(),
+                    millis: self.connect_timeout.as_millis() as u64,
+                };
+            }
+            if !reason.is_empty() {
+                reason.push_str(": ");
+            }
+            reason.push_str(&current.to_string());
+            source = current.source();
+        }
+        if err.is_connect() {
+            ProxyError::UpstreamConnect {
+                host: host.to_owned(),
+                reason,
+            }
+        } else {
+            ProxyError::Upstream {
+                host: host.to_owned(),
+                reason,
+            }
+        }
+    }
+}
+
+fn root_store(settings: &UpstreamSettings) -> Result<RootCertStore, UpstreamError> {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = &settings.extra_ca_file {
+        let error = |reason: String| UpstreamError::ExtraCa {
+            path: path.display().to_string(),
+            reason,
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|err| error(err.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| error(err.to_string()))?;
+        if certs.is_empty() {
+            return Err(error("no PEM certificates found".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|err| error(err.to_string()))?;
+        }
+    }
+    Ok(roots)
+}
+
+/// The connect timeout expired.
+#[derive(Debug, thiserror::Error)]
+#[error("connect timed out")]
+pub struct ConnectTimeout;
+
+/// A TCP connector that dials `connect_to` overrides and bounds connect time.
+#[derive(Clone)]
+pub struct ConnectTo {
+    inner: HttpConnector,
+    overrides: Arc<Vec<(HostPattern, String)>>,
+    timeout: Duration,
+}
+
+impl ConnectTo {
+    fn target(&self, uri: &Uri) -> Result<Uri, BoxError> {
+        let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+        match self
+            .overrides
+            .iter()
+            .find(|(pattern, _)| pattern.matches(&host))
+        {
+            Some((_, address)) => Ok(format!("http://{address}").parse::<Uri>()?),
+            None => Ok(uri.clone()),
+        }
+    }
+}
+
+impl Service<Uri> for ConnectTo {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let target = self.target(&uri);
+        let mut inner = self.inner.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let connecting = inner.call(target?);
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(Box::new(ConnectTimeout) as BoxError),
+            }
+        })
+    }
+}
