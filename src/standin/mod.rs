@@ -70,8 +70,10 @@ pub struct Record {
     pub body: Bytes,
     /// The HTTP version used.
     pub version: http::Version,
-    /// Whether the request also carried `Content-Length`.
+    /// Its `Content-Length`, if it had one.
     pub content_length: Option<u64>,
+    /// Every header as received (lower-case name, value).
+    pub headers: Vec<(String, String)>,
     /// The verification result.
     pub outcome: Result<Verified, Rejection>,
 }
@@ -297,6 +299,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok()),
+        headers: received.headers.clone(),
         body,
         version: parts.version,
         outcome,

@@ -1,0 +1,214 @@
+//! The official SDKs' own outputs (`../shared/vectors`), reproduced byte for byte.
+
+mod support;
+
+use http::Method;
+use pkcv_proxy::canonical::{body_hash, CanonicalRequest, SIGNED_HEADERS};
+use pkcv_proxy::normalize::{normalize_path, normalize_query};
+use pkcv_proxy::standin::canonical::{java_canonical_request, ReceivedRequest};
+use pkcv_proxy::standin::verify::{verify_request, verify_token};
+use pkcv_proxy::token::{Algorithm, Claims, Signer};
+use support::{canonical_vectors, token_vectors, TestAccount};
+
+#[test]
+fn every_vector_is_reproduced_by_the_proxy() {
+    let vectors = canonical_vectors();
+    assert_eq!(vectors.signed_headers.join(";"), SIGNED_HEADERS);
+    assert!(vectors.cases.len() >= 18, "the vector file shrank");
+    for case in &vectors.cases {
+        // The SDKs' wire form is already a fixed point of the proxy's normalization, so the
+        // proxy forwards exactly what the SDK would have sent.
+        assert_eq!(
+            normalize_path(&case.path).unwrap(),
+            case.path,
+            "{}",
+            case.description
+        );
+        assert_eq!(
+            normalize_query(&case.query).unwrap(),
+            case.query,
+            "{}",
+            case.description
+        );
+
+        let body = case.body();
+        let method: Method = case.method.parse().unwrap();
+        let request = CanonicalRequest {
+            method: method.as_str(),
+            path: &case.path,
+            query: &case.query,
+            authorization: case.header("Authorization"),
+            host: case.header("Host"),
+            body_hash: body_hash(&body),
+        };
+        assert_eq!(
+            request.to_canonical_string(),
+            case.canonical_request,
+            "{}",
+            case.description
+        );
+        assert_eq!(request.hash().as_str(), case.rqh, "{}", case.description);
+        assert_eq!(case.hrh, SIGNED_HEADERS);
+    }
+}
+
+#[test]
+fn every_vector_is_reproduced_by_the_stand_ins_java_port() {
+    for case in &canonical_vectors().cases {
+        let body = case.body();
+        let received = ReceivedRequest {
+            method: &case.method,
+            path: &case.path,
+            query: &case.query,
+            headers: case
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            body: &body,
+        };
+        let canonical = java_canonical_request(&received, &["authorization", "host"]).unwrap();
+        assert_eq!(canonical, case.canonical_request, "{}", case.description);
+    }
+}
+
+#[test]
+fn sdk_tokens_verify_at_their_instant_and_expire_301_seconds_later() {
+    let vectors = canonical_vectors();
+    let registry = support::registry(&[TestAccount::a()]);
+    let tokens = token_vectors();
+    assert!(!tokens.tokens.is_empty());
+    for token in &tokens.tokens {
+        let case = vectors
+            .cases
+            .iter()
+            .find(|c| c.description == token.description)
+            .unwrap();
+        assert_eq!(token.rqh, case.rqh);
+
+        let claims = verify_token(&registry, &token.token, token.minted_at)
+            .unwrap_or_else(|e| panic!("{}: {e}", token.description));
+        assert_eq!(claims.rqh, case.rqh);
+        assert_eq!(claims.hrh, case.hrh);
+        assert_eq!(claims.iss, vectors.api_key_sid);
+        assert_eq!(claims.sub, vectors.account_sid);
+        assert_eq!(claims.nbf, token.minted_at);
+
+        let expired = verify_token(&registry, &token.token, token.minted_at + 301).unwrap_err();
+        assert_eq!(expired.code, 20154, "{}: {expired}", token.description);
+
+        // The whole request, as the SDK sent it, passes the stand-in's end-to-end check.
+        let body = case.body();
+        let mut headers: Vec<(String, String)> = case
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+            .collect();
+        headers.push(("twilio-client-validation".into(), token.token.clone()));
+        let received = ReceivedRequest {
+            method: &case.method,
+            path: &case.path,
+            query: &case.query,
+            headers,
+            body: &body,
+        };
+        verify_request(&registry, &received, token.minted_at).unwrap();
+
+        // One byte changed in the query and the hash no longer matches: 70156.
+        let tampered_query = format!("{}&x=1", case.query);
+        let tampered = ReceivedRequest {
+            query: &tampered_query,
+            ..received
+        };
+        assert_eq!(
+            verify_request(&registry, &tampered, token.minted_at)
+                .unwrap_err()
+                .code,
+            70156
+        );
+    }
+}
+
+#[test]
+fn proxy_tokens_equal_the_sdk_tokens_byte_for_byte() {
+    let vectors = canonical_vectors();
+    let account = TestAccount::a();
+    let signer = Signer::from_pem_file(
+        &account.private_key_file,
+        &vectors.credential_sid,
+        Algorithm::Rs256,
+    )
+    .unwrap();
+    for token in &token_vectors().tokens {
+        let case = vectors
+            .cases
+            .iter()
+            .find(|c| c.description == token.description)
+            .unwrap();
+        let body = case.body();
+        let hash = CanonicalRequest {
+            method: &case.method,
+            path: &case.path,
+            query: &case.query,
+            authorization: case.header("Authorization"),
+            host: case.header("Host"),
+            body_hash: body_hash(&body),
+        }
+        .hash();
+        let minted = signer
+            .mint(&Claims {
+                api_key_sid: &vectors.api_key_sid,
+                account_sid: &vectors.account_sid,
+                request_hash: &hash,
+                issued_at: token.minted_at,
+                ttl_secs: 300,
+            })
+            .unwrap();
+        // RS256 is deterministic: same key, same bytes in, same token out.
+        assert_eq!(minted, token.token, "{}", token.description);
+    }
+}
+
+#[test]
+fn forged_and_malformed_tokens_are_rejected() {
+    let registry = support::registry(&[TestAccount::a()]);
+    let token = &token_vectors().tokens[0];
+    let at = token.minted_at;
+    let mut parts: Vec<String> = token.token.split('.').map(String::from).collect();
+
+    // A flipped signature byte.
+    let mut forged = parts.clone();
+    let replacement = if forged[2].starts_with('A') { "B" } else { "A" };
+    forged[2].replace_range(0..1, replacement);
+    assert_eq!(
+        verify_token(&registry, &forged.join("."), at)
+            .unwrap_err()
+            .code,
+        20151
+    );
+
+    // A header with another cty.
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    parts[0] = URL_SAFE_NO_PAD.encode(
+        r#"{"alg":"RS256","cty":"other","kid":"CR9a8b7c6d9a8b7c6d9a8b7c6d9a8b7c6d","typ":"JWT"}"#,
+    );
+    assert_eq!(
+        verify_token(&registry, &parts.join("."), at)
+            .unwrap_err()
+            .code,
+        20152
+    );
+    assert_eq!(
+        verify_token(&registry, "garbage", at).unwrap_err().code,
+        20152
+    );
+
+    // Not yet valid.
+    assert_eq!(
+        verify_token(&registry, &token.token, at - 1)
+            .unwrap_err()
+            .code,
+        20154
+    );
+}
