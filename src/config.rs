@@ -46,7 +46,7 @@ fn invalid<T>(message: impl Into<String>) -> Result<T, ConfigError> {
 }
 
 /// The configuration as written, before validation. Every field has a default.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawConfig {
     /// `[server]`
@@ -59,18 +59,6 @@ pub struct RawConfig {
     pub log: RawLog,
     /// `[[accounts]]`
     pub accounts: Vec<AccountConfig>,
-}
-
-impl Default for RawConfig {
-    fn default() -> Self {
-        RawConfig {
-            server: RawServer::default(),
-            upstream: RawUpstream::default(),
-            signing: RawSigning::default(),
-            log: RawLog::default(),
-            accounts: Vec::new(),
-        }
-    }
 }
 
 /// `[server]`
@@ -104,7 +92,7 @@ pub struct RawUpstream {
     pub extra_ca_file: Option<PathBuf>,
     /// Host (or `*.` pattern) → `address:port` to dial instead, keeping SNI and `Host`.
     pub connect_to: std::collections::BTreeMap<String, String>,
-    /// TCP + TLS connect timeout.
+    /// TCP connect timeout (the TLS handshake counts against `request_timeout_ms`).
     pub connect_timeout_ms: u64,
     /// Time allowed until the response headers arrive.
     pub request_timeout_ms: u64,

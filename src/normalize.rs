@@ -127,7 +127,8 @@ pub fn normalize_query(raw: &str) -> Result<String, NormalizeError> {
 /// escape through as literal text: the proxy refuses those instead.
 fn decode(input: &str, plus_is_space: bool, part: Part) -> Result<String, NormalizeError> {
     let bytes = input.as_bytes();
-    if !bytes.contains(&b'%') && !(plus_is_space && bytes.contains(&b'+')) {
+    let needs_decoding = bytes.contains(&b'%') || (plus_is_space && bytes.contains(&b'+'));
+    if !needs_decoding {
         return Ok(input.to_owned());
     }
     let mut out = Vec::with_capacity(bytes.len());

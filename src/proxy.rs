@@ -138,11 +138,10 @@ fn upstream_request(
         HOST,
         HeaderValue::from_str(&target.host).map_err(|_| ProxyError::BadHeader("host"))?,
     );
-    headers.insert(
-        AUTHORIZATION,
-        HeaderValue::from_str(&target.auth.authorization)
-            .map_err(|_| ProxyError::BadHeader("authorization"))?,
-    );
+    let mut authorization = HeaderValue::from_str(&target.auth.authorization)
+        .map_err(|_| ProxyError::BadHeader("authorization"))?;
+    authorization.set_sensitive(true);
+    headers.insert(AUTHORIZATION, authorization);
     let mut token = HeaderValue::from_str(token).map_err(|_| ProxyError::Signing)?;
     token.set_sensitive(true);
     headers.insert(token::HEADER_NAME, token);

@@ -1,17 +1,19 @@
 //! The listener loop: accept, serve each connection on its own task, drain on shutdown.
 //!
-//! Clients speak HTTP/1.1 to a forward proxy (absolute-form and origin-form alike); HTTP/2
-//! with prior knowledge is accepted too. On shutdown the loop stops accepting, every
-//! connection is asked to finish its in-flight request and close, and the loop waits up to
-//! `grace` for them.
+//! Clients speak HTTP/1.1 to a forward proxy: it is the only version in which absolute-form
+//! (`HTTP_PROXY`) and origin-form targets are told apart, and the one `CONNECT` upgrades
+//! from. (Upstream, HTTP/2 is used where Twilio offers it.) A client gets
+//! `HEADER_READ_TIMEOUT` to send its request head. On shutdown the loop stops accepting,
+//! every connection is asked to finish its in-flight request and close, and the loop waits
+//! up to `grace` for them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
@@ -21,6 +23,9 @@ use crate::shutdown::Shutdown;
 /// How long in-flight requests get to finish after shutdown is signalled.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
+/// How long a client may take to send a request head, so idle sockets cannot pile up.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves `proxy` on `listener` until `shutdown` fires, then drains for up to `grace`.
 pub async fn serve(
     listener: TcpListener,
@@ -28,7 +33,10 @@ pub async fn serve(
     mut shutdown: Shutdown,
     grace: Duration,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -49,11 +57,11 @@ pub async fn serve(
             let proxy = proxy.clone();
             async move { Ok::<_, std::convert::Infallible>(proxy.handle(request).await) }
         });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
-                log_connection_error(peer, &*err);
+                log_connection_error(peer, &err);
             }
         });
     }

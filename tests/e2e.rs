@@ -553,7 +553,7 @@ async fn upstream_failures_map_to_502_and_504() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let h = Harness::start_with(&[a.clone()], |raw| {
+    let h = Harness::start_with(std::slice::from_ref(&a), |raw| {
         raw.upstream
             .connect_to
             .insert("api.twilio.com".into(), closed.to_string());
@@ -581,7 +581,7 @@ async fn upstream_failures_map_to_502_and_504() {
             held.push(stream);
         }
     });
-    let h = Harness::start_with(&[a.clone()], |raw| {
+    let h = Harness::start_with(std::slice::from_ref(&a), |raw| {
         raw.upstream
             .connect_to
             .insert("api.twilio.com".into(), silent_addr.to_string());
@@ -603,7 +603,10 @@ async fn upstream_failures_map_to_502_and_504() {
     holder.abort();
 
     // A server whose certificate the proxy does not trust: verification is never skipped.
-    let h = Harness::start_with(&[a.clone()], |raw| raw.upstream.extra_ca_file = None).await;
+    let h = Harness::start_with(std::slice::from_ref(&a), |raw| {
+        raw.upstream.extra_ca_file = None
+    })
+    .await;
     let body = refused(
         h.client()
             .get(h.url(&path))

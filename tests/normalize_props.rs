@@ -171,7 +171,7 @@ proptest! {
         style in 0u8..30,
     ) {
         // Segments made only of dots are dot segments, removed before Node sees the path.
-        prop_assume!(segments.iter().all(|s| s.trim_matches('.') != ""));
+        prop_assume!(segments.iter().all(|s| !s.trim_matches('.').is_empty()));
         let raw_path: String = segments.iter().map(|s| format!("/{}", client_encode(s, style))).collect();
         let params: Vec<(String, String)> = params.into_iter().collect();
         let raw_query = params

@@ -13,6 +13,9 @@ use serde_json::json;
 pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     let accounts = Accounts::load(&config.accounts, &config.signing)?;
+    if accounts.is_empty() {
+        anyhow::bail!("no [[accounts]] are configured: `serve` would refuse to start");
+    }
     Upstream::new(&config.upstream)?;
     let summary: Vec<_> = config
         .accounts

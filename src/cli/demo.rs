@@ -30,6 +30,8 @@ struct Step {
     method: Method,
     target: String,
     auth: String,
+    /// A `Host` header, as a sidecar client that maps a Twilio host to loopback sends.
+    host: Option<&'static str>,
     body: Option<(&'static str, String)>,
     expect: StatusCode,
 }
@@ -106,6 +108,7 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
                 "/2010-04-01/Accounts/{account_sid}/Messages.json?PageSize=20&To=+14155550100"
             ),
             auth: api_key_auth.clone(),
+            host: None,
             body: None,
             expect: StatusCode::OK,
         },
@@ -114,6 +117,7 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
             method: Method::POST,
             target: format!("/2010-04-01/Accounts/{account_sid}/Messages.json"),
             auth: api_key_auth.clone(),
+            host: None,
             body: Some((
                 "application/x-www-form-urlencoded",
                 "To=%2B14155550100&From=%2B14155550199&Body=Hello+from+pkcv-proxy".into(),
@@ -125,6 +129,16 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
             method: Method::GET,
             target: "/accounts.twilio.com/v1/Credentials/PublicKeys?PageSize=20".into(),
             auth: api_key_auth.clone(),
+            host: None,
+            body: None,
+            expect: StatusCode::OK,
+        },
+        Step {
+            title: "fetch a message as a sidecar client (Host: api.twilio.com mapped to loopback)",
+            method: Method::GET,
+            target: format!("/2010-04-01/Accounts/{account_sid}/Messages/SM00000000000000000000000000000000.json"),
+            auth: api_key_auth.clone(),
+            host: Some("api.twilio.com"),
             body: None,
             expect: StatusCode::OK,
         },
@@ -134,6 +148,7 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
             target: "http://api.twilio.com/2010-04-01/Accounts.json?FriendlyName=with%20space"
                 .into(),
             auth: api_key_auth.clone(),
+            host: None,
             body: None,
             expect: StatusCode::OK,
         },
@@ -142,6 +157,7 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
             method: Method::GET,
             target: format!("/2010-04-01/Accounts/{account_sid}/Messages.json"),
             auth: auth_token_auth,
+            host: None,
             body: None,
             expect: StatusCode::UNAUTHORIZED,
         },
@@ -150,6 +166,7 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
             method: Method::GET,
             target: "/example.com/index.html".into(),
             auth: api_key_auth,
+            host: None,
             body: None,
             expect: StatusCode::FORBIDDEN,
         },
@@ -219,6 +236,9 @@ async fn send(
         .method(step.method.clone())
         .uri(&uri)
         .header("authorization", &step.auth);
+    if let Some(host) = step.host {
+        builder = builder.header("host", host);
+    }
     let body = match &step.body {
         Some((content_type, body)) => {
             builder = builder.header("content-type", *content_type);

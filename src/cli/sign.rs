@@ -32,7 +32,7 @@ pub(crate) struct SignArgs {
     /// Basic auth credentials 'SK…:secret' (instead of an Authorization header).
     #[arg(long, short = 'u')]
     user: Option<String>,
-    /// The request body, sent as is.
+    /// The request body, hashed as is (nothing is sent).
     #[arg(long, short = 'd')]
     data: Option<String>,
     /// Print the Authorization value in the canonical string.

@@ -5,7 +5,8 @@
 //! registered for `kid`, checks `cty`, `alg`, `iss` = the Basic username, `sub` = the key's
 //! account, the 300 s window and `hrh`, and recomputes `rqh` from the raw request it received
 //! with its own port of twilio-java's canonicalizer ([`canonical`]) — sharing no code with the
-//! proxy's signing path. A failure is a 401 with Twilio's code (20003, 20151–20157, 70156);
+//! proxy's signing path. A failure is a 401 with Twilio's code (20003, 20151–20154, 20157,
+//! 70156);
 //! success echoes what it verified as JSON.
 
 pub mod canonical;

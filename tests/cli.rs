@@ -1,0 +1,200 @@
+//! The binary as a user runs it: `demo`, `check-config`, `sign`, and start-up refusals.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::{canonical_vectors, test_private_key, TestAccount};
+
+fn pkcv(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pkcv-proxy"));
+    command
+        .args(args)
+        .env_remove("PKCV_CONFIG")
+        .env("RUST_LOG", "warn");
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    command.output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn write_config(dir: &Path, extra: &str, key: &Path) -> std::path::PathBuf {
+    let a = TestAccount::a();
+    let path = dir.join("pkcv.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{extra}\n[[accounts]]\naccount_sid = \"{}\"\ncredential_sid = \"{}\"\nprivate_key_file = \"{}\"\napi_key_sids = [\"{}\"]\n",
+            a.account_sid,
+            a.credential_sid,
+            key.display(),
+            a.api_key_sid
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn demo_runs_offline_and_verifies() {
+    let output = pkcv(&["demo"], &[]);
+    let out = text(&output);
+    assert!(output.status.success(), "{out}");
+    assert!(out.contains("Demo OK."), "{out}");
+    assert!(out.contains("5 request(s) verified, 0 rejected"), "{out}");
+    assert!(!out.contains("UNEXPECTED"), "{out}");
+}
+
+#[test]
+fn check_config_prints_the_effective_config_without_key_material() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[signing]\nttl_secs = 120", &test_private_key());
+    let output = pkcv(
+        &["check-config", "--config", config.to_str().unwrap()],
+        &[("PKCV_SERVER__LISTEN", "127.0.0.1:9999")],
+    );
+    let out = text(&output);
+    assert!(output.status.success(), "{out}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        json["config"]["server"]["listen"], "127.0.0.1:9999",
+        "env overrides the file"
+    );
+    assert_eq!(json["config"]["signing"]["ttl_secs"], 120);
+    assert!(json["loaded_accounts"][0]["key"]
+        .as_str()
+        .unwrap()
+        .contains("bits: 2048"));
+    assert!(
+        !out.contains("PRIVATE KEY") && !out.contains("MII"),
+        "{out}"
+    );
+}
+
+/// A config addition, a key file, env overrides, and what the error must name.
+type Refusal<'a> = (&'a str, &'a Path, &'a [(&'a str, &'a str)], &'a str);
+
+#[test]
+fn start_up_refuses_unsafe_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let cases: [Refusal; 4] = [
+        (
+            "[signing]\nttl_secs = 301",
+            &test_private_key(),
+            &[],
+            "ttl_secs",
+        ),
+        (
+            "",
+            &test_private_key(),
+            &[("PKCV_SIGNING__TTL_SECS", "0")],
+            "ttl_secs",
+        ),
+        (
+            "",
+            &fixtures.join("rsa-1024-pkcs1.pem"),
+            &[],
+            "rsa-1024-pkcs1.pem",
+        ),
+        ("", &fixtures.join("missing.pem"), &[], "missing.pem"),
+    ];
+    for (extra, key, envs, needle) in cases {
+        let config = write_config(dir.path(), extra, key);
+        for command in ["check-config", "serve"] {
+            let output = pkcv(&[command, "--config", config.to_str().unwrap()], envs);
+            assert!(
+                !output.status.success(),
+                "{command} accepted {extra:?} {envs:?}"
+            );
+            assert!(text(&output).contains(needle), "{}", text(&output));
+        }
+    }
+    // No accounts at all: serve refuses rather than answering every request with an error.
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let output = pkcv(&["serve", "--config", empty.to_str().unwrap()], &[]);
+    assert!(
+        !output.status.success() && text(&output).contains("no [[accounts]]"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn sign_prints_the_vector_hash_and_redacts_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "", &test_private_key());
+    let vectors = canonical_vectors();
+    let case = &vectors.cases[1];
+    let url = format!("https://api.twilio.com{}?{}", case.path, case.query);
+    let user = format!("{}:not-a-real-secret", vectors.api_key_sid);
+    let output = pkcv(
+        &[
+            "sign",
+            "--config",
+            config.to_str().unwrap(),
+            "--url",
+            &url,
+            "-u",
+            &user,
+        ],
+        &[],
+    );
+    let out = text(&output);
+    assert!(output.status.success(), "{out}");
+    assert!(out.contains(&format!("rqh: {}", case.rqh)), "{out}");
+    assert!(out.contains("hrh: authorization;host"));
+    assert!(out.contains("Twilio-Client-Validation: eyJ"));
+    let secret_b64 = case.header("Authorization").trim_start_matches("Basic ");
+    assert!(
+        !out.contains(secret_b64),
+        "the credentials were printed: {out}"
+    );
+
+    let output = pkcv(
+        &[
+            "sign",
+            "--config",
+            config.to_str().unwrap(),
+            "--url",
+            &url,
+            "-u",
+            &user,
+            "--show-secrets",
+        ],
+        &[],
+    );
+    assert!(
+        text(&output).contains(&case.canonical_request),
+        "{}",
+        text(&output)
+    );
+
+    let output = pkcv(
+        &[
+            "sign",
+            "--config",
+            config.to_str().unwrap(),
+            "--url",
+            "https://example.com/x",
+            "-u",
+            &user,
+        ],
+        &[],
+    );
+    assert!(
+        !output.status.success() && text(&output).contains("79010"),
+        "{}",
+        text(&output)
+    );
+}
