@@ -663,3 +663,49 @@ async fn many_requests_reuse_pooled_connections_concurrently() {
         .all(|r| r.version == http::Version::HTTP_2));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn ps256_and_a_shorter_ttl_are_honoured() {
+    use base64::Engine;
+    let a = TestAccount::a();
+    let h = Harness::start_with(std::slice::from_ref(&a), |raw| {
+        raw.signing.algorithm = pkcv_proxy::token::Algorithm::Ps256;
+        raw.signing.ttl_secs = 60;
+    })
+    .await;
+    verified(
+        h.client()
+            .get(h.url(&format!("/2010-04-01/Accounts/{A}/Messages.json")))
+            .header("authorization", a.basic_auth())
+            .send()
+            .await
+            .unwrap(),
+        A,
+    )
+    .await;
+    let record = &h.standin.records().await[0];
+    let token = &record
+        .headers
+        .iter()
+        .find(|(n, _)| n == "twilio-client-validation")
+        .unwrap()
+        .1;
+    let decode = |part: &str| -> serde_json::Value {
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let parts: Vec<&str> = token.split('.').collect();
+    let (header, claims) = (decode(parts[0]), decode(parts[1]));
+    assert_eq!(header["alg"], "PS256");
+    assert_eq!(header["kid"], a.credential_sid);
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["nbf"].as_u64().unwrap(),
+        60
+    );
+    assert_eq!(claims["iss"], a.api_key_sid);
+    h.stop().await;
+}
