@@ -75,3 +75,51 @@ pub async fn serve(
 fn log_connection_error(peer: SocketAddr, err: &(dyn std::error::Error + 'static)) {
     tracing::debug!(%peer, error = %err, "connection ended with an error");
 }
+
+/// Why a background proxy could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A key could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyStoreError),
+    /// The upstream client could not be built.
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::UpstreamError),
+    /// The listener could not be bound.
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A proxy serving on its own task: for the demo, tests and embedding.
+#[derive(Debug)]
+pub struct Background {
+    addr: SocketAddr,
+    stop: crate::shutdown::Trigger,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    /// Loads the keys, builds the proxy and serves it on `config.server.listen`.
+    pub async fn start(config: &crate::Config, grace: Duration) -> Result<Background, StartError> {
+        let accounts = crate::keys::Accounts::load(&config.accounts, &config.signing)?;
+        let keys = Arc::new(crate::keys::KeyStore::new(accounts));
+        let proxy = Arc::new(Proxy::new(config, keys)?);
+        let listener = TcpListener::bind(config.server.listen).await?;
+        let addr = listener.local_addr()?;
+        let (stop, shutdown) = crate::shutdown::channel();
+        let task = tokio::spawn(serve(listener, proxy, shutdown, grace));
+        Ok(Background { addr, stop, task })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Signals shutdown and waits for the drain.
+    pub async fn stop(self) {
+        self.stop.trigger();
+        let _ = self.task.await;
+    }
+}

@@ -59,16 +59,7 @@ async fn get_with_awkward_queries_is_normalized_and_verified() {
     ];
     for (raw, forwarded) in cases {
         let url = h.url(&format!("/2010-04-01/Accounts/{A}/Messages.json?{raw}"));
-        let body = verified(
-            h.client()
-                .get(url)
-                .header("authorization", a.basic_auth())
-                .send()
-                .await
-                .unwrap(),
-            A,
-        )
-        .await;
+        let body = verified(h.get(url, &a.basic_auth()).await, A).await;
         assert_eq!(body["query"], forwarded, "{raw}");
         assert_eq!(body["host"], "api.twilio.com");
     }
@@ -76,16 +67,7 @@ async fn get_with_awkward_queries_is_normalized_and_verified() {
     let url = h.url(&format!(
         "//2010-04-01/./Accounts/x/..%2F{A}//Calls/CA 1.json"
     ));
-    let body = verified(
-        h.client()
-            .get(url)
-            .header("authorization", a.basic_auth())
-            .send()
-            .await
-            .unwrap(),
-        A,
-    )
-    .await;
+    let body = verified(h.get(url, &a.basic_auth()).await, A).await;
     assert_eq!(
         body["path"],
         format!("/2010-04-01/Accounts/{A}/Calls/CA%201.json")
@@ -257,26 +239,16 @@ async fn every_routing_mode_reaches_the_right_host() {
     let path = format!("/2010-04-01/Accounts/{A}/Messages.json?PageSize=1");
 
     // Base URL = proxy, no host named: default_host.
-    let body = verified(
-        h.client()
-            .get(h.url(&path))
-            .header("authorization", a.basic_auth())
-            .send()
-            .await
-            .unwrap(),
-        A,
-    )
-    .await;
+    let body = verified(h.get(h.url(&path), &a.basic_auth()).await, A).await;
     assert_eq!(body["host"], "api.twilio.com");
 
     // Host as the first path segment, including a regional edge.
     let body = verified(
-        h.client()
-            .get(h.url(&format!("/api.dublin.ie1.twilio.com{path}")))
-            .header("authorization", a.basic_auth())
-            .send()
-            .await
-            .unwrap(),
+        h.get(
+            h.url(&format!("/api.dublin.ie1.twilio.com{path}")),
+            &a.basic_auth(),
+        )
+        .await,
         A,
     )
     .await;
@@ -322,49 +294,40 @@ async fn every_routing_mode_reaches_the_right_host() {
 async fn several_accounts_sign_with_their_own_keys() {
     let h = Harness::start().await;
     let (a, b) = (TestAccount::a(), TestAccount::b());
-    let client = h.client();
     // B's key is not listed anywhere: B's path picks B.
     verified(
-        client
-            .get(h.url(&format!("/2010-04-01/Accounts/{B}/Calls.json")))
-            .header("authorization", b.basic_auth())
-            .send()
-            .await
-            .unwrap(),
+        h.get(
+            h.url(&format!("/2010-04-01/Accounts/{B}/Calls.json")),
+            &b.basic_auth(),
+        )
+        .await,
         B,
     )
     .await;
     // A's key is listed under A: it signs as A even on B's path (a Main key managing a subaccount).
     verified(
-        client
-            .get(h.url(&format!("/2010-04-01/Accounts/{B}/Keys.json")))
-            .header("authorization", a.basic_auth())
-            .send()
-            .await
-            .unwrap(),
+        h.get(
+            h.url(&format!("/2010-04-01/Accounts/{B}/Keys.json")),
+            &a.basic_auth(),
+        )
+        .await,
         A,
     )
     .await;
     // B's key on A's path: A lists only its own key.
     refused(
-        client
-            .get(h.url(&format!("/2010-04-01/Accounts/{A}/Calls.json")))
-            .header("authorization", b.basic_auth())
-            .send()
-            .await
-            .unwrap(),
+        h.get(
+            h.url(&format!("/2010-04-01/Accounts/{A}/Calls.json")),
+            &b.basic_auth(),
+        )
+        .await,
         403,
         79006,
     )
     .await;
     // B's key with no account in the path: two accounts, none lists it.
     refused(
-        client
-            .get(h.url("/v1/Services"))
-            .header("authorization", b.basic_auth())
-            .send()
-            .await
-            .unwrap(),
+        h.get(h.url("/v1/Services"), &b.basic_auth()).await,
         400,
         79007,
     )
@@ -432,12 +395,11 @@ async fn refusals_never_reach_the_upstream() {
     )
     .await;
     refused(
-        client
-            .get(h.url("/example.com/2010-04-01/Accounts.json"))
-            .header("authorization", a.basic_auth())
-            .send()
-            .await
-            .unwrap(),
+        h.get(
+            h.url("/example.com/2010-04-01/Accounts.json"),
+            &a.basic_auth(),
+        )
+        .await,
         403,
         79010,
     )
@@ -465,23 +427,13 @@ async fn refusals_never_reach_the_upstream() {
     )
     .await;
     refused(
-        client
-            .get(format!("{messages}?To=%2"))
-            .header("authorization", a.basic_auth())
-            .send()
-            .await
-            .unwrap(),
+        h.get(format!("{messages}?To=%2"), &a.basic_auth()).await,
         400,
         79013,
     )
     .await;
     refused(
-        client
-            .get(format!("{messages}?To=%FF"))
-            .header("authorization", a.basic_auth())
-            .send()
-            .await
-            .unwrap(),
+        h.get(format!("{messages}?To=%FF"), &a.basic_auth()).await,
         400,
         79014,
     )
@@ -559,17 +511,7 @@ async fn upstream_failures_map_to_502_and_504() {
             .insert("api.twilio.com".into(), closed.to_string());
     })
     .await;
-    refused(
-        h.client()
-            .get(h.url(&path))
-            .header("authorization", a.basic_auth())
-            .send()
-            .await
-            .unwrap(),
-        502,
-        79040,
-    )
-    .await;
+    refused(h.get(h.url(&path), &a.basic_auth()).await, 502, 79040).await;
     h.stop().await;
 
     // Accepts TCP but never answers TLS: the request timeout.
@@ -588,17 +530,7 @@ async fn upstream_failures_map_to_502_and_504() {
         raw.upstream.request_timeout_ms = 300;
     })
     .await;
-    refused(
-        h.client()
-            .get(h.url(&path))
-            .header("authorization", a.basic_auth())
-            .send()
-            .await
-            .unwrap(),
-        504,
-        79041,
-    )
-    .await;
+    refused(h.get(h.url(&path), &a.basic_auth()).await, 504, 79041).await;
     h.stop().await;
     holder.abort();
 
@@ -607,17 +539,7 @@ async fn upstream_failures_map_to_502_and_504() {
         raw.upstream.extra_ca_file = None
     })
     .await;
-    let body = refused(
-        h.client()
-            .get(h.url(&path))
-            .header("authorization", a.basic_auth())
-            .send()
-            .await
-            .unwrap(),
-        502,
-        79040,
-    )
-    .await;
+    let body = refused(h.get(h.url(&path), &a.basic_auth()).await, 502, 79040).await;
     assert!(
         body["message"]
             .as_str()
@@ -674,12 +596,11 @@ async fn ps256_and_a_shorter_ttl_are_honoured() {
     })
     .await;
     verified(
-        h.client()
-            .get(h.url(&format!("/2010-04-01/Accounts/{A}/Messages.json")))
-            .header("authorization", a.basic_auth())
-            .send()
-            .await
-            .unwrap(),
+        h.get(
+            h.url(&format!("/2010-04-01/Accounts/{A}/Messages.json")),
+            &a.basic_auth(),
+        )
+        .await,
         A,
     )
     .await;

@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,10 +19,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use pkcv_proxy::config::{AccountConfig, RawConfig};
-use pkcv_proxy::keys::{Accounts, KeyStore};
 use pkcv_proxy::standin::{Registry, StandIn};
-use pkcv_proxy::{keygen, server, shutdown, Config, Proxy};
-use tokio::net::TcpListener;
+use pkcv_proxy::{keygen, server, Config};
 
 struct Step {
     title: &'static str,
@@ -56,22 +53,15 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
     registry.add_public_key_pem(&credential_sid, &account_sid, key.public_pem.as_bytes())?;
     registry.add_api_key(&api_key_sid, &account_sid, &secret);
     let standin = StandIn::start(registry).await?;
-    let ca_file = dir.join("standin-ca.pem");
-    std::fs::write(&ca_file, standin.ca_pem())?;
+    let mut raw = RawConfig::default();
+    raw.server.listen = "127.0.0.1:0".into();
+    standin.point_upstream_here(&mut raw.upstream, &dir.join("standin-ca.pem"))?;
     println!(
         "   stand-in on https://{} (trusting its CA via extra_ca_file)",
         standin.addr()
     );
 
     println!("3. start pkcv-proxy");
-    let mut raw = RawConfig::default();
-    raw.server.listen = "127.0.0.1:0".into();
-    raw.upstream.extra_ca_file = Some(ca_file);
-    for host in ["twilio.com", "*.twilio.com"] {
-        raw.upstream
-            .connect_to
-            .insert(host.into(), standin.addr().to_string());
-    }
     raw.accounts.push(AccountConfig {
         account_sid: account_sid.clone(),
         credential_sid: credential_sid.clone(),
@@ -79,17 +69,8 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
         api_key_sids: vec![api_key_sid.clone()],
     });
     let config = Config::from_raw(raw)?;
-    let accounts = Accounts::load(&config.accounts, &config.signing)?;
-    let proxy = Arc::new(Proxy::new(&config, Arc::new(KeyStore::new(accounts)))?);
-    let listener = TcpListener::bind(config.server.listen).await?;
-    let proxy_addr = listener.local_addr()?;
-    let (stop, shutdown) = shutdown::channel();
-    let server = tokio::spawn(server::serve(
-        listener,
-        proxy,
-        shutdown,
-        Duration::from_secs(5),
-    ));
+    let proxy = server::Background::start(&config, Duration::from_secs(5)).await?;
+    let proxy_addr = proxy.addr();
     println!("   proxy on http://{proxy_addr}\n");
 
     let api_key_auth = format!(
@@ -200,8 +181,7 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
         println!("   {}\n", summarize(&body));
     }
 
-    stop.trigger();
-    let _ = server.await;
+    proxy.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
     println!(
         "stand-in: {} request(s) verified, {} rejected. {}",

@@ -159,6 +159,24 @@ impl StandIn {
         &self.ca_pem
     }
 
+    /// Points a proxy's upstream settings at this stand-in: every Twilio host dials it, and
+    /// its CA (written to `ca_file`) is trusted. SNI, certificate checks and `Host` still use
+    /// the real Twilio names.
+    pub fn point_upstream_here(
+        &self,
+        upstream: &mut crate::config::RawUpstream,
+        ca_file: &std::path::Path,
+    ) -> std::io::Result<()> {
+        std::fs::write(ca_file, &self.ca_pem)?;
+        upstream.extra_ca_file = Some(ca_file.to_path_buf());
+        for host in ["twilio.com", "*.twilio.com"] {
+            upstream
+                .connect_to
+                .insert(host.into(), self.addr.to_string());
+        }
+        Ok(())
+    }
+
     /// Requests verified so far.
     pub fn verified(&self) -> u64 {
         self.state.verified.load(Ordering::SeqCst)

@@ -5,19 +5,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use pkcv_proxy::config::{AccountConfig, RawConfig};
-use pkcv_proxy::keys::{Accounts, KeyStore};
-use pkcv_proxy::shutdown::{self, Trigger};
 use pkcv_proxy::standin::{Registry, StandIn};
 use pkcv_proxy::token::{Algorithm, Signer};
-use pkcv_proxy::{server, Config, Proxy};
+use pkcv_proxy::{server, Config};
 use serde::Deserialize;
-use tokio::net::TcpListener;
 
 /// `../shared/vectors`, what the official SDKs computed.
 pub fn vectors_dir() -> PathBuf {
@@ -188,8 +184,7 @@ pub struct Harness {
     pub standin: StandIn,
     pub proxy: SocketAddr,
     pub dir: tempfile::TempDir,
-    stop: Trigger,
-    server: tokio::task::JoinHandle<()>,
+    server: server::Background,
 }
 
 impl Harness {
@@ -205,46 +200,41 @@ impl Harness {
     ) -> Harness {
         let standin = StandIn::start(registry(accounts)).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let ca_file = dir.path().join("standin-ca.pem");
-        std::fs::write(&ca_file, standin.ca_pem()).unwrap();
-
         let mut raw = RawConfig::default();
         raw.server.listen = "127.0.0.1:0".into();
-        raw.upstream.extra_ca_file = Some(ca_file);
         raw.upstream.connect_timeout_ms = 2_000;
         raw.upstream.request_timeout_ms = 5_000;
-        for host in ["twilio.com", "*.twilio.com"] {
-            raw.upstream
-                .connect_to
-                .insert(host.into(), standin.addr().to_string());
-        }
+        standin
+            .point_upstream_here(&mut raw.upstream, &dir.path().join("standin-ca.pem"))
+            .unwrap();
         raw.accounts = accounts.iter().map(TestAccount::config).collect();
         tweak(&mut raw);
 
         let config = Config::from_raw(raw).unwrap();
-        let accounts = Accounts::load(&config.accounts, &config.signing).unwrap();
-        let proxy = Arc::new(Proxy::new(&config, Arc::new(KeyStore::new(accounts))).unwrap());
-        let listener = TcpListener::bind(config.server.listen).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, shutdown) = shutdown::channel();
-        let server = tokio::spawn(server::serve(
-            listener,
-            proxy,
-            shutdown,
-            Duration::from_secs(2),
-        ));
+        let proxy = server::Background::start(&config, Duration::from_secs(2))
+            .await
+            .unwrap();
         Harness {
             standin,
-            proxy: addr,
+            proxy: proxy.addr(),
             dir,
-            stop,
-            server,
+            server: proxy,
         }
     }
 
     /// `http://127.0.0.1:port` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.proxy)
+    }
+
+    /// `GET` through the proxy (origin-form) with an `Authorization` value.
+    pub async fn get(&self, url: impl reqwest::IntoUrl, authorization: &str) -> reqwest::Response {
+        self.client()
+            .get(url)
+            .header("authorization", authorization)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// A client that talks to the proxy directly (origin-form).
@@ -266,10 +256,8 @@ impl Harness {
     }
 
     pub async fn stop(self) {
-        self.stop.trigger();
-        tokio::time::timeout(Duration::from_secs(10), self.server)
+        tokio::time::timeout(Duration::from_secs(10), self.server.stop())
             .await
-            .unwrap()
             .unwrap();
     }
 }
