@@ -57,8 +57,24 @@ pub struct RawConfig {
     pub signing: RawSigning,
     /// `[log]`
     pub log: RawLog,
+    /// `[intercept]`
+    pub intercept: RawIntercept,
     /// `[[accounts]]`
     pub accounts: Vec<AccountConfig>,
+}
+
+/// `[intercept]`: `HTTPS_PROXY` (`CONNECT`) interception with a local CA.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawIntercept {
+    /// Terminate TLS inside `CONNECT` tunnels to allowed hosts and sign what is inside.
+    pub enabled: bool,
+    /// The CA certificate (PEM) from `pkcv-proxy ca init`.
+    pub ca_cert_file: Option<PathBuf>,
+    /// The CA private key (PEM); must not be readable by group or others.
+    pub ca_key_file: Option<PathBuf>,
+    /// Hosts (or `*.` patterns) tunnelled untouched — unsigned — instead. Empty by default.
+    pub passthrough_hosts: Vec<String>,
 }
 
 /// `[server]`
@@ -233,6 +249,15 @@ pub struct SigningSettings {
     pub ttl_secs: u64,
 }
 
+/// Interception, when enabled.
+#[derive(Debug, Clone)]
+pub struct InterceptSettings {
+    /// The CA certificate.
+    pub ca_cert_file: PathBuf,
+    /// The CA key.
+    pub ca_key_file: PathBuf,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -244,6 +269,10 @@ pub struct Config {
     pub signing: SigningSettings,
     /// `[log]`
     pub log: RawLog,
+    /// `[intercept]`, if enabled.
+    pub intercept: Option<InterceptSettings>,
+    /// Hosts tunnelled untouched on `CONNECT` (empty unless configured).
+    pub passthrough_hosts: Vec<HostPattern>,
     /// `[[accounts]]`
     pub accounts: Vec<AccountConfig>,
     /// What it was built from, for `check-config`.
@@ -335,6 +364,28 @@ impl Config {
             ));
         }
 
+        let intercept = match (&raw.intercept.enabled, &raw.intercept.ca_cert_file, &raw.intercept.ca_key_file) {
+            (false, _, _) => None,
+            (true, Some(cert), Some(key)) => Some(InterceptSettings {
+                ca_cert_file: cert.clone(),
+                ca_key_file: key.clone(),
+            }),
+            (true, _, _) => {
+                return invalid("intercept.enabled needs ca_cert_file and ca_key_file (make them with `pkcv-proxy ca init`)")
+            }
+        };
+        let mut passthrough_hosts = Vec::new();
+        for pattern in &raw.intercept.passthrough_hosts {
+            match HostPattern::parse(pattern) {
+                Some(pattern) => passthrough_hosts.push(pattern),
+                None => {
+                    return invalid(format!(
+                    "intercept.passthrough_hosts: '{pattern}' is not a host name or *.host pattern"
+                ))
+                }
+            }
+        }
+
         let mut seen = std::collections::HashSet::new();
         for account in &raw.accounts {
             account.validate()?;
@@ -363,6 +414,8 @@ impl Config {
                 ttl_secs: raw.signing.ttl_secs,
             },
             log: raw.log.clone(),
+            intercept,
+            passthrough_hosts,
             accounts: raw.accounts.clone(),
             raw,
         })

@@ -10,6 +10,8 @@
 //!
 //! - [`server`]: the listener loop; one task per connection, one shutdown signal.
 //! - [`proxy`]: the per-request pipeline that ties the steps below together.
+//! - [`connect`]: `CONNECT` — refused, intercepted (TLS terminated with a local CA, each
+//!   request inside signed like any other) or, for hosts named for it, passed through.
 //! - [`route`]: which Twilio host a request is for, and the allow-list that keeps the
 //!   proxy from ever becoming an open proxy.
 //! - [`auth`]: who is asking — the API key SID from HTTP Basic auth.
@@ -22,6 +24,8 @@
 //! - [`canonical`]: the canonical request string and its SHA-256 (`rqh`).
 //! - [`token`]: minting the JWT from a key parsed once.
 //! - [`upstream`]: the pooled, always-verified TLS client to Twilio.
+//! - [`intercept`]: the local CA that lets `HTTPS_PROXY` clients be signed for inside
+//!   `CONNECT` tunnels.
 //! - [`error`]: every error the proxy produces, turned into Twilio-style JSON in one place.
 //!
 //! Around it: [`config`] (figment file + env, validated before anything binds), [`keygen`],
@@ -36,8 +40,10 @@ pub mod auth;
 pub mod body;
 pub mod canonical;
 pub mod config;
+pub mod connect;
 pub mod error;
 pub mod hop;
+pub mod intercept;
 pub mod keygen;
 pub mod keys;
 pub mod normalize;

@@ -19,8 +19,10 @@ use hyper::body::Incoming;
 
 use crate::body::{self, BufferedBody};
 use crate::config::Config;
+use crate::connect::Tunnels;
 use crate::error::ProxyError;
 use crate::hop;
+use crate::intercept::InterceptError;
 use crate::keys::KeyStore;
 use crate::sign::{RequestSigner, Target};
 use crate::token;
@@ -35,15 +37,29 @@ pub struct Proxy {
     signer: RequestSigner,
     max_body_bytes: u64,
     upstream: Upstream,
+    pub(crate) tunnels: Tunnels,
+}
+
+/// Why the proxy could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The upstream client.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The interception CA.
+    #[error(transparent)]
+    Intercept(#[from] InterceptError),
 }
 
 impl Proxy {
     /// Builds the proxy from a validated config and a key store. Connects nowhere yet.
-    pub fn new(config: &Config, keys: Arc<KeyStore>) -> Result<Proxy, UpstreamError> {
+    pub fn new(config: &Config, keys: Arc<KeyStore>) -> Result<Proxy, BuildError> {
         Ok(Proxy {
             signer: RequestSigner::new(config, keys),
             max_body_bytes: config.server.max_body_bytes,
             upstream: Upstream::new(&config.upstream)?,
+            tunnels: Tunnels::new(config)?,
         })
     }
 
@@ -52,8 +68,29 @@ impl Proxy {
         &self.signer
     }
 
-    /// Handles one request: forwards it signed, or answers with a Twilio-style error.
-    pub async fn handle<B>(&self, request: Request<B>) -> Response<ProxyBody>
+    /// Handles one request from a client connection: forwards it signed, opens a `CONNECT`
+    /// tunnel, or answers with a Twilio-style error.
+    pub async fn handle<B>(self: &Arc<Self>, request: Request<B>) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: std::fmt::Display,
+    {
+        if request.method() == Method::CONNECT {
+            let started = Instant::now();
+            let mut log = RequestLog::default();
+            let response = self.connect(request, &mut log);
+            let response = log.finish(&Method::CONNECT, response, started);
+            return response;
+        }
+        self.handle_in(request, None).await
+    }
+
+    /// Handles one request, inside the `CONNECT` tunnel to `tunnel_host` if given.
+    pub async fn handle_in<B>(
+        &self,
+        request: Request<B>,
+        tunnel_host: Option<&str>,
+    ) -> Response<ProxyBody>
     where
         B: Body<Data = Bytes>,
         B::Error: std::fmt::Display,
@@ -61,20 +98,17 @@ impl Proxy {
         let started = Instant::now();
         let method = request.method().clone();
         let mut log = RequestLog::default();
-        let response = match self.forward(request, &mut log).await {
-            Ok(response) => response.map(Either::Left),
-            Err(err) => {
-                log.error = Some((err.code(), err.to_string()));
-                err.to_response::<Full<Bytes>>().map(Either::Right)
-            }
-        };
-        log.emit(&method, response.status().as_u16(), started);
-        response
+        let response = self
+            .forward(request, tunnel_host, &mut log)
+            .await
+            .map(|response| response.map(Either::Left));
+        log.finish(&method, response, started)
     }
 
     async fn forward<B>(
         &self,
         request: Request<B>,
+        tunnel_host: Option<&str>,
         log: &mut RequestLog,
     ) -> Result<Response<Incoming>, ProxyError>
     where
@@ -83,9 +117,11 @@ impl Proxy {
     {
         let (mut parts, body) = request.into_parts();
         if parts.method == Method::CONNECT {
-            return Err(ProxyError::MethodNotSupported("CONNECT".into()));
+            return Err(ProxyError::MethodNotSupported(
+                "CONNECT inside a tunnel".into(),
+            ));
         }
-        let target = self.signer.resolve(&parts)?;
+        let target = self.signer.resolve(&parts, tunnel_host)?;
         log.host = Some(target.host.clone());
         log.path = Some(target.path.clone());
         log.account = Some(target.account.account_sid.clone());
@@ -155,14 +191,32 @@ fn upstream_request(
 
 /// The one log line per request. Holds nothing secret: no headers, no query, no token.
 #[derive(Default)]
-struct RequestLog {
-    host: Option<String>,
-    path: Option<String>,
-    account: Option<String>,
+pub(crate) struct RequestLog {
+    pub(crate) host: Option<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) account: Option<String>,
     error: Option<(u32, String)>,
 }
 
 impl RequestLog {
+    /// Turns an outcome into the response, logging it.
+    fn finish(
+        &mut self,
+        method: &Method,
+        outcome: Result<Response<ProxyBody>, ProxyError>,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        let response = match outcome {
+            Ok(response) => response,
+            Err(err) => {
+                self.error = Some((err.code(), err.to_string()));
+                err.to_response::<Full<Bytes>>().map(Either::Right)
+            }
+        };
+        self.emit(method, response.status().as_u16(), started);
+        response
+    }
+
     fn emit(&self, method: &Method, status: u16, started: Instant) {
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let host = self.host.as_deref().unwrap_or("-");

@@ -112,6 +112,8 @@ pub enum TargetForm {
     PathPrefix,
     /// Origin-form naming no host: `default_host`.
     Default,
+    /// Inside an intercepted `CONNECT` tunnel: the tunnel's host.
+    Tunnel,
 }
 
 /// Where a request goes: an allowed host, and the path and query still to normalize.
@@ -190,6 +192,17 @@ pub fn resolve<'a>(
         query,
         form: TargetForm::Default,
     })
+}
+
+/// The route of a request inside a `CONNECT` tunnel to `host` (already allowed): whatever
+/// the request itself names, it goes to the host the tunnel was opened for.
+pub fn in_tunnel<'a>(uri: &'a Uri, host: &str) -> Route<'a> {
+    Route {
+        host: host.to_owned(),
+        path: uri.path(),
+        query: uri.query().unwrap_or(""),
+        form: TargetForm::Tunnel,
+    }
 }
 
 /// `host:port` → `host` (a bracketed IPv6 literal is left alone and never matches).

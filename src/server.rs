@@ -14,8 +14,8 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 use crate::proxy::Proxy;
 use crate::shutdown::Shutdown;
@@ -26,18 +26,28 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// How long a client may take to send a request head, so idle sockets cannot pile up.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What a connection's requests carry to the handlers that outlive the request itself
+/// (`CONNECT` tunnels): the shutdown signal and the tracker the drain waits on.
+#[derive(Debug, Clone)]
+pub struct ConnectionContext {
+    /// The server's shutdown signal.
+    pub shutdown: Shutdown,
+    /// Every task that must finish before the server is drained.
+    pub tracker: TaskTracker,
+}
+
 /// Serves `proxy` on `listener` until `shutdown` fires, then drains for up to `grace`.
-pub async fn serve(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    mut shutdown: Shutdown,
-    grace: Duration,
-) {
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: Shutdown, grace: Duration) {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    let graceful = GracefulShutdown::new();
+    let tracker = TaskTracker::new();
+    let context = ConnectionContext {
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+    };
+    let mut stop = shutdown;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -49,26 +59,42 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = shutdown.recv() => break,
+            _ = stop.recv() => break,
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let service = service_fn(move |request| {
+        let service = {
             let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(request).await) }
-        });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            let context = context.clone();
+            service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(context.clone());
+                let proxy = proxy.clone();
+                async move { Ok::<_, std::convert::Infallible>(proxy.handle(request).await) }
+            })
+        };
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut shutdown = context.shutdown.clone();
+        tracker.spawn(async move {
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = shutdown.recv() => {
+                    // Finish the request in flight, then close.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = result {
                 log_connection_error(peer, &err);
             }
         });
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
-        _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+    tracker.close();
+    match tokio::time::timeout(grace, tracker.wait()).await {
+        Ok(()) => tracing::info!("all connections drained"),
+        Err(_) => tracing::warn!("grace period over; closing remaining connections"),
     }
 }
 
@@ -83,9 +109,9 @@ pub enum StartError {
     /// A key could not be loaded.
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyStoreError),
-    /// The upstream client could not be built.
+    /// The proxy (upstream client, interception CA) could not be built.
     #[error(transparent)]
-    Upstream(#[from] crate::upstream::UpstreamError),
+    Build(#[from] crate::proxy::BuildError),
     /// The listener could not be bound.
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),

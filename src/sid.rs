@@ -31,6 +31,20 @@ pub fn account_in_path(path: &str) -> Option<&str> {
     None
 }
 
+/// A fresh random SID with `prefix`, for the stand-in and the demo (what Twilio would mint).
+pub fn random_sid(prefix: &str) -> String {
+    format!("{prefix}{}", random_hex::<16>())
+}
+
+/// `N` random bytes from the system RNG as hex.
+pub fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    // aws-lc's system RNG does not fail on supported platforms; were it to, the result is
+    // all zeros, which the callers (identifiers for tests and the demo) tolerate.
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,10 +88,19 @@ impl RequestSigner {
         &self.keys
     }
 
+    /// The allow-list and default host.
+    pub fn hosts(&self) -> &HostPolicy {
+        &self.hosts
+    }
+
     /// Route, authenticate, normalize and pick the account: everything decided before the
-    /// body is read.
-    pub fn resolve(&self, parts: &Parts) -> Result<Target, ProxyError> {
-        let route = route::resolve(&parts.uri, &parts.headers, &self.hosts)?;
+    /// body is read. `tunnel_host` is the host of the `CONNECT` tunnel the request came
+    /// through, if any; it overrides whatever the request names.
+    pub fn resolve(&self, parts: &Parts, tunnel_host: Option<&str>) -> Result<Target, ProxyError> {
+        let route = match tunnel_host {
+            Some(host) => route::in_tunnel(&parts.uri, host),
+            None => route::resolve(&parts.uri, &parts.headers, &self.hosts)?,
+        };
         let auth = auth::api_key_auth(&parts.headers)?;
         let path = normalize_path(route.path)?;
         let query = normalize_query(route.query)?;

@@ -13,13 +13,33 @@ use support::{json, Harness, TestAccount};
 const A: &str = "ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d4";
 const B: &str = "ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
-/// Asserts a 200 verified by the stand-in for account `account`, and returns its echo.
-async fn verified(response: reqwest::Response, account: &str) -> serde_json::Value {
-    let (status, body) = json(response).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["verified"], true, "{body}");
-    assert_eq!(body["account_sid"], account, "{body}");
-    body
+/// Asserts a success that the stand-in verified for `account`, and returns what the
+/// stand-in received (host, path, query, body length) as JSON.
+async fn verified(h: &Harness, response: reqwest::Response, account: &str) -> serde_json::Value {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert!((200..300).contains(&status), "{status}: {text}");
+    let record = h
+        .standin
+        .records()
+        .await
+        .pop()
+        .expect("nothing reached the stand-in");
+    let outcome = record
+        .outcome
+        .as_ref()
+        .unwrap_or_else(|r| panic!("rejected: {r}"));
+    assert!(outcome.signed, "the request reached the stand-in unsigned");
+    assert_eq!(outcome.account_sid, account);
+    serde_json::json!({
+        "verified": true,
+        "account_sid": outcome.account_sid,
+        "method": record.method,
+        "host": record.host,
+        "path": record.path,
+        "query": record.query,
+        "body_length": record.body.len(),
+    })
 }
 
 /// Asserts a proxy error with `status` and `code`.
@@ -59,7 +79,7 @@ async fn get_with_awkward_queries_is_normalized_and_verified() {
     ];
     for (raw, forwarded) in cases {
         let url = h.url(&format!("/2010-04-01/Accounts/{A}/Messages.json?{raw}"));
-        let body = verified(h.get(url, &a.basic_auth()).await, A).await;
+        let body = verified(&h, h.get(url, &a.basic_auth()).await, A).await;
         assert_eq!(body["query"], forwarded, "{raw}");
         assert_eq!(body["host"], "api.twilio.com");
     }
@@ -67,7 +87,7 @@ async fn get_with_awkward_queries_is_normalized_and_verified() {
     let url = h.url(&format!(
         "//2010-04-01/./Accounts/x/..%2F{A}//Calls/CA 1.json"
     ));
-    let body = verified(h.get(url, &a.basic_auth()).await, A).await;
+    let body = verified(&h, h.get(url, &a.basic_auth()).await, A).await;
     assert_eq!(
         body["path"],
         format!("/2010-04-01/Accounts/{A}/Calls/CA%201.json")
@@ -85,6 +105,7 @@ async fn bodies_are_forwarded_as_hashed() {
 
     let form = "To=%2B14155550100&From=%2B14155550199&Body=Hello%20from%20PKCV";
     let body = verified(
+        &h,
         client
             .post(&messages)
             .header("authorization", a.basic_auth())
@@ -101,6 +122,7 @@ async fn bodies_are_forwarded_as_hashed() {
     let json_body =
         r#"{"friendly_name":"caf\u00e9 ☃","types":{"twilio/text":{"body":"Hi {{1}}"}}}"#;
     verified(
+        &h,
         client
             .post(h.url("/content.twilio.com/v1/Content"))
             .header("authorization", a.basic_auth())
@@ -115,8 +137,9 @@ async fn bodies_are_forwarded_as_hashed() {
 
     // Empty POST: Content-Length 0, no body hash.
     verified(
+        &h,
         client
-            .post(&messages)
+            .post(h.url(&format!("/2010-04-01/Accounts/{A}/Calls/CA0000.json")))
             .header("authorization", a.basic_auth())
             .send()
             .await
@@ -126,10 +149,9 @@ async fn bodies_are_forwarded_as_hashed() {
     .await;
     // DELETE with no body.
     verified(
+        &h,
         client
-            .delete(h.url(
-                "/accounts.twilio.com/v1/Credentials/PublicKeys/CR9a8b7c6d9a8b7c6d9a8b7c6d9a8b7c6d",
-            ))
+            .delete(h.url("/sync.twilio.com/v1/Services/IS00/Documents/ET00"))
             .header("authorization", a.basic_auth())
             .send()
             .await
@@ -141,6 +163,7 @@ async fn bodies_are_forwarded_as_hashed() {
     // 5 MiB.
     let big = vec![b'x'; 5 * 1024 * 1024];
     let body = verified(
+        &h,
         client
             .post(h.url("/serverless.twilio.com/v1/Services/ZS00/Assets/ZH00/Versions"))
             .header("authorization", a.basic_auth())
@@ -199,9 +222,10 @@ async fn chunked_bodies_are_sent_with_content_length_or_refused_whole() {
 
     let (status, body) =
         chunked_post(&h, &auth, vec![b"To=%2B1".to_vec(), b"&Body=hi".to_vec()]).await;
+    // The stand-in emulates Messages: it parsed the form the proxy forwarded.
     assert_eq!(
-        (status, &body["verified"]),
-        (200, &serde_json::json!(true)),
+        (status, &body["to"], &body["body"]),
+        (201, &serde_json::json!("+1"), &serde_json::json!("hi")),
         "{body}"
     );
     let records = h.standin.records().await;
@@ -239,11 +263,12 @@ async fn every_routing_mode_reaches_the_right_host() {
     let path = format!("/2010-04-01/Accounts/{A}/Messages.json?PageSize=1");
 
     // Base URL = proxy, no host named: default_host.
-    let body = verified(h.get(h.url(&path), &a.basic_auth()).await, A).await;
+    let body = verified(&h, h.get(h.url(&path), &a.basic_auth()).await, A).await;
     assert_eq!(body["host"], "api.twilio.com");
 
     // Host as the first path segment, including a regional edge.
     let body = verified(
+        &h,
         h.get(
             h.url(&format!("/api.dublin.ie1.twilio.com{path}")),
             &a.basic_auth(),
@@ -260,6 +285,7 @@ async fn every_routing_mode_reaches_the_right_host() {
 
     // Sidecar: the Host header names a Twilio host.
     let body = verified(
+        &h,
         h.client()
             .get(h.url("/v1/Credentials/PublicKeys"))
             .header("host", "accounts.twilio.com")
@@ -274,6 +300,7 @@ async fn every_routing_mode_reaches_the_right_host() {
 
     // HTTP_PROXY: absolute-form http:// (the proxy upgrades to HTTPS upstream).
     let body = verified(
+        &h,
         h.proxied_client()
             .get("http://api.twilio.com/2010-04-01/Accounts.json?FriendlyName=with%20space")
             .header("authorization", a.basic_auth())
@@ -294,8 +321,17 @@ async fn every_routing_mode_reaches_the_right_host() {
 async fn several_accounts_sign_with_their_own_keys() {
     let h = Harness::start().await;
     let (a, b) = (TestAccount::a(), TestAccount::b());
+    // B is a subaccount of A, as in Twilio's subaccount guide.
+    h.standin
+        .update_registry(|registry| {
+            if let Some(account) = registry.accounts.get_mut(B) {
+                account.owner_account_sid = A.into();
+            }
+        })
+        .await;
     // B's key is not listed anywhere: B's path picks B.
     verified(
+        &h,
         h.get(
             h.url(&format!("/2010-04-01/Accounts/{B}/Calls.json")),
             &b.basic_auth(),
@@ -306,6 +342,7 @@ async fn several_accounts_sign_with_their_own_keys() {
     .await;
     // A's key is listed under A: it signs as A even on B's path (a Main key managing a subaccount).
     verified(
+        &h,
         h.get(
             h.url(&format!("/2010-04-01/Accounts/{B}/Keys.json")),
             &a.basic_auth(),
@@ -438,6 +475,7 @@ async fn refusals_never_reach_the_upstream() {
         79014,
     )
     .await;
+    // CONNECT to a port other than 443 (here the proxy's own) is refused before anything else.
     refused(
         client
             .request(reqwest::Method::CONNECT, h.url("/"))
@@ -445,8 +483,8 @@ async fn refusals_never_reach_the_upstream() {
             .send()
             .await
             .unwrap(),
-        405,
-        79015,
+        403,
+        79011,
     )
     .await;
     assert!(
@@ -461,6 +499,7 @@ async fn client_tokens_and_hop_by_hop_headers_do_not_pass() {
     let h = Harness::start().await;
     let a = TestAccount::a();
     verified(
+        &h,
         h.client()
             .get(h.url(&format!("/2010-04-01/Accounts/{A}/Messages.json")))
             .header("authorization", format!("  {}  ", a.basic_auth()))
@@ -596,6 +635,7 @@ async fn ps256_and_a_shorter_ttl_are_honoured() {
     })
     .await;
     verified(
+        &h,
         h.get(
             h.url(&format!("/2010-04-01/Accounts/{A}/Messages.json")),
             &a.basic_auth(),

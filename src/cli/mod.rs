@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand. Errors surface as `anyhow` here, at the edge;
 //! `main` turns them into an exit code.
 
+mod ca;
 mod check_config;
 mod demo;
 mod serve;
@@ -31,6 +32,9 @@ enum Command {
     CheckConfig,
     /// Sign one request and print every step, to debug error 70156.
     Sign(sign::SignArgs),
+    /// The local CA for HTTPS_PROXY interception.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
     /// Run everything on loopback with no Twilio account: a verifying Twilio stand-in,
     /// throwaway keys, the proxy, and requests through it.
     Demo,
@@ -47,6 +51,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Serve => runtime.block_on(serve::run(config)),
         Command::CheckConfig => check_config::run(config),
         Command::Sign(args) => sign::run(config, args),
+        Command::Ca(command) => ca::run(config, command),
         Command::Demo => runtime.block_on(demo::run()),
     }
 }

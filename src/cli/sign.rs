@@ -67,7 +67,7 @@ pub(crate) fn run(config_path: Option<&Path>, args: SignArgs) -> anyhow::Result<
             .insert(AUTHORIZATION, HeaderValue::from_str(&value)?);
     }
     let (parts, ()) = request.into_parts();
-    let target = match signer.resolve(&parts) {
+    let target = match signer.resolve(&parts, None) {
         Ok(target) => target,
         Err(err) => {
             eprintln!("refused ({} {}): {err}", err.status().as_u16(), err.code());

@@ -9,6 +9,7 @@
 //! 70156);
 //! success echoes what it verified as JSON.
 
+pub mod api;
 pub mod canonical;
 pub mod tls;
 pub mod verify;
@@ -18,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -91,8 +91,14 @@ pub enum StandInError {
     Io(#[from] std::io::Error),
 }
 
+/// The emulated Twilio: who is known, and what was created.
+struct Twilio {
+    registry: Registry,
+    messages: api::Messages,
+}
+
 struct State {
-    registry: ArcSwap<Registry>,
+    twilio: Mutex<Twilio>,
     clock: Clock,
     records: Mutex<Vec<Record>>,
     verified: AtomicU64,
@@ -128,7 +134,10 @@ impl StandIn {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
-            registry: ArcSwap::from_pointee(registry),
+            twilio: Mutex::new(Twilio {
+                registry,
+                messages: api::Messages::new(),
+            }),
             clock,
             records: Mutex::new(Vec::new()),
             verified: AtomicU64::new(0),
@@ -192,14 +201,14 @@ impl StandIn {
         self.state.records.lock().await.clone()
     }
 
-    /// Replaces the registry (keys added or removed).
-    pub fn set_registry(&self, registry: Registry) {
-        self.state.registry.store(Arc::new(registry));
+    /// Changes what the stand-in knows (accounts, keys, enforcement).
+    pub async fn update_registry(&self, update: impl FnOnce(&mut Registry)) {
+        update(&mut self.state.twilio.lock().await.registry);
     }
 
-    /// The current registry.
-    pub fn registry(&self) -> Registry {
-        Registry::clone(&self.state.registry.load())
+    /// A copy of what the stand-in knows now.
+    pub async fn registry(&self) -> Registry {
+        self.state.twilio.lock().await.registry.clone()
     }
 }
 
@@ -283,31 +292,48 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
         headers,
         body: &body,
     };
-    let registry = state.registry.load();
-    let outcome = verify::verify_request(&registry, &received, state.clock.now());
+    let mut twilio = state.twilio.lock().await;
+    let outcome = verify::verify_request(&twilio.registry, &received, state.clock.now());
     let response = match &outcome {
         Ok(verified) => {
             state.verified.fetch_add(1, Ordering::SeqCst);
-            json_response(
-                StatusCode::OK,
-                json!({
-                    "verified": true,
-                    "account_sid": verified.account_sid,
-                    "api_key_sid": verified.api_key_sid,
-                    "request_hash": verified.request_hash,
-                    "method": received.method,
-                    "host": host,
-                    "path": received.path,
-                    "query": received.query,
-                    "body_length": body.len(),
-                }),
-            )
+            let request = api::ApiRequest {
+                method: received.method,
+                host: &host,
+                path: received.path,
+                query: received.query,
+                body: &body,
+            };
+            let Twilio { registry, messages } = &mut *twilio;
+            match api::dispatch(registry, messages, verified, &request) {
+                Some((status, Some(json))) => json_response(status, json),
+                Some((status, None)) => {
+                    let mut response = Response::new(Full::new(Bytes::new()));
+                    *response.status_mut() = status;
+                    response
+                }
+                None => json_response(
+                    StatusCode::OK,
+                    json!({
+                        "verified": true,
+                        "account_sid": verified.account_sid,
+                        "api_key_sid": verified.api_key_sid,
+                        "request_hash": verified.request_hash,
+                        "method": received.method,
+                        "host": host,
+                        "path": received.path,
+                        "query": received.query,
+                        "body_length": body.len(),
+                    }),
+                ),
+            }
         }
         Err(rejection) => {
             state.rejected.fetch_add(1, Ordering::SeqCst);
             twilio_error(StatusCode::UNAUTHORIZED, rejection)
         }
     };
+    drop(twilio);
     let record = Record {
         method: received.method.to_owned(),
         host,

@@ -3,7 +3,7 @@
 //! The clock is a parameter, so recorded SDK tokens can be checked at the instant they were
 //! minted and again 301 s later.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -20,26 +20,55 @@ const MAX_LIFETIME_SECS: u64 = 300;
 pub struct Credential {
     /// The account that owns it.
     pub account_sid: String,
-    /// The key.
+    /// Its friendly name.
+    pub friendly_name: String,
+    /// The public key, PEM.
+    pub public_key_pem: String,
+    /// The key, parsed for verification.
     pub key: DecodingKey,
+    /// When it was created (Unix seconds).
+    pub created: u64,
 }
 
-/// An API key: its account and secret.
+/// An API key: its account, secret and type.
 #[derive(Debug, Clone)]
 pub struct ApiKey {
     /// The account that owns it.
     pub account_sid: String,
     /// Its secret.
     pub secret: String,
+    /// Its friendly name.
+    pub friendly_name: String,
+    /// A Main key may manage accounts and keys; a Standard key may not.
+    pub main: bool,
+    /// When it was created (Unix seconds).
+    pub created: u64,
 }
 
-/// What the stand-in knows: public keys by credential SID, API keys by key SID.
+/// A Twilio account as the stand-in knows it.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// Its friendly name.
+    pub friendly_name: String,
+    /// `active`, `suspended` or `closed`.
+    pub status: String,
+    /// The parent for a subaccount, itself for a main account.
+    pub owner_account_sid: String,
+    /// Whether requests must carry a valid PKCV token.
+    pub enforces_pkcv: bool,
+    /// When it was created (Unix seconds).
+    pub created: u64,
+}
+
+/// What the stand-in knows: accounts, public keys by credential SID, API keys by key SID.
 #[derive(Clone, Default)]
 pub struct Registry {
+    /// `AC…` → account.
+    pub accounts: BTreeMap<String, Account>,
     /// `CR…` → credential.
-    pub credentials: HashMap<String, Credential>,
+    pub credentials: BTreeMap<String, Credential>,
     /// `SK…` → API key.
-    pub api_keys: HashMap<String, ApiKey>,
+    pub api_keys: BTreeMap<String, ApiKey>,
 }
 
 impl Registry {
@@ -51,25 +80,64 @@ impl Registry {
         pem: &[u8],
     ) -> Result<(), jsonwebtoken::errors::Error> {
         let key = DecodingKey::from_rsa_pem(pem)?;
+        self.ensure_account(account_sid);
         self.credentials.insert(
             credential_sid.to_owned(),
             Credential {
                 account_sid: account_sid.to_owned(),
+                friendly_name: format!("credential {credential_sid}"),
+                public_key_pem: String::from_utf8_lossy(pem).into_owned(),
                 key,
+                created: crate::token::unix_now(),
             },
         );
         Ok(())
     }
 
-    /// Registers an API key.
+    /// Registers a Main API key (it may manage accounts and keys).
     pub fn add_api_key(&mut self, api_key_sid: &str, account_sid: &str, secret: &str) {
+        self.insert_api_key(api_key_sid, account_sid, secret, true);
+    }
+
+    /// Registers a Standard API key (it may not manage accounts or keys).
+    pub fn add_standard_api_key(&mut self, api_key_sid: &str, account_sid: &str, secret: &str) {
+        self.insert_api_key(api_key_sid, account_sid, secret, false);
+    }
+
+    fn insert_api_key(&mut self, api_key_sid: &str, account_sid: &str, secret: &str, main: bool) {
+        self.ensure_account(account_sid);
         self.api_keys.insert(
             api_key_sid.to_owned(),
             ApiKey {
                 account_sid: account_sid.to_owned(),
                 secret: secret.to_owned(),
+                friendly_name: format!("key {api_key_sid}"),
+                main,
+                created: crate::token::unix_now(),
             },
         );
+    }
+
+    /// Makes sure a main account exists (enforcing PKCV, as accounts the stand-in serves do
+    /// by default).
+    pub fn ensure_account(&mut self, account_sid: &str) {
+        self.accounts
+            .entry(account_sid.to_owned())
+            .or_insert_with(|| Account {
+                friendly_name: format!("account {account_sid}"),
+                status: "active".into(),
+                owner_account_sid: account_sid.to_owned(),
+                enforces_pkcv: true,
+                created: crate::token::unix_now(),
+            });
+    }
+
+    /// Sets whether `account_sid` enforces PKCV.
+    pub fn set_enforcement(&mut self, account_sid: &str, enforces: bool) {
+        self.ensure_account(account_sid);
+        if let Some(account) = self.accounts.get_mut(account_sid) {
+            account.enforces_pkcv = enforces;
+        }
     }
 }
 
@@ -166,8 +234,13 @@ pub struct Verified {
     pub account_sid: String,
     /// The API key (`iss`).
     pub api_key_sid: String,
-    /// The hash the stand-in computed (equal to `rqh`).
+    /// The hash the stand-in computed (equal to `rqh`); empty for an unsigned request to an
+    /// account that does not enforce PKCV.
     pub request_hash: String,
+    /// Whether the request carried a valid PKCV token.
+    pub signed: bool,
+    /// Whether the API key is a Main key.
+    pub main_key: bool,
 }
 
 /// Verifies a received request end to end: API key and secret, token, `iss`, `hrh` and
@@ -200,8 +273,21 @@ pub fn verify_request(
     if api_key.secret != password {
         return reject(20003, "Authentication Error - invalid API key secret");
     }
+    let account = registry.accounts.get(&api_key.account_sid);
+    if account.is_some_and(|account| account.status == "closed") {
+        return reject(20003, "Authentication Error - the account is closed");
+    }
     let Some(token) = header("twilio-client-validation") else {
-        return reject(20151, "Twilio-Client-Validation header is missing");
+        if account.is_some_and(|account| !account.enforces_pkcv) {
+            return Ok(Verified {
+                account_sid: api_key.account_sid.clone(),
+                api_key_sid: username,
+                request_hash: String::new(),
+                signed: false,
+                main_key: api_key.main,
+            });
+        }
+        return reject(20151, "Twilio-Client-Validation header is missing: this account enforces Public Key Client Validation");
     };
     let claims = verify_token(registry, token, now)?;
     if claims.iss != username {
@@ -231,6 +317,8 @@ pub fn verify_request(
         account_sid: claims.sub,
         api_key_sid: claims.iss,
         request_hash,
+        signed: true,
+        main_key: api_key.main,
     })
 }
 

@@ -179,6 +179,15 @@ pub fn registry(accounts: &[TestAccount]) -> Registry {
     registry
 }
 
+/// Turns on `HTTPS_PROXY` interception with a fresh CA in `dir`; returns the CA certificate.
+pub fn enable_interception(raw: &mut RawConfig, dir: &std::path::Path) -> PathBuf {
+    let files = pkcv_proxy::intercept::init_ca(dir, &["twilio.com".into()], 30).unwrap();
+    raw.intercept.enabled = true;
+    raw.intercept.ca_cert_file = Some(files.cert_file.clone());
+    raw.intercept.ca_key_file = Some(files.key_file);
+    files.cert_file
+}
+
 /// The proxy in front of the stand-in, both on loopback.
 pub struct Harness {
     pub standin: StandIn,

@@ -1,0 +1,55 @@
+//! `pkcv-proxy ca init`: the local interception CA for `HTTPS_PROXY` clients, and the
+//! environment each kind of client needs to use it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use pkcv_proxy::intercept::init_ca;
+use pkcv_proxy::Config;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaCommand {
+    /// Create a CA (key 0600, name-constrained to Twilio's domain, path length 0).
+    Init(InitArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// Where to write pkcv-proxy-ca.pem and pkcv-proxy-ca-key.pem.
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// Domains the CA may sign for (X.509 name constraint). Repeatable.
+    #[arg(long = "permit", default_value = "twilio.com")]
+    permit: Vec<String>,
+    /// Lifetime of the CA certificate in days.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(i64).range(1..=825))]
+    days: i64,
+}
+
+pub(crate) fn run(config_path: Option<&Path>, command: CaCommand) -> anyhow::Result<ExitCode> {
+    let CaCommand::Init(args) = command;
+    let listen = match config_path {
+        Some(path) => Config::load(Some(path))?.server.listen.to_string(),
+        None => "127.0.0.1:8080".to_owned(),
+    };
+    let files = init_ca(&args.out_dir, &args.permit, args.days)?;
+    let cert = std::fs::canonicalize(&files.cert_file).context("locating the CA certificate")?;
+    let key = std::fs::canonicalize(&files.key_file).context("locating the CA key")?;
+    let cert = cert.display();
+    println!("# Created {cert} and {} (0600).", key.display());
+    println!("# In the proxy's config:");
+    println!("#   [intercept]\n#   enabled = true\n#   ca_cert_file = \"{cert}\"\n#   ca_key_file = \"{}\"", key.display());
+    println!("# In the environment of each app that talks to Twilio through the proxy:");
+    println!("HTTPS_PROXY=http://{listen}");
+    println!("HTTP_PROXY=http://{listen}      # twilio-node reads this one");
+    println!("REQUESTS_CA_BUNDLE={cert}      # Python requests (twilio-python)");
+    println!("NODE_EXTRA_CA_CERTS={cert}     # Node.js (twilio-node)");
+    println!("SSL_CERT_FILE={cert}           # OpenSSL-based clients: Ruby, PHP, Go, curl");
+    println!("CURL_CA_BUNDLE={cert}          # curl");
+    println!("# Java: keytool -importcert -alias pkcv-proxy -file {cert} -keystore <truststore>");
+    println!("# Note: a bundle variable replaces the system roots for that app; the proxy only");
+    println!("# tunnels Twilio hosts, so the app reaches nothing else through it anyway.");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,488 @@
+//! The slice of Twilio's REST API the stand-in emulates, with in-memory state, in the shapes
+//! of Twilio's OpenAPI specs (twilio-oai `api.v2010.account`, `api.v2010.account.key`,
+//! `accounts.v1.credential_public_key`): enough for the official SDKs' calls and for the
+//! account-and-key workflow under PKCV.
+//!
+//! Rules it enforces as Twilio does: a caller acts on its own account or its subaccounts;
+//! creating or changing accounts, API keys and public keys needs a Main API key; a key's
+//! `secret` is shown only when it is created; list responses carry Twilio's paging fields and
+//! nothing else (the SDKs find the records as the one non-paging key).
+//!
+//! Paths it does not emulate are echoed: a JSON summary of what was verified.
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use super::verify::{Account, ApiKey, Credential, Registry, Verified};
+use crate::sid::{random_hex, random_sid};
+
+/// A request the emulation answers, already authenticated.
+pub(crate) struct ApiRequest<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) host: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) query: &'a str,
+    pub(crate) body: &'a Bytes,
+}
+
+/// An emulated response: status and JSON (`None` for an empty body).
+pub(crate) type ApiResponse = (StatusCode, Option<Value>);
+
+/// Messages created through the stand-in, by SID: (account, JSON).
+pub(crate) type Messages = std::collections::BTreeMap<String, (String, Value)>;
+
+fn error(status: StatusCode, code: u32, message: impl Into<String>) -> ApiResponse {
+    (
+        status,
+        Some(json!({
+            "code": code,
+            "message": message.into(),
+            "more_info": format!("https://www.twilio.com/docs/errors/{code}"),
+            "status": status.as_u16(),
+        })),
+    )
+}
+
+fn not_found(path: &str) -> ApiResponse {
+    error(
+        StatusCode::NOT_FOUND,
+        20404,
+        format!("The requested resource {path} was not found"),
+    )
+}
+
+fn main_key_required() -> ApiResponse {
+    error(
+        StatusCode::UNAUTHORIZED,
+        20003,
+        "Authentication Error - only a Main API key may manage accounts and keys",
+    )
+}
+
+fn missing(parameter: &str) -> ApiResponse {
+    error(
+        StatusCode::BAD_REQUEST,
+        21201,
+        format!("Missing required parameter {parameter}"),
+    )
+}
+
+/// Answers `request` from the state, or `None` when the path is not emulated.
+pub(crate) fn dispatch(
+    registry: &mut Registry,
+    messages: &mut Messages,
+    caller: &Verified,
+    request: &ApiRequest<'_>,
+) -> Option<ApiResponse> {
+    let form: Vec<(String, String)> = form_urlencoded::parse(request.body).into_owned().collect();
+    let query: Vec<(String, String)> = form_urlencoded::parse(request.query.as_bytes())
+        .into_owned()
+        .collect();
+    let param = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let filter = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
+    let host = request.host.split(':').next().unwrap_or_default();
+    let caller_account = caller.account_sid.as_str();
+
+    let response = match (host, request.method, segments.as_slice()) {
+        ("api.twilio.com", "GET", ["2010-04-01", "Accounts.json"]) => {
+            let friendly = filter("FriendlyName");
+            let status = filter("Status");
+            let accounts: Vec<Value> = registry
+                .accounts
+                .iter()
+                .filter(|(sid, _)| may_act_on(registry, caller_account, sid))
+                .filter(|(_, account)| friendly.is_none_or(|name| account.friendly_name == name))
+                .filter(|(_, account)| status.is_none_or(|status| account.status == status))
+                .map(|(sid, account)| account_json(sid, account, None))
+                .collect();
+            v2010_page("accounts", "/2010-04-01/Accounts.json", accounts)
+        }
+        ("api.twilio.com", "POST", ["2010-04-01", "Accounts.json"]) => {
+            if !caller.main_key {
+                return Some(main_key_required());
+            }
+            let sid = random_sid("AC");
+            let parent = registry
+                .accounts
+                .get(caller_account)
+                .map(|a| a.enforces_pkcv)
+                .unwrap_or(true);
+            let account = Account {
+                friendly_name: param("FriendlyName").map_or_else(
+                    || format!("SubAccount Created at {}", crate::token::unix_now()),
+                    str::to_owned,
+                ),
+                status: "active".into(),
+                owner_account_sid: caller_account.to_owned(),
+                enforces_pkcv: parent,
+                created: crate::token::unix_now(),
+            };
+            let body = account_json(&sid, &account, Some(random_hex::<16>()));
+            registry.accounts.insert(sid, account);
+            (StatusCode::CREATED, Some(body))
+        }
+        ("api.twilio.com", method, ["2010-04-01", "Accounts", account_file])
+            if account_file.ends_with(".json") =>
+        {
+            let sid = account_file.trim_end_matches(".json");
+            if !registry.accounts.contains_key(sid) || !may_act_on(registry, caller_account, sid) {
+                return Some(not_found(request.path));
+            }
+            match method {
+                "GET" => (
+                    StatusCode::OK,
+                    registry
+                        .accounts
+                        .get(sid)
+                        .map(|a| account_json(sid, a, None)),
+                ),
+                "POST" => {
+                    if !caller.main_key {
+                        return Some(main_key_required());
+                    }
+                    let new_status = param("Status");
+                    if let Some(status) = new_status {
+                        if !["active", "suspended", "closed"].contains(&status) {
+                            return Some(error(
+                                StatusCode::BAD_REQUEST,
+                                20001,
+                                format!("Invalid Status {status}"),
+                            ));
+                        }
+                        if sid == caller_account {
+                            return Some(error(
+                                StatusCode::BAD_REQUEST,
+                                20001,
+                                "An account cannot change its own status",
+                            ));
+                        }
+                    }
+                    let Some(account) = registry.accounts.get_mut(sid) else {
+                        return Some(not_found(request.path));
+                    };
+                    if let Some(status) = new_status {
+                        account.status = status.to_owned();
+                    }
+                    if let Some(name) = param("FriendlyName") {
+                        account.friendly_name = name.to_owned();
+                    }
+                    let body = account_json(sid, account, None);
+                    if new_status == Some("closed") {
+                        // Closing an account revokes its keys and credentials.
+                        registry.api_keys.retain(|_, key| key.account_sid != sid);
+                        registry
+                            .credentials
+                            .retain(|_, credential| credential.account_sid != sid);
+                    }
+                    (StatusCode::OK, Some(body))
+                }
+                _ => return None,
+            }
+        }
+        ("api.twilio.com", method, ["2010-04-01", "Accounts", account, "Keys.json"]) => {
+            if !registry.accounts.contains_key(*account)
+                || !may_act_on(registry, caller_account, account)
+            {
+                return Some(not_found(request.path));
+            }
+            match method {
+                "GET" => {
+                    let keys = registry
+                        .api_keys
+                        .iter()
+                        .filter(|(_, key)| key.account_sid == *account)
+                        .map(|(sid, key)| key_json(sid, key, false))
+                        .collect();
+                    v2010_page(
+                        "keys",
+                        &format!("/2010-04-01/Accounts/{account}/Keys.json"),
+                        keys,
+                    )
+                }
+                "POST" => {
+                    if !caller.main_key {
+                        return Some(main_key_required());
+                    }
+                    let sid = random_sid("SK");
+                    let key = ApiKey {
+                        account_sid: (*account).to_owned(),
+                        secret: random_hex::<16>(),
+                        friendly_name: param("FriendlyName").unwrap_or_default().to_owned(),
+                        main: false,
+                        created: crate::token::unix_now(),
+                    };
+                    let body = key_json(&sid, &key, true);
+                    registry.api_keys.insert(sid, key);
+                    (StatusCode::CREATED, Some(body))
+                }
+                _ => return None,
+            }
+        }
+        ("api.twilio.com", method, ["2010-04-01", "Accounts", account, "Keys", key_file])
+            if key_file.ends_with(".json") =>
+        {
+            let sid = key_file.trim_end_matches(".json");
+            let owned = registry
+                .api_keys
+                .get(sid)
+                .is_some_and(|key| key.account_sid == *account);
+            if !owned || !may_act_on(registry, caller_account, account) {
+                return Some(not_found(request.path));
+            }
+            match method {
+                "GET" => (
+                    StatusCode::OK,
+                    registry
+                        .api_keys
+                        .get(sid)
+                        .map(|key| key_json(sid, key, false)),
+                ),
+                "DELETE" => {
+                    if !caller.main_key {
+                        return Some(main_key_required());
+                    }
+                    registry.api_keys.remove(sid);
+                    (StatusCode::NO_CONTENT, None)
+                }
+                _ => return None,
+            }
+        }
+        ("api.twilio.com", "POST", ["2010-04-01", "Accounts", account, "Messages.json"]) => {
+            if !may_act_on(registry, caller_account, account) {
+                return Some(not_found(request.path));
+            }
+            let (Some(to), Some(body)) = (param("To"), param("Body")) else {
+                return Some(missing("To/Body"));
+            };
+            let sid = random_sid("SM");
+            let message = json!({
+                "sid": sid,
+                "account_sid": account,
+                "to": to,
+                "from": param("From"),
+                "body": body,
+                "status": "queued",
+                "direction": "outbound-api",
+                "num_segments": "1",
+                "api_version": "2010-04-01",
+                "uri": format!("/2010-04-01/Accounts/{account}/Messages/{sid}.json"),
+            });
+            messages.insert(sid, ((*account).to_owned(), message.clone()));
+            (StatusCode::CREATED, Some(message))
+        }
+        (
+            "api.twilio.com",
+            method,
+            ["2010-04-01", "Accounts", account, "Messages", message_file],
+        ) if message_file.ends_with(".json") && may_act_on(registry, caller_account, account) => {
+            let sid = message_file.trim_end_matches(".json");
+            if messages.get(sid).is_none_or(|(owner, _)| owner != account) {
+                return Some(not_found(request.path));
+            }
+            match method {
+                "GET" => (
+                    StatusCode::OK,
+                    messages.get(sid).map(|(_, message)| message.clone()),
+                ),
+                "DELETE" => {
+                    messages.remove(sid);
+                    (StatusCode::NO_CONTENT, None)
+                }
+                _ => return None,
+            }
+        }
+        ("accounts.twilio.com", "GET", ["v1", "Credentials", "PublicKeys"]) => {
+            let credentials = registry
+                .credentials
+                .iter()
+                .filter(|(_, credential)| credential.account_sid == caller_account)
+                .map(|(sid, credential)| credential_json(sid, credential))
+                .collect();
+            v1_page(
+                "credentials",
+                "https://accounts.twilio.com/v1/Credentials/PublicKeys",
+                credentials,
+            )
+        }
+        ("accounts.twilio.com", "POST", ["v1", "Credentials", "PublicKeys"]) => {
+            if !caller.main_key {
+                return Some(main_key_required());
+            }
+            let Some(pem) = param("PublicKey") else {
+                return Some(missing("PublicKey"));
+            };
+            let account = param("AccountSid").unwrap_or(caller_account).to_owned();
+            if !registry.accounts.contains_key(&account)
+                || !may_act_on(registry, caller_account, &account)
+            {
+                return Some(error(
+                    StatusCode::BAD_REQUEST,
+                    20001,
+                    format!("AccountSid {account} is not a subaccount of {caller_account}"),
+                ));
+            }
+            let Ok(key) = jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()) else {
+                return Some(error(
+                    StatusCode::BAD_REQUEST,
+                    20001,
+                    "PublicKey is not a PEM RSA public key",
+                ));
+            };
+            let sid = random_sid("CR");
+            let credential = Credential {
+                account_sid: account,
+                friendly_name: param("FriendlyName").unwrap_or_default().to_owned(),
+                public_key_pem: pem.to_owned(),
+                key,
+                created: crate::token::unix_now(),
+            };
+            let body = credential_json(&sid, &credential);
+            registry.credentials.insert(sid, credential);
+            (StatusCode::CREATED, Some(body))
+        }
+        ("accounts.twilio.com", method, ["v1", "Credentials", "PublicKeys", sid]) => {
+            let visible = registry.credentials.get(*sid).is_some_and(|credential| {
+                may_act_on(registry, caller_account, &credential.account_sid)
+            });
+            if !visible {
+                return Some(not_found(request.path));
+            }
+            match method {
+                "GET" => (
+                    StatusCode::OK,
+                    registry
+                        .credentials
+                        .get(*sid)
+                        .map(|c| credential_json(sid, c)),
+                ),
+                "DELETE" => {
+                    if !caller.main_key {
+                        return Some(main_key_required());
+                    }
+                    registry.credentials.remove(*sid);
+                    (StatusCode::NO_CONTENT, None)
+                }
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some(response)
+}
+
+/// A caller may act on its own account and on its subaccounts.
+fn may_act_on(registry: &Registry, caller: &str, account: &str) -> bool {
+    account == caller
+        || registry
+            .accounts
+            .get(account)
+            .is_some_and(|a| a.owner_account_sid == caller)
+}
+
+fn rfc2822(unix: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc2822)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn account_json(sid: &str, account: &Account, auth_token: Option<String>) -> Value {
+    json!({
+        "sid": sid,
+        "friendly_name": account.friendly_name,
+        "status": account.status,
+        "owner_account_sid": account.owner_account_sid,
+        "type": "Full",
+        "auth_token": auth_token,
+        "date_created": rfc2822(account.created),
+        "date_updated": rfc2822(account.created),
+        "uri": format!("/2010-04-01/Accounts/{sid}.json"),
+        "subresource_uris": {
+            "keys": format!("/2010-04-01/Accounts/{sid}/Keys.json"),
+            "messages": format!("/2010-04-01/Accounts/{sid}/Messages.json"),
+        },
+    })
+}
+
+fn key_json(sid: &str, key: &ApiKey, with_secret: bool) -> Value {
+    let mut body = json!({
+        "sid": sid,
+        "friendly_name": key.friendly_name,
+        "date_created": rfc2822(key.created),
+        "date_updated": rfc2822(key.created),
+    });
+    if with_secret {
+        body["secret"] = json!(key.secret);
+    }
+    body
+}
+
+fn credential_json(sid: &str, credential: &Credential) -> Value {
+    json!({
+        "sid": sid,
+        "account_sid": credential.account_sid,
+        "friendly_name": credential.friendly_name,
+        "date_created": time_iso(credential.created),
+        "date_updated": time_iso(credential.created),
+        "url": format!("https://accounts.twilio.com/v1/Credentials/PublicKeys/{sid}"),
+    })
+}
+
+fn time_iso(unix: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// A one-page v2010 list: the records under `key` and Twilio's paging fields, nothing else.
+fn v2010_page(key: &str, uri: &str, records: Vec<Value>) -> ApiResponse {
+    let first = format!("{uri}?PageSize=50&Page=0");
+    let mut page = json!({
+        "end": records.len().saturating_sub(1),
+        "first_page_uri": first,
+        "next_page_uri": null,
+        "page": 0,
+        "page_size": 50,
+        "previous_page_uri": null,
+        "start": 0,
+        "uri": first,
+    });
+    page[key] = Value::Array(records);
+    (StatusCode::OK, Some(page))
+}
+
+/// A one-page v1 list with `meta`.
+fn v1_page(key: &str, url: &str, records: Vec<Value>) -> ApiResponse {
+    let first = format!("{url}?PageSize=50&Page=0");
+    let mut page = json!({
+        "meta": {
+            "first_page_url": first,
+            "key": key,
+            "next_page_url": null,
+            "page": 0,
+            "page_size": 50,
+            "previous_page_url": null,
+            "url": first,
+        },
+    });
+    page[key] = Value::Array(records);
+    (StatusCode::OK, Some(page))
+}

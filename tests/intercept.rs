@@ -1,0 +1,310 @@
+//! `HTTPS_PROXY` clients: `CONNECT`, TLS terminated with the local CA, every request inside
+//! signed and verified by the stand-in; and every `CONNECT` the proxy must not honour.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use support::{enable_interception, json, Harness, TestAccount};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const A: &str = "ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d4";
+
+async fn intercepting_harness(
+    tweak: impl FnOnce(&mut pkcv_proxy::config::RawConfig),
+) -> (Harness, tempfile::TempDir, std::path::PathBuf) {
+    let ca_dir = tempfile::tempdir().unwrap();
+    let mut ca_file = None;
+    let h = Harness::start_with(&[TestAccount::a(), TestAccount::b()], |raw| {
+        ca_file = Some(enable_interception(raw, ca_dir.path()));
+        tweak(raw);
+    })
+    .await;
+    (h, ca_dir, ca_file.unwrap())
+}
+
+/// Sends `CONNECT target` on a new connection to the proxy; returns the stream and status.
+async fn connect(h: &Harness, target: &str) -> (TcpStream, u16, String) {
+    let mut stream = TcpStream::connect(h.proxy).await.unwrap();
+    stream
+        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "proxy closed the connection: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head[9..12].parse().unwrap();
+    // An error carries a JSON body with Content-Length; read it.
+    let mut body = String::new();
+    if let Some(len) = head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("content-length: ")
+            .map(|v| v.trim().parse::<usize>().unwrap())
+    }) {
+        let mut buf = vec![0u8; len];
+        stream.read_exact(&mut buf).await.unwrap();
+        body = String::from_utf8(buf).unwrap();
+    }
+    (stream, status, body)
+}
+
+fn form_encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn client_tls(ca_file: &std::path::Path) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca_file).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+use rustls_pki_types::pem::PemObject;
+
+#[tokio::test]
+async fn https_proxy_clients_are_signed_inside_the_tunnel() {
+    let (h, _ca_dir, ca_file) = intercepting_harness(|_| {}).await;
+    let a = TestAccount::a();
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::https(h.url("")).unwrap())
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&ca_file).unwrap()).unwrap(),
+        )
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+
+    let (status, body) = json(
+        client
+            .get(format!("https://api.twilio.com/2010-04-01/Accounts/{A}/Messages.json?To=+14155550100&PageSize=2"))
+            .header("authorization", a.basic_auth())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["verified"]),
+        (200, &serde_json::json!(true)),
+        "{body}"
+    );
+    assert_eq!(body["host"], "api.twilio.com");
+    assert_eq!(body["query"], "To=%2014155550100&PageSize=2");
+
+    let (status, body) = json(
+        client
+            .post("https://accounts.twilio.com/v1/Credentials/PublicKeys")
+            .header("authorization", a.basic_auth())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "FriendlyName=with+space&PublicKey={}",
+                form_encode(&String::from_utf8(support::test_public_key_pem()).unwrap())
+            ))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["friendly_name"]),
+        (201, &serde_json::json!("with space")),
+        "{body}"
+    );
+    let record = h.standin.records().await.pop().unwrap();
+    assert_eq!(record.host, "accounts.twilio.com");
+    assert!(record.outcome.unwrap().signed);
+
+    // Auth Token credentials inside the tunnel are refused like any other.
+    use base64::Engine;
+    let auth_token = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{A}:token"))
+    );
+    let (status, body) = json(
+        client
+            .get("https://api.twilio.com/2010-04-01/Accounts.json")
+            .header("authorization", auth_token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (401, Some(79003)),
+        "{body}"
+    );
+    assert_eq!(h.standin.verified(), 2);
+    assert_eq!(h.standin.rejected(), 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn one_tunnel_carries_a_hundred_sequential_requests() {
+    let (h, _ca_dir, ca_file) = intercepting_harness(|_| {}).await;
+    let a = TestAccount::a();
+    let (stream, status, _) = connect(&h, "api.twilio.com:443").await;
+    assert_eq!(status, 200);
+    let name = rustls_pki_types::ServerName::try_from("api.twilio.com").unwrap();
+    let tls = client_tls(&ca_file).connect(name, stream).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    let driver = tokio::spawn(connection);
+    for i in 0..100 {
+        let request = http::Request::get(format!("/2010-04-01/Accounts/{A}/Calls.json?Page={i}"))
+            .header("host", "api.twilio.com")
+            .header("authorization", a.basic_auth())
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), 200, "request {i}");
+        response.into_body().collect().await.unwrap();
+    }
+    drop(sender);
+    let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
+    assert_eq!(h.standin.verified(), 100);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn curl_through_https_proxy_is_signed() {
+    let (h, _ca_dir, ca_file) = intercepting_harness(|_| {}).await;
+    let a = TestAccount::a();
+    let output = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--proxy", &h.url(""), "--cacert"])
+        .arg(&ca_file)
+        .args(["-u", &format!("{}:{}", a.api_key_sid, a.secret)])
+        .args([
+            "--data-urlencode",
+            "Body=Hello from curl",
+            "--data-urlencode",
+            "To=+14155550100",
+        ])
+        .arg(format!(
+            "https://api.twilio.com/2010-04-01/Accounts/{A}/Messages.json"
+        ))
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .output()
+        .await
+        .expect("curl must be installed (.ci/run installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (&body["body"], &body["to"]),
+        (
+            &serde_json::json!("Hello from curl"),
+            &serde_json::json!("+14155550100")
+        ),
+        "{body}"
+    );
+    assert_eq!((h.standin.verified(), h.standin.rejected()), (1, 0));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn connect_to_a_host_that_is_not_allowed_never_dials() {
+    // A listener the proxy would reach if it dialled an "example" host at all.
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap_addr = trap.local_addr().unwrap();
+    let (h, _ca_dir, _) = intercepting_harness(|raw| {
+        raw.upstream
+            .connect_to
+            .insert("*.example".into(), trap_addr.to_string());
+        raw.upstream
+            .connect_to
+            .insert("127.0.0.1".into(), trap_addr.to_string());
+    })
+    .await;
+    for (target, status, code) in [
+        ("evil.example:443", 403, 79010),
+        ("127.0.0.1:443", 403, 79010),
+        ("api.twilio.com:22", 403, 79011),
+        ("api.twilio.com", 400, 79012),
+    ] {
+        let (_stream, got, body) = connect(&h, target).await;
+        assert_eq!(got, status, "{target}: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["code"], code, "{target}");
+    }
+    let dialled = tokio::time::timeout(Duration::from_millis(300), trap.accept()).await;
+    assert!(
+        dialled.is_err(),
+        "the proxy opened a connection for a refused CONNECT"
+    );
+    assert!(h.standin.records().await.is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn connect_without_interception_is_refused() {
+    let h = Harness::start().await;
+    let (_stream, status, body) = connect(&h, "api.twilio.com:443").await;
+    assert_eq!(status, 405, "{body}");
+    assert!(body.contains("79015"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn passthrough_hosts_get_an_untouched_tunnel() {
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = echo.accept().await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf).await.unwrap();
+        stream.write_all(&buf[..n]).await.unwrap();
+    });
+    let h = Harness::start_with(&[TestAccount::a()], |raw| {
+        raw.intercept.passthrough_hosts = vec!["telemetry.example.net".into()];
+        raw.upstream
+            .connect_to
+            .insert("telemetry.example.net".into(), echo_addr.to_string());
+    })
+    .await;
+    let (mut stream, status, _) = connect(&h, "telemetry.example.net:443").await;
+    assert_eq!(status, 200);
+    stream.write_all(b"opaque bytes").await.unwrap();
+    let mut buf = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"opaque bytes");
+    h.stop().await;
+}
