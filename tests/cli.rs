@@ -198,3 +198,42 @@ fn sign_prints_the_vector_hash_and_redacts_the_secret() {
         text(&output)
     );
 }
+
+#[test]
+fn the_example_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pkcv-proxy.example.toml"),
+    )
+    .unwrap();
+    let key = test_private_key();
+    let config = dir.path().join("example.toml");
+    std::fs::write(
+        &config,
+        example.replace("keys/pkcv-private.pem", &key.display().to_string()),
+    )
+    .unwrap();
+    let output = pkcv(&["check-config", "--config", config.to_str().unwrap()], &[]);
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+#[test]
+fn ca_init_writes_a_private_key_and_prints_client_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ca");
+    let output = pkcv(&["ca", "init", "--out-dir", out.to_str().unwrap()], &[]);
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    for needle in [
+        "HTTPS_PROXY=http://127.0.0.1:8080",
+        "REQUESTS_CA_BUNDLE=",
+        "NODE_EXTRA_CA_CERTS=",
+        "enabled = true",
+    ] {
+        assert!(printed.contains(needle), "{needle}: {printed}");
+    }
+    assert!(!printed.contains("PRIVATE KEY"));
+    // Never over an existing key.
+    let again = pkcv(&["ca", "init", "--out-dir", out.to_str().unwrap()], &[]);
+    assert!(!again.status.success());
+}

@@ -5,9 +5,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use pkcv_proxy::keys::Accounts;
-use pkcv_proxy::upstream::Upstream;
-use pkcv_proxy::Config;
+use std::sync::Arc;
+
+use pkcv_proxy::keys::{Accounts, KeyStore};
+use pkcv_proxy::{Config, Proxy};
 use serde_json::json;
 
 pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -16,7 +17,10 @@ pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     if accounts.is_empty() {
         anyhow::bail!("no [[accounts]] are configured: `serve` would refuse to start");
     }
-    Upstream::new(&config.upstream)?;
+    // Everything `serve` builds before binding: the upstream client and the interception CA.
+    let accounts = Arc::new(KeyStore::new(accounts));
+    Proxy::new(&config, accounts.clone())?;
+    let accounts = accounts.snapshot();
     let summary: Vec<_> = config
         .accounts
         .iter()
