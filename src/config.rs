@@ -61,6 +61,9 @@ pub struct RawConfig {
     pub intercept: RawIntercept,
     /// `[[accounts]]`
     pub accounts: Vec<AccountConfig>,
+    /// A directory of per-account TOML files (same keys as `[[accounts]]`), managed by the
+    /// CLI and watched by a running proxy.
+    pub accounts_dir: Option<PathBuf>,
 }
 
 /// `[intercept]`: `HTTPS_PROXY` (`CONNECT`) interception with a local CA.
@@ -85,6 +88,9 @@ pub struct RawServer {
     pub listen: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: u64,
+    /// How often the running proxy checks the config file and `accounts_dir` for account
+    /// changes, in milliseconds.
+    pub reload_interval_ms: u64,
 }
 
 impl Default for RawServer {
@@ -92,6 +98,7 @@ impl Default for RawServer {
         RawServer {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 10 * 1024 * 1024,
+            reload_interval_ms: 2_000,
         }
     }
 }
@@ -223,6 +230,8 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// Largest request body.
     pub max_body_bytes: u64,
+    /// Account reload polling interval.
+    pub reload_interval: Duration,
 }
 
 /// How the proxy reaches Twilio.
@@ -273,8 +282,11 @@ pub struct Config {
     pub intercept: Option<InterceptSettings>,
     /// Hosts tunnelled untouched on `CONNECT` (empty unless configured).
     pub passthrough_hosts: Vec<HostPattern>,
-    /// `[[accounts]]`
+    /// `[[accounts]]`, with `accounts_dir`'s files merged in (a file overrides an entry with
+    /// the same SID).
     pub accounts: Vec<AccountConfig>,
+    /// `accounts_dir`, if set.
+    pub accounts_dir: Option<PathBuf>,
     /// What it was built from, for `check-config`.
     pub raw: RawConfig,
 }
@@ -291,7 +303,26 @@ impl Config {
         }
         // PKCV_CONFIG names the file itself (see the CLI); it is not a config key.
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]));
-        Config::from_raw(figment.extract()?)
+        Config::from_raw(figment.extract()?)?.with_accounts_dir()
+    }
+
+    /// This config with the `accounts_dir` files read afresh over the `[[accounts]]` entries
+    /// (a file overrides an entry with the same SID).
+    pub fn with_accounts_dir(mut self) -> Result<Config, ConfigError> {
+        self.accounts = self.raw.accounts.clone();
+        if let Some(dir) = &self.accounts_dir {
+            for account in crate::keys::dir::read_accounts(dir)? {
+                match self
+                    .accounts
+                    .iter_mut()
+                    .find(|a| a.account_sid == account.account_sid)
+                {
+                    Some(existing) => *existing = account,
+                    None => self.accounts.push(account),
+                }
+            }
+        }
+        Ok(self)
     }
 
     /// Validates a raw configuration.
@@ -304,6 +335,9 @@ impl Config {
         })?;
         if raw.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes must be at least 1");
+        }
+        if raw.server.reload_interval_ms < 100 {
+            return invalid("server.reload_interval_ms must be at least 100");
         }
 
         let mut allowed = Vec::with_capacity(raw.upstream.allowed_hosts.len());
@@ -401,6 +435,7 @@ impl Config {
             server: ServerSettings {
                 listen,
                 max_body_bytes: raw.server.max_body_bytes,
+                reload_interval: Duration::from_millis(raw.server.reload_interval_ms),
             },
             upstream: UpstreamSettings {
                 hosts,
@@ -417,6 +452,7 @@ impl Config {
             intercept,
             passthrough_hosts,
             accounts: raw.accounts.clone(),
+            accounts_dir: raw.accounts_dir.clone(),
             raw,
         })
     }

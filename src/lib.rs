@@ -30,7 +30,8 @@
 //!
 //! Around it: [`config`] (figment file + env, validated before anything binds), [`keygen`],
 //! [`sid`] (Twilio SID shapes), [`shutdown`], [`telemetry`] (logging with redaction), and
-//! [`standin`], a Twilio stand-in that verifies PKCV the way Twilio does, for tests and the
+//! [`workflow`] (the subaccount and key-rotation workflow under PKCV, through the proxy's own
+//! signing path), and [`standin`], a Twilio stand-in that verifies PKCV the way Twilio does, for tests and the
 //! offline demo.
 
 #![forbid(unsafe_code)]
@@ -57,6 +58,7 @@ pub mod standin;
 pub mod telemetry;
 pub mod token;
 pub mod upstream;
+pub mod workflow;
 
 pub use config::Config;
 pub use error::ProxyError;

@@ -109,6 +109,9 @@ pub enum StartError {
     /// A key could not be loaded.
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyStoreError),
+    /// The accounts directory could not be read.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The proxy (upstream client, interception CA) could not be built.
     #[error(transparent)]
     Build(#[from] crate::proxy::BuildError),
@@ -126,14 +129,24 @@ pub struct Background {
 }
 
 impl Background {
-    /// Loads the keys, builds the proxy and serves it on `config.server.listen`.
+    /// Loads the keys, builds the proxy and serves it on `config.server.listen`; with an
+    /// `accounts_dir`, also watches it for account changes.
     pub async fn start(config: &crate::Config, grace: Duration) -> Result<Background, StartError> {
+        let config = config.clone().with_accounts_dir()?;
         let accounts = crate::keys::Accounts::load(&config.accounts, &config.signing)?;
         let keys = Arc::new(crate::keys::KeyStore::new(accounts));
-        let proxy = Arc::new(Proxy::new(config, keys)?);
+        let proxy = Arc::new(Proxy::new(&config, keys.clone())?);
         let listener = TcpListener::bind(config.server.listen).await?;
         let addr = listener.local_addr()?;
         let (stop, shutdown) = crate::shutdown::channel();
+        if config.accounts_dir.is_some() {
+            tokio::spawn(crate::keys::reload::watch(
+                config,
+                None,
+                keys,
+                shutdown.clone(),
+            ));
+        }
         let task = tokio::spawn(serve(listener, proxy, shutdown, grace));
         Ok(Background { addr, stop, task })
     }

@@ -4,8 +4,11 @@
 mod ca;
 mod check_config;
 mod demo;
+mod keygen;
+mod keys;
 mod serve;
 mod sign;
+mod subaccount;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +35,15 @@ enum Command {
     CheckConfig,
     /// Sign one request and print every step, to debug error 70156.
     Sign(sign::SignArgs),
+    /// Generate an RSA key pair for PKCV.
+    Keygen(keygen::KeygenArgs),
+    /// Twilio's subaccount workflow under PKCV, with the Main API key from the environment
+    /// (TWILIO_ACCOUNT_SID, TWILIO_MAIN_KEY, TWILIO_MAIN_SECRET).
+    #[command(subcommand)]
+    Subaccount(subaccount::SubaccountCommand),
+    /// List an account's keys, or rotate its signing key (Main API key from the environment).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// The local CA for HTTPS_PROXY interception.
     #[command(subcommand)]
     Ca(ca::CaCommand),
@@ -52,6 +64,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::CheckConfig => check_config::run(config),
         Command::Sign(args) => sign::run(config, args),
         Command::Ca(command) => ca::run(config, command),
+        Command::Keygen(args) => keygen::run(args),
+        Command::Subaccount(command) => runtime.block_on(subaccount::run(config, command)),
+        Command::Keys(command) => runtime.block_on(keys::run(config, command)),
         Command::Demo => runtime.block_on(demo::run()),
     }
 }

@@ -97,8 +97,20 @@ struct Twilio {
     messages: api::Messages,
 }
 
+/// An injected failure: the next `remaining` verified requests matching `method` and `path`
+/// are answered with this Twilio error instead.
+#[derive(Debug, Clone)]
+struct Fault {
+    method: String,
+    path: String,
+    status: StatusCode,
+    rejection: Rejection,
+    remaining: u32,
+}
+
 struct State {
     twilio: Mutex<Twilio>,
+    faults: Mutex<Vec<Fault>>,
     clock: Clock,
     records: Mutex<Vec<Record>>,
     verified: AtomicU64,
@@ -140,6 +152,7 @@ impl StandIn {
             }),
             clock,
             records: Mutex::new(Vec::new()),
+            faults: Mutex::new(Vec::new()),
             verified: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
         });
@@ -204,6 +217,21 @@ impl StandIn {
     /// Changes what the stand-in knows (accounts, keys, enforcement).
     pub async fn update_registry(&self, update: impl FnOnce(&mut Registry)) {
         update(&mut self.state.twilio.lock().await.registry);
+    }
+
+    /// Makes the next verified `method path` request fail with Twilio error `code`, to test
+    /// how a workflow reports a failure in the middle.
+    pub async fn fail_next(&self, method: &str, path: &str, status: u16, code: u32, message: &str) {
+        self.state.faults.lock().await.push(Fault {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            rejection: Rejection {
+                code,
+                message: message.to_owned(),
+            },
+            remaining: 1,
+        });
     }
 
     /// A copy of what the stand-in knows now.
@@ -304,28 +332,42 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
                 query: received.query,
                 body: &body,
             };
+            let fault = {
+                let mut faults = state.faults.lock().await;
+                let found = faults.iter_mut().find(|f| {
+                    f.remaining > 0 && f.method == received.method && f.path == received.path
+                });
+                found.map(|fault| {
+                    fault.remaining -= 1;
+                    (fault.status, fault.rejection.clone())
+                })
+            };
             let Twilio { registry, messages } = &mut *twilio;
-            match api::dispatch(registry, messages, verified, &request) {
-                Some((status, Some(json))) => json_response(status, json),
-                Some((status, None)) => {
-                    let mut response = Response::new(Full::new(Bytes::new()));
-                    *response.status_mut() = status;
-                    response
+            if let Some((status, rejection)) = fault {
+                twilio_error(status, &rejection)
+            } else {
+                match api::dispatch(registry, messages, verified, &request) {
+                    Some((status, Some(json))) => json_response(status, json),
+                    Some((status, None)) => {
+                        let mut response = Response::new(Full::new(Bytes::new()));
+                        *response.status_mut() = status;
+                        response
+                    }
+                    None => json_response(
+                        StatusCode::OK,
+                        json!({
+                            "verified": true,
+                            "account_sid": verified.account_sid,
+                            "api_key_sid": verified.api_key_sid,
+                            "request_hash": verified.request_hash,
+                            "method": received.method,
+                            "host": host,
+                            "path": received.path,
+                            "query": received.query,
+                            "body_length": body.len(),
+                        }),
+                    ),
                 }
-                None => json_response(
-                    StatusCode::OK,
-                    json!({
-                        "verified": true,
-                        "account_sid": verified.account_sid,
-                        "api_key_sid": verified.api_key_sid,
-                        "request_hash": verified.request_hash,
-                        "method": received.method,
-                        "host": host,
-                        "path": received.path,
-                        "query": received.query,
-                        "body_length": body.len(),
-                    }),
-                ),
             }
         }
         Err(rejection) => {

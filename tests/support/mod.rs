@@ -193,6 +193,8 @@ pub struct Harness {
     pub standin: StandIn,
     pub proxy: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// The configuration the proxy runs with (write it out for CLI subprocesses).
+    pub raw: RawConfig,
     server: server::Background,
 }
 
@@ -219,7 +221,7 @@ impl Harness {
         raw.accounts = accounts.iter().map(TestAccount::config).collect();
         tweak(&mut raw);
 
-        let config = Config::from_raw(raw).unwrap();
+        let config = Config::from_raw(raw.clone()).unwrap();
         let proxy = server::Background::start(&config, Duration::from_secs(2))
             .await
             .unwrap();
@@ -227,8 +229,16 @@ impl Harness {
             standin,
             proxy: proxy.addr(),
             dir,
+            raw,
             server: proxy,
         }
+    }
+
+    /// Writes the proxy's configuration to a TOML file, as a user's config.
+    pub fn write_config(&self) -> PathBuf {
+        let path = self.dir.path().join("pkcv-proxy.toml");
+        std::fs::write(&path, toml::to_string(&self.raw).unwrap()).unwrap();
+        path
     }
 
     /// `http://127.0.0.1:port` + `path`.

@@ -5,6 +5,9 @@
 //! builds a whole new snapshot and swaps it in, so a bad key file never half-replaces the
 //! good state and no request ever sees a mix of old and new accounts.
 
+pub mod dir;
+pub mod reload;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -214,7 +217,7 @@ mod tests {
     use super::*;
     use crate::token::Algorithm;
 
-    const PEM: &str = include_str!("../tests/fixtures/rsa-2048-pkcs1.pem");
+    const PEM: &str = include_str!("../../tests/fixtures/rsa-2048-pkcs1.pem");
     const A: &str = "AC00000000000000000000000000000001";
     const B: &str = "AC00000000000000000000000000000002";
     const K1: &str = "SK00000000000000000000000000000001";

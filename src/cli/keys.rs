@@ -1,0 +1,88 @@
+//! `pkcv-proxy keys list|rotate`: an account's keys, and rotation of its signing key with no
+//! moment in which the proxy signs with a key Twilio does not know.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use pkcv_proxy::workflow::{MainKey, Session};
+use pkcv_proxy::Config;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// The account's API keys and the credential the proxy signs with.
+    List(ListArgs),
+    /// Generate a new key pair, upload it, verify it, switch signing to it, delete the old one.
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// The account.
+    #[arg(long)]
+    account: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RotateArgs {
+    /// The account.
+    #[arg(long)]
+    account: String,
+    /// Where to write the new key pair (default: next to the current key).
+    #[arg(long)]
+    key_dir: Option<PathBuf>,
+    /// The secret of the account's API key, to verify the new key with (default: AC….secret
+    /// next to the current key; not needed for the main account).
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Seconds to wait after switching, before deleting the old credential (default: three
+    /// reload intervals), so running proxies have picked up the new key.
+    #[arg(long)]
+    grace_secs: Option<f64>,
+}
+
+pub(crate) async fn run(
+    config_path: Option<&Path>,
+    command: KeysCommand,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let session = Session::new(&config, MainKey::from_env()?, |line| eprintln!("{line}"))?;
+    match command {
+        KeysCommand::List(args) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&session.list_keys(&args.account).await?)?
+            );
+        }
+        KeysCommand::Rotate(args) => {
+            let current = config
+                .accounts
+                .iter()
+                .find(|a| a.account_sid == args.account);
+            let key_dir = args
+                .key_dir
+                .clone()
+                .or_else(|| {
+                    current.and_then(|a| a.private_key_file.parent().map(Path::to_path_buf))
+                })
+                .unwrap_or_else(|| PathBuf::from("keys"));
+            let grace = args
+                .grace_secs
+                .map(Duration::from_secs_f64)
+                .unwrap_or(config.server.reload_interval * 3);
+            let rotation = session
+                .rotate(&args.account, &key_dir, args.secret_file.as_deref(), grace)
+                .await?;
+            eprintln!(
+                "{} now signs with {} ({}); {} is deleted",
+                rotation.account_sid,
+                rotation.new_credential_sid,
+                rotation.private_key_file.display(),
+                rotation.old_credential_sid
+            );
+            println!("{}", serde_json::to_string(&rotation)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

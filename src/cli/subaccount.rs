@@ -1,0 +1,157 @@
+//! `pkcv-proxy subaccount create|cleanup`: Twilio's subaccount workflow under PKCV with the
+//! Main API key from the environment (see `pkcv_proxy::workflow`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use pkcv_proxy::workflow::{CreateOptions, MainKey, Session};
+use pkcv_proxy::Config;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SubaccountCommand {
+    /// Create a subaccount, seed it with an API key and a public key, prove a signed request
+    /// works, and register it with the proxy (accounts_dir).
+    Create(CreateArgs),
+    /// Delete a subaccount's API keys and public key, close it, and unregister it.
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// The subaccount's friendly name.
+    #[arg(long)]
+    friendly_name: String,
+    /// Where to write its key pair and secret (default: accounts_dir/keys).
+    #[arg(long)]
+    key_dir: Option<PathBuf>,
+    /// Seed the main account's public key instead of a fresh one (as Twilio's guide does).
+    #[arg(long)]
+    reuse_main_key: bool,
+    /// Where to write the new API key secret (0600; default KEY_DIR/AC….secret).
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Print the secret on stdout instead of writing a file.
+    #[arg(long)]
+    show_secret: bool,
+    /// End with one JSON object on stdout's last line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CleanupArgs {
+    /// The subaccount.
+    #[arg(long)]
+    account: String,
+    /// Its public-key credential, if not registered in accounts_dir.
+    #[arg(long)]
+    credential: Option<String>,
+}
+
+pub(crate) async fn run(
+    config_path: Option<&Path>,
+    command: SubaccountCommand,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let session = Session::new(&config, MainKey::from_env()?, |line| eprintln!("{line}"))?;
+    let config_flag = config_path
+        .map(|p| format!(" --config {}", p.display()))
+        .unwrap_or_default();
+    match command {
+        SubaccountCommand::Create(args) => {
+            let key_dir = args
+                .key_dir
+                .clone()
+                .or_else(|| config.accounts_dir.as_ref().map(|d| d.join("keys")))
+                .unwrap_or_else(|| PathBuf::from("keys"));
+            let options = CreateOptions {
+                friendly_name: args.friendly_name.clone(),
+                key_dir,
+                reuse_main_key: args.reuse_main_key,
+                secret_file: args.secret_file.clone(),
+                secret_to_stdout: args.show_secret,
+            };
+            match session.create_subaccount(&options).await {
+                Ok(subaccount) => {
+                    eprintln!(
+                        "subaccount {} is ready; the proxy signs for it with {}",
+                        subaccount.account_sid, subaccount.credential_sid
+                    );
+                    eprintln!("  API key:      {}", subaccount.api_key_sid);
+                    match &subaccount.secret_file {
+                        Some(file) => {
+                            eprintln!("  secret:       written to {} (0600)", file.display())
+                        }
+                        None => eprintln!("  secret:       printed below"),
+                    }
+                    eprintln!("  private key:  {}", subaccount.private_key_file.display());
+                    eprintln!("  account file: {}", subaccount.account_file.display());
+                    if let Some(secret) = &subaccount.secret {
+                        println!("{secret}");
+                    }
+                    if args.json {
+                        println!("{}", serde_json::to_string(&subaccount)?);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(failure) => {
+                    eprintln!("FAILED at {}", failure.error);
+                    let created = &failure.created;
+                    let made: Vec<String> = [
+                        created
+                            .account_sid
+                            .as_ref()
+                            .map(|s| format!("subaccount {s}")),
+                        created.api_key_sid.as_ref().map(|s| format!("API key {s}")),
+                        created
+                            .credential_sid
+                            .as_ref()
+                            .map(|s| format!("public key {s}")),
+                        created
+                            .secret_file
+                            .as_ref()
+                            .map(|p| format!("secret file {}", p.display())),
+                        created
+                            .private_key_file
+                            .as_ref()
+                            .map(|p| format!("private key {}", p.display())),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                    if made.is_empty() {
+                        eprintln!("nothing was created");
+                    } else {
+                        eprintln!("already created: {}", made.join(", "));
+                    }
+                    if let Some(account) = &created.account_sid {
+                        let credential = created
+                            .credential_sid
+                            .as_ref()
+                            .map(|c| format!(" --credential {c}"))
+                            .unwrap_or_default();
+                        eprintln!("to undo it: pkcv-proxy subaccount cleanup{config_flag} --account {account}{credential}");
+                    }
+                    if args.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"error": failure.error.to_string(), "created": created})
+                        );
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        SubaccountCommand::Cleanup(args) => {
+            for line in session
+                .cleanup_subaccount(&args.account, args.credential.as_deref())
+                .await?
+            {
+                eprintln!("{line}");
+            }
+            eprintln!("{} is cleaned up", args.account);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The accounts directory (`accounts_dir`): one TOML file per account, with the same keys as
+//! an `[[accounts]]` entry, so the CLI can add, change and remove accounts without touching
+//! the user's config file. A file here overrides an `[[accounts]]` entry with the same SID.
+//!
+//! Files are written to a temporary name and renamed into place, so a reader (the running
+//! proxy's reload) sees either the old file or the new one, never half of one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Toml};
+use figment::Figment;
+
+use crate::config::{AccountConfig, ConfigError};
+
+/// The file that holds `account_sid` in `dir`.
+pub fn account_file(dir: &Path, account_sid: &str) -> PathBuf {
+    dir.join(format!("{account_sid}.toml"))
+}
+
+/// Every `*.toml` account in `dir`, sorted by file name, each validated.
+pub fn read_accounts(dir: &Path) -> Result<Vec<AccountConfig>, ConfigError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|err| ConfigError::Invalid(format!("accounts_dir {}: {err}", dir.display())))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml") && path.is_file())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|file| {
+            let account: AccountConfig = Figment::from(Toml::file_exact(file))
+                .extract()
+                .map_err(|err| ConfigError::Invalid(format!("{}: {err}", file.display())))?;
+            account
+                .validate()
+                .map_err(|err| ConfigError::Invalid(format!("{}: {err}", file.display())))?;
+            Ok(account)
+        })
+        .collect()
+}
+
+/// Writes `account` to its file in `dir`, atomically. Returns the file.
+pub fn write_account(dir: &Path, account: &AccountConfig) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = account_file(dir, &account.account_sid);
+    let text = toml::to_string(account).map_err(std::io::Error::other)?;
+    let temporary = dir.join(format!(".{}.toml.tmp", account.account_sid));
+    {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(b"# Written by pkcv-proxy; the running proxy picks up changes.\n")?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&temporary, &path)?;
+    Ok(path)
+}
+
+/// Removes the account's file; `false` if there was none.
+pub fn remove_account(dir: &Path, account_sid: &str) -> std::io::Result<bool> {
+    match std::fs::remove_file(account_file(dir, account_sid)) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let account = AccountConfig {
+            account_sid: "AC00000000000000000000000000000001".into(),
+            credential_sid: "CR00000000000000000000000000000001".into(),
+            private_key_file: dir.path().join("key with \"quotes\".pem"),
+            api_key_sids: vec!["SK00000000000000000000000000000001".into()],
+        };
+        write_account(dir.path(), &account).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+        assert_eq!(read_accounts(dir.path()).unwrap(), vec![account.clone()]);
+        assert!(remove_account(dir.path(), &account.account_sid).unwrap());
+        assert!(!remove_account(dir.path(), &account.account_sid).unwrap());
+        assert!(read_accounts(dir.path()).unwrap().is_empty());
+
+        std::fs::write(dir.path().join("bad.toml"), "account_sid = 1").unwrap();
+        assert!(read_accounts(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("bad.toml"));
+    }
+}

@@ -1,0 +1,397 @@
+//! The account-and-key workflow under PKCV, run as a user runs it (the CLI, the Main key in
+//! the environment) against the stand-in, with a proxy running all along that must pick up
+//! every change without a restart.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::{Harness, TestAccount};
+
+fn accounts_dir(h: &Harness) -> PathBuf {
+    h.raw.accounts_dir.clone().unwrap()
+}
+
+/// The proxy (watching `accounts_dir`) and the stand-in; the directory lives as long as the
+/// returned guard.
+async fn start() -> (Harness, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = dir.path().join("accounts");
+    std::fs::create_dir_all(&accounts).unwrap();
+    let h = Harness::start_with(&[TestAccount::a()], |raw| {
+        raw.accounts_dir = Some(accounts);
+        raw.server.reload_interval_ms = 200;
+    })
+    .await;
+    (h, dir)
+}
+
+/// Runs the CLI with the Main key of account A in the environment.
+async fn pkcv(h: &Harness, args: &[&str]) -> Output {
+    pkcv_as(h, &TestAccount::a(), args).await
+}
+
+async fn pkcv_as(h: &Harness, main: &TestAccount, args: &[&str]) -> Output {
+    let config = h.write_config();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_pkcv-proxy"))
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .env("TWILIO_ACCOUNT_SID", &main.account_sid)
+        .env("TWILIO_MAIN_KEY", &main.api_key_sid)
+        .env("TWILIO_MAIN_SECRET", &main.secret)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn last_json(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|_| panic!("{}", text(output)))
+}
+
+/// A request through the running proxy as the subaccount's own API key.
+async fn as_subaccount(
+    h: &Harness,
+    account: &str,
+    api_key: &str,
+    secret: &str,
+) -> reqwest::Response {
+    use base64::Engine;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{api_key}:{secret}"))
+    );
+    h.client()
+        .post(h.url(&format!("/2010-04-01/Accounts/{account}/Messages.json")))
+        .header("authorization", auth)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("To=%2B14155550100&Body=hi")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Waits (bounded) until the running proxy's reload makes `check` true.
+async fn eventually<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..50 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn subaccount_lifecycle_with_a_running_proxy() {
+    let (h, _dir) = start().await;
+
+    // Create: steps 1–4 and registration.
+    let created = pkcv(
+        &h,
+        &[
+            "subaccount",
+            "create",
+            "--friendly-name",
+            "pkcv test",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(created.status.success(), "{}", text(&created));
+    let json = last_json(&created);
+    let account = json["account_sid"].as_str().unwrap().to_owned();
+    let api_key = json["api_key_sid"].as_str().unwrap().to_owned();
+    let credential = json["credential_sid"].as_str().unwrap().to_owned();
+    let secret_file = PathBuf::from(json["secret_file"].as_str().unwrap());
+    let private_key = PathBuf::from(json["private_key_file"].as_str().unwrap());
+    let secret = std::fs::read_to_string(&secret_file).unwrap();
+    assert_eq!((mode(&secret_file), mode(&private_key)), (0o600, 0o600));
+    assert!(!text(&created).contains(&secret), "the secret was printed");
+    for step in ["step 1/4", "step 2/4", "step 3/4", "step 4/4"] {
+        assert!(text(&created).contains(step), "{}", text(&created));
+    }
+    assert!(accounts_dir(&h).join(format!("{account}.toml")).is_file());
+
+    // Twilio's side: a subaccount of A, enforcing PKCV, with a Standard key and our public key.
+    let registry = h.standin.registry().await;
+    let sub = &registry.accounts[&account];
+    assert_eq!(
+        (sub.owner_account_sid.as_str(), sub.enforces_pkcv),
+        (TestAccount::a().account_sid.as_str(), true)
+    );
+    assert!(!registry.api_keys[&api_key].main);
+    assert_eq!(registry.credentials[&credential].account_sid, account);
+
+    // The running proxy picked the account up without a restart.
+    let signed_as_sub = eventually(|| async {
+        as_subaccount(&h, &account, &api_key, &secret)
+            .await
+            .status()
+            == 201
+    })
+    .await;
+    assert!(
+        signed_as_sub,
+        "the running proxy never signed for the new subaccount"
+    );
+    let last = h.standin.records().await.pop().unwrap();
+    assert_eq!(last.outcome.unwrap().account_sid, account);
+
+    // keys list.
+    let listed = pkcv(&h, &["keys", "list", "--account", &account]).await;
+    assert!(listed.status.success(), "{}", text(&listed));
+    assert!(text(&listed).contains(&api_key) && text(&listed).contains(&credential));
+
+    // Rotation under load: requests signed by the running proxy all along, none rejected.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        let client = h.client();
+        let url = h.url(&format!("/2010-04-01/Accounts/{account}/Messages.json"));
+        use base64::Engine;
+        let auth = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{api_key}:{secret}"))
+        );
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::SeqCst) && sent.load(Ordering::SeqCst) < 5_000 {
+                let response = client
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body("To=%2B14155550100&Body=load")
+                    .send()
+                    .await
+                    .unwrap();
+                if response.status() != 201 {
+                    failures.push(response.text().await.unwrap());
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+            failures
+        })
+    };
+    let rejected_before = h.standin.rejected();
+    let rotated = pkcv(
+        &h,
+        &["keys", "rotate", "--account", &account, "--grace-secs", "1"],
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let failures = load.await.unwrap();
+    assert!(rotated.status.success(), "{}", text(&rotated));
+    let rotation = last_json(&rotated);
+    let new_credential = rotation["new_credential_sid"].as_str().unwrap().to_owned();
+    assert_eq!(rotation["old_credential_sid"], credential);
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during rotation: {:?}",
+        failures.len(),
+        sent.load(Ordering::SeqCst),
+        &failures[..failures.len().min(3)]
+    );
+    assert!(
+        sent.load(Ordering::SeqCst) > 10,
+        "too little load to mean anything"
+    );
+    assert_eq!(
+        h.standin.rejected(),
+        rejected_before,
+        "the stand-in rejected a request during rotation"
+    );
+    let registry = h.standin.registry().await;
+    assert!(
+        !registry.credentials.contains_key(&credential),
+        "the old credential was not deleted"
+    );
+    assert!(registry.credentials.contains_key(&new_credential));
+    // And the proxy signs with the new key now.
+    assert_eq!(
+        as_subaccount(&h, &account, &api_key, &secret)
+            .await
+            .status(),
+        201
+    );
+
+    // Cleanup: keys and public key deleted, subaccount closed, unregistered.
+    let cleaned = pkcv(&h, &["subaccount", "cleanup", "--account", &account]).await;
+    assert!(cleaned.status.success(), "{}", text(&cleaned));
+    let registry = h.standin.registry().await;
+    assert_eq!(registry.accounts[&account].status, "closed");
+    assert!(registry.api_keys.values().all(|k| k.account_sid != account));
+    assert!(registry
+        .credentials
+        .values()
+        .all(|c| c.account_sid != account));
+    assert!(!accounts_dir(&h).join(format!("{account}.toml")).exists());
+    assert!(!secret_file.exists());
+    let unregistered = eventually(|| async {
+        as_subaccount(&h, &account, &api_key, &secret)
+            .await
+            .status()
+            == 403
+    })
+    .await;
+    assert!(
+        unregistered,
+        "the running proxy still signs for a cleaned-up subaccount"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_failure_in_step_three_is_reported_and_cleanable() {
+    let (h, _dir) = start().await;
+    h.standin
+        .fail_next(
+            "POST",
+            "/v1/Credentials/PublicKeys",
+            400,
+            20001,
+            "Invalid PublicKey",
+        )
+        .await;
+    let created = pkcv(
+        &h,
+        &["subaccount", "create", "--friendly-name", "half made"],
+    )
+    .await;
+    let out = text(&created);
+    assert!(!created.status.success(), "{out}");
+    assert!(
+        out.contains("step 3/4") && out.contains("20001") && out.contains("Invalid PublicKey"),
+        "{out}"
+    );
+    let registry = h.standin.registry().await;
+    let (account, _) = registry
+        .accounts
+        .iter()
+        .find(|(_, a)| a.friendly_name == "half made")
+        .unwrap();
+    let (api_key, _) = registry
+        .api_keys
+        .iter()
+        .find(|(_, k)| &k.account_sid == account)
+        .unwrap();
+    assert!(
+        out.contains(&format!("subaccount {account}"))
+            && out.contains(&format!("API key {api_key}")),
+        "{out}"
+    );
+    let undo = out
+        .lines()
+        .find_map(|l| l.strip_prefix("to undo it: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(undo.contains(&format!("--account {account}")), "{undo}");
+    assert!(
+        !accounts_dir(&h).join(format!("{account}.toml")).exists(),
+        "a half-made account was registered"
+    );
+
+    let cleaned = pkcv(&h, &["subaccount", "cleanup", "--account", account]).await;
+    assert!(cleaned.status.success(), "{}", text(&cleaned));
+    let registry = h.standin.registry().await;
+    assert_eq!(registry.accounts[account].status, "closed");
+    assert!(!registry.api_keys.contains_key(api_key));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn reuse_main_key_seeds_the_main_public_key() {
+    let (h, _dir) = start().await;
+    let created = pkcv(
+        &h,
+        &[
+            "subaccount",
+            "create",
+            "--friendly-name",
+            "shared key",
+            "--reuse-main-key",
+            "--show-secret",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(created.status.success(), "{}", text(&created));
+    let json = last_json(&created);
+    assert_eq!(
+        PathBuf::from(json["private_key_file"].as_str().unwrap()),
+        std::path::absolute(TestAccount::a().private_key_file).unwrap()
+    );
+    assert!(json["secret_file"].is_null());
+    let stdout = String::from_utf8_lossy(&created.stdout);
+    let secret = stdout.lines().next().unwrap();
+    let registry = h.standin.registry().await;
+    assert_eq!(
+        &registry.api_keys[json["api_key_sid"].as_str().unwrap()].secret,
+        secret
+    );
+    let credential = &registry.credentials[json["credential_sid"].as_str().unwrap()];
+    let main_public = String::from_utf8(support::test_public_key_pem()).unwrap();
+    let normalize = |pem: &str| pem.split_whitespace().collect::<String>();
+    assert_eq!(
+        normalize(&credential.public_key_pem),
+        normalize(&main_public)
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_standard_key_cannot_manage_accounts() {
+    let (h, _dir) = start().await;
+    let standard = TestAccount {
+        api_key_sid: "SKcccccccccccccccccccccccccccccccc".into(),
+        secret: "standard".into(),
+        ..TestAccount::a()
+    };
+    h.standin
+        .update_registry(|r| {
+            r.add_standard_api_key(
+                &standard.api_key_sid,
+                &standard.account_sid,
+                &standard.secret,
+            )
+        })
+        .await;
+    let created = pkcv_as(
+        &h,
+        &standard,
+        &["subaccount", "create", "--friendly-name", "nope"],
+    )
+    .await;
+    let out = text(&created);
+    assert!(!created.status.success(), "{out}");
+    assert!(out.contains("step 1/4") && out.contains("20003"), "{out}");
+    assert!(out.contains("nothing was created"), "{out}");
+    h.stop().await;
+}
