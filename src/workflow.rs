@@ -530,7 +530,8 @@ impl Session {
         std::fs::create_dir_all(key_dir)
             .map_err(|e| WorkflowError::Local(format!("{}: {e}", key_dir.display())))?;
         let key = keygen::generate(2048).map_err(|e| WorkflowError::Local(e.to_string()))?;
-        let stamp = crate::token::unix_now();
+        // Unique per key pair: a rotation right after a create must not collide.
+        let stamp = format!("{}-{}", crate::token::unix_now(), crate::sid::random_hex::<4>());
         let private = key_dir.join(format!("{account_sid}-{stamp}-private.pem"));
         keygen::write_new_private(&private, &key.private_pem)
             .map_err(|e| WorkflowError::Local(e.to_string()))?;
