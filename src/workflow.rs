@@ -327,6 +327,20 @@ impl Session {
         })
     }
 
+    /// The account as configured now (`accounts_dir` read afresh: an earlier step of this
+    /// session may have written it).
+    fn configured(&self, account_sid: &str) -> Result<Option<AccountConfig>, WorkflowError> {
+        let config = self
+            .config
+            .clone()
+            .with_accounts_dir()
+            .map_err(|e| WorkflowError::Setup(e.to_string()))?;
+        Ok(config
+            .accounts
+            .into_iter()
+            .find(|a| a.account_sid == account_sid))
+    }
+
     fn main_credentials(&self) -> (&str, &str) {
         (&self.main.api_key_sid, &self.main.secret)
     }
@@ -531,7 +545,11 @@ impl Session {
             .map_err(|e| WorkflowError::Local(format!("{}: {e}", key_dir.display())))?;
         let key = keygen::generate(2048).map_err(|e| WorkflowError::Local(e.to_string()))?;
         // Unique per key pair: a rotation right after a create must not collide.
-        let stamp = format!("{}-{}", crate::token::unix_now(), crate::sid::random_hex::<4>());
+        let stamp = format!(
+            "{}-{}",
+            crate::token::unix_now(),
+            crate::sid::random_hex::<4>()
+        );
         let private = key_dir.join(format!("{account_sid}-{stamp}-private.pem"));
         keygen::write_new_private(&private, &key.private_pem)
             .map_err(|e| WorkflowError::Local(e.to_string()))?;
@@ -554,12 +572,7 @@ impl Session {
             ));
         }
         let main = self.main_credentials();
-        let registered = self
-            .config
-            .accounts
-            .iter()
-            .find(|a| a.account_sid == account_sid)
-            .cloned();
+        let registered = self.configured(account_sid)?;
         let mut done = Vec::new();
 
         self.say(&format!("list the API keys of {account_sid}"));
@@ -665,11 +678,7 @@ impl Session {
                 &[],
             )
             .await?;
-        let configured = self
-            .config
-            .accounts
-            .iter()
-            .find(|a| a.account_sid == account_sid);
+        let configured = self.configured(account_sid)?;
         Ok(serde_json::json!({
             "account_sid": account_sid,
             "api_keys": keys.and_then(|page| page.get("keys").cloned()).unwrap_or(Value::Null),
@@ -694,13 +703,7 @@ impl Session {
         secret_file: Option<&Path>,
         grace: Duration,
     ) -> Result<Rotation, WorkflowError> {
-        let Some(current) = self
-            .config
-            .accounts
-            .iter()
-            .find(|a| a.account_sid == account_sid)
-            .cloned()
-        else {
+        let Some(current) = self.configured(account_sid)? else {
             return Err(WorkflowError::Setup(format!(
                 "{account_sid} is not configured on this proxy"
             )));

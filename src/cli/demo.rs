@@ -1,4 +1,5 @@
-//! `pkcv-proxy demo`: the whole path on loopback, with no Twilio account and no network.
+//! `pkcv-proxy demo`: the whole path on loopback, with no Twilio account and no network,
+//! including the subaccount workflow under PKCV.
 //!
 //! It starts the verifying Twilio stand-in, makes a throwaway key pair and API key, registers
 //! them with the stand-in as a user would with Twilio, starts the proxy pointed at the
@@ -21,6 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use pkcv_proxy::config::{AccountConfig, RawConfig};
 use pkcv_proxy::sid::{random_hex, random_sid};
 use pkcv_proxy::standin::{Registry, StandIn};
+use pkcv_proxy::workflow::{CreateOptions, MainKey, Session};
 use pkcv_proxy::{keygen, server, Config};
 
 struct Step {
@@ -56,6 +58,9 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
     let standin = StandIn::start(registry).await?;
     let mut raw = RawConfig::default();
     raw.server.listen = "127.0.0.1:0".into();
+    raw.server.reload_interval_ms = 200;
+    raw.accounts_dir = Some(dir.join("accounts"));
+    std::fs::create_dir_all(dir.join("accounts"))?;
     standin.point_upstream_here(&mut raw.upstream, &dir.join("standin-ca.pem"))?;
     println!(
         "   stand-in on https://{} (trusting its CA via extra_ca_file)",
@@ -72,7 +77,35 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
     let config = Config::from_raw(raw)?;
     let proxy = server::Background::start(&config, Duration::from_secs(5)).await?;
     let proxy_addr = proxy.addr();
-    println!("   proxy on http://{proxy_addr}\n");
+    println!(
+        "   proxy on http://{proxy_addr}, watching {}",
+        dir.join("accounts").display()
+    );
+
+    println!("4. bring up a subaccount under PKCV with the Main API key (what `pkcv-proxy subaccount create` does)");
+    let session = Session::new(
+        &config,
+        MainKey::new(&account_sid, &api_key_sid, &secret)?,
+        |line| println!("   {line}"),
+    )?;
+    let subaccount = session
+        .create_subaccount(&CreateOptions {
+            friendly_name: "pkcv-proxy demo subaccount".into(),
+            key_dir: dir.join("keys"),
+            reuse_main_key: false,
+            secret_file: None,
+            // Kept in memory for the requests below; never printed.
+            secret_to_stdout: true,
+        })
+        .await?;
+    let sub_sid = subaccount.account_sid.clone();
+    let sub_secret = subaccount.secret.clone().unwrap_or_default();
+    println!(
+        "   registered in {}; the running proxy picks it up",
+        subaccount.account_file.display()
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    println!();
 
     let api_key_auth = format!(
         "Basic {}",
@@ -136,6 +169,21 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
             expect: StatusCode::OK,
         },
         Step {
+            title: "send an SMS as the new subaccount, with its own API key",
+            method: Method::POST,
+            target: format!("/2010-04-01/Accounts/{sub_sid}/Messages.json"),
+            auth: format!(
+                "Basic {}",
+                STANDARD.encode(format!("{}:{sub_secret}", subaccount.api_key_sid))
+            ),
+            host: None,
+            body: Some((
+                "application/x-www-form-urlencoded",
+                "To=%2B14155550100&Body=Hello+from+a+subaccount".into(),
+            )),
+            expect: StatusCode::CREATED,
+        },
+        Step {
             title: "Auth Token credentials are refused by the proxy, never forwarded",
             method: Method::GET,
             target: format!("/2010-04-01/Accounts/{account_sid}/Messages.json"),
@@ -169,7 +217,7 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
         failures += usize::from(!ok);
         println!(
             "{}. {}\n   {} {}",
-            n + 4,
+            n + 5,
             step.title,
             step.method,
             step.target
@@ -191,9 +239,17 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        println!("   {}\n", summarize(&body));
+        println!("   {}\n", summarize(status, &body));
     }
 
+    println!(
+        "{}. clean up the subaccount (what `pkcv-proxy subaccount cleanup` does)",
+        steps.len() + 5
+    );
+    for line in session.cleanup_subaccount(&sub_sid, None).await? {
+        println!("   {line}");
+    }
+    println!();
     proxy.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
     println!(
@@ -270,11 +326,16 @@ async fn absolute_form(
     Ok((status, response.into_body().collect().await?.to_bytes()))
 }
 
-fn summarize(body: &str) -> String {
+fn summarize(status: StatusCode, body: &str) -> String {
     match serde_json::from_str::<serde_json::Value>(body) {
         Ok(json) if json.get("verified").is_some() => "(echoed by the stand-in)".into(),
         Ok(json) if json.get("sid").is_some() => {
-            format!("created {}", json["sid"].as_str().unwrap_or("?"))
+            let verb = if status == StatusCode::CREATED {
+                "created"
+            } else {
+                "resource"
+            };
+            format!("{verb} {}", json["sid"].as_str().unwrap_or("?"))
         }
         Ok(json) if json.get("code").is_some() => format!(
             "error {}: {}",
