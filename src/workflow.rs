@@ -641,12 +641,17 @@ impl Session {
                 "removed it from accounts_dir (the running proxy stops signing for it)".into(),
             );
         }
-        if let Some(account) = registered {
-            if let Some(key_dir) = account.private_key_file.parent() {
-                let secret = key_dir.join(format!("{account_sid}.secret"));
-                if std::fs::remove_file(&secret).is_ok() {
-                    done.push(format!("removed {}", secret.display()));
-                }
+        // The secret is useless now its key is deleted; remove it where `create` puts it: next
+        // to the account's key, or in the default key dir (a create that failed half-way).
+        let key_dirs = registered
+            .as_ref()
+            .and_then(|account| account.private_key_file.parent().map(Path::to_path_buf))
+            .into_iter()
+            .chain(std::iter::once(self.accounts_dir().join("keys")));
+        for key_dir in key_dirs {
+            let secret = key_dir.join(format!("{account_sid}.secret"));
+            if std::fs::remove_file(&secret).is_ok() {
+                done.push(format!("removed {}", secret.display()));
             }
         }
         Ok(done)

@@ -51,7 +51,12 @@ fn demo_runs_offline_and_verifies() {
     assert!(output.status.success(), "{out}");
     assert!(out.contains("Demo OK."), "{out}");
     assert!(out.contains("request(s) verified, 0 rejected"), "{out}");
-    for step in ["step 4/4", "verified", "send an SMS as the new subaccount", "closed AC"] {
+    for step in [
+        "step 4/4",
+        "verified",
+        "send an SMS as the new subaccount",
+        "closed AC",
+    ] {
         assert!(out.contains(step), "{step}: {out}");
     }
     assert!(!out.contains("UNEXPECTED"), "{out}");

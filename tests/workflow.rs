@@ -318,8 +318,16 @@ async fn a_failure_in_step_three_is_reported_and_cleanable() {
         "a half-made account was registered"
     );
 
+    let secret_file = accounts_dir(&h)
+        .join("keys")
+        .join(format!("{account}.secret"));
+    assert!(secret_file.exists() && out.contains("secret file"), "{out}");
     let cleaned = pkcv(&h, &["subaccount", "cleanup", "--account", account]).await;
     assert!(cleaned.status.success(), "{}", text(&cleaned));
+    assert!(
+        !secret_file.exists(),
+        "the half-made subaccount's secret was left behind"
+    );
     let registry = h.standin.registry().await;
     assert_eq!(registry.accounts[account].status, "closed");
     assert!(!registry.api_keys.contains_key(api_key));
@@ -394,4 +402,81 @@ async fn a_standard_key_cannot_manage_accounts() {
     assert!(out.contains("step 1/4") && out.contains("20003"), "{out}");
     assert!(out.contains("nothing was created"), "{out}");
     h.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_account_file_keeps_the_previous_accounts() {
+    let (h, _dir) = start().await;
+    let b = TestAccount::b();
+    h.standin
+        .update_registry(|r| {
+            r.add_public_key_pem(
+                &b.credential_sid,
+                &b.account_sid,
+                &support::public_key_pem(&b),
+            )
+            .unwrap();
+            r.add_standard_api_key(&b.api_key_sid, &b.account_sid, &b.secret);
+        })
+        .await;
+    let file = accounts_dir(&h).join(format!("{}.toml", b.account_sid));
+    let as_b = || async {
+        as_subaccount(&h, &b.account_sid, &b.api_key_sid, &b.secret)
+            .await
+            .status()
+            .as_u16()
+    };
+    assert_eq!(as_b().await, 403, "B is not configured yet");
+
+    pkcv_proxy::keys::dir::write_account(&accounts_dir(&h), &b.config()).unwrap();
+    assert!(
+        eventually(|| async { as_b().await == 201 }).await,
+        "B was not picked up"
+    );
+
+    // A broken file anywhere in the directory: the whole reload is refused, B keeps working.
+    std::fs::write(accounts_dir(&h).join("broken.toml"), "account_sid = [").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        as_b().await,
+        201,
+        "a bad file took the previous accounts down"
+    );
+
+    // Fixed and B removed: B is refused again.
+    std::fs::remove_file(accounts_dir(&h).join("broken.toml")).unwrap();
+    std::fs::remove_file(file).unwrap();
+    assert!(
+        eventually(|| async { as_b().await == 403 }).await,
+        "B was not removed"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn keygen_writes_a_private_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pkcv-proxy"))
+            .args(["keygen", "--out-dir"])
+            .arg(dir.path())
+            .args(["--bits", "3072"])
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", text(&first));
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(stdout.starts_with("-----BEGIN PUBLIC KEY-----"), "{stdout}");
+    let private = dir.path().join("pkcv-private.pem");
+    assert_eq!(mode(&private), 0o600);
+    let signer = pkcv_proxy::token::Signer::from_pem_file(
+        &private,
+        "CR00000000000000000000000000000001",
+        pkcv_proxy::token::Algorithm::Rs256,
+    )
+    .unwrap();
+    assert!(format!("{signer:?}").contains("bits: 3072"));
+    let second = run();
+    assert!(!second.status.success(), "a key pair was overwritten");
 }

@@ -139,7 +139,7 @@ impl TestAccount {
         )
     }
 
-    fn public_key_pem(&self) -> Vec<u8> {
+    pub fn public_key_pem(&self) -> Vec<u8> {
         let signer = Signer::from_pem_file(
             &self.private_key_file,
             &self.credential_sid,
@@ -162,6 +162,11 @@ impl TestAccount {
             },
         }
     }
+}
+
+/// The SPKI PEM of a test account's key.
+pub fn public_key_pem(account: &TestAccount) -> Vec<u8> {
+    account.public_key_pem()
 }
 
 pub fn registry(accounts: &[TestAccount]) -> Registry {
