@@ -197,18 +197,26 @@ impl Interceptor {
         let cert = params.signed_by(&key, &self.issuer)?;
         let chain = vec![cert.der().clone(), self.ca_der.clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Leaf {
-            config: Arc::new(config),
+            config: tls_server_config(chain, key)?,
             renew_at: now + LEAF_LIFETIME - LEAF_RENEW_BEFORE,
         })
     }
+}
+
+/// A TLS server presenting `chain` (leaf first), offering HTTP/2 and HTTP/1.1 by ALPN.
+pub fn tls_server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 #[cfg(unix)]

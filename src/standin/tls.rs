@@ -64,15 +64,8 @@ pub fn generate(names: &[&str]) -> Result<StandInTls, TlsError> {
 
     let chain = vec![CertificateDer::from(leaf.der().to_vec()), ca.der().clone()];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(StandInTls {
         ca_pem: ca.pem(),
-        server_config: Arc::new(config),
+        server_config: crate::intercept::tls_server_config(chain, key)?,
     })
 }

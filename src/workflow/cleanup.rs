@@ -1,0 +1,132 @@
+//! `subaccount cleanup` and `keys list`.
+
+use std::path::Path;
+
+use http::Method;
+use serde_json::Value;
+
+use super::{Session, WorkflowError};
+use crate::keys::dir;
+
+impl Session {
+    /// Deletes the subaccount's API keys and public key and closes it; removes its account
+    /// file and secret file. Things already gone are skipped.
+    pub async fn cleanup_subaccount(
+        &self,
+        account_sid: &str,
+        credential_sid: Option<&str>,
+    ) -> Result<Vec<String>, WorkflowError> {
+        if account_sid == self.main.account_sid {
+            return Err(WorkflowError::Setup(
+                "refusing to clean up the main account".into(),
+            ));
+        }
+        let main = self.main_credentials();
+        let registered = self.configured(account_sid)?;
+        let mut done = Vec::new();
+
+        self.say(&format!("list the API keys of {account_sid}"));
+        let keys = self
+            .call(
+                "list the API keys",
+                Method::GET,
+                &format!("https://api.twilio.com/2010-04-01/Accounts/{account_sid}/Keys.json"),
+                main,
+                &[],
+            )
+            .await?;
+        let key_sids: Vec<String> = keys
+            .as_ref()
+            .and_then(|page| page.get("keys"))
+            .and_then(Value::as_array)
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|k| k["sid"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for key in key_sids {
+            self.delete(
+                &format!("delete API key {key}"),
+                &format!(
+                    "https://api.twilio.com/2010-04-01/Accounts/{account_sid}/Keys/{key}.json"
+                ),
+            )
+            .await?;
+            done.push(format!("deleted API key {key}"));
+        }
+
+        let credential = credential_sid
+            .map(str::to_owned)
+            .or_else(|| registered.as_ref().map(|a| a.credential_sid.clone()));
+        match credential {
+            Some(credential) => {
+                self.delete(
+                    &format!("delete public key {credential}"),
+                    &format!("https://accounts.twilio.com/v1/Credentials/PublicKeys/{credential}"),
+                )
+                .await?;
+                done.push(format!("deleted public key {credential}"));
+            }
+            None => {
+                done.push("no public key known for it (pass --credential CR… to delete one)".into())
+            }
+        }
+
+        self.say(&format!("close {account_sid}"));
+        self.call(
+            "close the subaccount",
+            Method::POST,
+            &format!("https://api.twilio.com/2010-04-01/Accounts/{account_sid}.json"),
+            main,
+            &[("Status", "closed")],
+        )
+        .await?;
+        done.push(format!("closed {account_sid}"));
+
+        if dir::remove_account(self.accounts_dir(), account_sid)
+            .map_err(|e| WorkflowError::Local(e.to_string()))?
+        {
+            done.push(
+                "removed it from accounts_dir (the running proxy stops signing for it)".into(),
+            );
+        }
+        // The secret is useless now its key is deleted; remove it where `create` puts it: next
+        // to the account's key, or in the default key dir (a create that failed half-way).
+        let key_dirs = registered
+            .as_ref()
+            .and_then(|account| account.private_key_file.parent().map(Path::to_path_buf))
+            .into_iter()
+            .chain(std::iter::once(self.accounts_dir().join("keys")));
+        for key_dir in key_dirs {
+            let secret = key_dir.join(format!("{account_sid}.secret"));
+            if std::fs::remove_file(&secret).is_ok() {
+                done.push(format!("removed {}", secret.display()));
+            }
+        }
+        Ok(done)
+    }
+
+    /// The account's API keys (as Twilio lists them) and the credential the proxy signs with.
+    pub async fn list_keys(&self, account_sid: &str) -> Result<Value, WorkflowError> {
+        let keys = self
+            .call(
+                "list the API keys",
+                Method::GET,
+                &format!("https://api.twilio.com/2010-04-01/Accounts/{account_sid}/Keys.json"),
+                self.main_credentials(),
+                &[],
+            )
+            .await?;
+        let configured = self.configured(account_sid)?;
+        Ok(serde_json::json!({
+            "account_sid": account_sid,
+            "api_keys": keys.and_then(|page| page.get("keys").cloned()).unwrap_or(Value::Null),
+            "signing": configured.map(|a| serde_json::json!({
+                "credential_sid": a.credential_sid,
+                "private_key_file": a.private_key_file,
+                "api_key_sids": a.api_key_sids,
+            })),
+        }))
+    }
+}

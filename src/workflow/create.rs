@@ -1,0 +1,216 @@
+//! `subaccount create`: Twilio's four steps, then registration in `accounts_dir`.
+
+use std::path::PathBuf;
+
+use http::Method;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{absolute, sid_field, spki_pem, Session, WorkflowError};
+use crate::config::AccountConfig;
+use crate::keygen;
+use crate::keys::dir;
+use crate::token::Signer;
+
+/// What the workflow has created so far (for reporting and cleanup).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Created {
+    /// The subaccount.
+    pub account_sid: Option<String>,
+    /// Its API key.
+    pub api_key_sid: Option<String>,
+    /// Its public-key credential.
+    pub credential_sid: Option<String>,
+    /// The private key file written for it.
+    pub private_key_file: Option<PathBuf>,
+    /// The API key secret file written for it.
+    pub secret_file: Option<PathBuf>,
+}
+
+/// A failed `subaccount create`: the error and what already exists.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct CreateFailure {
+    /// What failed.
+    pub error: WorkflowError,
+    /// What was created before it failed.
+    pub created: Created,
+}
+
+/// Options of `subaccount create`.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// The subaccount's friendly name.
+    pub friendly_name: String,
+    /// Where to write the new key pair (and, by default, the secret).
+    pub key_dir: PathBuf,
+    /// Seed the main account's public key instead of a fresh one.
+    pub reuse_main_key: bool,
+    /// Where to write the API key secret (default `key_dir/<AC>.secret`); `None` with
+    /// `secret_to_stdout` writes no file.
+    pub secret_file: Option<PathBuf>,
+    /// Return the secret instead of writing it.
+    pub secret_to_stdout: bool,
+}
+
+/// A subaccount brought up and registered.
+#[derive(Debug, Clone, Serialize)]
+pub struct Subaccount {
+    /// `AC…`
+    pub account_sid: String,
+    /// `SK…`
+    pub api_key_sid: String,
+    /// `CR…`
+    pub credential_sid: String,
+    /// The private key that signs for it.
+    pub private_key_file: PathBuf,
+    /// Where the API key secret was written (`None` if it went to stdout).
+    pub secret_file: Option<PathBuf>,
+    /// The account file the running proxy reads.
+    pub account_file: PathBuf,
+    /// The secret, only when asked for on stdout.
+    #[serde(skip)]
+    pub secret: Option<String>,
+}
+
+impl Session {
+    /// Steps 1–4 of Twilio's guide, then registers the account for the proxy.
+    pub async fn create_subaccount(
+        &self,
+        options: &CreateOptions,
+    ) -> Result<Subaccount, CreateFailure> {
+        let mut created = Created::default();
+        match self.create_steps(options, &mut created).await {
+            Ok(subaccount) => Ok(subaccount),
+            Err(error) => Err(CreateFailure { error, created }),
+        }
+    }
+
+    async fn create_steps(
+        &self,
+        options: &CreateOptions,
+        created: &mut Created,
+    ) -> Result<Subaccount, WorkflowError> {
+        let main = self.main_credentials();
+        self.say(&format!(
+            "step 1/4: create subaccount '{}'",
+            options.friendly_name
+        ));
+        let account = self
+            .call(
+                "step 1/4 (create the subaccount)",
+                Method::POST,
+                "https://api.twilio.com/2010-04-01/Accounts.json",
+                main,
+                &[("FriendlyName", &options.friendly_name)],
+            )
+            .await?;
+        let account_sid = sid_field(&account, "AC", "step 1/4 (create the subaccount)")?;
+        created.account_sid = Some(account_sid.clone());
+        self.say(&format!("          created {account_sid}"));
+
+        self.say("step 2/4: seed it with an API key");
+        let key = self
+            .call(
+                "step 2/4 (create the API key)",
+                Method::POST,
+                &format!("https://api.twilio.com/2010-04-01/Accounts/{account_sid}/Keys.json"),
+                main,
+                &[(
+                    "FriendlyName",
+                    &format!("pkcv-proxy {}", options.friendly_name),
+                )],
+            )
+            .await?;
+        let api_key_sid = sid_field(&key, "SK", "step 2/4 (create the API key)")?;
+        let secret = key
+            .as_ref()
+            .and_then(|k| k.get("secret"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                WorkflowError::Setup("step 2/4: Twilio returned no secret for the new key".into())
+            })?
+            .to_owned();
+        created.api_key_sid = Some(api_key_sid.clone());
+        self.say(&format!("          created {api_key_sid}"));
+        let secret_file = if options.secret_to_stdout && options.secret_file.is_none() {
+            None
+        } else {
+            let path = options
+                .secret_file
+                .clone()
+                .unwrap_or_else(|| options.key_dir.join(format!("{account_sid}.secret")));
+            std::fs::create_dir_all(&options.key_dir)
+                .map_err(|e| WorkflowError::Local(format!("{}: {e}", options.key_dir.display())))?;
+            keygen::write_new_private(&path, &secret)
+                .map_err(|e| WorkflowError::Local(e.to_string()))?;
+            created.secret_file = Some(absolute(&path));
+            Some(absolute(&path))
+        };
+
+        self.say("step 3/4: seed it with a public key");
+        let (private_key_file, public_pem) = if options.reuse_main_key {
+            let signer = Signer::from_pem_file(
+                &self.main_account.private_key_file,
+                &self.main_account.credential_sid,
+                self.config.signing.algorithm,
+            )
+            .map_err(|e| WorkflowError::Local(e.to_string()))?;
+            (
+                absolute(&self.main_account.private_key_file),
+                spki_pem(&signer),
+            )
+        } else {
+            let (file, public) = self.new_key_pair(&options.key_dir, &account_sid)?;
+            created.private_key_file = Some(file.clone());
+            (file, public)
+        };
+        let credential = self
+            .call(
+                "step 3/4 (upload the public key)",
+                Method::POST,
+                "https://accounts.twilio.com/v1/Credentials/PublicKeys",
+                main,
+                &[
+                    ("AccountSid", &account_sid),
+                    (
+                        "FriendlyName",
+                        &format!("pkcv-proxy {}", options.friendly_name),
+                    ),
+                    ("PublicKey", &public_pem),
+                ],
+            )
+            .await?;
+        let credential_sid = sid_field(&credential, "CR", "step 3/4 (upload the public key)")?;
+        created.credential_sid = Some(credential_sid.clone());
+        self.say(&format!("          created {credential_sid}"));
+
+        let account = AccountConfig {
+            account_sid: account_sid.clone(),
+            credential_sid: credential_sid.clone(),
+            private_key_file: private_key_file.clone(),
+            api_key_sids: vec![api_key_sid.clone()],
+        };
+        self.say("step 4/4: a signed request as the new account (list its public keys)");
+        self.verify_as(
+            &account,
+            &api_key_sid,
+            &secret,
+            "step 4/4 (signed request as the new account)",
+        )
+        .await?;
+        self.say("          verified");
+
+        let account_file = dir::write_account(self.accounts_dir(), &account)
+            .map_err(|e| WorkflowError::Local(format!("writing the account file: {e}")))?;
+        Ok(Subaccount {
+            account_sid,
+            api_key_sid,
+            credential_sid,
+            private_key_file,
+            secret_file,
+            account_file,
+            secret: options.secret_to_stdout.then_some(secret),
+        })
+    }
+}

@@ -1,0 +1,386 @@
+//! Twilio's account-and-key workflow under PKCV, done with a Main API key through the
+//! proxy's own signing path and upstream settings.
+//!
+//! Once an account enforces PKCV, only a Main API key can manage accounts and keys, and every
+//! request must be signed. Twilio's guide ("Account and Key Management with API Keys") brings
+//! a subaccount up in four steps; [`Session::create_subaccount`] does them and registers the
+//! result in `accounts_dir`, where a running proxy picks it up:
+//!
+//! 1. `POST /2010-04-01/Accounts.json` — create the subaccount;
+//! 2. `POST /2010-04-01/Accounts/{AC}/Keys.json` — seed it with an API key;
+//! 3. `POST accounts.twilio.com/v1/Credentials/PublicKeys` (`AccountSid`) — seed it with a
+//!    public key;
+//! 4. a request signed as the new account, listing its public keys.
+//!
+//! Every request goes through a [`Proxy`] built from the user's config, so `extra_ca_file`,
+//! `connect_to` and the signing code are exactly the proxy's. A failed step reports which
+//! step, what Twilio answered and what already exists, so it can be cleaned up.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+
+use crate::config::{AccountConfig, Config};
+use crate::keygen;
+use crate::keys::{Accounts, KeyStore};
+use crate::proxy::Proxy;
+use crate::sid::is_sid;
+use crate::token::Signer;
+
+mod cleanup;
+mod create;
+mod rotate;
+
+pub use create::{CreateFailure, CreateOptions, Created, Subaccount};
+pub use rotate::Rotation;
+
+/// The Main API key, from `TWILIO_ACCOUNT_SID`, `TWILIO_MAIN_KEY`, `TWILIO_MAIN_SECRET`.
+#[derive(Clone)]
+pub struct MainKey {
+    /// The main account.
+    pub account_sid: String,
+    /// The Main API key SID.
+    pub api_key_sid: String,
+    secret: String,
+}
+
+impl std::fmt::Debug for MainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MainKey")
+            .field("account_sid", &self.account_sid)
+            .field("api_key_sid", &self.api_key_sid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MainKey {
+    /// A Main key from its parts.
+    pub fn new(
+        account_sid: &str,
+        api_key_sid: &str,
+        secret: &str,
+    ) -> Result<MainKey, WorkflowError> {
+        if !is_sid(account_sid, "AC") {
+            return Err(WorkflowError::Setup(format!(
+                "'{account_sid}' is not an Account SID"
+            )));
+        }
+        if !is_sid(api_key_sid, "SK") {
+            return Err(WorkflowError::Setup(format!(
+                "'{api_key_sid}' is not an API key SID"
+            )));
+        }
+        Ok(MainKey {
+            account_sid: account_sid.into(),
+            api_key_sid: api_key_sid.into(),
+            secret: secret.into(),
+        })
+    }
+
+    /// Reads `TWILIO_ACCOUNT_SID`, `TWILIO_MAIN_KEY` and `TWILIO_MAIN_SECRET`.
+    pub fn from_env() -> Result<MainKey, WorkflowError> {
+        let var = |name: &str| {
+            std::env::var(name).map_err(|_| {
+                WorkflowError::Setup(format!(
+                    "{name} is not set (the Main API key comes from the environment)"
+                ))
+            })
+        };
+        MainKey::new(
+            &var("TWILIO_ACCOUNT_SID")?,
+            &var("TWILIO_MAIN_KEY")?,
+            &var("TWILIO_MAIN_SECRET")?,
+        )
+    }
+}
+
+/// Why a workflow step failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkflowError {
+    /// Missing or inconsistent input.
+    #[error("{0}")]
+    Setup(String),
+    /// Twilio (or the proxy) refused a request.
+    #[error("{step}: HTTP {status}{}: {message}", code.map(|c| format!(", code {c}")).unwrap_or_default())]
+    Twilio {
+        /// Which step.
+        step: String,
+        /// The HTTP status.
+        status: u16,
+        /// Twilio's (or the proxy's) error code.
+        code: Option<u64>,
+        /// Its message.
+        message: String,
+    },
+    /// A local file could not be written or read.
+    #[error("{0}")]
+    Local(String),
+}
+
+/// A workflow run: the user's config, the Main key, and a proxy to send through.
+pub struct Session {
+    config: Config,
+    main: MainKey,
+    main_account: AccountConfig,
+    store: Arc<KeyStore>,
+    proxy: Arc<Proxy>,
+    progress: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl Session {
+    /// Sets up a session. The main account must be configured (its credential and key sign
+    /// the Main key's requests), and `accounts_dir` must be set.
+    pub fn new(
+        config: &Config,
+        main: MainKey,
+        progress: impl Fn(&str) + Send + Sync + 'static,
+    ) -> Result<Session, WorkflowError> {
+        let config = config
+            .clone()
+            .with_accounts_dir()
+            .map_err(|e| WorkflowError::Setup(e.to_string()))?;
+        if config.accounts_dir.is_none() {
+            return Err(WorkflowError::Setup(
+                "accounts_dir is not set in the config: it is where new accounts are registered for the proxy".into(),
+            ));
+        }
+        let Some(main_account) = config
+            .accounts
+            .iter()
+            .find(|a| a.account_sid == main.account_sid)
+            .cloned()
+        else {
+            return Err(WorkflowError::Setup(format!(
+                "the main account {} has no [[accounts]] entry: its credential_sid and private_key_file sign the Main key's requests",
+                main.account_sid
+            )));
+        };
+        let store = Arc::new(KeyStore::new(Accounts::default()));
+        let proxy =
+            Proxy::new(&config, store.clone()).map_err(|e| WorkflowError::Setup(e.to_string()))?;
+        let session = Session {
+            config,
+            main,
+            main_account,
+            store,
+            proxy: Arc::new(proxy),
+            progress: Box::new(progress),
+        };
+        session.use_accounts(&session.main_account, &[])?;
+        Ok(session)
+    }
+
+    /// Signs with `main` (the main account, the Main key listed under it so that it signs as
+    /// the parent even on a subaccount's path) plus `others`.
+    fn use_accounts(
+        &self,
+        main: &AccountConfig,
+        others: &[AccountConfig],
+    ) -> Result<(), WorkflowError> {
+        let mut main = main.clone();
+        if !main.api_key_sids.is_empty() && !main.api_key_sids.contains(&self.main.api_key_sid) {
+            main.api_key_sids.push(self.main.api_key_sid.clone());
+        } else if main.api_key_sids.is_empty() {
+            main.api_key_sids = vec![self.main.api_key_sid.clone()];
+        }
+        let mut configs = vec![main];
+        configs.extend(others.iter().cloned());
+        let accounts = Accounts::load(&configs, &self.config.signing)
+            .map_err(|e| WorkflowError::Setup(e.to_string()))?;
+        self.store.replace(accounts);
+        Ok(())
+    }
+
+    fn say(&self, line: &str) {
+        (self.progress)(line);
+    }
+
+    /// Sends one signed request; a non-2xx answer becomes [`WorkflowError::Twilio`].
+    async fn call(
+        &self,
+        step: &str,
+        method: Method,
+        url: &str,
+        credentials: (&str, &str),
+        form: &[(&str, &str)],
+    ) -> Result<Option<Value>, WorkflowError> {
+        let body = if form.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::from(
+                form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(form)
+                    .finish(),
+            )
+        };
+        let authorization = format!(
+            "Basic {}",
+            STANDARD.encode(format!("{}:{}", credentials.0, credentials.1))
+        );
+        let mut request = Request::builder()
+            .method(method)
+            .uri(url)
+            .header("authorization", authorization)
+            .header("accept", "application/json");
+        if !form.is_empty() {
+            request = request.header("content-type", "application/x-www-form-urlencoded");
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| WorkflowError::Setup(format!("{step}: {e}")))?;
+        let response = self.proxy.handle_in(request, None).await;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map(|collected| collected.to_bytes())
+            .unwrap_or_default();
+        let json: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if status.is_success() {
+            return Ok(json);
+        }
+        let field = |name: &str| json.as_ref().and_then(|j| j.get(name)).cloned();
+        Err(WorkflowError::Twilio {
+            step: step.to_owned(),
+            status: status.as_u16(),
+            code: field("code").and_then(|c| c.as_u64()),
+            message: field("message")
+                .and_then(|m| m.as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(300).collect()),
+        })
+    }
+
+    /// The account as configured now (`accounts_dir` read afresh: an earlier step of this
+    /// session may have written it).
+    fn configured(&self, account_sid: &str) -> Result<Option<AccountConfig>, WorkflowError> {
+        let config = self
+            .config
+            .clone()
+            .with_accounts_dir()
+            .map_err(|e| WorkflowError::Setup(e.to_string()))?;
+        Ok(config
+            .accounts
+            .into_iter()
+            .find(|a| a.account_sid == account_sid))
+    }
+
+    fn main_credentials(&self) -> (&str, &str) {
+        (&self.main.api_key_sid, &self.main.secret)
+    }
+
+    fn accounts_dir(&self) -> &Path {
+        // `new` refuses a config without one.
+        self.config
+            .accounts_dir
+            .as_deref()
+            .unwrap_or(Path::new("."))
+    }
+
+    /// A request signed as `account` with its API key, listing its public keys; the
+    /// account's credential must be among them.
+    async fn verify_as(
+        &self,
+        account: &AccountConfig,
+        api_key_sid: &str,
+        secret: &str,
+        step: &str,
+    ) -> Result<(), WorkflowError> {
+        if account.account_sid == self.main_account.account_sid {
+            self.use_accounts(account, &[])?;
+        } else {
+            self.use_accounts(&self.main_account, std::slice::from_ref(account))?;
+        }
+        let listed = self
+            .call(
+                step,
+                Method::GET,
+                "https://accounts.twilio.com/v1/Credentials/PublicKeys",
+                (api_key_sid, secret),
+                &[],
+            )
+            .await;
+        self.use_accounts(&self.main_account, &[])?;
+        let listed = listed?;
+        let found = listed
+            .as_ref()
+            .and_then(|page| page.get("credentials"))
+            .and_then(Value::as_array)
+            .is_some_and(|credentials| {
+                credentials
+                    .iter()
+                    .any(|c| c["sid"] == account.credential_sid.as_str())
+            });
+        if !found {
+            return Err(WorkflowError::Setup(format!(
+                "{step}: the signed request succeeded but {} is not among the account's public keys",
+                account.credential_sid
+            )));
+        }
+        Ok(())
+    }
+
+    fn new_key_pair(
+        &self,
+        key_dir: &Path,
+        account_sid: &str,
+    ) -> Result<(PathBuf, String), WorkflowError> {
+        std::fs::create_dir_all(key_dir)
+            .map_err(|e| WorkflowError::Local(format!("{}: {e}", key_dir.display())))?;
+        let key = keygen::generate(2048).map_err(|e| WorkflowError::Local(e.to_string()))?;
+        // Unique per key pair: a rotation right after a create must not collide.
+        let stamp = format!(
+            "{}-{}",
+            crate::token::unix_now(),
+            crate::sid::random_hex::<4>()
+        );
+        let private = key_dir.join(format!("{account_sid}-{stamp}-private.pem"));
+        keygen::write_new_private(&private, &key.private_pem)
+            .map_err(|e| WorkflowError::Local(e.to_string()))?;
+        let public = key_dir.join(format!("{account_sid}-{stamp}-public.pem"));
+        std::fs::write(&public, &key.public_pem)
+            .map_err(|e| WorkflowError::Local(format!("{}: {e}", public.display())))?;
+        Ok((absolute(&private), key.public_pem))
+    }
+
+    async fn delete(&self, step: &str, url: &str) -> Result<(), WorkflowError> {
+        self.say(step);
+        match self
+            .call(step, Method::DELETE, url, self.main_credentials(), &[])
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(WorkflowError::Twilio { status: 404, .. }) => {
+                self.say("          already gone");
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+fn sid_field(json: &Option<Value>, prefix: &str, step: &str) -> Result<String, WorkflowError> {
+    json.as_ref()
+        .and_then(|j| j.get("sid"))
+        .and_then(Value::as_str)
+        .filter(|sid| is_sid(sid, prefix))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            WorkflowError::Setup(format!("{step}: Twilio's answer has no {prefix}… sid"))
+        })
+}
+
+fn spki_pem(signer: &Signer) -> String {
+    pem::encode(&pem::Pem::new("PUBLIC KEY", signer.public_key_spki_der()))
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}

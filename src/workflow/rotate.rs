@@ -1,0 +1,147 @@
+//! `keys rotate`: a new signing key with no moment in which the proxy signs with a key Twilio
+//! does not know.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Method;
+use serde::Serialize;
+
+use super::{sid_field, Session, WorkflowError};
+use crate::config::AccountConfig;
+use crate::keys::dir;
+
+/// A completed rotation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rotation {
+    /// The account.
+    pub account_sid: String,
+    /// The credential that signed before.
+    pub old_credential_sid: String,
+    /// The credential that signs now.
+    pub new_credential_sid: String,
+    /// The new private key.
+    pub private_key_file: PathBuf,
+}
+
+impl Session {
+    /// Rotates the account's signing key with no moment in which the proxy signs with a key
+    /// Twilio does not know: generate, upload, verify with the new key, switch the account
+    /// file, wait `grace` for running proxies to reload, then delete the old credential.
+    ///
+    /// The verifying request is made as the account: with the Main key for the main account,
+    /// else with its API key (`api_key_sids[0]`) and the secret in `secret_file`.
+    pub async fn rotate(
+        &self,
+        account_sid: &str,
+        key_dir: &Path,
+        secret_file: Option<&Path>,
+        grace: Duration,
+    ) -> Result<Rotation, WorkflowError> {
+        let Some(current) = self.configured(account_sid)? else {
+            return Err(WorkflowError::Setup(format!(
+                "{account_sid} is not configured on this proxy"
+            )));
+        };
+        let (api_key_sid, secret) = if account_sid == self.main.account_sid {
+            (self.main.api_key_sid.clone(), self.main.secret.clone())
+        } else {
+            let Some(key) = current.api_key_sids.first() else {
+                return Err(WorkflowError::Setup(format!(
+                    "{account_sid} lists no api_key_sids to verify the new key with"
+                )));
+            };
+            let path = secret_file.map(Path::to_path_buf).unwrap_or_else(|| {
+                current
+                    .private_key_file
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join(format!("{account_sid}.secret"))
+            });
+            let secret = std::fs::read_to_string(&path).map_err(|e| {
+                WorkflowError::Setup(format!(
+                    "the secret of {key} ({}): {e}; pass --secret-file",
+                    path.display()
+                ))
+            })?;
+            (key.clone(), secret.trim().to_owned())
+        };
+
+        self.say("step 1/5: generate a new key pair");
+        let (private_key_file, public_pem) = self.new_key_pair(key_dir, account_sid)?;
+        self.say("step 2/5: upload the new public key");
+        let mut form = vec![
+            ("FriendlyName", "pkcv-proxy rotated key"),
+            ("PublicKey", public_pem.as_str()),
+        ];
+        if account_sid != self.main.account_sid {
+            form.push(("AccountSid", account_sid));
+        }
+        let uploaded = self
+            .call(
+                "step 2/5 (upload the new public key)",
+                Method::POST,
+                "https://accounts.twilio.com/v1/Credentials/PublicKeys",
+                self.main_credentials(),
+                &form,
+            )
+            .await?;
+        let new_credential = sid_field(&uploaded, "CR", "step 2/5 (upload the new public key)")?;
+        self.say(&format!("          created {new_credential}"));
+
+        let rotated = AccountConfig {
+            credential_sid: new_credential.clone(),
+            private_key_file: private_key_file.clone(),
+            ..current.clone()
+        };
+        self.say("step 3/5: verify a request signed with the new key");
+        let verified = self
+            .verify_as(
+                &rotated,
+                &api_key_sid,
+                &secret,
+                "step 3/5 (signed request with the new key)",
+            )
+            .await;
+        if let Err(err) = verified {
+            self.say("          failed: deleting the new credential again");
+            let _ = self
+                .delete(
+                    "undo step 2/5",
+                    &format!(
+                        "https://accounts.twilio.com/v1/Credentials/PublicKeys/{new_credential}"
+                    ),
+                )
+                .await;
+            return Err(err);
+        }
+
+        self.say("step 4/5: switch signing to the new key");
+        dir::write_account(self.accounts_dir(), &rotated)
+            .map_err(|e| WorkflowError::Local(format!("writing the account file: {e}")))?;
+        self.say(&format!(
+            "          waiting {} s for running proxies to reload",
+            grace.as_secs_f32()
+        ));
+        tokio::time::sleep(grace).await;
+
+        self.say(&format!(
+            "step 5/5: delete the old public key {}",
+            current.credential_sid
+        ));
+        self.delete(
+            "step 5/5 (delete the old public key)",
+            &format!(
+                "https://accounts.twilio.com/v1/Credentials/PublicKeys/{}",
+                current.credential_sid
+            ),
+        )
+        .await?;
+        Ok(Rotation {
+            account_sid: account_sid.to_owned(),
+            old_credential_sid: current.credential_sid,
+            new_credential_sid: new_credential,
+            private_key_file,
+        })
+    }
+}
