@@ -480,3 +480,47 @@ async fn keygen_writes_a_private_key_once() {
     let second = run();
     assert!(!second.status.success(), "a key pair was overwritten");
 }
+
+#[tokio::test]
+async fn cleanup_follows_next_page_links() {
+    let (h, _dir) = start().await;
+    h.standin.set_page_size(2);
+    let created = pkcv(
+        &h,
+        &[
+            "subaccount",
+            "create",
+            "--friendly-name",
+            "many keys",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(created.status.success(), "{}", text(&created));
+    let account = last_json(&created)["account_sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Four more keys: five in all, three pages of two.
+    h.standin
+        .update_registry(|r| {
+            for n in 0..4 {
+                r.add_standard_api_key(&format!("SK{n:032x}"), &account, "x");
+            }
+        })
+        .await;
+    let cleaned = pkcv(&h, &["subaccount", "cleanup", "--account", &account]).await;
+    assert!(cleaned.status.success(), "{}", text(&cleaned));
+    let registry = h.standin.registry().await;
+    let left: Vec<_> = registry
+        .api_keys
+        .values()
+        .filter(|k| k.account_sid == account)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{} keys were left on later pages",
+        left.len()
+    );
+    h.stop().await;
+}

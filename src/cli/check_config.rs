@@ -14,7 +14,7 @@ use serde_json::json;
 pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     let accounts = Accounts::load(&config.accounts, &config.signing)?;
-    if accounts.is_empty() {
+    if accounts.is_empty() && config.accounts_dir.is_none() {
         anyhow::bail!("no [[accounts]] are configured: `serve` would refuse to start");
     }
     // Everything `serve` builds before binding: the upstream client and the interception CA.

@@ -20,13 +20,23 @@ pub fn account_file(dir: &Path, account_sid: &str) -> PathBuf {
 
 /// Every `*.toml` account in `dir`, sorted by file name, each validated.
 pub fn read_accounts(dir: &Path) -> Result<Vec<AccountConfig>, ConfigError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|err| ConfigError::Invalid(format!("accounts_dir {}: {err}", dir.display())))?;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // Not created yet: the CLI creates it when it registers the first account.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => {
+            return Err(ConfigError::Invalid(format!(
+                "accounts_dir {}: {err}",
+                dir.display()
+            )))
+        }
+    };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "toml") && path.is_file())
         .collect();
     files.sort();
+    let mut seen = std::collections::HashSet::new();
     files
         .iter()
         .map(|file| {
@@ -36,6 +46,13 @@ pub fn read_accounts(dir: &Path) -> Result<Vec<AccountConfig>, ConfigError> {
             account
                 .validate()
                 .map_err(|err| ConfigError::Invalid(format!("{}: {err}", file.display())))?;
+            if !seen.insert(account.account_sid.clone()) {
+                return Err(ConfigError::Invalid(format!(
+                    "{}: account {} is in two files of accounts_dir",
+                    file.display(),
+                    account.account_sid
+                )));
+            }
             Ok(account)
         })
         .collect()
@@ -85,6 +102,21 @@ mod tests {
         assert!(remove_account(dir.path(), &account.account_sid).unwrap());
         assert!(!remove_account(dir.path(), &account.account_sid).unwrap());
         assert!(read_accounts(dir.path()).unwrap().is_empty());
+
+        write_account(dir.path(), &account).unwrap();
+        std::fs::copy(
+            account_file(dir.path(), &account.account_sid),
+            dir.path().join("copy.toml"),
+        )
+        .unwrap();
+        assert!(read_accounts(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("two files"));
+        std::fs::remove_file(dir.path().join("copy.toml")).unwrap();
+        assert!(read_accounts(&dir.path().join("not-yet"))
+            .unwrap()
+            .is_empty());
 
         std::fs::write(dir.path().join("bad.toml"), "account_sid = 1").unwrap();
         assert!(read_accounts(dir.path())

@@ -24,6 +24,8 @@ pub(crate) struct ApiRequest<'a> {
     pub(crate) path: &'a str,
     pub(crate) query: &'a str,
     pub(crate) body: &'a Bytes,
+    /// The largest page the stand-in serves.
+    pub(crate) max_page_size: usize,
 }
 
 /// An emulated response: status and JSON (`None` for an empty body).
@@ -79,6 +81,7 @@ pub(crate) fn dispatch(
     let query: Vec<(String, String)> = form_urlencoded::parse(request.query.as_bytes())
         .into_owned()
         .collect();
+    let paging = Paging::from_query(&query, request.max_page_size);
     let param = |name: &str| {
         form.iter()
             .find(|(k, _)| k == name)
@@ -106,7 +109,7 @@ pub(crate) fn dispatch(
                 .filter(|(_, account)| status.is_none_or(|status| account.status == status))
                 .map(|(sid, account)| account_json(sid, account, None))
                 .collect();
-            v2010_page("accounts", "/2010-04-01/Accounts.json", accounts)
+            v2010_page("accounts", "/2010-04-01/Accounts.json", accounts, paging)
         }
         ("api.twilio.com", "POST", ["2010-04-01", "Accounts.json"]) => {
             if !caller.main_key {
@@ -208,6 +211,7 @@ pub(crate) fn dispatch(
                         "keys",
                         &format!("/2010-04-01/Accounts/{account}/Keys.json"),
                         keys,
+                        paging,
                     )
                 }
                 "POST" => {
@@ -285,9 +289,11 @@ pub(crate) fn dispatch(
             "api.twilio.com",
             method,
             ["2010-04-01", "Accounts", account, "Messages", message_file],
-        ) if message_file.ends_with(".json") && may_act_on(registry, caller_account, account) => {
+        ) if message_file.ends_with(".json") => {
             let sid = message_file.trim_end_matches(".json");
-            if messages.get(sid).is_none_or(|(owner, _)| owner != account) {
+            let visible = may_act_on(registry, caller_account, account)
+                && messages.get(sid).is_some_and(|(owner, _)| owner == account);
+            if !visible {
                 return Some(not_found(request.path));
             }
             match method {
@@ -313,6 +319,7 @@ pub(crate) fn dispatch(
                 "credentials",
                 "https://accounts.twilio.com/v1/Credentials/PublicKeys",
                 credentials,
+                paging,
             )
         }
         ("accounts.twilio.com", "POST", ["v1", "Credentials", "PublicKeys"]) => {
@@ -452,35 +459,69 @@ fn time_iso(unix: u64) -> String {
         .unwrap_or_default()
 }
 
-/// A one-page v2010 list: the records under `key` and Twilio's paging fields, nothing else.
-fn v2010_page(key: &str, uri: &str, records: Vec<Value>) -> ApiResponse {
-    let first = format!("{uri}?PageSize=50&Page=0");
+/// Which page of a list was asked for.
+#[derive(Debug, Clone, Copy)]
+struct Paging {
+    page: usize,
+    size: usize,
+}
+
+impl Paging {
+    fn from_query(query: &[(String, String)], max_size: usize) -> Paging {
+        let number = |name: &str| {
+            query
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+        };
+        Paging {
+            page: number("Page").unwrap_or(0),
+            size: number("PageSize")
+                .unwrap_or(max_size)
+                .clamp(1, max_size.max(1)),
+        }
+    }
+
+    /// This page's records, and whether another page follows.
+    fn slice(self, records: Vec<Value>) -> (Vec<Value>, usize, bool) {
+        let start = self.page.saturating_mul(self.size);
+        let total = records.len();
+        let records: Vec<Value> = records.into_iter().skip(start).take(self.size).collect();
+        (records, start, start + self.size < total)
+    }
+}
+
+/// A v2010 list page: the records under `key` and Twilio's paging fields, nothing else.
+fn v2010_page(key: &str, uri: &str, records: Vec<Value>, paging: Paging) -> ApiResponse {
+    let (records, start, more) = paging.slice(records);
+    let link = |page: usize| format!("{uri}?PageSize={}&Page={page}", paging.size);
     let mut page = json!({
-        "end": records.len().saturating_sub(1),
-        "first_page_uri": first,
-        "next_page_uri": null,
-        "page": 0,
-        "page_size": 50,
-        "previous_page_uri": null,
-        "start": 0,
-        "uri": first,
+        "end": (start + records.len()).saturating_sub(1),
+        "first_page_uri": link(0),
+        "next_page_uri": more.then(|| link(paging.page + 1)),
+        "page": paging.page,
+        "page_size": paging.size,
+        "previous_page_uri": (paging.page > 0).then(|| link(paging.page - 1)),
+        "start": start,
+        "uri": link(paging.page),
     });
     page[key] = Value::Array(records);
     (StatusCode::OK, Some(page))
 }
 
-/// A one-page v1 list with `meta`.
-fn v1_page(key: &str, url: &str, records: Vec<Value>) -> ApiResponse {
-    let first = format!("{url}?PageSize=50&Page=0");
+/// A v1 list page with `meta`.
+fn v1_page(key: &str, url: &str, records: Vec<Value>, paging: Paging) -> ApiResponse {
+    let (records, _, more) = paging.slice(records);
+    let link = |page: usize| format!("{url}?PageSize={}&Page={page}", paging.size);
     let mut page = json!({
         "meta": {
-            "first_page_url": first,
+            "first_page_url": link(0),
             "key": key,
-            "next_page_url": null,
-            "page": 0,
-            "page_size": 50,
-            "previous_page_url": null,
-            "url": first,
+            "next_page_url": more.then(|| link(paging.page + 1)),
+            "page": paging.page,
+            "page_size": paging.size,
+            "previous_page_url": (paging.page > 0).then(|| link(paging.page - 1)),
+            "url": link(paging.page),
         },
     });
     page[key] = Value::Array(records);

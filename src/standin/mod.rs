@@ -115,6 +115,7 @@ struct State {
     records: Mutex<Vec<Record>>,
     verified: AtomicU64,
     rejected: AtomicU64,
+    page_size: std::sync::atomic::AtomicUsize,
 }
 
 /// A running stand-in. Dropping it stops the server.
@@ -153,6 +154,7 @@ impl StandIn {
             clock,
             records: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
+            page_size: std::sync::atomic::AtomicUsize::new(50),
             verified: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
         });
@@ -217,6 +219,12 @@ impl StandIn {
     /// Changes what the stand-in knows (accounts, keys, enforcement).
     pub async fn update_registry(&self, update: impl FnOnce(&mut Registry)) {
         update(&mut self.state.twilio.lock().await.registry);
+    }
+
+    /// The largest page of a list the stand-in serves (50, as Twilio's default), so tests can
+    /// make clients follow next-page links.
+    pub fn set_page_size(&self, size: usize) {
+        self.state.page_size.store(size.max(1), Ordering::SeqCst);
     }
 
     /// Makes the next verified `method path` request fail with Twilio error `code`, to test
@@ -331,6 +339,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
                 path: received.path,
                 query: received.query,
                 body: &body,
+                max_page_size: state.page_size.load(Ordering::SeqCst),
             };
             let fault = {
                 let mut faults = state.faults.lock().await;

@@ -1,7 +1,5 @@
 //! `subaccount cleanup` and `keys list`.
 
-use std::path::Path;
-
 use http::Method;
 use serde_json::Value;
 
@@ -27,24 +25,17 @@ impl Session {
 
         self.say(&format!("list the API keys of {account_sid}"));
         let keys = self
-            .call(
+            .list_all(
                 "list the API keys",
-                Method::GET,
                 &format!("https://api.twilio.com/2010-04-01/Accounts/{account_sid}/Keys.json"),
+                "keys",
                 main,
-                &[],
             )
             .await?;
         let key_sids: Vec<String> = keys
-            .as_ref()
-            .and_then(|page| page.get("keys"))
-            .and_then(Value::as_array)
-            .map(|keys| {
-                keys.iter()
-                    .filter_map(|k| k["sid"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .iter()
+            .filter_map(|k| k["sid"].as_str().map(str::to_owned))
+            .collect();
         for key in key_sids {
             self.delete(
                 &format!("delete API key {key}"),
@@ -91,15 +82,8 @@ impl Session {
                 "removed it from accounts_dir (the running proxy stops signing for it)".into(),
             );
         }
-        // The secret is useless now its key is deleted; remove it where `create` puts it: next
-        // to the account's key, or in the default key dir (a create that failed half-way).
-        let key_dirs = registered
-            .as_ref()
-            .and_then(|account| account.private_key_file.parent().map(Path::to_path_buf))
-            .into_iter()
-            .chain(std::iter::once(self.accounts_dir().join("keys")));
-        for key_dir in key_dirs {
-            let secret = key_dir.join(format!("{account_sid}.secret"));
+        // The secret is useless now its key is deleted.
+        for secret in self.secret_file_candidates(account_sid, registered.as_ref()) {
             if std::fs::remove_file(&secret).is_ok() {
                 done.push(format!("removed {}", secret.display()));
             }
@@ -110,18 +94,17 @@ impl Session {
     /// The account's API keys (as Twilio lists them) and the credential the proxy signs with.
     pub async fn list_keys(&self, account_sid: &str) -> Result<Value, WorkflowError> {
         let keys = self
-            .call(
+            .list_all(
                 "list the API keys",
-                Method::GET,
                 &format!("https://api.twilio.com/2010-04-01/Accounts/{account_sid}/Keys.json"),
+                "keys",
                 self.main_credentials(),
-                &[],
             )
             .await?;
         let configured = self.configured(account_sid)?;
         Ok(serde_json::json!({
             "account_sid": account_sid,
-            "api_keys": keys.and_then(|page| page.get("keys").cloned()).unwrap_or(Value::Null),
+            "api_keys": keys,
             "signing": configured.map(|a| serde_json::json!({
                 "credential_sid": a.credential_sid,
                 "private_key_file": a.private_key_file,

@@ -40,6 +40,9 @@ mod rotate;
 pub use create::{CreateFailure, CreateOptions, Created, Subaccount};
 pub use rotate::Rotation;
 
+/// The most pages of one list the workflow reads.
+const MAX_PAGES: usize = 100;
+
 /// The Main API key, from `TWILIO_ACCOUNT_SID`, `TWILIO_MAIN_KEY`, `TWILIO_MAIN_SECRET`.
 #[derive(Clone)]
 pub struct MainKey {
@@ -158,7 +161,7 @@ impl Session {
             .cloned()
         else {
             return Err(WorkflowError::Setup(format!(
-                "the main account {} has no [[accounts]] entry: its credential_sid and private_key_file sign the Main key's requests",
+                "the main account {} is not configured (an [[accounts]] entry or a file in accounts_dir): its credential_sid and private_key_file sign the Main key's requests",
                 main.account_sid
             )));
         };
@@ -286,6 +289,54 @@ impl Session {
 
     /// A request signed as `account` with its API key, listing its public keys; the
     /// account's credential must be among them.
+    /// Every record of a Twilio list under `key`, following its next-page links (v2010's
+    /// `next_page_uri`, v1's `meta.next_page_url`) up to [`MAX_PAGES`].
+    async fn list_all(
+        &self,
+        step: &str,
+        url: &str,
+        key: &str,
+        credentials: (&str, &str),
+    ) -> Result<Vec<Value>, WorkflowError> {
+        let mut records = Vec::new();
+        let mut next = Some(url.to_owned());
+        for _ in 0..MAX_PAGES {
+            let Some(url) = next.take() else { break };
+            let page = self
+                .call(step, Method::GET, &url, credentials, &[])
+                .await?
+                .unwrap_or_default();
+            if let Some(items) = page.get(key).and_then(Value::as_array) {
+                records.extend(items.iter().cloned());
+            }
+            next = page
+                .get("next_page_uri")
+                .and_then(Value::as_str)
+                .map(|uri| format!("https://api.twilio.com{uri}"))
+                .or_else(|| {
+                    page.pointer("/meta/next_page_url")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                });
+        }
+        Ok(records)
+    }
+
+    /// Where `create` may have put the account's API key secret: next to its private key,
+    /// or in the default key directory.
+    fn secret_file_candidates(
+        &self,
+        account_sid: &str,
+        account: Option<&AccountConfig>,
+    ) -> Vec<PathBuf> {
+        account
+            .and_then(|a| a.private_key_file.parent().map(Path::to_path_buf))
+            .into_iter()
+            .chain(std::iter::once(self.accounts_dir().join("keys")))
+            .map(|dir| dir.join(format!("{account_sid}.secret")))
+            .collect()
+    }
+
     async fn verify_as(
         &self,
         account: &AccountConfig,
@@ -299,25 +350,17 @@ impl Session {
             self.use_accounts(&self.main_account, std::slice::from_ref(account))?;
         }
         let listed = self
-            .call(
+            .list_all(
                 step,
-                Method::GET,
                 "https://accounts.twilio.com/v1/Credentials/PublicKeys",
+                "credentials",
                 (api_key_sid, secret),
-                &[],
             )
             .await;
         self.use_accounts(&self.main_account, &[])?;
-        let listed = listed?;
-        let found = listed
-            .as_ref()
-            .and_then(|page| page.get("credentials"))
-            .and_then(Value::as_array)
-            .is_some_and(|credentials| {
-                credentials
-                    .iter()
-                    .any(|c| c["sid"] == account.credential_sid.as_str())
-            });
+        let found = listed?
+            .iter()
+            .any(|c| c["sid"] == account.credential_sid.as_str());
         if !found {
             return Err(WorkflowError::Setup(format!(
                 "{step}: the signed request succeeded but {} is not among the account's public keys",

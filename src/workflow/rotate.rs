@@ -52,11 +52,13 @@ impl Session {
                 )));
             };
             let path = secret_file.map(Path::to_path_buf).unwrap_or_else(|| {
-                current
-                    .private_key_file
-                    .parent()
-                    .unwrap_or(Path::new("."))
-                    .join(format!("{account_sid}.secret"))
+                let candidates = self.secret_file_candidates(account_sid, Some(&current));
+                candidates
+                    .iter()
+                    .find(|path| path.is_file())
+                    .or(candidates.first())
+                    .cloned()
+                    .unwrap_or_default()
             });
             let secret = std::fs::read_to_string(&path).map_err(|e| {
                 WorkflowError::Setup(format!(
