@@ -524,3 +524,119 @@ async fn cleanup_follows_next_page_links() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn rotation_refuses_to_switch_to_a_set_the_proxy_cannot_load() {
+    let (h, _dir) = start().await;
+    let created = pkcv(
+        &h,
+        &[
+            "subaccount",
+            "create",
+            "--friendly-name",
+            "rotate me",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(created.status.success(), "{}", text(&created));
+    let json = last_json(&created);
+    let account = json["account_sid"].as_str().unwrap().to_owned();
+    let credential = json["credential_sid"].as_str().unwrap().to_owned();
+    let (api_key, secret) = (
+        json["api_key_sid"].as_str().unwrap().to_owned(),
+        std::fs::read_to_string(json["secret_file"].as_str().unwrap()).unwrap(),
+    );
+    assert!(
+        eventually(|| async {
+            as_subaccount(&h, &account, &api_key, &secret)
+                .await
+                .status()
+                == 201
+        })
+        .await
+    );
+
+    // The running proxy reports what it signs with.
+    let status =
+        pkcv_proxy::keys::reload::LoadedStatus::read(&accounts_dir(&h)).expect("no status file");
+    assert_eq!(status.accounts.get(&account), Some(&credential));
+
+    // Another account whose key file is missing: the running proxy refuses any set with it,
+    // so switching now would leave it signing with the old key after that key is deleted.
+    let b = TestAccount {
+        private_key_file: accounts_dir(&h).join("missing.pem"),
+        ..TestAccount::b()
+    };
+    pkcv_proxy::keys::dir::write_account(&accounts_dir(&h), &b.config()).unwrap();
+    let credentials_before = h.standin.registry().await.credentials.len();
+    let rotated = pkcv(
+        &h,
+        &["keys", "rotate", "--account", &account, "--grace-secs", "0"],
+    )
+    .await;
+    let out = text(&rotated);
+    assert!(!rotated.status.success(), "{out}");
+    assert!(
+        out.contains("would not reload") && out.contains("nothing was switched"),
+        "{out}"
+    );
+    let registry = h.standin.registry().await;
+    assert!(
+        registry.credentials.contains_key(&credential),
+        "the credential in use was deleted"
+    );
+    assert_eq!(
+        registry.credentials.len(),
+        credentials_before,
+        "the new credential was left behind"
+    );
+    let file = std::fs::read_to_string(accounts_dir(&h).join(format!("{account}.toml"))).unwrap();
+    assert!(file.contains(&credential), "the account file was switched");
+    assert_eq!(
+        as_subaccount(&h, &account, &api_key, &secret)
+            .await
+            .status(),
+        201
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_account_file_that_arrives_before_its_key_is_picked_up_later() {
+    let (h, dir) = start().await;
+    let b = TestAccount {
+        private_key_file: dir.path().join("late-key.pem"),
+        ..TestAccount::b()
+    };
+    h.standin
+        .update_registry(|r| {
+            r.add_public_key_pem(
+                &b.credential_sid,
+                &b.account_sid,
+                &support::public_key_pem(&TestAccount::b()),
+            )
+            .unwrap();
+            r.add_standard_api_key(&b.api_key_sid, &b.account_sid, &b.secret);
+        })
+        .await;
+    pkcv_proxy::keys::dir::write_account(&accounts_dir(&h), &b.config()).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let as_b = || async {
+        as_subaccount(&h, &b.account_sid, &b.api_key_sid, &b.secret)
+            .await
+            .status()
+            .as_u16()
+    };
+    assert_eq!(
+        as_b().await,
+        403,
+        "B signed with a key that does not exist yet"
+    );
+    std::fs::copy(TestAccount::b().private_key_file, &b.private_key_file).unwrap();
+    assert!(
+        eventually(|| async { as_b().await == 201 }).await,
+        "the key's arrival was never noticed"
+    );
+    h.stop().await;
+}

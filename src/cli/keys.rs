@@ -36,10 +36,10 @@ pub(crate) struct RotateArgs {
     /// next to the current key; not needed for the main account).
     #[arg(long)]
     secret_file: Option<PathBuf>,
-    /// Seconds to wait after switching, before deleting the old credential (default: three
-    /// reload intervals), so running proxies have picked up the new key.
-    #[arg(long)]
-    grace_secs: Option<f64>,
+    /// Once the running proxy reports the new key, seconds to wait before deleting the old
+    /// credential, so requests it already signed with the old key reach Twilio first.
+    #[arg(long, default_value_t = 2.0, value_parser = parse_grace)]
+    grace_secs: f64,
 }
 
 pub(crate) async fn run(
@@ -67,10 +67,7 @@ pub(crate) async fn run(
                     current.and_then(|a| a.private_key_file.parent().map(Path::to_path_buf))
                 })
                 .unwrap_or_else(|| PathBuf::from("keys"));
-            let grace = args
-                .grace_secs
-                .map(Duration::from_secs_f64)
-                .unwrap_or(config.server.reload_interval * 3);
+            let grace = Duration::from_secs_f64(args.grace_secs);
             let rotation = session
                 .rotate(&args.account, &key_dir, args.secret_file.as_deref(), grace)
                 .await?;
@@ -85,4 +82,11 @@ pub(crate) async fn run(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_grace(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if (0.0..=3600.0).contains(&secs) => Ok(secs),
+        _ => Err("a number of seconds from 0 to 3600".into()),
+    }
 }

@@ -103,6 +103,11 @@ impl Accounts {
         Accounts::new(accounts)
     }
 
+    /// Every account, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Account>> {
+        self.by_account.values()
+    }
+
     /// How many accounts there are.
     pub fn len(&self) -> usize {
         self.by_account.len()

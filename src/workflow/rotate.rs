@@ -2,14 +2,15 @@
 //! does not know.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::Method;
 use serde::Serialize;
 
 use super::{sid_field, Session, WorkflowError};
 use crate::config::AccountConfig;
-use crate::keys::dir;
+use crate::keys::reload::LoadedStatus;
+use crate::keys::{dir, Accounts};
 
 /// A completed rotation.
 #[derive(Debug, Clone, Serialize)]
@@ -26,8 +27,9 @@ pub struct Rotation {
 
 impl Session {
     /// Rotates the account's signing key with no moment in which the proxy signs with a key
-    /// Twilio does not know: generate, upload, verify with the new key, switch the account
-    /// file, wait `grace` for running proxies to reload, then delete the old credential.
+    /// Twilio does not know: generate, upload, verify with the new key and check the switched
+    /// account set loads, switch the account file, wait until the running proxy reports the
+    /// new key (and `grace` more for requests already signed), then delete the old credential.
     ///
     /// The verifying request is made as the account: with the Main key for the main account,
     /// else with its API key (`api_key_sids[0]`) and the secret in `secret_file`.
@@ -97,17 +99,22 @@ impl Session {
             ..current.clone()
         };
         self.say("step 3/5: verify a request signed with the new key");
-        let verified = self
+        let ready = match self
             .verify_as(
                 &rotated,
                 &api_key_sid,
                 &secret,
                 "step 3/5 (signed request with the new key)",
             )
-            .await;
-        if let Err(err) = verified {
-            self.say("          failed: deleting the new credential again");
-            let _ = self
+            .await
+        {
+            Ok(()) => self.check_switch(&rotated),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = ready {
+            // Nothing has switched: take the new credential back so nothing is left behind.
+            self.say("          failed: deleting the new credential again; nothing was switched");
+            let undo = self
                 .delete(
                     "undo step 2/5",
                     &format!(
@@ -115,17 +122,19 @@ impl Session {
                     ),
                 )
                 .await;
-            return Err(err);
+            return Err(match undo {
+                Ok(()) => err,
+                Err(undo) => WorkflowError::Setup(format!(
+                    "{err}; undoing step 2/5 failed too ({undo}): delete the unused credential {new_credential} yourself"
+                )),
+            });
         }
 
         self.say("step 4/5: switch signing to the new key");
         dir::write_account(self.accounts_dir(), &rotated)
             .map_err(|e| WorkflowError::Local(format!("writing the account file: {e}")))?;
-        self.say(&format!(
-            "          waiting {} s for running proxies to reload",
-            grace.as_secs_f32()
-        ));
-        tokio::time::sleep(grace).await;
+        self.wait_for_switch(account_sid, &new_credential, &current.credential_sid, grace)
+            .await?;
 
         self.say(&format!(
             "step 5/5: delete the old public key {}",
@@ -133,17 +142,93 @@ impl Session {
         ));
         self.delete(
             "step 5/5 (delete the old public key)",
-            &format!(
-                "https://accounts.twilio.com/v1/Credentials/PublicKeys/{}",
-                current.credential_sid
-            ),
+            &format!("https://accounts.twilio.com/v1/Credentials/PublicKeys/{}", current.credential_sid),
         )
-        .await?;
+        .await
+        .map_err(|err| {
+            WorkflowError::Setup(format!(
+                "{err}; signing has switched to {new_credential}, but the old credential {} still exists: delete it yourself",
+                current.credential_sid
+            ))
+        })?;
         Ok(Rotation {
             account_sid: account_sid.to_owned(),
             old_credential_sid: current.credential_sid,
             new_credential_sid: new_credential,
             private_key_file,
         })
+    }
+
+    /// Before switching: the whole account set as it will be after the switch must load
+    /// (every account file parses, every key loads), or a running proxy would refuse it and
+    /// keep signing with the old key.
+    fn check_switch(&self, rotated: &AccountConfig) -> Result<(), WorkflowError> {
+        let mut config = self
+            .config
+            .clone()
+            .with_accounts_dir()
+            .map_err(|e| WorkflowError::Setup(format!("accounts_dir would not reload: {e}")))?;
+        match config
+            .accounts
+            .iter_mut()
+            .find(|a| a.account_sid == rotated.account_sid)
+        {
+            Some(account) => *account = rotated.clone(),
+            None => config.accounts.push(rotated.clone()),
+        }
+        Accounts::load(&config.accounts, &config.signing)
+            .map(drop)
+            .map_err(|e| {
+                WorkflowError::Setup(format!(
+                    "the accounts would not reload after the switch: {e}"
+                ))
+            })
+    }
+
+    /// Waits until the proxy running on `accounts_dir` reports signing with `new` for the
+    /// account, then `grace` more for requests it signed with the old key to reach Twilio.
+    /// With no running proxy reporting, waits `grace` alone.
+    async fn wait_for_switch(
+        &self,
+        account_sid: &str,
+        new: &str,
+        old: &str,
+        grace: Duration,
+    ) -> Result<(), WorkflowError> {
+        let timeout = (self.config.server.reload_interval * 20).max(Duration::from_secs(30));
+        let deadline = Instant::now() + timeout;
+        loop {
+            match LoadedStatus::read(self.accounts_dir()) {
+                Some(status) if status.writer_alive() => {
+                    if status.accounts.get(account_sid).map(String::as_str) == Some(new) {
+                        self.say(&format!(
+                            "          the running proxy (pid {}) signs with {new}",
+                            status.pid
+                        ));
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(WorkflowError::Setup(format!(
+                            "step 4/5: the running proxy (pid {}) has not loaded {new} within {} s (see its log); \
+                             the account file points to the new key and both credentials are kept: once the proxy \
+                             signs with {new}, delete {old}",
+                            status.pid,
+                            timeout.as_secs()
+                        )));
+                    }
+                }
+                _ => {
+                    self.say("          no running proxy reports on accounts_dir");
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.say(&format!(
+            "          waiting {} s for requests signed with the old key",
+            grace.as_secs_f32()
+        ));
+        tokio::time::sleep(grace).await;
+        Ok(())
     }
 }
