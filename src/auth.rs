@@ -12,12 +12,22 @@ use crate::error::ProxyError;
 use crate::sid::{is_sid, SID_LEN};
 
 /// The authenticated identity of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ApiKeyAuth {
     /// The API key SID (`SK…`), the Basic username.
     pub api_key_sid: String,
     /// The `Authorization` value to forward and sign, trimmed.
     pub authorization: String,
+}
+
+impl std::fmt::Debug for ApiKeyAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The Authorization value carries the API key secret: never printed.
+        f.debug_struct("ApiKeyAuth")
+            .field("api_key_sid", &self.api_key_sid)
+            .field("authorization", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Reads the request's `Authorization` header as Basic auth with an API key.
@@ -97,6 +107,17 @@ mod tests {
         assert_eq!(auth.api_key_sid, SK);
         assert_eq!(auth.authorization, value);
         assert!(api_key_auth(&headers(&format!("basic {}", &value[6..]))).is_ok());
+    }
+
+    #[test]
+    fn debug_never_shows_the_credentials() {
+        let value = basic(&format!("{SK}:top-secret"));
+        let auth = api_key_auth(&headers(&value)).unwrap();
+        let printed = format!("{auth:?}");
+        assert!(
+            printed.contains(SK) && !printed.contains(&value[6..]),
+            "{printed}"
+        );
     }
 
     #[test]

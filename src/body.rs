@@ -10,12 +10,15 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use crate::canonical::{BodyHasher, HexDigest};
 use crate::error::ProxyError;
+
+/// Chunks smaller than this are copied together rather than kept one by one.
+const COALESCE_BELOW: usize = 4 * 1024;
 
 /// A complete body held as the chunks it arrived in.
 #[derive(Debug, Default, Clone)]
@@ -87,6 +90,9 @@ where
     let mut body = std::pin::pin!(body);
     let mut hasher = BodyHasher::default();
     let mut chunks = VecDeque::new();
+    // Tiny chunks (a hostile client can send a body one byte per chunk) are gathered into one
+    // buffer, so the chunk list stays small; chunks of ordinary size are kept as they came.
+    let mut small = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|err| ProxyError::BodyRead(err.to_string()))?;
         // Trailers are hop-by-hop here: they cannot be signed, so they are not forwarded.
@@ -97,9 +103,20 @@ where
             return Err(ProxyError::BodyTooLarge { limit });
         }
         hasher.update(&chunk);
-        if !chunk.is_empty() {
+        if chunk.len() >= COALESCE_BELOW {
+            if !small.is_empty() {
+                chunks.push_back(small.split().freeze());
+            }
             chunks.push_back(chunk);
+        } else {
+            small.extend_from_slice(&chunk);
+            if small.len() >= COALESCE_BELOW {
+                chunks.push_back(small.split().freeze());
+            }
         }
+    }
+    if !small.is_empty() {
+        chunks.push_back(small.freeze());
     }
     let len = hasher.len();
     Ok((BufferedBody { chunks, len }, hasher.finish()))
@@ -129,6 +146,26 @@ mod tests {
         assert_eq!(hash, body_hash(b"abc"));
         let collected = body.collect().await.unwrap().to_bytes();
         assert_eq!(&collected[..], b"abc");
+    }
+
+    #[tokio::test]
+    async fn tiny_chunks_are_gathered_and_large_ones_kept() {
+        let tiny: Vec<&'static [u8]> = vec![b"x"; 10_000];
+        let (body, hash) = buffer(chunked(&tiny), None, 1 << 20).await.unwrap();
+        assert_eq!(body.len(), 10_000);
+        assert!(body.chunks.len() <= 3, "{} chunks kept", body.chunks.len());
+        assert_eq!(hash, body_hash(&[b'x'; 10_000]));
+
+        static BIG: [u8; 8192] = [7; 8192];
+        let (body, _) = buffer(chunked(&[b"ab", &BIG, b"c"]), None, 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(body.chunks.len(), 3);
+        assert_eq!(
+            body.chunks[1].as_ptr(),
+            BIG.as_ptr(),
+            "a large chunk is forwarded, not copied"
+        );
     }
 
     #[tokio::test]

@@ -91,6 +91,9 @@ pub struct RawServer {
     /// How often the running proxy checks the config file and `accounts_dir` for account
     /// changes, in milliseconds.
     pub reload_interval_ms: u64,
+    /// Time a client gets to send its whole request body, in milliseconds (slow senders
+    /// would otherwise hold a buffer and a connection forever).
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for RawServer {
@@ -99,6 +102,7 @@ impl Default for RawServer {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 10 * 1024 * 1024,
             reload_interval_ms: 2_000,
+            body_read_timeout_ms: 60_000,
         }
     }
 }
@@ -232,6 +236,8 @@ pub struct ServerSettings {
     pub max_body_bytes: u64,
     /// Account reload polling interval.
     pub reload_interval: Duration,
+    /// Body read deadline.
+    pub body_read_timeout: Duration,
 }
 
 /// How the proxy reaches Twilio.
@@ -336,6 +342,9 @@ impl Config {
         if raw.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes must be at least 1");
         }
+        if raw.server.body_read_timeout_ms == 0 {
+            return invalid("server.body_read_timeout_ms must be at least 1");
+        }
         if raw.server.reload_interval_ms < 100 {
             return invalid("server.reload_interval_ms must be at least 100");
         }
@@ -350,6 +359,14 @@ impl Config {
                     ))
                 }
             }
+        }
+        // `*.com` would make the proxy send API-key credentials to any .com host.
+        if let Some(broad) = allowed.iter().find(
+            |p| matches!(p, HostPattern::Subdomains(suffix) if suffix.matches('.').count() < 2),
+        ) {
+            return invalid(format!(
+                "upstream.allowed_hosts: '{broad}' is too broad: a wildcard needs at least two labels (*.twilio.com)"
+            ));
         }
         if allowed.is_empty() {
             return invalid("upstream.allowed_hosts is empty: the proxy could reach nothing");
@@ -420,6 +437,17 @@ impl Config {
             }
         }
 
+        // A host both allowed and passed through would reach Twilio unsigned.
+        for pass in &passthrough_hosts {
+            if hosts.is_allowed(&pass.example())
+                || hosts.allowed().iter().any(|a| pass.matches(&a.example()))
+            {
+                return invalid(format!(
+                    "intercept.passthrough_hosts: '{pass}' overlaps upstream.allowed_hosts: Twilio traffic must be signed, never passed through"
+                ));
+            }
+        }
+
         let mut seen = std::collections::HashSet::new();
         for account in &raw.accounts {
             account.validate()?;
@@ -436,6 +464,7 @@ impl Config {
                 listen,
                 max_body_bytes: raw.server.max_body_bytes,
                 reload_interval: Duration::from_millis(raw.server.reload_interval_ms),
+                body_read_timeout: Duration::from_millis(raw.server.body_read_timeout_ms),
             },
             upstream: UpstreamSettings {
                 hosts,
@@ -489,6 +518,11 @@ mod tests {
             ("[upstream]\ndefault_host = \"example.com\"", "default_host"),
             ("[upstream]\nallowed_hosts = []", "allowed_hosts"),
             ("[upstream]\nallowed_hosts = [\"*\"]", "allowed_hosts"),
+            ("[upstream]\nallowed_hosts = [\"*.com\"]\ndefault_host = \"x.com\"", "too broad"),
+            ("[intercept]\npassthrough_hosts = [\"*.twilio.com\"]", "overlaps"),
+            ("[intercept]\npassthrough_hosts = [\"api.twilio.com\"]", "overlaps"),
+            ("[intercept]\nenabled = true", "ca_cert_file"),
+            ("[server]\nreload_interval_ms = 10", "reload_interval_ms"),
             ("[upstream.connect_to]\n\"api.twilio.com\" = \"nowhere\"", "connect_to"),
             ("[server]\nlisten_on = \"x\"", "listen_on"),
             (

@@ -20,7 +20,7 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{Either, Full};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -30,7 +30,7 @@ use crate::error::ProxyError;
 use crate::intercept::{InterceptError, Interceptor};
 use crate::proxy::{Proxy, ProxyBody, RequestLog};
 use crate::route::{canonical_host, HostPattern};
-use crate::server::ConnectionContext;
+use crate::server::{ConnectionContext, HEADER_READ_TIMEOUT};
 use crate::shutdown::Shutdown;
 
 /// How long a client gets to finish the TLS handshake inside a tunnel.
@@ -66,7 +66,7 @@ impl Tunnels {
 impl Proxy {
     /// Answers a `CONNECT` and, on success, starts the tunnel once the client's connection
     /// is handed over.
-    pub(crate) fn connect<B>(
+    pub(crate) async fn connect<B>(
         self: &Arc<Self>,
         request: Request<B>,
         log: &mut RequestLog,
@@ -98,11 +98,24 @@ impl Proxy {
             .iter()
             .any(|pattern| pattern.matches(&host))
         {
+            // Dial before answering, so a host that cannot be reached is a 502, not a 200
+            // followed by a closed connection.
             let dial = self.dial_address(&host);
             let timeout = self.tunnels.connect_timeout;
+            let server = tokio::time::timeout(timeout, TcpStream::connect(&dial))
+                .await
+                .map_err(|_| ProxyError::UpstreamTimeout {
+                    host: host.clone(),
+                    millis: timeout.as_millis() as u64,
+                })?
+                .map_err(|err| ProxyError::UpstreamConnect {
+                    host: host.clone(),
+                    reason: err.to_string(),
+                })?;
             let upgrade = hyper::upgrade::on(request);
+            let shutdown = context.as_ref().map(|context| context.shutdown.clone());
             spawn(context.as_ref(), async move {
-                if let Err(err) = pass_through(upgrade, &dial, timeout).await {
+                if let Err(err) = pass_through(upgrade, server, shutdown).await {
                     tracing::debug!(host = %dial, error = %err, "passthrough tunnel ended");
                 }
             });
@@ -121,7 +134,7 @@ impl Proxy {
         };
         let tls = interceptor.server_config(&host).map_err(|err| {
             tracing::error!(host, error = %err, "cannot issue an interception certificate");
-            ProxyError::Signing
+            ProxyError::Interception(host.clone())
         })?;
         let upgrade = hyper::upgrade::on(request);
         let shutdown = context.as_ref().map(|context| context.shutdown.clone());
@@ -179,7 +192,18 @@ async fn intercept(
         let host = host.clone();
         async move { Ok::<_, std::convert::Infallible>(proxy.handle_in(request, Some(&host)).await) }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The same patience with a silent client as outside the tunnel, and dead HTTP/2 peers
+    // are found by keep-alive pings.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let connection = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(connection);
     let result = match shutdown {
@@ -200,15 +224,20 @@ async fn intercept(
 /// Copies bytes both ways between the client and `dial`, untouched.
 async fn pass_through(
     upgrade: hyper::upgrade::OnUpgrade,
-    dial: &str,
-    timeout: Duration,
+    mut server: TcpStream,
+    shutdown: Option<Shutdown>,
 ) -> std::io::Result<()> {
     let upgraded = upgrade.await.map_err(std::io::Error::other)?;
-    let mut server = tokio::time::timeout(timeout, TcpStream::connect(dial))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    tokio::io::copy_bidirectional(&mut TokioIo::new(upgraded), &mut server).await?;
-    Ok(())
+    let mut client = TokioIo::new(upgraded);
+    let copying = tokio::io::copy_bidirectional(&mut client, &mut server);
+    match shutdown {
+        // Opaque bytes cannot be drained gracefully: on shutdown the tunnel is closed.
+        Some(mut shutdown) => tokio::select! {
+            result = copying => result.map(drop),
+            _ = shutdown.recv() => Ok(()),
+        },
+        None => copying.await.map(drop),
+    }
 }
 
 fn empty(status: StatusCode) -> Response<ProxyBody> {

@@ -77,6 +77,15 @@ pub enum ProxyError {
     /// The client's body could not be read to the end.
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    /// The client did not send its whole body in time.
+    #[error("the request body did not arrive within {millis} ms")]
+    BodyTimeout {
+        /// The timeout that expired.
+        millis: u64,
+    },
+    /// No certificate could be issued for an intercepted host.
+    #[error("cannot intercept {0}: no certificate could be issued")]
+    Interception(String),
     /// Minting the token failed.
     #[error("could not sign the request")]
     Signing,
@@ -125,6 +134,8 @@ impl ProxyError {
             NoAccounts => StatusCode::SERVICE_UNAVAILABLE,
             MethodNotSupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Interception(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Signing => StatusCode::INTERNAL_SERVER_ERROR,
             UpstreamConnect { .. } | Upstream { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -152,6 +163,8 @@ impl ProxyError {
             BadHeader(_) => 79016,
             BodyTooLarge { .. } => 79020,
             BodyRead(_) => 79021,
+            BodyTimeout { .. } => 79022,
+            Interception(_) => 79031,
             Signing => 79030,
             UpstreamConnect { .. } => 79040,
             UpstreamTimeout { .. } => 79041,

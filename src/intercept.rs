@@ -19,13 +19,16 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints,
+    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints, PublicKeyData,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
 
 /// How long a leaf certificate is valid.
 pub const LEAF_LIFETIME: Duration = Duration::days(7);
+
+/// The most leaf certificates kept.
+const MAX_LEAVES: usize = 1024;
 
 /// A leaf is reissued when it has less than this left.
 const LEAF_RENEW_BEFORE: Duration = Duration::days(1);
@@ -49,6 +52,14 @@ pub enum InterceptError {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+    },
+    /// The CA certificate is not fit to intercept with.
+    #[error("{path}: {reason}")]
+    UnfitCa {
+        /// The certificate file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// Certificate parsing or generation failed.
     #[error("certificate: {0}")]
@@ -156,6 +167,7 @@ impl Interceptor {
         let ca_der = pem::parse(&cert_pem)
             .map(|pem| CertificateDer::from(pem.into_contents()))
             .map_err(|_| rcgen::Error::CouldNotParseCertificate)?;
+        check_ca(cert_file, &ca_der, &key)?;
         let issuer = Issuer::from_ca_cert_der(&ca_der, key)?;
         Ok(Interceptor {
             issuer,
@@ -166,7 +178,14 @@ impl Interceptor {
 
     /// The TLS server config presenting a leaf for `host`: cached, reissued before expiry.
     pub fn server_config(&self, host: &str) -> Result<Arc<rustls::ServerConfig>, InterceptError> {
-        let now = OffsetDateTime::now_utc();
+        self.server_config_at(host, OffsetDateTime::now_utc())
+    }
+
+    fn server_config_at(
+        &self,
+        host: &str,
+        now: OffsetDateTime,
+    ) -> Result<Arc<rustls::ServerConfig>, InterceptError> {
         if let Some(leaf) = self.leaves.load().get(host) {
             if leaf.renew_at > now {
                 return Ok(leaf.config.clone());
@@ -175,7 +194,13 @@ impl Interceptor {
         let leaf = Arc::new(self.issue(host, now)?);
         let config = leaf.config.clone();
         self.leaves.rcu(|leaves| {
-            let mut leaves = HashMap::clone(leaves);
+            // Bounded: a client naming endless hosts under an allowed domain starts the
+            // cache afresh instead of growing it.
+            let mut leaves = if leaves.len() >= MAX_LEAVES {
+                HashMap::new()
+            } else {
+                HashMap::clone(leaves)
+            };
             leaves.insert(host.to_owned(), leaf.clone());
             leaves
         });
@@ -202,6 +227,44 @@ impl Interceptor {
             renew_at: now + LEAF_LIFETIME - LEAF_RENEW_BEFORE,
         })
     }
+}
+
+/// Refuses a CA the proxy should not impersonate servers with: not a CA, expired, not the
+/// key's certificate, or allowed to sign further CAs. A CA without name constraints is
+/// accepted (it may be the user's own) but warned about.
+fn check_ca(path: &Path, der: &CertificateDer<'_>, key: &KeyPair) -> Result<(), InterceptError> {
+    let unfit = |reason: String| InterceptError::UnfitCa {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| unfit(format!("not an X.509 certificate: {e}")))?;
+    let constraints = cert
+        .basic_constraints()
+        .map_err(|e| unfit(e.to_string()))?
+        .map(|ext| ext.value.clone());
+    match constraints {
+        Some(bc) if bc.ca => {
+            if bc.path_len_constraint != Some(0) {
+                return Err(unfit(
+                    "the CA may sign further CAs (path length must be 0)".into(),
+                ));
+            }
+        }
+        _ => return Err(unfit("not a CA certificate".into())),
+    }
+    if !cert.validity().is_valid() {
+        return Err(unfit("the certificate is expired or not yet valid".into()));
+    }
+    if cert.public_key().raw != key.subject_public_key_info().as_slice() {
+        return Err(unfit(
+            "the certificate does not belong to the CA key".into(),
+        ));
+    }
+    if cert.name_constraints().ok().flatten().is_none() {
+        tracing::warn!(path = %path.display(), "the interception CA has no name constraints: it could sign for any host");
+    }
+    Ok(())
 }
 
 /// A TLS server presenting `chain` (leaf first), offering HTTP/2 and HTTP/1.1 by ALPN.

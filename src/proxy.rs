@@ -36,6 +36,7 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 pub struct Proxy {
     signer: RequestSigner,
     max_body_bytes: u64,
+    body_read_timeout: std::time::Duration,
     upstream: Upstream,
     pub(crate) tunnels: Tunnels,
 }
@@ -58,6 +59,7 @@ impl Proxy {
         Ok(Proxy {
             signer: RequestSigner::new(config, keys),
             max_body_bytes: config.server.max_body_bytes,
+            body_read_timeout: config.server.body_read_timeout,
             upstream: Upstream::new(&config.upstream)?,
             tunnels: Tunnels::new(config)?,
         })
@@ -78,7 +80,7 @@ impl Proxy {
         if request.method() == Method::CONNECT {
             let started = Instant::now();
             let mut log = RequestLog::default();
-            let response = self.connect(request, &mut log);
+            let response = self.connect(request, &mut log).await;
             let response = log.finish(&Method::CONNECT, response, started);
             return response;
         }
@@ -121,14 +123,21 @@ impl Proxy {
                 "CONNECT inside a tunnel".into(),
             ));
         }
+        // Hop-by-hop headers go first: one named in `Connection` (even `Authorization`) is not
+        // the client's to pass on, so it can neither route nor sign the request.
+        hop::strip(&mut parts.headers);
         let target = self.signer.resolve(&parts, tunnel_host)?;
         log.host = Some(target.host.clone());
         log.path = Some(target.path.clone());
         log.account = Some(target.account.account_sid.clone());
 
-        hop::strip(&mut parts.headers);
         let declared_len = declared_length(&parts)?;
-        let (body, body_hash) = body::buffer(body, declared_len, self.max_body_bytes).await?;
+        let buffering = body::buffer(body, declared_len, self.max_body_bytes);
+        let (body, body_hash) = tokio::time::timeout(self.body_read_timeout, buffering)
+            .await
+            .map_err(|_| ProxyError::BodyTimeout {
+                millis: self.body_read_timeout.as_millis() as u64,
+            })??;
         let request_hash = target.canonical(&parts.method, body_hash).hash();
         let token = self
             .signer

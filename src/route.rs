@@ -42,6 +42,14 @@ impl HostPattern {
         }
     }
 
+    /// A host this pattern matches (the host itself, or one name below the suffix).
+    pub fn example(&self) -> String {
+        match self {
+            HostPattern::Exact(host) => host.clone(),
+            HostPattern::Subdomains(suffix) => format!("any{suffix}"),
+        }
+    }
+
     /// True when `host` (already canonical) matches.
     pub fn matches(&self, host: &str) -> bool {
         match self {

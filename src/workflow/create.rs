@@ -53,8 +53,8 @@ pub struct CreateOptions {
     pub secret_to_stdout: bool,
 }
 
-/// A subaccount brought up and registered.
-#[derive(Debug, Clone, Serialize)]
+/// A subaccount brought up and registered. Its `Debug` leaves the secret out.
+#[derive(Clone, Serialize)]
 pub struct Subaccount {
     /// `AC…`
     pub account_sid: String,
@@ -71,6 +71,18 @@ pub struct Subaccount {
     /// The secret, only when asked for on stdout.
     #[serde(skip)]
     pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for Subaccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subaccount")
+            .field("account_sid", &self.account_sid)
+            .field("api_key_sid", &self.api_key_sid)
+            .field("credential_sid", &self.credential_sid)
+            .field("private_key_file", &self.private_key_file)
+            .field("secret_file", &self.secret_file)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {

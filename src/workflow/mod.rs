@@ -70,14 +70,15 @@ impl MainKey {
         secret: &str,
     ) -> Result<MainKey, WorkflowError> {
         if !is_sid(account_sid, "AC") {
-            return Err(WorkflowError::Setup(format!(
-                "'{account_sid}' is not an Account SID"
-            )));
+            // The rejected value is not echoed: it may be a secret in the wrong variable.
+            return Err(WorkflowError::Setup(
+                "the main account is not an Account SID (AC followed by 32 hex digits)".into(),
+            ));
         }
         if !is_sid(api_key_sid, "SK") {
-            return Err(WorkflowError::Setup(format!(
-                "'{api_key_sid}' is not an API key SID"
-            )));
+            return Err(WorkflowError::Setup(
+                "the Main key is not an API key SID (SK followed by 32 hex digits)".into(),
+            ));
         }
         Ok(MainKey {
             account_sid: account_sid.into(),
