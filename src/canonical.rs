@@ -23,17 +23,15 @@ pub const SIGNED_HEADERS: &str = "authorization;host";
 pub struct HexDigest([u8; 64]);
 
 impl HexDigest {
-    fn from_digest(digest: &[u8]) -> Self {
+    fn from_digest(digest: &[u8; 32]) -> Self {
         let mut hex = [0u8; 64];
-        // A SHA-256 digest is 32 bytes, exactly filling 64 hex digits.
-        let _ = hex::encode_to_slice(digest, &mut hex);
+        hex::encode_to_slice(digest, &mut hex).expect("32 bytes fill exactly 64 hex digits");
         HexDigest(hex)
     }
 
     /// The hex digits.
     pub fn as_str(&self) -> &str {
-        // Hex digits are ASCII.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
     }
 }
 
@@ -75,7 +73,7 @@ impl BodyHasher {
 
     /// The body hash for the canonical request: `None` for an empty body.
     pub fn finish(self) -> Option<HexDigest> {
-        (self.len > 0).then(|| HexDigest::from_digest(&self.sha.finalize()))
+        (self.len > 0).then(|| HexDigest::from_digest(&self.sha.finalize().into()))
     }
 }
 
@@ -136,15 +134,14 @@ impl CanonicalRequest<'_> {
     pub fn hash(&self) -> HexDigest {
         let mut sha = Sha256::new();
         self.write(|bytes| sha.update(bytes));
-        HexDigest::from_digest(&sha.finalize())
+        HexDigest::from_digest(&sha.finalize().into())
     }
 
     /// The canonical string itself, for `pkcv-proxy sign` and tests.
     pub fn to_canonical_string(&self) -> String {
         let mut out = Vec::with_capacity(256);
         self.write(|bytes| out.extend_from_slice(bytes));
-        // Every input is a `&str` and the separators are ASCII.
-        String::from_utf8(out).unwrap_or_default()
+        String::from_utf8(out).expect("every piece is a &str or ASCII")
     }
 }
 

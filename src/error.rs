@@ -184,8 +184,7 @@ impl ProxyError {
             more_info: MORE_INFO,
             status: status.as_u16(),
         };
-        // Serializing a struct of plain strings and integers cannot fail.
-        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let json = serde_json::to_vec(&body).expect("a struct of strings and integers serializes");
         let mut response = Response::new(B::from(Full::new(Bytes::from(json))));
         *response.status_mut() = status;
         response.headers_mut().insert(

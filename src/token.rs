@@ -217,14 +217,17 @@ impl Signer {
     }
 
     /// The public key as DER `SubjectPublicKeyInfo`, for upload to Twilio or a stand-in.
-    pub fn public_key_spki_der(&self) -> Vec<u8> {
+    pub fn public_key_spki_der(&self) -> Result<Vec<u8>, TokenError> {
         use aws_lc_rs::encoding::AsDer;
         use aws_lc_rs::signature::KeyPair;
         self.key
             .public_key()
             .as_der()
             .map(|der| der.as_ref().to_vec())
-            .unwrap_or_default()
+            .map_err(|_| TokenError::Unsupported {
+                path: String::new(),
+                reason: "the public key cannot be encoded".into(),
+            })
     }
 
     /// Mints a token. This is the one place a request is signed.

@@ -5,7 +5,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::{canonical_vectors, test_private_key, TestAccount};
+use support::{canonical_vectors, test_private_key, text, TestAccount};
 
 fn pkcv(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pkcv-proxy"));
@@ -17,14 +17,6 @@ fn pkcv(args: &[&str], envs: &[(&str, &str)]) -> Output {
         command.env(key, value);
     }
     command.output().unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn write_config(dir: &Path, extra: &str, key: &Path) -> std::path::PathBuf {

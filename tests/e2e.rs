@@ -374,7 +374,17 @@ async fn several_accounts_sign_with_their_own_keys() {
 
 #[tokio::test]
 async fn refusals_never_reach_the_upstream() {
-    let h = Harness::start().await;
+    // A listener any refused host would be dialled at, were the proxy to dial it at all.
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap_addr = trap.local_addr().unwrap().to_string();
+    let h = Harness::start_with(&[TestAccount::a(), TestAccount::b()], |raw| {
+        for host in ["example.com", "*.example", "*.example.com"] {
+            raw.upstream
+                .connect_to
+                .insert(host.into(), trap_addr.clone());
+        }
+    })
+    .await;
     let a = TestAccount::a();
     let client = h.client();
     let messages = h.url(&format!("/2010-04-01/Accounts/{A}/Messages.json"));
@@ -487,10 +497,93 @@ async fn refusals_never_reach_the_upstream() {
         79011,
     )
     .await;
+    // `Connection: authorization` makes the credentials hop-by-hop: nothing to sign with.
+    refused(
+        client
+            .get(&messages)
+            .header("authorization", a.basic_auth())
+            .header("connection", "authorization")
+            .send()
+            .await
+            .unwrap(),
+        401,
+        79001,
+    )
+    .await;
     assert!(
         h.standin.records().await.is_empty(),
         "a refused request reached the upstream"
     );
+    let dialled = tokio::time::timeout(Duration::from_millis(200), trap.accept()).await;
+    assert!(
+        dialled.is_err(),
+        "the proxy opened a connection for a refused request"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn absolute_https_targets_and_response_hop_headers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start().await;
+    let a = TestAccount::a();
+    // `GET https://…` in absolute form, as some HTTP_PROXY clients send it.
+    let mut stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let request = format!(
+        "GET https://api.twilio.com/2010-04-01/Accounts/{A}/Calls.json?PageSize=1 HTTP/1.1\r\nHost: api.twilio.com\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        a.basic_auth()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let head = response
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .to_ascii_lowercase();
+    // The stand-in's echo carries `Connection: x-standin-hop` and `x-standin-hop`: neither
+    // may reach the client.
+    assert!(!head.contains("x-standin-hop"), "{head}");
+    let record = h.standin.records().await.pop().unwrap();
+    assert!(record.outcome.unwrap().signed);
+    assert_eq!(
+        (record.host.as_str(), record.query.as_str()),
+        ("api.twilio.com", "PageSize=1")
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_that_never_finishes_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start_with(&[TestAccount::a()], |raw| {
+        raw.server.body_read_timeout_ms = 300
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let request = format!(
+        "POST /2010-04-01/Accounts/{A}/Messages.json HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\nContent-Length: 100\r\n\r\nTo=%2B1",
+        TestAccount::a().basic_auth()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = String::from_utf8_lossy(&response[..n]);
+    assert!(
+        response.starts_with("HTTP/1.1 408") && response.contains("79022"),
+        "{response}"
+    );
+    assert!(h.standin.records().await.is_empty());
     h.stop().await;
 }
 

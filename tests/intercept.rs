@@ -140,11 +140,7 @@ async fn https_proxy_clients_are_signed_inside_the_tunnel() {
     assert!(record.outcome.unwrap().signed);
 
     // Auth Token credentials inside the tunnel are refused like any other.
-    use base64::Engine;
-    let auth_token = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{A}:token"))
-    );
+    let auth_token = support::basic(A, "token");
     let (status, body) = json(
         client
             .get("https://api.twilio.com/2010-04-01/Accounts.json")

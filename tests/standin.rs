@@ -5,9 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use base64::Engine;
 use pkcv_proxy::standin::StandIn;
-use support::TestAccount;
+use support::{basic, TestAccount};
 
 fn direct_client(standin: &StandIn) -> reqwest::Client {
     reqwest::Client::builder()
@@ -18,13 +17,6 @@ fn direct_client(standin: &StandIn) -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
-}
-
-fn basic(user: &str, secret: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
-    )
 }
 
 async fn code(response: reqwest::Response) -> (u16, Option<u64>) {

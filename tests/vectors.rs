@@ -212,3 +212,74 @@ fn forged_and_malformed_tokens_are_rejected() {
         20154
     );
 }
+
+/// A token signed with the test key over arbitrary claims, as a misbehaving client might.
+fn craft(claims: serde_json::Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(
+        &std::fs::read(support::test_private_key()).unwrap(),
+    )
+    .unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.cty = Some("twilio-pkrv;v=1".into());
+    header.kid = Some(TestAccount::a().credential_sid);
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+#[test]
+fn issuer_subject_and_lifetime_are_checked() {
+    let vectors = canonical_vectors();
+    let registry = support::registry(&[TestAccount::a()]);
+    let case = &vectors.cases[0];
+    let claims = |iss: &str, sub: &str, nbf: u64, exp: u64| serde_json::json!({"hrh": "authorization;host", "rqh": case.rqh, "iss": iss, "sub": sub, "nbf": nbf, "exp": exp});
+    let now = 1_800_000_000;
+    let request = |token: String| {
+        let mut headers: Vec<(String, String)> = case
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+            .collect();
+        headers.push(("twilio-client-validation".into(), token));
+        headers
+    };
+    let verify = |token: String| {
+        let headers = request(token);
+        let received = ReceivedRequest {
+            method: &case.method,
+            path: &case.path,
+            query: &case.query,
+            headers,
+            body: b"",
+        };
+        verify_request(&registry, &received, now)
+            .map(|_| ())
+            .map_err(|r| r.code)
+    };
+    let (sk, ac) = (vectors.api_key_sid.as_str(), vectors.account_sid.as_str());
+    assert_eq!(verify(craft(claims(sk, ac, now, now + 300))), Ok(()));
+    // iss is not the request's API key.
+    assert_eq!(
+        verify(craft(claims(
+            "SK00000000000000000000000000000000",
+            ac,
+            now,
+            now + 300
+        ))),
+        Err(20153)
+    );
+    // sub is not the credential's account.
+    assert_eq!(
+        verify(craft(claims(
+            sk,
+            "AC00000000000000000000000000000000",
+            now,
+            now + 300
+        ))),
+        Err(20153)
+    );
+    // Longer than Twilio's 300 s.
+    assert_eq!(verify(craft(claims(sk, ac, now, now + 301))), Err(20157));
+    // Signed for another request.
+    let mut other = claims(sk, ac, now, now + 300);
+    other["rqh"] = serde_json::json!("0".repeat(64));
+    assert_eq!(verify(craft(other)), Err(70156));
+}

@@ -4,13 +4,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{Harness, TestAccount};
+use support::{basic, mode, text, Harness, TestAccount};
 
 fn accounts_dir(h: &Harness) -> PathBuf {
     h.raw.accounts_dir.clone().unwrap()
@@ -53,14 +53,6 @@ async fn pkcv_as(h: &Harness, main: &TestAccount, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 fn last_json(output: &Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(stdout.lines().last().unwrap_or_default())
@@ -74,11 +66,7 @@ async fn as_subaccount(
     api_key: &str,
     secret: &str,
 ) -> reqwest::Response {
-    use base64::Engine;
-    let auth = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{api_key}:{secret}"))
-    );
+    let auth = basic(api_key, secret);
     h.client()
         .post(h.url(&format!("/2010-04-01/Accounts/{account}/Messages.json")))
         .header("authorization", auth)
@@ -102,11 +90,6 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
-}
-
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 #[tokio::test]
@@ -177,11 +160,7 @@ async fn subaccount_lifecycle_with_a_running_proxy() {
         let (stop, sent) = (stop.clone(), sent.clone());
         let client = h.client();
         let url = h.url(&format!("/2010-04-01/Accounts/{account}/Messages.json"));
-        use base64::Engine;
-        let auth = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{api_key}:{secret}"))
-        );
+        let auth = basic(&api_key, &secret);
         tokio::spawn(async move {
             let mut failures = Vec::new();
             while !stop.load(Ordering::SeqCst) && sent.load(Ordering::SeqCst) < 5_000 {

@@ -41,15 +41,27 @@ pub(crate) fn run(config_path: Option<&Path>, command: CaCommand) -> anyhow::Res
     println!("# Created {cert} and {} (0600).", key.display());
     println!("# In the proxy's config:");
     println!("#   [intercept]\n#   enabled = true\n#   ca_cert_file = \"{cert}\"\n#   ca_key_file = \"{}\"", key.display());
+    // Plain KEY=value lines (comments on their own lines), so the block can be pasted into
+    // a shell, an .env file or a systemd EnvironmentFile alike.
     println!("# In the environment of each app that talks to Twilio through the proxy:");
     println!("HTTPS_PROXY=http://{listen}");
-    println!("HTTP_PROXY=http://{listen}      # twilio-node reads this one");
-    println!("REQUESTS_CA_BUNDLE={cert}      # Python requests (twilio-python)");
-    println!("NODE_EXTRA_CA_CERTS={cert}     # Node.js (twilio-node)");
-    println!("SSL_CERT_FILE={cert}           # OpenSSL-based clients: Ruby, PHP, Go, curl");
-    println!("CURL_CA_BUNDLE={cert}          # curl");
+    println!("# twilio-node reads only this one (for https:// URLs too):");
+    println!("HTTP_PROXY=http://{listen}");
+    println!("# Hosts the app reaches directly (the proxy tunnels only Twilio hosts and refuses the rest):");
+    println!("NO_PROXY=localhost,127.0.0.1");
+    println!("# Python requests (twilio-python):");
+    println!("REQUESTS_CA_BUNDLE={cert}");
+    println!("# Node.js (twilio-node):");
+    println!("NODE_EXTRA_CA_CERTS={cert}");
+    println!(
+        "# OpenSSL-based clients (Ruby, Go, curl) read these; PHP needs curl.cainfo in php.ini:"
+    );
+    println!("SSL_CERT_FILE={cert}");
+    println!("CURL_CA_BUNDLE={cert}");
+    println!(
+        "# A bundle variable replaces the app's default roots: for other HTTPS services, give it"
+    );
+    println!("# a bundle of the system roots plus this certificate.");
     println!("# Java: keytool -importcert -alias pkcv-proxy -file {cert} -keystore <truststore>");
-    println!("# Note: a bundle variable replaces the system roots for that app; the proxy only");
-    println!("# tunnels Twilio hosts, so the app reaches nothing else through it anyway.");
     Ok(ExitCode::SUCCESS)
 }

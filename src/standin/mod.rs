@@ -362,20 +362,30 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
                         *response.status_mut() = status;
                         response
                     }
-                    None => json_response(
-                        StatusCode::OK,
-                        json!({
-                            "verified": true,
-                            "account_sid": verified.account_sid,
-                            "api_key_sid": verified.api_key_sid,
-                            "request_hash": verified.request_hash,
-                            "method": received.method,
-                            "host": host,
-                            "path": received.path,
-                            "query": received.query,
-                            "body_length": body.len(),
-                        }),
-                    ),
+                    None => {
+                        let mut echo = json_response(
+                            StatusCode::OK,
+                            json!({
+                                "verified": true,
+                                "account_sid": verified.account_sid,
+                                "api_key_sid": verified.api_key_sid,
+                                "request_hash": verified.request_hash,
+                                "method": received.method,
+                                "host": host,
+                                "path": received.path,
+                                "query": received.query,
+                                "body_length": body.len(),
+                            }),
+                        );
+                        // A hop-by-hop header on the way back, which the proxy must not relay.
+                        let headers = echo.headers_mut();
+                        headers.insert(
+                            header::CONNECTION,
+                            HeaderValue::from_static("x-standin-hop"),
+                        );
+                        headers.insert("x-standin-hop", HeaderValue::from_static("1"));
+                        echo
+                    }
                 }
             }
         }

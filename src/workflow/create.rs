@@ -170,7 +170,7 @@ impl Session {
             .map_err(|e| WorkflowError::Local(e.to_string()))?;
             (
                 absolute(&self.main_account.private_key_file),
-                spki_pem(&signer),
+                spki_pem(&signer)?,
             )
         } else {
             let (file, public) = self.new_key_pair(&options.key_dir, &account_sid)?;

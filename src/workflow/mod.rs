@@ -421,8 +421,11 @@ fn sid_field(json: &Option<Value>, prefix: &str, step: &str) -> Result<String, W
         })
 }
 
-fn spki_pem(signer: &Signer) -> String {
-    pem::encode(&pem::Pem::new("PUBLIC KEY", signer.public_key_spki_der()))
+fn spki_pem(signer: &Signer) -> Result<String, WorkflowError> {
+    let der = signer
+        .public_key_spki_der()
+        .map_err(|e| WorkflowError::Local(e.to_string()))?;
+    Ok(pem::encode(&pem::Pem::new("PUBLIC KEY", der)))
 }
 
 fn absolute(path: &Path) -> PathBuf {

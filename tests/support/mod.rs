@@ -146,7 +146,7 @@ impl TestAccount {
             Algorithm::Rs256,
         )
         .unwrap();
-        let der = signer.public_key_spki_der();
+        let der = signer.public_key_spki_der().unwrap();
         pem::encode(&pem::Pem::new("PUBLIC KEY", der)).into_bytes()
     }
 
@@ -284,6 +284,31 @@ impl Harness {
             .await
             .unwrap();
     }
+}
+
+/// HTTP Basic credentials.
+pub fn basic(user: &str, secret: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
+    )
+}
+
+/// A finished command's stdout and stderr, for assertions and failure messages.
+pub fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A file's permission bits.
+#[cfg(unix)]
+pub fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 /// A response as JSON, with its status.
