@@ -65,6 +65,9 @@ pub enum ProxyError {
     /// The method is not supported by this proxy (e.g. CONNECT without interception).
     #[error("method {0} is not supported by this proxy")]
     MethodNotSupported(String),
+    /// A request inside a `CONNECT` tunnel names another host than the tunnel's.
+    #[error("this connection is a tunnel to {0}: send requests for other hosts through their own CONNECT")]
+    Misdirected(String),
     /// A header the proxy must sign or forward is not valid.
     #[error("invalid header: {0}")]
     BadHeader(&'static str),
@@ -133,6 +136,7 @@ impl ProxyError {
             }
             NoAccounts => StatusCode::SERVICE_UNAVAILABLE,
             MethodNotSupported(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Interception(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -161,6 +165,7 @@ impl ProxyError {
             Normalize(NormalizeError::NotUtf8 { .. }) => 79014,
             MethodNotSupported(_) => 79015,
             BadHeader(_) => 79016,
+            Misdirected(_) => 79017,
             BodyTooLarge { .. } => 79020,
             BodyRead(_) => 79021,
             BodyTimeout { .. } => 79022,

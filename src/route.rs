@@ -202,15 +202,31 @@ pub fn resolve<'a>(
     })
 }
 
-/// The route of a request inside a `CONNECT` tunnel to `host` (already allowed): whatever
-/// the request itself names, it goes to the host the tunnel was opened for.
-pub fn in_tunnel<'a>(uri: &'a Uri, host: &str) -> Route<'a> {
-    Route {
+/// The route of a request inside a `CONNECT` tunnel to `host` (already allowed): it goes to
+/// the tunnel's host, and a request that names another one (in its target or, over
+/// HTTP/1.1, its `Host`) is refused as misdirected rather than quietly re-aimed.
+pub fn in_tunnel<'a>(
+    uri: &'a Uri,
+    headers: &HeaderMap,
+    host: &str,
+) -> Result<Route<'a>, ProxyError> {
+    let named = uri.host().or_else(|| {
+        headers
+            .get(HOST)
+            .and_then(|value| value.to_str().ok())
+            .map(strip_port)
+    });
+    if let Some(named) = named {
+        if canonical_host(strip_port(named)).as_deref() != Some(host) {
+            return Err(ProxyError::Misdirected(host.to_owned()));
+        }
+    }
+    Ok(Route {
         host: host.to_owned(),
         path: uri.path(),
         query: uri.query().unwrap_or(""),
         form: TargetForm::Tunnel,
-    }
+    })
 }
 
 /// `host:port` → `host` (a bracketed IPv6 literal is left alone and never matches).
@@ -326,6 +342,25 @@ mod tests {
         assert!(matches!(
             route("ftp://api.twilio.com/x", None),
             Err(ProxyError::BadTarget(_))
+        ));
+    }
+
+    #[test]
+    fn tunnel_requests_must_name_the_tunnel_host() {
+        let uri: Uri = "/x".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        assert!(in_tunnel(&uri, &headers, "api.twilio.com").is_ok());
+        headers.insert(HOST, HeaderValue::from_static("API.twilio.com:443"));
+        assert!(in_tunnel(&uri, &headers, "api.twilio.com").is_ok());
+        headers.insert(HOST, HeaderValue::from_static("accounts.twilio.com"));
+        assert!(matches!(
+            in_tunnel(&uri, &headers, "api.twilio.com"),
+            Err(ProxyError::Misdirected(_))
+        ));
+        let h2: Uri = "https://accounts.twilio.com/x".parse().unwrap();
+        assert!(matches!(
+            in_tunnel(&h2, &HeaderMap::new(), "api.twilio.com"),
+            Err(ProxyError::Misdirected(_))
         ));
     }
 

@@ -98,7 +98,7 @@ impl RequestSigner {
     /// through, if any; it overrides whatever the request names.
     pub fn resolve(&self, parts: &Parts, tunnel_host: Option<&str>) -> Result<Target, ProxyError> {
         let route = match tunnel_host {
-            Some(host) => route::in_tunnel(&parts.uri, host),
+            Some(host) => route::in_tunnel(&parts.uri, &parts.headers, host)?,
             None => route::resolve(&parts.uri, &parts.headers, &self.hosts)?,
         };
         let auth = auth::api_key_auth(&parts.headers)?;

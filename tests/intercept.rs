@@ -186,6 +186,16 @@ async fn one_tunnel_carries_a_hundred_sequential_requests() {
         assert_eq!(response.status(), 200, "request {i}");
         response.into_body().collect().await.unwrap();
     }
+    // A request for another host on this tunnel is refused, not re-aimed.
+    let misdirected = http::Request::get("/v1/Credentials/PublicKeys")
+        .header("host", "accounts.twilio.com")
+        .header("authorization", a.basic_auth())
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(misdirected).await.unwrap();
+    assert_eq!(response.status(), 421);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("79017"));
     drop(sender);
     let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
     assert_eq!(h.standin.verified(), 100);
