@@ -69,7 +69,7 @@ fn form_encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-fn client_tls(ca_file: &std::path::Path) -> tokio_rustls::TlsConnector {
+fn client_tls(ca_file: &std::path::Path, alpn: &[u8]) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca_file).unwrap() {
         roots.add(cert.unwrap()).unwrap();
@@ -81,7 +81,7 @@ fn client_tls(ca_file: &std::path::Path) -> tokio_rustls::TlsConnector {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 use rustls_pki_types::pem::PemObject;
@@ -167,7 +167,10 @@ async fn one_tunnel_carries_a_hundred_sequential_requests() {
     let (stream, status, _) = connect(&h, "api.twilio.com:443").await;
     assert_eq!(status, 200);
     let name = rustls_pki_types::ServerName::try_from("api.twilio.com").unwrap();
-    let tls = client_tls(&ca_file).connect(name, stream).await.unwrap();
+    let tls = client_tls(&ca_file, b"http/1.1")
+        .connect(name, stream)
+        .await
+        .unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
             .await
@@ -312,5 +315,42 @@ async fn passthrough_hosts_get_an_untouched_tunnel() {
         .unwrap()
         .unwrap();
     assert_eq!(&buf, b"opaque bytes");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn http2_inside_the_tunnel() {
+    let (h, _ca_dir, ca_file) = intercepting_harness(|_| {}).await;
+    let a = TestAccount::a();
+    let (stream, status, _) = connect(&h, "api.twilio.com:443").await;
+    assert_eq!(status, 200);
+    let name = rustls_pki_types::ServerName::try_from("api.twilio.com").unwrap();
+    let tls = client_tls(&ca_file, b"h2")
+        .connect(name, stream)
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "h2 was not negotiated"
+    );
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    for _ in 0..3 {
+        let request = http::Request::get(format!(
+            "https://api.twilio.com/2010-04-01/Accounts/{A}/Calls.json"
+        ))
+        .header("authorization", a.basic_auth())
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(h.standin.verified(), 3);
     h.stop().await;
 }
