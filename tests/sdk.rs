@@ -24,8 +24,27 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| repo("target/sdk-venv/bin/python"))
 }
 
-/// Runs an SDK script with only the given environment (plus PATH/HOME), bounded in time.
+/// Runs an SDK script with only the given environment (plus PATH/HOME), bounded in time, and
+/// asserts that all four calls succeeded.
 async fn run_sdk(program: &Path, script: &str, env: &[(&str, String)]) -> Output {
+    let output = spawn_sdk(program, script, env).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let calls: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(calls.len(), 4, "{stdout}");
+    assert!(calls.iter().all(|c| c["ok"] == true), "{stdout}");
+    output
+}
+
+/// Runs an SDK script with only the given environment (plus PATH/HOME), bounded in time.
+async fn spawn_sdk(program: &Path, script: &str, env: &[(&str, String)]) -> Output {
     let a = TestAccount::a();
     let mut command = tokio::process::Command::new(program);
     command
@@ -43,23 +62,10 @@ async fn run_sdk(program: &Path, script: &str, env: &[(&str, String)]) -> Output
     for (key, value) in env {
         command.env(key, value);
     }
-    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+    tokio::time::timeout(Duration::from_secs(120), command.output())
         .await
         .expect("the SDK script timed out")
-        .unwrap_or_else(|e| panic!("cannot run {}: {e} ({NEEDS_SDKS})", program.display()));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{script} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let calls: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(calls.len(), 4, "{stdout}");
-    assert!(calls.iter().all(|c| c["ok"] == true), "{stdout}");
-    output
+        .unwrap_or_else(|e| panic!("cannot run {}: {e} ({NEEDS_SDKS})", program.display()))
 }
 
 /// Every request reached the stand-in signed and verified, on both Twilio hosts.
@@ -131,35 +137,37 @@ async fn twilio_node_through_http_proxy() {
     h.stop().await;
 }
 
+/// The environment for twilio-python's own `ValidationClient`, straight to the stand-in.
+fn validation_client_env(h: &Harness) -> Vec<(&'static str, String)> {
+    let a = TestAccount::a();
+    vec![
+        ("PKCV_VALIDATION_CLIENT", "1".into()),
+        ("TWILIO_CREDENTIAL_SID", a.credential_sid),
+        (
+            "TWILIO_PRIVATE_KEY_FILE",
+            test_private_key().display().to_string(),
+        ),
+        ("PKCV_STANDIN_ADDR", h.standin.addr().to_string()),
+        (
+            "REQUESTS_CA_BUNDLE",
+            h.dir.path().join("standin-ca.pem").display().to_string(),
+        ),
+    ]
+}
+
 #[tokio::test]
 #[ignore = "needs the official SDKs from tests/sdk/setup.sh (run by .ci/run)"]
 async fn twilio_pythons_own_validation_client_is_accepted_by_the_stand_in() {
     // No proxy: twilio-python signs by itself. This proves the stand-in accepts exactly what
     // Twilio's SDK produces, so its acceptance of the proxy's requests means something.
     let h = Harness::start_with(&[TestAccount::a()], |_| {}).await;
-    let a = TestAccount::a();
-    let standin_ca = h.dir.path().join("standin-ca.pem");
-    run_sdk(
-        &python(),
-        "tests/sdk/python/sdk_calls.py",
-        &[
-            ("PKCV_VALIDATION_CLIENT", "1".into()),
-            ("TWILIO_CREDENTIAL_SID", a.credential_sid.clone()),
-            (
-                "TWILIO_PRIVATE_KEY_FILE",
-                test_private_key().display().to_string(),
-            ),
-            ("PKCV_STANDIN_ADDR", h.standin.addr().to_string()),
-            ("REQUESTS_CA_BUNDLE", standin_ca.display().to_string()),
-            // twilio-python signs the query as sent, and requests encodes a space as `+`,
-            // which twilio-java's canonicalizer (the stand-in's, and the reference Twilio
-            // points to) reads as `%20`: such a request fails with 70156. That disagreement
-            // is why the proxy normalizes; the test below pins it down. Here, a filter with
-            // no space.
-            ("PKCV_FRIENDLY_NAME", "pkcv".into()),
-        ],
-    )
-    .await;
+    let mut env = validation_client_env(&h);
+    // twilio-python signs the query as sent, and requests encodes a space as `+`, which
+    // twilio-java's canonicalizer (the stand-in's, and the reference Twilio points to) reads
+    // as `%20`: such a request fails with 70156. That disagreement is why the proxy
+    // normalizes; the test below pins it down. Here, a filter with no space.
+    env.push(("PKCV_FRIENDLY_NAME", "pkcv".into()));
+    run_sdk(&python(), "tests/sdk/python/sdk_calls.py", &env).await;
     assert_all_verified(&h, 4).await;
     h.stop().await;
 }
@@ -168,24 +176,12 @@ async fn twilio_pythons_own_validation_client_is_accepted_by_the_stand_in() {
 #[ignore = "needs the official SDKs from tests/sdk/setup.sh (run by .ci/run)"]
 async fn a_plus_in_a_validation_client_query_fails_without_the_proxy() {
     let h = Harness::start_with(&[TestAccount::a()], |_| {}).await;
-    let a = TestAccount::a();
-    let standin_ca = h.dir.path().join("standin-ca.pem");
-    let output = tokio::process::Command::new(python())
-        .arg(repo("tests/sdk/python/sdk_calls.py"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TWILIO_API_KEY", &a.api_key_sid)
-        .env("TWILIO_API_SECRET", &a.secret)
-        .env("TWILIO_ACCOUNT_SID", &a.account_sid)
-        .env("PKCV_VALIDATION_CLIENT", "1")
-        .env("TWILIO_CREDENTIAL_SID", &a.credential_sid)
-        .env("TWILIO_PRIVATE_KEY_FILE", test_private_key())
-        .env("PKCV_STANDIN_ADDR", h.standin.addr().to_string())
-        .env("REQUESTS_CA_BUNDLE", &standin_ca)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
+    let output = spawn_sdk(
+        &python(),
+        "tests/sdk/python/sdk_calls.py",
+        &validation_client_env(&h),
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "{stdout}");
     assert!(stdout.contains("70156"), "{stdout}");

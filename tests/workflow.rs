@@ -77,6 +77,23 @@ async fn as_subaccount(
         .unwrap()
 }
 
+/// Makes account B (its key pair and a Standard API key) known to the stand-in, as if it
+/// had been set up with Twilio by hand.
+async fn register_b(h: &Harness) {
+    let b = TestAccount::b();
+    h.standin
+        .update_registry(|r| {
+            r.add_public_key_pem(
+                &b.credential_sid,
+                &b.account_sid,
+                &support::public_key_pem(&b),
+            )
+            .unwrap();
+            r.add_standard_api_key(&b.api_key_sid, &b.account_sid, &b.secret);
+        })
+        .await;
+}
+
 /// Waits (bounded) until the running proxy's reload makes `check` true.
 async fn eventually<F, Fut>(mut check: F) -> bool
 where
@@ -387,17 +404,7 @@ async fn a_standard_key_cannot_manage_accounts() {
 async fn a_bad_account_file_keeps_the_previous_accounts() {
     let (h, _dir) = start().await;
     let b = TestAccount::b();
-    h.standin
-        .update_registry(|r| {
-            r.add_public_key_pem(
-                &b.credential_sid,
-                &b.account_sid,
-                &support::public_key_pem(&b),
-            )
-            .unwrap();
-            r.add_standard_api_key(&b.api_key_sid, &b.account_sid, &b.secret);
-        })
-        .await;
+    register_b(&h).await;
     let file = accounts_dir(&h).join(format!("{}.toml", b.account_sid));
     let as_b = || async {
         as_subaccount(&h, &b.account_sid, &b.api_key_sid, &b.secret)
@@ -588,17 +595,7 @@ async fn an_account_file_that_arrives_before_its_key_is_picked_up_later() {
         private_key_file: dir.path().join("late-key.pem"),
         ..TestAccount::b()
     };
-    h.standin
-        .update_registry(|r| {
-            r.add_public_key_pem(
-                &b.credential_sid,
-                &b.account_sid,
-                &support::public_key_pem(&TestAccount::b()),
-            )
-            .unwrap();
-            r.add_standard_api_key(&b.api_key_sid, &b.account_sid, &b.secret);
-        })
-        .await;
+    register_b(&h).await;
     pkcv_proxy::keys::dir::write_account(&accounts_dir(&h), &b.config()).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let as_b = || async {
