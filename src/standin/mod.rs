@@ -71,6 +71,8 @@ pub struct Record {
     pub body: Bytes,
     /// The HTTP version used.
     pub version: http::Version,
+    /// Which TLS connection it came on (numbered from 1 as accepted), to see pooling.
+    pub connection: u64,
     /// Its `Content-Length`, if it had one.
     pub content_length: Option<u64>,
     /// Every header as received (lower-case name, value).
@@ -255,6 +257,7 @@ async fn accept_loop(
     mut shutdown: Shutdown,
 ) {
     let builder = auto::Builder::new(TokioExecutor::new());
+    let mut connections: u64 = 0;
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -266,6 +269,8 @@ async fn accept_loop(
             },
             _ = shutdown.recv() => return,
         };
+        connections += 1;
+        let connection_id = connections;
         let acceptor = acceptor.clone();
         let state = state.clone();
         let builder = builder.clone();
@@ -278,7 +283,9 @@ async fn accept_loop(
             };
             let service = service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&state, request).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(handle(&state, connection_id, request).await)
+                }
             });
             let connection = builder.serve_connection(TokioIo::new(tls), service);
             tokio::select! {
@@ -289,7 +296,11 @@ async fn accept_loop(
     }
 }
 
-async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    state: &State,
+    connection: u64,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -408,6 +419,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
         headers: received.headers.clone(),
         body,
         version: parts.version,
+        connection,
         outcome,
     };
     state.records.lock().await.push(record);
