@@ -77,6 +77,17 @@ async fn as_subaccount(
         .unwrap()
 }
 
+/// `subaccount create --friendly-name NAME EXTRA…`, which must succeed; its output and the
+/// JSON object on its last line.
+async fn create(h: &Harness, name: &str, extra: &[&str]) -> (Output, serde_json::Value) {
+    let mut args = vec!["subaccount", "create", "--friendly-name", name];
+    args.extend_from_slice(extra);
+    let created = pkcv(h, &args).await;
+    assert!(created.status.success(), "{}", text(&created));
+    let json = last_json(&created);
+    (created, json)
+}
+
 /// Makes account B (its key pair and a Standard API key) known to the stand-in, as if it
 /// had been set up with Twilio by hand.
 async fn register_b(h: &Harness) {
@@ -114,19 +125,7 @@ async fn subaccount_lifecycle_with_a_running_proxy() {
     let (h, _dir) = start().await;
 
     // Create: steps 1–4 and registration.
-    let created = pkcv(
-        &h,
-        &[
-            "subaccount",
-            "create",
-            "--friendly-name",
-            "pkcv test",
-            "--json",
-        ],
-    )
-    .await;
-    assert!(created.status.success(), "{}", text(&created));
-    let json = last_json(&created);
+    let (created, json) = create(&h, "pkcv test", &["--json"]).await;
     let account = json["account_sid"].as_str().unwrap().to_owned();
     let api_key = json["api_key_sid"].as_str().unwrap().to_owned();
     let credential = json["credential_sid"].as_str().unwrap().to_owned();
@@ -333,21 +332,12 @@ async fn a_failure_in_step_three_is_reported_and_cleanable() {
 #[tokio::test]
 async fn reuse_main_key_seeds_the_main_public_key() {
     let (h, _dir) = start().await;
-    let created = pkcv(
+    let (created, json) = create(
         &h,
-        &[
-            "subaccount",
-            "create",
-            "--friendly-name",
-            "shared key",
-            "--reuse-main-key",
-            "--show-secret",
-            "--json",
-        ],
+        "shared key",
+        &["--reuse-main-key", "--show-secret", "--json"],
     )
     .await;
-    assert!(created.status.success(), "{}", text(&created));
-    let json = last_json(&created);
     assert_eq!(
         PathBuf::from(json["private_key_file"].as_str().unwrap()),
         std::path::absolute(TestAccount::a().private_key_file).unwrap()
@@ -471,22 +461,8 @@ async fn keygen_writes_a_private_key_once() {
 async fn cleanup_follows_next_page_links() {
     let (h, _dir) = start().await;
     h.standin.set_page_size(2);
-    let created = pkcv(
-        &h,
-        &[
-            "subaccount",
-            "create",
-            "--friendly-name",
-            "many keys",
-            "--json",
-        ],
-    )
-    .await;
-    assert!(created.status.success(), "{}", text(&created));
-    let account = last_json(&created)["account_sid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, json) = create(&h, "many keys", &["--json"]).await;
+    let account = json["account_sid"].as_str().unwrap().to_owned();
     // Four more keys: five in all, three pages of two.
     h.standin
         .update_registry(|r| {
@@ -514,19 +490,7 @@ async fn cleanup_follows_next_page_links() {
 #[tokio::test]
 async fn rotation_refuses_to_switch_to_a_set_the_proxy_cannot_load() {
     let (h, _dir) = start().await;
-    let created = pkcv(
-        &h,
-        &[
-            "subaccount",
-            "create",
-            "--friendly-name",
-            "rotate me",
-            "--json",
-        ],
-    )
-    .await;
-    assert!(created.status.success(), "{}", text(&created));
-    let json = last_json(&created);
+    let (_, json) = create(&h, "rotate me", &["--json"]).await;
     let account = json["account_sid"].as_str().unwrap().to_owned();
     let credential = json["credential_sid"].as_str().unwrap().to_owned();
     let (api_key, secret) = (
