@@ -54,7 +54,6 @@ pub mod server;
 pub mod shutdown;
 pub mod sid;
 pub mod sign;
-pub mod standin;
 pub mod telemetry;
 pub mod token;
 pub mod upstream;

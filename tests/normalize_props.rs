@@ -11,7 +11,7 @@
 
 use pkcv_proxy::canonical::CanonicalRequest;
 use pkcv_proxy::normalize::{normalize_path, normalize_query};
-use pkcv_proxy::standin::canonical::{java_canonical_request, ReceivedRequest};
+use pkcv_standin::canonical::{java_canonical_request, ReceivedRequest};
 use proptest::prelude::*;
 
 const AUTH: &str = "Basic U0swZjFlMmQzYzBmMWUyZDNjMGYxZTJkM2MwZjFlMmQzYzpub3QtYS1yZWFsLXNlY3JldA==";

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use pkcv_proxy::standin::StandIn;
+use pkcv_standin::StandIn;
 use support::{basic, TestAccount};
 
 fn direct_client(standin: &StandIn) -> reqwest::Client {

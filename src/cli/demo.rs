@@ -20,8 +20,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use pkcv_proxy::config::{AccountConfig, RawConfig};
-use pkcv_proxy::sid::{random_hex, random_sid};
-use pkcv_proxy::standin::{Registry, StandIn};
+use pkcv_standin::{random_hex, random_sid};
+use pkcv_standin::{Registry, StandIn};
 use pkcv_proxy::workflow::{CreateOptions, MainKey, Session};
 use pkcv_proxy::{keygen, server, Config};
 
@@ -61,7 +61,9 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
     raw.server.reload_interval_ms = 200;
     raw.accounts_dir = Some(dir.join("accounts"));
     std::fs::create_dir_all(dir.join("accounts"))?;
-    standin.point_upstream_here(&mut raw.upstream, &dir.join("standin-ca.pem"))?;
+    let ca_file = dir.join("standin-ca.pem");
+    standin.write_ca(&ca_file)?;
+    raw.upstream.route_all_to(standin.addr(), ca_file);
     println!(
         "   stand-in on https://{} (trusting its CA via extra_ca_file)",
         standin.addr()

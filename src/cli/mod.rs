@@ -3,6 +3,7 @@
 
 mod ca;
 mod check_config;
+#[cfg(feature = "demo")]
 mod demo;
 mod keygen;
 mod keys;
@@ -49,6 +50,7 @@ enum Command {
     Ca(ca::CaCommand),
     /// Run everything on loopback with no Twilio account: a verifying Twilio stand-in,
     /// throwaway keys, the proxy, and requests through it.
+    #[cfg(feature = "demo")]
     Demo,
 }
 
@@ -67,6 +69,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => keygen::run(args),
         Command::Subaccount(command) => runtime.block_on(subaccount::run(config, command)),
         Command::Keys(command) => runtime.block_on(keys::run(config, command)),
+        #[cfg(feature = "demo")]
         Command::Demo => runtime.block_on(demo::run()),
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use pkcv_proxy::config::{AccountConfig, RawConfig};
-use pkcv_proxy::standin::{Registry, StandIn};
+use pkcv_standin::{Registry, StandIn};
 use pkcv_proxy::token::{Algorithm, Signer};
 use pkcv_proxy::{server, Config};
 use serde::Deserialize;
@@ -220,9 +220,9 @@ impl Harness {
         raw.server.listen = "127.0.0.1:0".into();
         raw.upstream.connect_timeout_ms = 2_000;
         raw.upstream.request_timeout_ms = 5_000;
-        standin
-            .point_upstream_here(&mut raw.upstream, &dir.path().join("standin-ca.pem"))
-            .unwrap();
+        let ca_file = dir.path().join("standin-ca.pem");
+        standin.write_ca(&ca_file).unwrap();
+        raw.upstream.route_all_to(standin.addr(), ca_file);
         raw.accounts = accounts.iter().map(TestAccount::config).collect();
         tweak(&mut raw);
 

@@ -15,6 +15,7 @@ use http::StatusCode;
 use serde_json::{json, Value};
 
 use super::verify::{Account, ApiKey, Credential, Registry, Verified};
+use crate::clock::unix_now;
 use crate::sid::{random_hex, random_sid};
 
 /// A request the emulation answers, already authenticated.
@@ -123,13 +124,13 @@ pub(crate) fn dispatch(
                 .unwrap_or(true);
             let account = Account {
                 friendly_name: param("FriendlyName").map_or_else(
-                    || format!("SubAccount Created at {}", crate::token::unix_now()),
+                    || format!("SubAccount Created at {}", unix_now()),
                     str::to_owned,
                 ),
                 status: "active".into(),
                 owner_account_sid: caller_account.to_owned(),
                 enforces_pkcv: parent,
-                created: crate::token::unix_now(),
+                created: unix_now(),
             };
             let body = account_json(&sid, &account, Some(random_hex::<16>()));
             registry.accounts.insert(sid, account);
@@ -224,7 +225,7 @@ pub(crate) fn dispatch(
                         secret: random_hex::<16>(),
                         friendly_name: param("FriendlyName").unwrap_or_default().to_owned(),
                         main: false,
-                        created: crate::token::unix_now(),
+                        created: unix_now(),
                     };
                     let body = key_json(&sid, &key, true);
                     registry.api_keys.insert(sid, key);
@@ -352,7 +353,7 @@ pub(crate) fn dispatch(
                 friendly_name: param("FriendlyName").unwrap_or_default().to_owned(),
                 public_key_pem: pem.to_owned(),
                 key,
-                created: crate::token::unix_now(),
+                created: unix_now(),
             };
             let body = credential_json(&sid, &credential);
             registry.credentials.insert(sid, credential);

@@ -9,8 +9,13 @@
 //! 70156);
 //! success echoes what it verified as JSON.
 
-pub mod api;
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod api;
 pub mod canonical;
+mod clock;
+mod sid;
 pub mod tls;
 pub mod verify;
 
@@ -31,30 +36,15 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio_rustls::TlsAcceptor;
 
-use crate::shutdown::{self, Shutdown, Trigger};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
 use canonical::ReceivedRequest;
+pub use clock::Clock;
+pub use sid::{random_hex, random_sid};
 pub use verify::{Registry, Rejection, Verified};
 
 /// The largest body the stand-in reads.
 const MAX_BODY: usize = 64 * 1024 * 1024;
-
-/// Which time the stand-in verifies against.
-#[derive(Debug, Clone, Copy)]
-pub enum Clock {
-    /// The system clock.
-    System,
-    /// A fixed instant (Unix seconds), for recorded tokens.
-    Fixed(u64),
-}
-
-impl Clock {
-    fn now(self) -> u64 {
-        match self {
-            Clock::System => crate::token::unix_now(),
-            Clock::Fixed(now) => now,
-        }
-    }
-}
 
 /// One request the stand-in saw, and what it concluded.
 #[derive(Debug, Clone)]
@@ -125,7 +115,7 @@ pub struct StandIn {
     addr: SocketAddr,
     ca_pem: String,
     state: Arc<State>,
-    _stop: Trigger,
+    _stop: DropGuard,
 }
 
 impl StandIn {
@@ -160,18 +150,18 @@ impl StandIn {
             verified: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
         });
-        let (stop, shutdown) = shutdown::channel();
+        let stop = CancellationToken::new();
         tokio::spawn(accept_loop(
             listener,
             TlsAcceptor::from(tls.server_config),
             state.clone(),
-            shutdown,
+            stop.clone(),
         ));
         Ok(StandIn {
             addr,
             ca_pem: tls.ca_pem,
             state,
-            _stop: stop,
+            _stop: stop.drop_guard(),
         })
     }
 
@@ -185,22 +175,9 @@ impl StandIn {
         &self.ca_pem
     }
 
-    /// Points a proxy's upstream settings at this stand-in: every Twilio host dials it, and
-    /// its CA (written to `ca_file`) is trusted. SNI, certificate checks and `Host` still use
-    /// the real Twilio names.
-    pub fn point_upstream_here(
-        &self,
-        upstream: &mut crate::config::RawUpstream,
-        ca_file: &std::path::Path,
-    ) -> std::io::Result<()> {
-        std::fs::write(ca_file, &self.ca_pem)?;
-        upstream.extra_ca_file = Some(ca_file.to_path_buf());
-        for host in ["twilio.com", "*.twilio.com"] {
-            upstream
-                .connect_to
-                .insert(host.into(), self.addr.to_string());
-        }
-        Ok(())
+    /// Writes the CA certificate clients must trust to `path`.
+    pub fn write_ca(&self, path: &std::path::Path) -> std::io::Result<()> {
+        std::fs::write(path, &self.ca_pem)
     }
 
     /// Requests verified so far.
@@ -254,7 +231,7 @@ async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     state: Arc<State>,
-    mut shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let builder = auto::Builder::new(TokioExecutor::new());
     let mut connections: u64 = 0;
@@ -267,14 +244,14 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = shutdown.recv() => return,
+            _ = shutdown.cancelled() => return,
         };
         connections += 1;
         let connection_id = connections;
         let acceptor = acceptor.clone();
         let state = state.clone();
         let builder = builder.clone();
-        let mut shutdown = shutdown.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let Ok(Ok(tls)) =
                 tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
@@ -290,7 +267,7 @@ async fn accept_loop(
             let connection = builder.serve_connection(TokioIo::new(tls), service);
             tokio::select! {
                 _ = connection => {}
-                _ = shutdown.recv() => {}
+                _ = shutdown.cancelled() => {}
             }
         });
     }

@@ -66,6 +66,22 @@ pub fn generate(names: &[&str]) -> Result<StandInTls, TlsError> {
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
     Ok(StandInTls {
         ca_pem: ca.pem(),
-        server_config: crate::intercept::tls_server_config(chain, key)?,
+        server_config: server_config(chain, key)?,
     })
+}
+
+/// A TLS server presenting `chain` (leaf first), offering HTTP/2 and HTTP/1.1 by ALPN, as
+/// Twilio's edge does.
+fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }

@@ -88,7 +88,7 @@ impl Registry {
                 friendly_name: format!("credential {credential_sid}"),
                 public_key_pem: String::from_utf8_lossy(pem).into_owned(),
                 key,
-                created: crate::token::unix_now(),
+                created: crate::clock::unix_now(),
             },
         );
         Ok(())
@@ -113,7 +113,7 @@ impl Registry {
                 secret: secret.to_owned(),
                 friendly_name: format!("key {api_key_sid}"),
                 main,
-                created: crate::token::unix_now(),
+                created: crate::clock::unix_now(),
             },
         );
     }
@@ -128,7 +128,7 @@ impl Registry {
                 status: "active".into(),
                 owner_account_sid: account_sid.to_owned(),
                 enforces_pkcv: true,
-                created: crate::token::unix_now(),
+                created: crate::clock::unix_now(),
             });
     }
 
