@@ -23,26 +23,97 @@ use crate::token::{Algorithm, MAX_TTL_SECS};
 /// Prefix of the environment variables that override the file (`PKCV_SERVER__LISTEN`).
 pub const ENV_PREFIX: &str = "PKCV_";
 
-/// A configuration that cannot be used.
+/// A configuration that cannot be used. Each message names the setting and what it takes.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// `--config` names a file that is not there.
+    #[error("config file {} does not exist", .0.display())]
+    FileMissing(PathBuf),
     /// The file or environment could not be read or does not have the expected shape.
     #[error("{0}")]
     Load(Box<figment::Error>),
-    /// A value is out of range or malformed.
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
+    /// An address setting is not `ip:port`.
+    #[error("{key} '{value}' is not an ip:port address such as 127.0.0.1:8080")]
+    NotAnAddress {
+        /// The setting.
+        key: &'static str,
+        /// What it holds.
+        value: String,
+    },
+    /// A number is outside what the setting takes.
+    #[error("{key} must be {range}, not {value}")]
+    OutOfRange {
+        /// The setting.
+        key: &'static str,
+        /// What it holds.
+        value: u64,
+        /// What it takes, for a person.
+        range: &'static str,
+    },
+    /// A host setting is not a host name or `*.` pattern.
+    #[error("{key}: '{value}' is not a host name or *.host pattern")]
+    NotAHostPattern {
+        /// The setting.
+        key: &'static str,
+        /// The entry.
+        value: String,
+    },
+    /// A wildcard so broad it would send credentials far beyond Twilio.
+    #[error("upstream.allowed_hosts: '{0}' is too broad: a wildcard needs at least two labels (*.twilio.com)")]
+    TooBroad(String),
+    /// The allow-list is empty.
+    #[error("upstream.allowed_hosts is empty: the proxy could reach nothing")]
+    NoAllowedHosts,
+    /// The default host is not a host name.
+    #[error("upstream.default_host '{0}' is not a host name")]
+    NotAHost(String),
+    /// The default host is not allowed.
+    #[error("upstream.default_host '{0}' is not in allowed_hosts")]
+    DefaultHostNotAllowed(String),
+    /// A `connect_to` address is not `host:port`.
+    #[error("upstream.connect_to.'{host}': '{address}' is not host:port")]
+    NotADialAddress {
+        /// The host it is for.
+        host: String,
+        /// What it holds.
+        address: String,
+    },
+    /// Interception is on but the CA files are not named.
+    #[error("intercept.enabled needs ca_cert_file and ca_key_file (make them with `pkcv-proxy ca init`)")]
+    InterceptNeedsCa,
+    /// A passthrough pattern also matches allowed (signed) hosts.
+    #[error("intercept.passthrough_hosts: '{0}' overlaps upstream.allowed_hosts: Twilio traffic must be signed, never passed through")]
+    PassthroughOverlaps(String),
+    /// The log filter does not parse.
+    #[error("log.level '{value}' is not a valid filter (such as info, debug or pkcv_proxy=debug): {reason}")]
+    LogLevel {
+        /// What it holds.
+        value: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// A SID has the wrong shape.
+    #[error("{context}: '{value}' is not {what} ({prefix} followed by 32 hex digits)")]
+    NotASid {
+        /// Where it was found.
+        context: String,
+        /// What it holds.
+        value: String,
+        /// What it should be, for a person.
+        what: &'static str,
+        /// The prefix it should have.
+        prefix: &'static str,
+    },
+    /// One account SID configured twice.
+    #[error("account {0} is configured twice")]
+    DuplicateAccount(String),
 }
 
 impl From<figment::Error> for ConfigError {
     fn from(err: figment::Error) -> Self {
         ConfigError::Load(Box::new(err))
     }
-}
-
-fn invalid<T>(message: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError::Invalid(message.into()))
 }
 
 /// The configuration as written, before validation. Every field has a default.
@@ -94,6 +165,10 @@ pub struct RawServer {
     /// Time a client gets to send its whole request body, in milliseconds (slow senders
     /// would otherwise hold a buffer and a connection forever).
     pub body_read_timeout_ms: u64,
+    /// Time a client gets to send a request head, in seconds.
+    pub header_read_timeout_secs: u64,
+    /// After SIGTERM/SIGINT, time in-flight requests and tunnels get to finish, in seconds.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for RawServer {
@@ -103,6 +178,8 @@ impl Default for RawServer {
             max_body_bytes: 10 * 1024 * 1024,
             reload_interval_ms: 2_000,
             body_read_timeout_ms: 60_000,
+            header_read_timeout_secs: 30,
+            shutdown_grace_secs: 30,
         }
     }
 }
@@ -216,26 +293,38 @@ pub struct AccountConfig {
 impl AccountConfig {
     /// Checks the SIDs' shapes.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !is_sid(&self.account_sid, "AC") {
-            return invalid(format!(
-                "accounts: '{}' is not an Account SID (AC…)",
-                self.account_sid
-            ));
-        }
-        if !is_sid(&self.credential_sid, "CR") {
-            return invalid(format!(
-                "account {}: credential_sid '{}' is not a public-key credential SID (CR…)",
-                self.account_sid, self.credential_sid
-            ));
-        }
-        if let Some(bad) = self.api_key_sids.iter().find(|sid| !is_sid(sid, "SK")) {
-            return invalid(format!(
-                "account {}: '{bad}' is not an API key SID (SK…)",
-                self.account_sid
-            ));
+        let context = || format!("account {}", self.account_sid);
+        expect_sid(&self.account_sid, "AC", "an Account SID", || {
+            "[[accounts]] account_sid".into()
+        })?;
+        expect_sid(
+            &self.credential_sid,
+            "CR",
+            "a public-key credential SID",
+            context,
+        )?;
+        for sid in &self.api_key_sids {
+            expect_sid(sid, "SK", "an API key SID", context)?;
         }
         Ok(())
     }
+}
+
+fn expect_sid(
+    value: &str,
+    prefix: &'static str,
+    what: &'static str,
+    context: impl FnOnce() -> String,
+) -> Result<(), ConfigError> {
+    if is_sid(value, prefix) {
+        return Ok(());
+    }
+    Err(ConfigError::NotASid {
+        context: context(),
+        value: value.to_owned(),
+        what,
+        prefix,
+    })
 }
 
 /// Where the proxy listens and what it accepts.
@@ -249,6 +338,10 @@ pub struct ServerSettings {
     pub reload_interval: Duration,
     /// Body read deadline.
     pub body_read_timeout: Duration,
+    /// Request head read deadline.
+    pub header_read_timeout: Duration,
+    /// Drain time after a shutdown signal.
+    pub shutdown_grace: Duration,
 }
 
 /// How the proxy reaches Twilio.
@@ -299,8 +392,8 @@ pub struct Config {
     pub intercept: Option<InterceptSettings>,
     /// Hosts tunnelled untouched on `CONNECT` (empty unless configured).
     pub passthrough_hosts: Vec<HostPattern>,
-    /// `[[accounts]]`, with `accounts_dir`'s files merged in (a file overrides an entry with
-    /// the same SID).
+    /// `[[accounts]]` as the config file has them (`accounts_dir`'s files are merged in by
+    /// [`crate::keys`], which reads them afresh on every reload).
     pub accounts: Vec<AccountConfig>,
     /// `accounts_dir`, if set.
     pub accounts_dir: Option<PathBuf>,
@@ -314,180 +407,28 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
         if let Some(file) = file {
             if !file.is_file() {
-                return invalid(format!("config file {} does not exist", file.display()));
+                return Err(ConfigError::FileMissing(file.to_path_buf()));
             }
             figment = figment.merge(Toml::file_exact(file));
         }
         // PKCV_CONFIG names the file itself (see the CLI); it is not a config key.
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]));
-        Config::from_raw(figment.extract()?)?.with_accounts_dir()
+        Config::from_raw(figment.extract()?)
     }
 
-    /// This config with the `accounts_dir` files read afresh over the `[[accounts]]` entries
-    /// (a file overrides an entry with the same SID).
-    pub fn with_accounts_dir(mut self) -> Result<Config, ConfigError> {
-        self.accounts = self.raw.accounts.clone();
-        if let Some(dir) = &self.accounts_dir {
-            for account in crate::keys::dir::read_accounts(dir)? {
-                match self
-                    .accounts
-                    .iter_mut()
-                    .find(|a| a.account_sid == account.account_sid)
-                {
-                    Some(existing) => *existing = account,
-                    None => self.accounts.push(account),
-                }
-            }
-        }
-        Ok(self)
-    }
-
-    /// Validates a raw configuration.
+    /// Validates a raw configuration, one section at a time.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        let listen: SocketAddr = raw.server.listen.parse().or_else(|_| {
-            invalid(format!(
-                "server.listen '{}' is not an address:port",
-                raw.server.listen
-            ))
-        })?;
-        if raw.server.max_body_bytes == 0 {
-            return invalid("server.max_body_bytes must be at least 1");
-        }
-        if raw.server.body_read_timeout_ms == 0 {
-            return invalid("server.body_read_timeout_ms must be at least 1");
-        }
-        if raw.server.reload_interval_ms < 100 {
-            return invalid("server.reload_interval_ms must be at least 100");
-        }
-
-        let mut allowed = Vec::with_capacity(raw.upstream.allowed_hosts.len());
-        for pattern in &raw.upstream.allowed_hosts {
-            match HostPattern::parse(pattern) {
-                Some(pattern) => allowed.push(pattern),
-                None => {
-                    return invalid(format!(
-                        "upstream.allowed_hosts: '{pattern}' is not a host name or *.host pattern"
-                    ))
-                }
-            }
-        }
-        // `*.com` would make the proxy send API-key credentials to any .com host.
-        if let Some(broad) = allowed.iter().find(
-            |p| matches!(p, HostPattern::Subdomains(suffix) if suffix.matches('.').count() < 2),
-        ) {
-            return invalid(format!(
-                "upstream.allowed_hosts: '{broad}' is too broad: a wildcard needs at least two labels (*.twilio.com)"
-            ));
-        }
-        if allowed.is_empty() {
-            return invalid("upstream.allowed_hosts is empty: the proxy could reach nothing");
-        }
-        let Some(default_host) = crate::route::canonical_host(&raw.upstream.default_host) else {
-            return invalid(format!(
-                "upstream.default_host '{}' is not a host name",
-                raw.upstream.default_host
-            ));
-        };
-        let hosts = HostPolicy::new(allowed, default_host);
-        if !hosts.is_allowed(hosts.default_host()) {
-            return invalid(format!(
-                "upstream.default_host '{}' is not in allowed_hosts",
-                hosts.default_host()
-            ));
-        }
-
-        let mut connect_to = Vec::with_capacity(raw.upstream.connect_to.len());
-        for (host, address) in &raw.upstream.connect_to {
-            let Some(pattern) = HostPattern::parse(host) else {
-                return invalid(format!(
-                    "upstream.connect_to: '{host}' is not a host name or *.host pattern"
-                ));
-            };
-            if !address
-                .rsplit_once(':')
-                .is_some_and(|(name, port)| !name.is_empty() && port.parse::<u16>().is_ok())
-            {
-                return invalid(format!(
-                    "upstream.connect_to.'{host}': '{address}' is not host:port"
-                ));
-            }
-            connect_to.push((pattern, address.clone()));
-        }
-        // Exact names win over patterns.
-        connect_to.sort_by_key(|(pattern, _)| matches!(pattern, HostPattern::Subdomains(_)));
-
-        if raw.upstream.connect_timeout_ms == 0 || raw.upstream.request_timeout_ms == 0 {
-            return invalid("upstream timeouts must be at least 1 ms");
-        }
-        if !(1..=MAX_TTL_SECS).contains(&raw.signing.ttl_secs) {
-            return invalid(format!(
-                "signing.ttl_secs must be 1–{MAX_TTL_SECS}, not {}",
-                raw.signing.ttl_secs
-            ));
-        }
-
-        let intercept = match (&raw.intercept.enabled, &raw.intercept.ca_cert_file, &raw.intercept.ca_key_file) {
-            (false, _, _) => None,
-            (true, Some(cert), Some(key)) => Some(InterceptSettings {
-                ca_cert_file: cert.clone(),
-                ca_key_file: key.clone(),
-            }),
-            (true, _, _) => {
-                return invalid("intercept.enabled needs ca_cert_file and ca_key_file (make them with `pkcv-proxy ca init`)")
-            }
-        };
-        let mut passthrough_hosts = Vec::new();
-        for pattern in &raw.intercept.passthrough_hosts {
-            match HostPattern::parse(pattern) {
-                Some(pattern) => passthrough_hosts.push(pattern),
-                None => {
-                    return invalid(format!(
-                    "intercept.passthrough_hosts: '{pattern}' is not a host name or *.host pattern"
-                ))
-                }
-            }
-        }
-
-        // A host both allowed and passed through would reach Twilio unsigned.
-        for pass in &passthrough_hosts {
-            if hosts.is_allowed(&pass.example())
-                || hosts.allowed().iter().any(|a| pass.matches(&a.example()))
-            {
-                return invalid(format!(
-                    "intercept.passthrough_hosts: '{pass}' overlaps upstream.allowed_hosts: Twilio traffic must be signed, never passed through"
-                ));
-            }
-        }
-
-        let mut seen = std::collections::HashSet::new();
-        for account in &raw.accounts {
-            account.validate()?;
-            if !seen.insert(account.account_sid.as_str()) {
-                return invalid(format!(
-                    "account {} is configured twice",
-                    account.account_sid
-                ));
-            }
-        }
-
+        let server = server_settings(&raw.server)?;
+        let upstream = upstream_settings(&raw.upstream)?;
+        let signing = signing_settings(&raw.signing)?;
+        validate_log(&raw.log)?;
+        let intercept = intercept_settings(&raw.intercept)?;
+        let passthrough_hosts = passthrough_hosts(&raw.intercept, &upstream.hosts)?;
+        validate_accounts(&raw.accounts)?;
         Ok(Config {
-            server: ServerSettings {
-                listen,
-                max_body_bytes: raw.server.max_body_bytes,
-                reload_interval: Duration::from_millis(raw.server.reload_interval_ms),
-                body_read_timeout: Duration::from_millis(raw.server.body_read_timeout_ms),
-            },
-            upstream: UpstreamSettings {
-                hosts,
-                extra_ca_file: raw.upstream.extra_ca_file.clone(),
-                connect_to,
-                connect_timeout: Duration::from_millis(raw.upstream.connect_timeout_ms),
-                request_timeout: Duration::from_millis(raw.upstream.request_timeout_ms),
-            },
-            signing: SigningSettings {
-                algorithm: raw.signing.algorithm,
-                ttl_secs: raw.signing.ttl_secs,
-            },
+            server,
+            upstream,
+            signing,
             log: raw.log.clone(),
             intercept,
             passthrough_hosts,
@@ -496,6 +437,204 @@ impl Config {
             raw,
         })
     }
+}
+
+/// A number of milliseconds or seconds that must lie in `range`.
+fn in_range(
+    key: &'static str,
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+    described: &'static str,
+) -> Result<u64, ConfigError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::OutOfRange {
+            key,
+            value,
+            range: described,
+        })
+    }
+}
+
+fn server_settings(raw: &RawServer) -> Result<ServerSettings, ConfigError> {
+    let listen = raw
+        .listen
+        .parse::<SocketAddr>()
+        .map_err(|_| ConfigError::NotAnAddress {
+            key: "server.listen",
+            value: raw.listen.clone(),
+        })?;
+    let max_body_bytes = in_range(
+        "server.max_body_bytes",
+        raw.max_body_bytes,
+        1..=u64::MAX,
+        "at least 1",
+    )?;
+    let body_read = in_range(
+        "server.body_read_timeout_ms",
+        raw.body_read_timeout_ms,
+        1..=u64::MAX,
+        "at least 1",
+    )?;
+    let reload = in_range(
+        "server.reload_interval_ms",
+        raw.reload_interval_ms,
+        100..=u64::MAX,
+        "at least 100",
+    )?;
+    let header_read = in_range(
+        "server.header_read_timeout_secs",
+        raw.header_read_timeout_secs,
+        1..=3600,
+        "1–3600",
+    )?;
+    let grace = in_range(
+        "server.shutdown_grace_secs",
+        raw.shutdown_grace_secs,
+        0..=3600,
+        "0–3600",
+    )?;
+    Ok(ServerSettings {
+        listen,
+        max_body_bytes,
+        reload_interval: Duration::from_millis(reload),
+        body_read_timeout: Duration::from_millis(body_read),
+        header_read_timeout: Duration::from_secs(header_read),
+        shutdown_grace: Duration::from_secs(grace),
+    })
+}
+
+/// Parses every entry of a host-pattern list.
+fn host_patterns(key: &'static str, patterns: &[String]) -> Result<Vec<HostPattern>, ConfigError> {
+    patterns
+        .iter()
+        .map(|pattern| {
+            HostPattern::parse(pattern).ok_or_else(|| ConfigError::NotAHostPattern {
+                key,
+                value: pattern.clone(),
+            })
+        })
+        .collect()
+}
+
+fn upstream_settings(raw: &RawUpstream) -> Result<UpstreamSettings, ConfigError> {
+    let hosts = host_policy(raw)?;
+    let mut connect_to = Vec::with_capacity(raw.connect_to.len());
+    for (host, address) in &raw.connect_to {
+        let pattern = host_patterns("upstream.connect_to", std::slice::from_ref(host))?.remove(0);
+        let is_host_port = address
+            .rsplit_once(':')
+            .is_some_and(|(name, port)| !name.is_empty() && port.parse::<u16>().is_ok());
+        if !is_host_port {
+            return Err(ConfigError::NotADialAddress {
+                host: host.clone(),
+                address: address.clone(),
+            });
+        }
+        connect_to.push((pattern, address.clone()));
+    }
+    // Exact names win over patterns.
+    connect_to.sort_by_key(|(pattern, _)| matches!(pattern, HostPattern::Subdomains(_)));
+    let connect = in_range(
+        "upstream.connect_timeout_ms",
+        raw.connect_timeout_ms,
+        1..=u64::MAX,
+        "at least 1",
+    )?;
+    let request = in_range(
+        "upstream.request_timeout_ms",
+        raw.request_timeout_ms,
+        1..=u64::MAX,
+        "at least 1",
+    )?;
+    Ok(UpstreamSettings {
+        hosts,
+        extra_ca_file: raw.extra_ca_file.clone(),
+        connect_to,
+        connect_timeout: Duration::from_millis(connect),
+        request_timeout: Duration::from_millis(request),
+    })
+}
+
+/// The allow-list and the default host, which must be on it.
+fn host_policy(raw: &RawUpstream) -> Result<HostPolicy, ConfigError> {
+    let allowed = host_patterns("upstream.allowed_hosts", &raw.allowed_hosts)?;
+    // `*.com` would make the proxy send API-key credentials to any .com host.
+    if let Some(broad) = allowed
+        .iter()
+        .find(|p| matches!(p, HostPattern::Subdomains(suffix) if suffix.matches('.').count() < 2))
+    {
+        return Err(ConfigError::TooBroad(broad.to_string()));
+    }
+    if allowed.is_empty() {
+        return Err(ConfigError::NoAllowedHosts);
+    }
+    let default_host = crate::route::canonical_host(&raw.default_host)
+        .ok_or_else(|| ConfigError::NotAHost(raw.default_host.clone()))?;
+    let hosts = HostPolicy::new(allowed, default_host);
+    if !hosts.is_allowed(hosts.default_host()) {
+        return Err(ConfigError::DefaultHostNotAllowed(
+            hosts.default_host().to_owned(),
+        ));
+    }
+    Ok(hosts)
+}
+
+fn signing_settings(raw: &RawSigning) -> Result<SigningSettings, ConfigError> {
+    let ttl_secs = in_range("signing.ttl_secs", raw.ttl_secs, 1..=MAX_TTL_SECS, "1–300")?;
+    Ok(SigningSettings {
+        algorithm: raw.algorithm,
+        ttl_secs,
+    })
+}
+
+fn validate_log(raw: &RawLog) -> Result<(), ConfigError> {
+    tracing_subscriber::EnvFilter::try_new(&raw.level)
+        .map(drop)
+        .map_err(|err| ConfigError::LogLevel {
+            value: raw.level.clone(),
+            reason: err.to_string(),
+        })
+}
+
+fn intercept_settings(raw: &RawIntercept) -> Result<Option<InterceptSettings>, ConfigError> {
+    match (raw.enabled, &raw.ca_cert_file, &raw.ca_key_file) {
+        (false, _, _) => Ok(None),
+        (true, Some(cert), Some(key)) => Ok(Some(InterceptSettings {
+            ca_cert_file: cert.clone(),
+            ca_key_file: key.clone(),
+        })),
+        (true, _, _) => Err(ConfigError::InterceptNeedsCa),
+    }
+}
+
+/// The passthrough patterns, none of which may overlap the allow-list: a host both allowed
+/// and passed through would reach Twilio unsigned.
+fn passthrough_hosts(
+    raw: &RawIntercept,
+    hosts: &HostPolicy,
+) -> Result<Vec<HostPattern>, ConfigError> {
+    let passthrough = host_patterns("intercept.passthrough_hosts", &raw.passthrough_hosts)?;
+    for pass in &passthrough {
+        if hosts.is_allowed(&pass.example())
+            || hosts.allowed().iter().any(|a| pass.matches(&a.example()))
+        {
+            return Err(ConfigError::PassthroughOverlaps(pass.to_string()));
+        }
+    }
+    Ok(passthrough)
+}
+
+fn validate_accounts(accounts: &[AccountConfig]) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for account in accounts {
+        account.validate()?;
+        if !seen.insert(account.account_sid.as_str()) {
+            return Err(ConfigError::DuplicateAccount(account.account_sid.clone()));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -540,6 +679,9 @@ mod tests {
                 "[[accounts]]\naccount_sid = \"AC1\"\ncredential_sid = \"CR1\"\nprivate_key_file = \"k\"",
                 "Account SID",
             ),
+            ("[log]\nlevel = \"info,,=\"", "log.level"),
+            ("[server]\nshutdown_grace_secs = 4000", "shutdown_grace_secs"),
+            ("[server]\nheader_read_timeout_secs = 0", "header_read_timeout_secs"),
         ] {
             let err = from_toml(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?} gave {err}");

@@ -9,124 +9,127 @@
 //!    a plain proxied request would be, for as many requests as the client keeps it open;
 //! 3. anything else is refused (403, or 405 when interception is off) and nothing is dialled.
 //!
-//! Tunnels run on the server's task tracker and watch its shutdown signal, so a drain waits
-//! for them and closes them gracefully.
+//! Tunnels outlive the `CONNECT` request that opened them, so they run on the server's
+//! [`Drain`]: a shutdown waits for them and closes them gracefully.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body::Body;
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::access_log::{ProxyBody, RequestLog};
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::intercept::{InterceptError, Interceptor};
-use crate::proxy::{Proxy, ProxyBody, RequestLog};
+use crate::proxy::Proxy;
 use crate::route::{canonical_host, HostPattern};
-use crate::server::{ConnectionContext, HEADER_READ_TIMEOUT};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{self, Drain, Shutdown};
+use crate::upstream::{DialError, Dialer};
 
 /// How long a client gets to finish the TLS handshake inside a tunnel.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What `CONNECT` may lead to.
+/// What `CONNECT` may lead to, and the proxy that signs inside intercepted tunnels.
 #[derive(Debug)]
 pub(crate) struct Tunnels {
-    interceptor: Option<Arc<Interceptor>>,
+    proxy: Arc<Proxy>,
+    interceptor: Option<Interceptor>,
     passthrough: Vec<HostPattern>,
-    connect_to: Vec<(HostPattern, String)>,
-    connect_timeout: Duration,
+    dialer: Dialer,
+    header_read_timeout: Duration,
+}
+
+/// An accepted `CONNECT`: what to run once the client's connection is handed over.
+enum Tunnel {
+    Passthrough(TcpStream),
+    Intercept(TlsAcceptor),
 }
 
 impl Tunnels {
-    pub(crate) fn new(config: &Config) -> Result<Tunnels, InterceptError> {
+    /// Loads the interception CA, if enabled. Connects nowhere.
+    pub(crate) fn new(config: &Config, proxy: Arc<Proxy>) -> Result<Tunnels, InterceptError> {
         let interceptor = match &config.intercept {
-            Some(settings) => Some(Arc::new(Interceptor::load(
+            Some(settings) => Some(Interceptor::load(
                 &settings.ca_cert_file,
                 &settings.ca_key_file,
-            )?)),
+            )?),
             None => None,
         };
         Ok(Tunnels {
+            proxy,
             interceptor,
             passthrough: config.passthrough_hosts.clone(),
-            connect_to: config.upstream.connect_to.clone(),
-            connect_timeout: config.upstream.connect_timeout,
+            dialer: Dialer::new(&config.upstream),
+            header_read_timeout: config.server.header_read_timeout,
         })
     }
-}
 
-impl Proxy {
-    /// Answers a `CONNECT` and, on success, starts the tunnel once the client's connection
-    /// is handed over.
-    pub(crate) async fn connect<B>(
+    /// Answers a `CONNECT` and, on success, runs the tunnel on `drain` once the client's
+    /// connection is handed over.
+    pub(crate) async fn handle<B>(
         self: &Arc<Self>,
         request: Request<B>,
+        drain: &Drain,
+    ) -> Response<ProxyBody> {
+        let mut log = RequestLog::start(&Method::CONNECT);
+        let outcome = match self.open(&request, &mut log).await {
+            Ok(tunnel) => {
+                let upgrade = hyper::upgrade::on(request);
+                let host = log.host.clone().unwrap_or_default();
+                self.spawn(tunnel, upgrade, host, drain);
+                Ok(empty(StatusCode::OK))
+            }
+            Err(err) => Err(err),
+        };
+        log.finish(outcome)
+    }
+
+    /// Decides what the `CONNECT` leads to; for a passthrough host, dials it first so that
+    /// an unreachable host is a 502, not a 200 followed by a closed connection.
+    async fn open<B>(
+        &self,
+        request: &Request<B>,
         log: &mut RequestLog,
-    ) -> Result<Response<ProxyBody>, ProxyError>
-    where
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: std::fmt::Display,
-    {
-        let authority = request
-            .uri()
-            .authority()
-            .ok_or(ProxyError::BadTarget("CONNECT needs host:port"))?;
-        let port = authority
-            .port_u16()
-            .ok_or(ProxyError::BadTarget("CONNECT needs host:port"))?;
-        let host = canonical_host(authority.host()).ok_or_else(|| {
-            ProxyError::HostNotAllowed(authority.host().chars().take(100).collect())
-        })?;
+    ) -> Result<Tunnel, ProxyError> {
+        let (host, port) = connect_target(request)?;
         log.host = Some(host.clone());
         if port != 443 {
             return Err(ProxyError::PortNotAllowed(port));
         }
-        // Present when the request came through `server::serve`; tunnels then join its drain.
-        let context = request.extensions().get::<ConnectionContext>().cloned();
-
         if self
-            .tunnels
             .passthrough
             .iter()
             .any(|pattern| pattern.matches(&host))
         {
-            // Dial before answering, so a host that cannot be reached is a 502, not a 200
-            // followed by a closed connection.
-            let dial = self.dial_address(&host);
-            let timeout = self.tunnels.connect_timeout;
-            let server = tokio::time::timeout(timeout, TcpStream::connect(&dial))
-                .await
-                .map_err(|_| ProxyError::UpstreamTimeout {
-                    host: host.clone(),
-                    millis: timeout.as_millis() as u64,
-                })?
-                .map_err(|err| ProxyError::UpstreamConnect {
-                    host: host.clone(),
-                    reason: err.to_string(),
-                })?;
-            let upgrade = hyper::upgrade::on(request);
-            let shutdown = context.as_ref().map(|context| context.shutdown.clone());
-            spawn(context.as_ref(), async move {
-                if let Err(err) = pass_through(upgrade, server, shutdown).await {
-                    tracing::debug!(host = %dial, error = %err, "passthrough tunnel ended");
-                }
-            });
             log.path = Some("(passthrough)".into());
-            return Ok(empty(StatusCode::OK));
+            let server = self
+                .dialer
+                .connect(&host, port)
+                .await
+                .map_err(|err| match err {
+                    DialError::Timeout => ProxyError::UpstreamTimeout {
+                        host: host.clone(),
+                        timeout: self.dialer.timeout(),
+                    },
+                    DialError::Io(err) => ProxyError::UpstreamConnect {
+                        host: host.clone(),
+                        reason: err.to_string(),
+                    },
+                })?;
+            return Ok(Tunnel::Passthrough(server));
         }
-
-        if !self.signer().hosts().is_allowed(&host) {
+        if !self.proxy.signer().hosts().is_allowed(&host) {
             return Err(ProxyError::HostNotAllowed(host));
         }
-        let Some(interceptor) = &self.tunnels.interceptor else {
+        let Some(interceptor) = &self.interceptor else {
             return Err(ProxyError::MethodNotSupported(
                 "CONNECT (HTTPS_PROXY interception is disabled: see [intercept] in the config)"
                     .into(),
@@ -136,107 +139,103 @@ impl Proxy {
             tracing::error!(host, error = %err, "cannot issue an interception certificate");
             ProxyError::Interception(host.clone())
         })?;
-        let upgrade = hyper::upgrade::on(request);
-        let shutdown = context.as_ref().map(|context| context.shutdown.clone());
-        let tunnel = intercept(
-            self.clone(),
-            upgrade,
-            TlsAcceptor::from(tls),
-            host,
-            shutdown,
-        );
-        spawn(context.as_ref(), tunnel);
         log.path = Some("(tunnel)".into());
-        Ok(empty(StatusCode::OK))
+        Ok(Tunnel::Intercept(TlsAcceptor::from(tls)))
     }
 
-    fn dial_address(&self, host: &str) -> String {
-        self.tunnels
-            .connect_to
-            .iter()
-            .find(|(pattern, _)| pattern.matches(host))
-            .map(|(_, address)| address.clone())
-            .unwrap_or_else(|| format!("{host}:443"))
-    }
-}
-
-/// Terminates TLS on the upgraded connection and serves signed requests until the client
-/// closes it or the server shuts down.
-async fn intercept(
-    proxy: Arc<Proxy>,
-    upgrade: hyper::upgrade::OnUpgrade,
-    acceptor: TlsAcceptor,
-    host: String,
-    shutdown: Option<Shutdown>,
-) {
-    let upgraded = match upgrade.await {
-        Ok(upgraded) => upgraded,
-        Err(err) => return tracing::debug!(host, error = %err, "CONNECT upgrade failed"),
-    };
-    let tls = match tokio::time::timeout(
-        TLS_HANDSHAKE_TIMEOUT,
-        acceptor.accept(TokioIo::new(upgraded)),
-    )
-    .await
-    {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(err)) => {
-            // Most often: the client does not trust the interception CA.
-            return tracing::warn!(host, error = %err, "TLS handshake inside the tunnel failed");
-        }
-        Err(_) => return tracing::debug!(host, "TLS handshake inside the tunnel timed out"),
-    };
-    let host: Arc<str> = host.into();
-    let service = service_fn(move |request| {
-        let proxy = proxy.clone();
-        let host = host.clone();
-        async move { Ok::<_, std::convert::Infallible>(proxy.handle_in(request, Some(&host)).await) }
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // The same patience with a silent client as outside the tunnel, and dead HTTP/2 peers
-    // are found by keep-alive pings.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    let connection = builder.serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(connection);
-    let result = match shutdown {
-        Some(mut shutdown) => tokio::select! {
-            result = connection.as_mut() => result,
-            _ = shutdown.recv() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
+    fn spawn(self: &Arc<Self>, tunnel: Tunnel, upgrade: OnUpgrade, host: String, drain: &Drain) {
+        let shutdown = drain.signal();
+        match tunnel {
+            Tunnel::Passthrough(server) => drain.spawn(async move {
+                if let Err(err) = pass_through(upgrade, server, shutdown).await {
+                    tracing::debug!(host, error = %err, "passthrough tunnel ended");
+                }
+            }),
+            Tunnel::Intercept(acceptor) => {
+                drain.spawn(self.clone().intercept(upgrade, acceptor, host, shutdown));
             }
-        },
-        None => connection.await,
-    };
-    if let Err(err) = result {
-        tracing::debug!(error = %err, "tunnel connection ended with an error");
+        }
+    }
+
+    /// Terminates TLS on the upgraded connection and serves signed requests until the
+    /// client closes it or the server shuts down.
+    async fn intercept(
+        self: Arc<Self>,
+        upgrade: OnUpgrade,
+        acceptor: TlsAcceptor,
+        host: String,
+        shutdown: Shutdown,
+    ) {
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => return tracing::debug!(host, error = %err, "CONNECT upgrade failed"),
+        };
+        let handshake = acceptor.accept(TokioIo::new(upgraded));
+        let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(err)) => {
+                // Most often: the client does not trust the interception CA.
+                return tracing::warn!(host, error = %err, "TLS handshake inside the tunnel failed");
+            }
+            Err(_) => return tracing::debug!(host, "TLS handshake inside the tunnel timed out"),
+        };
+        let host: Arc<str> = host.into();
+        let proxy = self.proxy.clone();
+        let service = service_fn(move |request| {
+            let proxy = proxy.clone();
+            let host = host.clone();
+            async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, Some(&host)).await) }
+        });
+        let builder = self.tunnel_server();
+        let connection = builder.serve_connection(TokioIo::new(tls), service);
+        if let Err(err) = shutdown::serve_connection(connection, shutdown).await {
+            tracing::debug!(error = %err, "tunnel connection ended with an error");
+        }
+    }
+
+    /// HTTP/1.1 or HTTP/2 inside a tunnel: the same patience with a silent client as
+    /// outside it, and dead HTTP/2 peers found by keep-alive pings.
+    fn tunnel_server(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        builder
     }
 }
 
-/// Copies bytes both ways between the client and `dial`, untouched.
+/// The host (canonical, lower-case) and port a `CONNECT` names.
+fn connect_target<B>(request: &Request<B>) -> Result<(String, u16), ProxyError> {
+    let authority = request
+        .uri()
+        .authority()
+        .ok_or(ProxyError::BadTarget("CONNECT needs host:port"))?;
+    let port = authority
+        .port_u16()
+        .ok_or(ProxyError::BadTarget("CONNECT needs host:port"))?;
+    let host = canonical_host(authority.host())
+        .ok_or_else(|| ProxyError::HostNotAllowed(authority.host().chars().take(100).collect()))?;
+    Ok((host, port))
+}
+
+/// Copies bytes both ways between the client and the server, untouched.
 async fn pass_through(
-    upgrade: hyper::upgrade::OnUpgrade,
+    upgrade: OnUpgrade,
     mut server: TcpStream,
-    shutdown: Option<Shutdown>,
+    mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let upgraded = upgrade.await.map_err(std::io::Error::other)?;
     let mut client = TokioIo::new(upgraded);
-    let copying = tokio::io::copy_bidirectional(&mut client, &mut server);
-    match shutdown {
-        // Opaque bytes cannot be drained gracefully: on shutdown the tunnel is closed.
-        Some(mut shutdown) => tokio::select! {
-            result = copying => result.map(drop),
-            _ = shutdown.recv() => Ok(()),
-        },
-        None => copying.await.map(drop),
+    // Opaque bytes cannot be drained gracefully: on shutdown the tunnel is closed.
+    tokio::select! {
+        result = tokio::io::copy_bidirectional(&mut client, &mut server) => result.map(drop),
+        _ = shutdown.recv() => Ok(()),
     }
 }
 
@@ -244,15 +243,4 @@ fn empty(status: StatusCode) -> Response<ProxyBody> {
     let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
     *response.status_mut() = status;
     response
-}
-
-/// Runs a tunnel on the server's tracker, or on its own when there is no server.
-fn spawn(
-    context: Option<&ConnectionContext>,
-    tunnel: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    match context {
-        Some(context) => drop(context.tracker.spawn(tunnel)),
-        None => drop(tokio::spawn(tunnel)),
-    }
 }

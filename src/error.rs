@@ -5,15 +5,53 @@
 //! the user can read. The codes are the proxy's own (790xx), stable, and documented in the
 //! README; none collides with a Twilio error code.
 
+use std::fmt;
+
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 
-use crate::normalize::NormalizeError;
-
 /// Where the README documents the proxy's error codes.
 const MORE_INFO: &str = "https://github.com/pkcv-proxy/pkcv-proxy#error-codes";
+
+/// Which part of the request target a [`NormalizeError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The path.
+    Path,
+    /// The query string.
+    Query,
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Part::Path => "path",
+            Part::Query => "query",
+        })
+    }
+}
+
+/// Why a path or query cannot be normalized.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NormalizeError {
+    /// A `%` not followed by two hex digits.
+    #[error("invalid percent-encoding in the {part} at byte {offset}: '%' must be followed by two hex digits")]
+    InvalidPercentEncoding {
+        /// Path or query.
+        part: Part,
+        /// Byte offset of the `%`.
+        offset: usize,
+    },
+    /// The decoded bytes are not UTF-8.
+    #[error("the {part} decodes to bytes that are not valid UTF-8")]
+    NotUtf8 {
+        /// Path or query.
+        part: Part,
+    },
+}
 
 /// An error the proxy answers a request with instead of forwarding it.
 ///
@@ -81,10 +119,10 @@ pub enum ProxyError {
     #[error("could not read the request body: {0}")]
     BodyRead(String),
     /// The client did not send its whole body in time.
-    #[error("the request body did not arrive within {millis} ms")]
+    #[error("the request body did not arrive within {} ms", .timeout.as_millis())]
     BodyTimeout {
         /// The timeout that expired.
-        millis: u64,
+        timeout: std::time::Duration,
     },
     /// No certificate could be issued for an intercepted host.
     #[error("cannot intercept {0}: no certificate could be issued")]
@@ -101,12 +139,12 @@ pub enum ProxyError {
         reason: String,
     },
     /// The upstream did not answer in time.
-    #[error("{host} did not answer within {millis} ms")]
+    #[error("{host} did not answer within {} ms", .timeout.as_millis())]
     UpstreamTimeout {
         /// The upstream host.
         host: String,
         /// The timeout that expired.
-        millis: u64,
+        timeout: std::time::Duration,
     },
     /// The upstream exchange failed after connecting.
     #[error("request to {host} failed: {reason}")]
@@ -175,6 +213,16 @@ impl ProxyError {
             UpstreamTimeout { .. } => 79041,
             Upstream { .. } => 79042,
         }
+    }
+
+    /// True when the request was fine but Twilio could not be reached or did not answer.
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::UpstreamConnect { .. }
+                | ProxyError::UpstreamTimeout { .. }
+                | ProxyError::Upstream { .. }
+        )
     }
 
     /// The Twilio-style JSON response. This is the only place an error meets the wire.

@@ -37,6 +37,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod access_log;
+pub mod app;
 pub mod auth;
 pub mod body;
 pub mod canonical;
@@ -59,7 +61,7 @@ pub mod token;
 pub mod upstream;
 pub mod workflow;
 
+pub use app::App;
 pub use config::Config;
 pub use error::ProxyError;
 pub use proxy::Proxy;
-pub use server::serve;

@@ -16,9 +16,9 @@
 //! Invalid `%` escapes and escapes that decode to invalid UTF-8 are refused with a 400 rather
 //! than guessed at: Twilio decodes to UTF-8 strings, so such a request could never verify.
 
-use std::fmt;
-
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+pub use crate::error::{NormalizeError, Part};
 
 /// Everything but RFC 3986's unreserved characters is encoded.
 const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
@@ -27,47 +27,9 @@ const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// Which part of the request target a [`NormalizeError`] is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
-    /// The path.
-    Path,
-    /// The query string.
-    Query,
-}
-
-impl fmt::Display for Part {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Part::Path => "path",
-            Part::Query => "query",
-        })
-    }
-}
-
-/// Why a path or query cannot be normalized.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum NormalizeError {
-    /// A `%` not followed by two hex digits.
-    #[error("invalid percent-encoding in the {part} at byte {offset}: '%' must be followed by two hex digits")]
-    InvalidPercentEncoding {
-        /// Path or query.
-        part: Part,
-        /// Byte offset of the `%`.
-        offset: usize,
-    },
-    /// The decoded bytes are not UTF-8.
-    #[error("the {part} decodes to bytes that are not valid UTF-8")]
-    NotUtf8 {
-        /// Path or query.
-        part: Part,
-    },
-}
-
 /// Normalizes a request path (see the module docs). The result always starts with `/`.
 pub fn normalize_path(raw: &str) -> Result<String, NormalizeError> {
-    let decoded = decode(raw, false, Part::Path)?;
+    let decoded = decode(raw, false, Part::Path, 0)?;
     let mut segments: Vec<&str> = Vec::new();
     // A path ending in `/`, `/.` or `/..` keeps its trailing slash (RFC 3986 §5.2.4).
     let mut trailing_slash = false;
@@ -98,7 +60,13 @@ pub fn normalize_path(raw: &str) -> Result<String, NormalizeError> {
 /// stays without it; the order of pieces is kept.
 pub fn normalize_query(raw: &str) -> Result<String, NormalizeError> {
     let mut out = String::with_capacity(raw.len() + 8);
-    for piece in raw.split('&').filter(|piece| !piece.is_empty()) {
+    let mut at = 0;
+    for piece in raw.split('&') {
+        let piece_at = at;
+        at += piece.len() + 1;
+        if piece.is_empty() {
+            continue;
+        }
         if !out.is_empty() {
             out.push('&');
         }
@@ -106,14 +74,13 @@ pub fn normalize_query(raw: &str) -> Result<String, NormalizeError> {
             Some((key, value)) => (key, Some(value)),
             None => (piece, None),
         };
-        out.extend(utf8_percent_encode(
-            &decode(key, true, Part::Query)?,
-            ENCODE,
-        ));
+        let key = decode(key, true, Part::Query, piece_at)?;
+        out.extend(utf8_percent_encode(&key, ENCODE));
         if let Some(value) = value {
+            let value_at = piece_at + piece.len() - value.len();
             out.push('=');
             out.extend(utf8_percent_encode(
-                &decode(value, true, Part::Query)?,
+                &decode(value, true, Part::Query, value_at)?,
                 ENCODE,
             ));
         }
@@ -125,7 +92,15 @@ pub fn normalize_query(raw: &str) -> Result<String, NormalizeError> {
 ///
 /// Written out rather than taken from `percent-encoding`, whose decoder passes a malformed
 /// escape through as literal text: the proxy refuses those instead.
-fn decode(input: &str, plus_is_space: bool, part: Part) -> Result<String, NormalizeError> {
+///
+/// `at` is where `input` starts in the path or query, so an error names the offset a person
+/// can find in what they sent.
+fn decode(
+    input: &str,
+    plus_is_space: bool,
+    part: Part,
+    at: usize,
+) -> Result<String, NormalizeError> {
     let bytes = input.as_bytes();
     let needs_decoding = bytes.contains(&b'%') || (plus_is_space && bytes.contains(&b'+'));
     if !needs_decoding {
@@ -141,7 +116,12 @@ fn decode(input: &str, plus_is_space: bool, part: Part) -> Result<String, Normal
                 match (hi, lo) {
                     // Two hex digits are at most 0xFF, so the cast is lossless.
                     (Some(hi), Some(lo)) => out.push((hi * 16 + lo) as u8),
-                    _ => return Err(NormalizeError::InvalidPercentEncoding { part, offset: i }),
+                    _ => {
+                        return Err(NormalizeError::InvalidPercentEncoding {
+                            part,
+                            offset: at + i,
+                        })
+                    }
                 }
                 i += 3;
             }
@@ -226,7 +206,22 @@ mod tests {
             normalize_query("a=%zz"),
             Err(NormalizeError::InvalidPercentEncoding {
                 part: Part::Query,
-                offset: 0
+                offset: 2
+            })
+        );
+        // Offsets count from the start of the query, across pieces, keys and values.
+        assert_eq!(
+            normalize_query("x=1&&b%=2"),
+            Err(NormalizeError::InvalidPercentEncoding {
+                part: Part::Query,
+                offset: 6
+            })
+        );
+        assert_eq!(
+            normalize_query("x=1&b=2%4"),
+            Err(NormalizeError::InvalidPercentEncoding {
+                part: Part::Query,
+                offset: 7
             })
         );
         assert_eq!(

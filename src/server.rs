@@ -1,164 +1,94 @@
-//! The listener loop: accept, serve each connection on its own task, drain on shutdown.
+//! The listener loop: accept, serve each connection on its own task, stop on shutdown.
 //!
 //! Clients speak HTTP/1.1 to a forward proxy: it is the only version in which absolute-form
 //! (`HTTP_PROXY`) and origin-form targets are told apart, and the one `CONNECT` upgrades
-//! from. (Upstream, HTTP/2 is used where Twilio offers it.) A client gets
-//! `HEADER_READ_TIMEOUT` to send its request head. On shutdown the loop stops accepting,
-//! every connection is asked to finish its in-flight request and close, and the loop waits
-//! up to `grace` for them.
+//! from. A client gets `header_read_timeout` to send each request head. Each request goes to
+//! the [`Proxy`], or for `CONNECT` to the [`Tunnels`]; both answer every refusal themselves.
+//! On shutdown the loop stops accepting and every connection is asked to finish its request
+//! in flight and close; the caller waits on the [`Drain`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::Method;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio_util::task::TaskTracker;
 
+use crate::connect::Tunnels;
 use crate::proxy::Proxy;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{self, Drain};
 
-/// How long in-flight requests get to finish after shutdown is signalled.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
-
-/// How long a client may take to send a request head, so idle sockets cannot pile up.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// What a connection's requests carry to the handlers that outlive the request itself
-/// (`CONNECT` tunnels): the shutdown signal and the tracker the drain waits on.
+/// What the loop serves, and how.
 #[derive(Debug, Clone)]
-pub struct ConnectionContext {
-    /// The server's shutdown signal.
-    pub shutdown: Shutdown,
-    /// Every task that must finish before the server is drained.
-    pub tracker: TaskTracker,
+pub(crate) struct Server {
+    pub(crate) proxy: Arc<Proxy>,
+    pub(crate) tunnels: Arc<Tunnels>,
+    pub(crate) header_read_timeout: Duration,
 }
 
-/// Serves `proxy` on `listener` until `shutdown` fires, then drains for up to `grace`.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: Shutdown, grace: Duration) {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let tracker = TaskTracker::new();
-    let context = ConnectionContext {
-        shutdown: shutdown.clone(),
-        tracker: tracker.clone(),
-    };
-    let mut stop = shutdown;
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.recv() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let service = {
-            let proxy = proxy.clone();
-            let context = context.clone();
-            service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(context.clone());
-                let proxy = proxy.clone();
-                async move { Ok::<_, std::convert::Infallible>(proxy.handle(request).await) }
-            })
-        };
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let mut shutdown = context.shutdown.clone();
-        tracker.spawn(async move {
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = shutdown.recv() => {
-                    // Finish the request in flight, then close.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
+impl Server {
+    /// Accepts connections on `listener` until the drain's signal fires. Every connection
+    /// runs on `drain`.
+    pub(crate) async fn serve(self, listener: TcpListener, drain: &Drain) {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout);
+        let mut stop = drain.signal();
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stop.recv() => break,
             };
-            if let Err(err) = result {
-                log_connection_error(peer, &err);
-            }
-        });
+            let _ = stream.set_nodelay(true);
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), self.service(drain))
+                .with_upgrades();
+            let shutdown = drain.signal();
+            drain.spawn(async move {
+                if let Err(err) = shutdown::serve_connection(connection, shutdown).await {
+                    log_connection_error(peer, &err);
+                }
+            });
+        }
     }
-    drop(listener);
-    tracker.close();
-    match tokio::time::timeout(grace, tracker.wait()).await {
-        Ok(()) => tracing::info!("all connections drained"),
-        Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+
+    /// One connection's service: `CONNECT` to the tunnels, everything else to the proxy.
+    fn service(
+        &self,
+        drain: &Drain,
+    ) -> impl hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<crate::access_log::ProxyBody>,
+        Error = std::convert::Infallible,
+        Future = impl Send,
+    > + Clone {
+        let (server, drain) = (self.clone(), drain.clone());
+        service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let (server, drain) = (server.clone(), drain.clone());
+            async move {
+                let response = if request.method() == Method::CONNECT {
+                    server.tunnels.handle(request, &drain).await
+                } else {
+                    server.proxy.handle(request, None).await
+                };
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
     }
 }
 
 fn log_connection_error(peer: SocketAddr, err: &(dyn std::error::Error + 'static)) {
     tracing::debug!(%peer, error = %err, "connection ended with an error");
-}
-
-/// Why a background proxy could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StartError {
-    /// A key could not be loaded.
-    #[error(transparent)]
-    Keys(#[from] crate::keys::KeyStoreError),
-    /// The accounts directory could not be read.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// The proxy (upstream client, interception CA) could not be built.
-    #[error(transparent)]
-    Build(#[from] crate::proxy::BuildError),
-    /// The listener could not be bound.
-    #[error("cannot listen: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// A proxy serving on its own task: for the demo, tests and embedding.
-#[derive(Debug)]
-pub struct Background {
-    addr: SocketAddr,
-    stop: crate::shutdown::Trigger,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Background {
-    /// Loads the keys, builds the proxy and serves it on `config.server.listen`; with an
-    /// `accounts_dir`, also watches it for account changes.
-    pub async fn start(config: &crate::Config, grace: Duration) -> Result<Background, StartError> {
-        let config = config.clone().with_accounts_dir()?;
-        let accounts = crate::keys::Accounts::load(&config.accounts, &config.signing)?;
-        let keys = Arc::new(crate::keys::KeyStore::new(accounts));
-        let proxy = Arc::new(Proxy::new(&config, keys.clone())?);
-        let listener = TcpListener::bind(config.server.listen).await?;
-        let addr = listener.local_addr()?;
-        let (stop, shutdown) = crate::shutdown::channel();
-        if config.accounts_dir.is_some() {
-            tokio::spawn(crate::keys::reload::watch(
-                config,
-                None,
-                keys,
-                shutdown.clone(),
-            ));
-        }
-        let task = tokio::spawn(serve(listener, proxy, shutdown, grace));
-        Ok(Background { addr, stop, task })
-    }
-
-    /// Where it listens.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Signals shutdown and waits for the drain.
-    pub async fn stop(self) {
-        self.stop.trigger();
-        let _ = self.task.await;
-    }
 }

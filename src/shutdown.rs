@@ -1,9 +1,19 @@
-//! One shutdown signal, threaded through every long-running task.
+//! One shutdown signal, threaded through every long-running task, and the drain that waits
+//! for them.
 //!
-//! The server loop and each connection watch the same [`Shutdown`]; tests pass their own
-//! trigger, the binary triggers it on SIGINT/SIGTERM.
+//! The server loop, each connection and each tunnel watch the same [`Shutdown`]; tests pass
+//! their own trigger, the binary triggers it on SIGINT/SIGTERM. Everything that must finish
+//! before the process may exit runs on the [`Drain`]'s tracker.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::rt::{Read, Write};
+use hyper::service::HttpService;
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 /// Sends the shutdown signal.
 #[derive(Debug)]
@@ -38,10 +48,92 @@ impl Shutdown {
         // An error means the trigger was dropped, which also means shut down.
         let _ = self.0.wait_for(|stop| *stop).await;
     }
+}
 
-    /// True once shutdown has been signalled.
-    pub fn is_shutdown(&self) -> bool {
-        *self.0.borrow()
+/// The tasks a shutdown waits for (connections, tunnels), and the signal they watch.
+#[derive(Debug, Clone)]
+pub(crate) struct Drain {
+    signal: Shutdown,
+    tracker: TaskTracker,
+}
+
+impl Drain {
+    pub(crate) fn new(signal: Shutdown) -> Drain {
+        Drain {
+            signal,
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// The signal the drained tasks watch.
+    pub(crate) fn signal(&self) -> Shutdown {
+        self.signal.clone()
+    }
+
+    /// Runs `task` as one the drain waits for.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        drop(self.tracker.spawn(task));
+    }
+
+    /// Waits up to `grace` for every task; `false` if some were still running.
+    pub(crate) async fn wait(self, grace: Duration) -> bool {
+        self.tracker.close();
+        tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+}
+
+/// A hyper connection that can be asked to finish its request in flight and close.
+///
+/// hyper-util's own `GracefulConnection` does not cover HTTP/1 connections that allow
+/// upgrades (`CONNECT`), so the two kinds the proxy serves are named here.
+pub(crate) trait GracefulConnection: Future {
+    /// Starts a graceful shutdown.
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> GracefulConnection for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    I: Read + Write + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S, E, B> GracefulConnection for hyper_util::server::conn::auto::Connection<'_, I, S, E>
+where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    I: Read + Write + Unpin + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper_util::server::conn::auto::Connection::graceful_shutdown(self);
+    }
+}
+
+/// Serves one hyper connection to its end; on shutdown, lets the request in flight finish
+/// and then closes it.
+pub(crate) async fn serve_connection<C>(connection: C, mut shutdown: Shutdown) -> C::Output
+where
+    C: GracefulConnection,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.recv() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
     }
 }
 

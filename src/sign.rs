@@ -6,18 +6,20 @@
 
 use std::sync::Arc;
 
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, EXPECT, HOST};
 use http::request::Parts;
-use http::{Method, Uri};
+use http::{Method, Request, Uri, Version};
 
 use crate::auth::{self, ApiKeyAuth};
+use crate::body::BufferedBody;
 use crate::canonical::{CanonicalRequest, HexDigest};
 use crate::config::{Config, SigningSettings};
 use crate::error::ProxyError;
 use crate::keys::{Account, KeyStore};
 use crate::normalize::{normalize_path, normalize_query};
-use crate::route::{self, HostPolicy, TargetForm};
+use crate::route::{self, HostPolicy};
 use crate::sid::account_in_path;
-use crate::token::Claims;
+use crate::token::{self, Claims};
 
 /// A request resolved to an upstream host, a normalized target and a signing account.
 #[derive(Debug, Clone)]
@@ -28,8 +30,6 @@ pub struct Target {
     pub path: String,
     /// The normalized query, in the client's order, without `?`.
     pub query: String,
-    /// How the client named the host.
-    pub form: TargetForm,
     /// The API key credentials.
     pub auth: ApiKeyAuth,
     /// The account that signs.
@@ -112,10 +112,43 @@ impl RequestSigner {
             host: route.host,
             path,
             query,
-            form: route.form,
             auth,
             account,
         })
+    }
+
+    /// Signs a resolved request whose body is complete: the request as it goes to Twilio,
+    /// with the normalized target, the client's end-to-end headers, and exactly the `Host`,
+    /// `Authorization` and body that were hashed, plus the token over them.
+    pub fn sign(
+        &self,
+        mut parts: Parts,
+        target: &Target,
+        body: BufferedBody,
+        body_hash: Option<HexDigest>,
+    ) -> Result<Request<BufferedBody>, ProxyError> {
+        let request_hash = target.canonical(&parts.method, body_hash).hash();
+        let token = self.mint(target, &request_hash, token::unix_now())?;
+        parts.uri = target.uri()?;
+        parts.version = Version::HTTP_11;
+        let headers = &mut parts.headers;
+        // The body is complete, so there is nothing to wait for a 100 Continue about.
+        headers.remove(EXPECT);
+        headers.insert(
+            HOST,
+            HeaderValue::from_str(&target.host).map_err(|_| ProxyError::BadHeader("host"))?,
+        );
+        headers.insert(
+            AUTHORIZATION,
+            sensitive(&target.auth.authorization, "authorization")?,
+        );
+        headers.insert(token::HEADER_NAME, sensitive(&token, token::HEADER_NAME)?);
+        if body.is_empty() && !matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+            headers.remove(CONTENT_LENGTH);
+        } else {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        Ok(Request::from_parts(parts, body))
     }
 
     /// Mints the token for `target` with `request_hash` at `now` (Unix seconds).
@@ -137,4 +170,11 @@ impl RequestSigner {
             ProxyError::Signing
         })
     }
+}
+
+/// A header value that HTTP/2 must never index (HPACK) and `Debug` never prints.
+fn sensitive(value: &str, name: &'static str) -> Result<HeaderValue, ProxyError> {
+    let mut value = HeaderValue::from_str(value).map_err(|_| ProxyError::BadHeader(name))?;
+    value.set_sensitive(true);
+    Ok(value)
 }

@@ -137,6 +137,18 @@ impl std::fmt::Debug for Signer {
     }
 }
 
+/// What a person needs to know about a key: its size and the algorithm it signs with.
+impl std::fmt::Display for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RSA-{} key, signing {}",
+            self.key.public_modulus_len() * 8,
+            self.algorithm.as_str()
+        )
+    }
+}
+
 impl Signer {
     /// Loads a PEM private key (PKCS#8 or PKCS#1) for the credential `credential_sid`.
     pub fn from_pem_file(
@@ -209,11 +221,6 @@ impl Signer {
             encoded_header: URL_SAFE_NO_PAD.encode(header),
             rng: SystemRandom::new(),
         }
-    }
-
-    /// The algorithm this signer uses.
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
     }
 
     /// The public key as DER `SubjectPublicKeyInfo`, for upload to Twilio or a stand-in.

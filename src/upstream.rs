@@ -18,7 +18,6 @@ use std::time::Duration;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::RootCertStore;
@@ -77,20 +76,12 @@ impl Upstream {
         .with_root_certificates(root_store(settings)?)
         .with_no_client_auth();
 
-        let mut http = HttpConnector::new();
-        // The HTTPS wrapper hands `https://` URIs to the TCP connector.
-        http.enforce_http(false);
-        http.set_nodelay(true);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(ConnectTo {
-                inner: http,
-                overrides: Arc::new(settings.connect_to.clone()),
-                timeout: settings.connect_timeout,
-            });
+            .wrap_connector(ConnectTo(Dialer::new(settings)));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
@@ -112,7 +103,7 @@ impl Upstream {
         match tokio::time::timeout(self.request_timeout, self.client.request(request)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout {
                 host: host.to_owned(),
-                millis: self.request_timeout.as_millis() as u64,
+                timeout: self.request_timeout,
             }),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(self.classify(err, host)),
@@ -123,10 +114,13 @@ impl Upstream {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
         let mut reason = String::new();
         while let Some(current) = source {
-            if current.is::<ConnectTimeout>() {
+            if matches!(
+                current.downcast_ref::<DialError>(),
+                Some(DialError::Timeout)
+            ) {
                 return ProxyError::UpstreamTimeout {
                     host: host.to_owned(),
-                    millis: self.connect_timeout.as_millis() as u64,
+                    timeout: self.connect_timeout,
                 };
             }
             if !reason.is_empty() {
@@ -172,52 +166,79 @@ fn root_store(settings: &UpstreamSettings) -> Result<RootCertStore, UpstreamErro
     Ok(roots)
 }
 
-/// The connect timeout expired.
+/// Why a TCP connection to an upstream could not be made.
 #[derive(Debug, thiserror::Error)]
-#[error("connect timed out")]
-pub struct ConnectTimeout;
+pub(crate) enum DialError {
+    /// The connect timeout expired.
+    #[error("connect timed out")]
+    Timeout,
+    /// The name did not resolve or the connection was refused.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
 
-/// A TCP connector that dials `connect_to` overrides and bounds connect time.
-#[derive(Clone)]
-pub struct ConnectTo {
-    inner: HttpConnector,
+/// How the proxy opens TCP connections upstream: `connect_to` overrides (exact names before
+/// patterns), a connect timeout, no Nagle delay. Used for signed traffic and for
+/// passthrough tunnels alike.
+#[derive(Debug, Clone)]
+pub(crate) struct Dialer {
     overrides: Arc<Vec<(HostPattern, String)>>,
     timeout: Duration,
 }
 
-impl ConnectTo {
-    fn target(&self, uri: &Uri) -> Result<Uri, BoxError> {
-        let host = uri.host().unwrap_or_default().to_ascii_lowercase();
-        match self
-            .overrides
-            .iter()
-            .find(|(pattern, _)| pattern.matches(&host))
-        {
-            Some((_, address)) => Ok(format!("http://{address}").parse::<Uri>()?),
-            None => Ok(uri.clone()),
+impl Dialer {
+    pub(crate) fn new(settings: &UpstreamSettings) -> Dialer {
+        Dialer {
+            overrides: Arc::new(settings.connect_to.clone()),
+            timeout: settings.connect_timeout,
         }
     }
+
+    /// The connect timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Where `host` is dialled: its `connect_to` override, or itself on `port`.
+    pub(crate) fn address(&self, host: &str, port: u16) -> String {
+        self.overrides
+            .iter()
+            .find(|(pattern, _)| pattern.matches(host))
+            .map(|(_, address)| address.clone())
+            .unwrap_or_else(|| format!("{host}:{port}"))
+    }
+
+    /// Opens a TCP connection to `host` (or its override) within the connect timeout.
+    pub(crate) async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, DialError> {
+        let address = self.address(host, port);
+        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(&address))
+            .await
+            .map_err(|_| DialError::Timeout)??;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
 }
+
+/// The [`Dialer`] as the TCP connector under hyper's HTTPS client.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectTo(Dialer);
 
 impl Service<Uri> for ConnectTo {
     type Response = TokioIo<TcpStream>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let target = self.target(&uri);
-        let mut inner = self.inner.clone();
-        let timeout = self.timeout;
+        let dialer = self.0.clone();
         Box::pin(async move {
-            let connecting = inner.call(target?);
-            match tokio::time::timeout(timeout, connecting).await {
-                Ok(result) => result.map_err(Into::into),
-                Err(_) => Err(Box::new(ConnectTimeout) as BoxError),
-            }
+            let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+            let port = uri.port_u16().unwrap_or(443);
+            let stream = dialer.connect(&host, port).await?;
+            Ok(TokioIo::new(stream))
         })
     }
 }

@@ -73,7 +73,7 @@ fn check_config_prints_the_effective_config_without_key_material() {
     assert!(json["loaded_accounts"][0]["key"]
         .as_str()
         .unwrap()
-        .contains("bits: 2048"));
+        .contains("RSA-2048 key, signing RS256"));
     assert!(
         !out.contains("PRIVATE KEY") && !out.contains("MII"),
         "{out}"

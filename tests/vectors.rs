@@ -5,9 +5,9 @@ mod support;
 use http::Method;
 use pkcv_proxy::canonical::{body_hash, CanonicalRequest, SIGNED_HEADERS};
 use pkcv_proxy::normalize::{normalize_path, normalize_query};
+use pkcv_proxy::token::{Algorithm, Claims, Signer};
 use pkcv_standin::canonical::{java_canonical_request, ReceivedRequest};
 use pkcv_standin::verify::{verify_request, verify_token};
-use pkcv_proxy::token::{Algorithm, Claims, Signer};
 use support::{canonical_vectors, token_vectors, TestAccount};
 
 #[test]

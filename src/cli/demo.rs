@@ -20,10 +20,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use pkcv_proxy::config::{AccountConfig, RawConfig};
+use pkcv_proxy::workflow::{CreateOptions, MainKey, Session};
+use pkcv_proxy::{keygen, App, Config};
 use pkcv_standin::{random_hex, random_sid};
 use pkcv_standin::{Registry, StandIn};
-use pkcv_proxy::workflow::{CreateOptions, MainKey, Session};
-use pkcv_proxy::{keygen, server, Config};
 
 struct Step {
     title: &'static str,
@@ -59,6 +59,7 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
     let mut raw = RawConfig::default();
     raw.server.listen = "127.0.0.1:0".into();
     raw.server.reload_interval_ms = 200;
+    raw.server.shutdown_grace_secs = 5;
     raw.accounts_dir = Some(dir.join("accounts"));
     std::fs::create_dir_all(dir.join("accounts"))?;
     let ca_file = dir.join("standin-ca.pem");
@@ -77,7 +78,7 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
         api_key_sids: vec![api_key_sid.clone()],
     });
     let config = Config::from_raw(raw)?;
-    let proxy = server::Background::start(&config, Duration::from_secs(5)).await?;
+    let proxy = App::build(config.clone(), None)?.bind().await?.spawn();
     let proxy_addr = proxy.addr();
     println!(
         "   proxy on http://{proxy_addr}, watching {}",

@@ -6,8 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use pkcv_proxy::workflow::{MainKey, Session};
-use pkcv_proxy::Config;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysCommand {
@@ -46,8 +44,7 @@ pub(crate) async fn run(
     config_path: Option<&Path>,
     command: KeysCommand,
 ) -> anyhow::Result<ExitCode> {
-    let config = Config::load(config_path)?;
-    let session = Session::new(&config, MainKey::from_env()?, |line| eprintln!("{line}"))?;
+    let (config, session) = super::workflow_session(config_path)?;
     match command {
         KeysCommand::List(args) => {
             println!(
@@ -56,10 +53,8 @@ pub(crate) async fn run(
             );
         }
         KeysCommand::Rotate(args) => {
-            let current = config
-                .accounts
-                .iter()
-                .find(|a| a.account_sid == args.account);
+            let accounts = pkcv_proxy::keys::dir::configured_accounts(&config)?;
+            let current = accounts.iter().find(|a| a.account_sid == args.account);
             let key_dir = args
                 .key_dir
                 .clone()

@@ -54,6 +54,28 @@ enum Command {
     Demo,
 }
 
+/// A workflow session with the user's config and the Main API key from the environment
+/// (`TWILIO_ACCOUNT_SID`, `TWILIO_MAIN_KEY`, `TWILIO_MAIN_SECRET`), reporting progress on
+/// stderr. The environment is read here, at the edge, and nowhere in the library.
+fn workflow_session(
+    config_path: Option<&std::path::Path>,
+) -> anyhow::Result<(pkcv_proxy::Config, pkcv_proxy::workflow::Session)> {
+    use anyhow::Context;
+    let var = |name: &str| {
+        std::env::var(name).with_context(|| {
+            format!("{name} is not set (the Main API key comes from the environment)")
+        })
+    };
+    let main = pkcv_proxy::workflow::MainKey::new(
+        &var("TWILIO_ACCOUNT_SID")?,
+        &var("TWILIO_MAIN_KEY")?,
+        &var("TWILIO_MAIN_SECRET")?,
+    )?;
+    let config = pkcv_proxy::Config::load(config_path)?;
+    let session = pkcv_proxy::workflow::Session::new(&config, main, |line| eprintln!("{line}"))?;
+    Ok((config, session))
+}
+
 /// Parses the command line and runs the subcommand.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();

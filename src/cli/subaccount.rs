@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use pkcv_proxy::workflow::{CreateOptions, MainKey, Session};
-use pkcv_proxy::Config;
+use pkcv_proxy::workflow::CreateOptions;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SubaccountCommand {
@@ -53,8 +52,7 @@ pub(crate) async fn run(
     config_path: Option<&Path>,
     command: SubaccountCommand,
 ) -> anyhow::Result<ExitCode> {
-    let config = Config::load(config_path)?;
-    let session = Session::new(&config, MainKey::from_env()?, |line| eprintln!("{line}"))?;
+    let (config, session) = super::workflow_session(config_path)?;
     let config_flag = config_path
         .map(|p| format!(" --config {}", p.display()))
         .unwrap_or_default();

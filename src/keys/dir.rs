@@ -11,7 +11,63 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Format, Toml};
 use figment::Figment;
 
-use crate::config::{AccountConfig, ConfigError};
+use crate::config::{AccountConfig, Config, ConfigError};
+
+/// Why the accounts directory could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccountsDirError {
+    /// The directory exists but cannot be listed.
+    #[error("cannot read accounts_dir {}: {source}", .dir.display())]
+    Read {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file does not have the shape of an `[[accounts]]` entry.
+    #[error("{}: {source}", .file.display())]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// What figment found.
+        source: Box<figment::Error>,
+    },
+    /// A file's values are invalid.
+    #[error("{}: {source}", .file.display())]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong.
+        source: ConfigError,
+    },
+    /// Two files hold the same account.
+    #[error("{}: account {account} is in two files of accounts_dir", .file.display())]
+    Duplicate {
+        /// The second file.
+        file: PathBuf,
+        /// The account.
+        account: String,
+    },
+}
+
+/// The accounts the proxy signs for: the config's `[[accounts]]` with the `accounts_dir`
+/// files read afresh over them (a file overrides an entry with the same SID).
+pub fn configured_accounts(config: &Config) -> Result<Vec<AccountConfig>, AccountsDirError> {
+    let mut accounts = config.accounts.clone();
+    if let Some(dir) = &config.accounts_dir {
+        for account in read_accounts(dir)? {
+            match accounts
+                .iter_mut()
+                .find(|a| a.account_sid == account.account_sid)
+            {
+                Some(existing) => *existing = account,
+                None => accounts.push(account),
+            }
+        }
+    }
+    Ok(accounts)
+}
 
 /// The file that holds `account_sid` in `dir`.
 pub fn account_file(dir: &Path, account_sid: &str) -> PathBuf {
@@ -19,16 +75,16 @@ pub fn account_file(dir: &Path, account_sid: &str) -> PathBuf {
 }
 
 /// Every `*.toml` account in `dir`, sorted by file name, each validated.
-pub fn read_accounts(dir: &Path) -> Result<Vec<AccountConfig>, ConfigError> {
+pub fn read_accounts(dir: &Path) -> Result<Vec<AccountConfig>, AccountsDirError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         // Not created yet: the CLI creates it when it registers the first account.
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => {
-            return Err(ConfigError::Invalid(format!(
-                "accounts_dir {}: {err}",
-                dir.display()
-            )))
+        Err(source) => {
+            return Err(AccountsDirError::Read {
+                dir: dir.to_path_buf(),
+                source,
+            })
         }
     };
     let mut files: Vec<PathBuf> = entries
@@ -40,22 +96,33 @@ pub fn read_accounts(dir: &Path) -> Result<Vec<AccountConfig>, ConfigError> {
     files
         .iter()
         .map(|file| {
-            let account: AccountConfig = Figment::from(Toml::file_exact(file))
-                .extract()
-                .map_err(|err| ConfigError::Invalid(format!("{}: {err}", file.display())))?;
-            account
-                .validate()
-                .map_err(|err| ConfigError::Invalid(format!("{}: {err}", file.display())))?;
+            let account = read_account(file)?;
             if !seen.insert(account.account_sid.clone()) {
-                return Err(ConfigError::Invalid(format!(
-                    "{}: account {} is in two files of accounts_dir",
-                    file.display(),
-                    account.account_sid
-                )));
+                return Err(AccountsDirError::Duplicate {
+                    file: file.clone(),
+                    account: account.account_sid,
+                });
             }
             Ok(account)
         })
         .collect()
+}
+
+fn read_account(file: &Path) -> Result<AccountConfig, AccountsDirError> {
+    let account: AccountConfig =
+        Figment::from(Toml::file_exact(file))
+            .extract()
+            .map_err(|source| AccountsDirError::Parse {
+                file: file.to_path_buf(),
+                source: Box::new(source),
+            })?;
+    account
+        .validate()
+        .map_err(|source| AccountsDirError::Invalid {
+            file: file.to_path_buf(),
+            source,
+        })?;
+    Ok(account)
 }
 
 /// Writes `account` to its file in `dir`, atomically. Returns the file.

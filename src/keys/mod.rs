@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{AccountConfig, SigningSettings};
+use crate::config::{AccountConfig, Config, SigningSettings};
 use crate::error::ProxyError;
 use crate::token::{Signer, TokenError};
 
@@ -103,6 +103,12 @@ impl Accounts {
         Accounts::new(accounts)
     }
 
+    /// Loads every account the config describes now: `[[accounts]]`, with `accounts_dir`
+    /// read afresh over them.
+    pub fn from_config(config: &Config) -> Result<Accounts, KeyStoreError> {
+        Accounts::load(&dir::configured_accounts(config)?, &config.signing)
+    }
+
     /// Every account, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Account>> {
         self.by_account.values()
@@ -190,6 +196,9 @@ pub enum KeyStoreError {
     /// One account appears twice.
     #[error("account {0} is configured twice")]
     AccountListedTwice(String),
+    /// The accounts directory could not be read.
+    #[error(transparent)]
+    Dir(#[from] dir::AccountsDirError),
 }
 
 /// The live account set: a snapshot per request, replaced whole on reload.

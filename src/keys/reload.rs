@@ -29,10 +29,10 @@ pub const STATUS_FILE: &str = ".pkcv-proxy-loaded.json";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReloadError {
-    /// The config or an account file is invalid.
+    /// The config file is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    /// A key did not load.
+    /// An account file or key did not load.
     #[error(transparent)]
     Keys(#[from] super::KeyStoreError),
 }
@@ -63,19 +63,20 @@ impl LoadedStatus {
     }
 }
 
-/// Loads the config described now by the config file (if the proxy was started from one) or
-/// else by `base`, with `accounts_dir` read afresh.
+/// The config as it stands now: the file re-read if the proxy was started from one, else
+/// the one it was started with.
 fn current_config(base: &Config, config_path: Option<&Path>) -> Result<Config, ReloadError> {
     Ok(match config_path {
         Some(path) => Config::load(Some(path))?,
-        None => base.clone().with_accounts_dir()?,
+        None => base.clone(),
     })
 }
 
-/// Loads the account set the configuration describes now.
-pub fn load_accounts(base: &Config, config_path: Option<&Path>) -> Result<Accounts, ReloadError> {
+/// The config and the whole account set it describes now.
+fn load(base: &Config, config_path: Option<&Path>) -> Result<(Config, Accounts), ReloadError> {
     let config = current_config(base, config_path)?;
-    Ok(Accounts::load(&config.accounts, &config.signing)?)
+    let accounts = Accounts::from_config(&config)?;
+    Ok((config, accounts))
 }
 
 /// Polls every `server.reload_interval` until `shutdown`, swapping in a new account set on
@@ -104,12 +105,7 @@ pub async fn watch(
         // Reading files and parsing RSA keys blocks: keep it off the runtime's threads.
         let loaded = {
             let (base, config_path) = (base.clone(), config_path.clone());
-            tokio::task::spawn_blocking(move || {
-                let config = current_config(&base, config_path.as_deref())?;
-                let accounts = Accounts::load(&config.accounts, &config.signing)?;
-                Ok::<_, ReloadError>((config, accounts))
-            })
-            .await
+            tokio::task::spawn_blocking(move || load(&base, config_path.as_deref())).await
         };
         match loaded {
             Ok(Ok((config, accounts))) => {
@@ -167,10 +163,12 @@ fn fingerprint(base: &Config, config_path: Option<&Path>) -> [u8; 32] {
             add(file);
         }
     }
-    if let Ok(config) = current_config(base, config_path) {
-        for account in &config.accounts {
-            add(&account.private_key_file);
-        }
+    let accounts = current_config(base, config_path)
+        .ok()
+        .and_then(|config| super::dir::configured_accounts(&config).ok())
+        .unwrap_or_default();
+    for account in &accounts {
+        add(&account.private_key_file);
     }
     sha.finalize().into()
 }

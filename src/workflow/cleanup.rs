@@ -15,9 +15,7 @@ impl Session {
         credential_sid: Option<&str>,
     ) -> Result<Vec<String>, WorkflowError> {
         if account_sid == self.main.account_sid {
-            return Err(WorkflowError::Setup(
-                "refusing to clean up the main account".into(),
-            ));
+            return Err(WorkflowError::MainAccount);
         }
         let main = self.main_credentials();
         let registered = self.configured(account_sid)?;
@@ -75,9 +73,9 @@ impl Session {
         .await?;
         done.push(format!("closed {account_sid}"));
 
-        if dir::remove_account(self.accounts_dir(), account_sid)
-            .map_err(|e| WorkflowError::Local(e.to_string()))?
-        {
+        if dir::remove_account(self.accounts_dir(), account_sid).map_err(WorkflowError::file(
+            &dir::account_file(self.accounts_dir(), account_sid),
+        ))? {
             done.push(
                 "removed it from accounts_dir (the running proxy stops signing for it)".into(),
             );

@@ -139,8 +139,9 @@ impl Session {
             .as_ref()
             .and_then(|k| k.get("secret"))
             .and_then(Value::as_str)
-            .ok_or_else(|| {
-                WorkflowError::Setup("step 2/4: Twilio returned no secret for the new key".into())
+            .ok_or_else(|| WorkflowError::MissingInAnswer {
+                step: "step 2/4 (create the API key)".into(),
+                what: "secret for the new key".into(),
             })?
             .to_owned();
         created.api_key_sid = Some(api_key_sid.clone());
@@ -153,9 +154,8 @@ impl Session {
                 .clone()
                 .unwrap_or_else(|| options.key_dir.join(format!("{account_sid}.secret")));
             std::fs::create_dir_all(&options.key_dir)
-                .map_err(|e| WorkflowError::Local(format!("{}: {e}", options.key_dir.display())))?;
-            keygen::write_new_private(&path, &secret)
-                .map_err(|e| WorkflowError::Local(e.to_string()))?;
+                .map_err(WorkflowError::file(&options.key_dir))?;
+            keygen::write_new_private(&path, &secret)?;
             created.secret_file = Some(absolute(&path));
             Some(absolute(&path))
         };
@@ -166,8 +166,7 @@ impl Session {
                 &self.main_account.private_key_file,
                 &self.main_account.credential_sid,
                 self.config.signing.algorithm,
-            )
-            .map_err(|e| WorkflowError::Local(e.to_string()))?;
+            )?;
             (
                 absolute(&self.main_account.private_key_file),
                 spki_pem(&signer)?,
@@ -213,8 +212,10 @@ impl Session {
         .await?;
         self.say("          verified");
 
-        let account_file = dir::write_account(self.accounts_dir(), &account)
-            .map_err(|e| WorkflowError::Local(format!("writing the account file: {e}")))?;
+        let account_file =
+            dir::write_account(self.accounts_dir(), &account).map_err(WorkflowError::file(
+                &dir::account_file(self.accounts_dir(), &account.account_sid),
+            ))?;
         Ok(Subaccount {
             account_sid,
             api_key_sid,

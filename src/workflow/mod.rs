@@ -12,8 +12,9 @@
 //!    public key;
 //! 4. a request signed as the new account, listing its public keys.
 //!
-//! Every request goes through a [`Proxy`] built from the user's config, so `extra_ca_file`,
-//! `connect_to` and the signing code are exactly the proxy's. A failed step reports which
+//! Every request is signed by the proxy's own [`RequestSigner`] and sent by its own
+//! [`Upstream`] client, both built from the user's config, so `extra_ca_file`, `connect_to`
+//! and the signing code are exactly the proxy's. A failed step reports which
 //! step, what Twilio answered and what already exists, so it can be cleaned up.
 
 use std::path::{Path, PathBuf};
@@ -23,15 +24,19 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
 use http::{Method, Request};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use serde_json::Value;
 
+use crate::body::BufferedBody;
+use crate::canonical::body_hash;
 use crate::config::{AccountConfig, Config};
+use crate::error::ProxyError;
 use crate::keygen;
-use crate::keys::{Accounts, KeyStore};
-use crate::proxy::Proxy;
+use crate::keys::{dir, Accounts, KeyStore, KeyStoreError};
 use crate::sid::is_sid;
+use crate::sign::RequestSigner;
 use crate::token::Signer;
+use crate::upstream::Upstream;
 
 mod cleanup;
 mod create;
@@ -43,7 +48,7 @@ pub use rotate::Rotation;
 /// The most pages of one list the workflow reads.
 const MAX_PAGES: usize = 100;
 
-/// The Main API key, from `TWILIO_ACCOUNT_SID`, `TWILIO_MAIN_KEY`, `TWILIO_MAIN_SECRET`.
+/// The Main API key: the only kind of key that may manage accounts and keys under PKCV.
 #[derive(Clone)]
 pub struct MainKey {
     /// The main account.
@@ -71,14 +76,18 @@ impl MainKey {
     ) -> Result<MainKey, WorkflowError> {
         if !is_sid(account_sid, "AC") {
             // The rejected value is not echoed: it may be a secret in the wrong variable.
-            return Err(WorkflowError::Setup(
-                "the main account is not an Account SID (AC followed by 32 hex digits)".into(),
-            ));
+            return Err(WorkflowError::NotASid {
+                what: "main account",
+                expected: "an Account SID",
+                prefix: "AC",
+            });
         }
         if !is_sid(api_key_sid, "SK") {
-            return Err(WorkflowError::Setup(
-                "the Main key is not an API key SID (SK followed by 32 hex digits)".into(),
-            ));
+            return Err(WorkflowError::NotASid {
+                what: "Main key",
+                expected: "an API key SID",
+                prefix: "SK",
+            });
         }
         Ok(MainKey {
             account_sid: account_sid.into(),
@@ -86,31 +95,61 @@ impl MainKey {
             secret: secret.into(),
         })
     }
-
-    /// Reads `TWILIO_ACCOUNT_SID`, `TWILIO_MAIN_KEY` and `TWILIO_MAIN_SECRET`.
-    pub fn from_env() -> Result<MainKey, WorkflowError> {
-        let var = |name: &str| {
-            std::env::var(name).map_err(|_| {
-                WorkflowError::Setup(format!(
-                    "{name} is not set (the Main API key comes from the environment)"
-                ))
-            })
-        };
-        MainKey::new(
-            &var("TWILIO_ACCOUNT_SID")?,
-            &var("TWILIO_MAIN_KEY")?,
-            &var("TWILIO_MAIN_SECRET")?,
-        )
-    }
 }
 
-/// Why a workflow step failed.
+/// Why a workflow step failed. Each message says which step and what to do.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkflowError {
-    /// Missing or inconsistent input.
-    #[error("{0}")]
-    Setup(String),
+    /// A Main-key setting has the wrong shape (its value is not echoed: it may be a secret
+    /// in the wrong variable).
+    #[error("the {what} is not {expected} ({prefix} followed by 32 hex digits)")]
+    NotASid {
+        /// What the setting is.
+        what: &'static str,
+        /// What it should be.
+        expected: &'static str,
+        /// The prefix it should have.
+        prefix: &'static str,
+    },
+    /// The config has no `accounts_dir`.
+    #[error("accounts_dir is not set in the config: it is where new accounts are registered for the proxy")]
+    NoAccountsDir,
+    /// The main account has no signing key configured.
+    #[error("the main account {0} is not configured (an [[accounts]] entry or a file in accounts_dir): its credential_sid and private_key_file sign the Main key's requests")]
+    MainAccountNotConfigured(String),
+    /// An account to act on is not configured.
+    #[error("{0} is not configured on this proxy")]
+    NotConfigured(String),
+    /// Cleanup was asked to delete the main account.
+    #[error("refusing to clean up the main account")]
+    MainAccount,
+    /// An account lists no API key to verify a new key with.
+    #[error("{0} lists no api_key_sids to verify the new key with")]
+    NoApiKey(String),
+    /// The accounts directory could not be read.
+    #[error(transparent)]
+    AccountsDir(#[from] dir::AccountsDirError),
+    /// An account set did not load.
+    #[error(transparent)]
+    Keys(#[from] KeyStoreError),
+    /// The accounts would not reload with the rotated key, so nothing was switched.
+    #[error("the accounts would not reload after the switch: {source}")]
+    WouldNotReload {
+        /// Why.
+        source: KeyStoreError,
+    },
+    /// The upstream client could not be built.
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::UpstreamError),
+    /// A request could not be built.
+    #[error("{step}: cannot build the request: {source}")]
+    Request {
+        /// Which step.
+        step: String,
+        /// Why.
+        source: http::Error,
+    },
     /// Twilio (or the proxy) refused a request.
     #[error("{step}: HTTP {status}{}: {message}", code.map(|c| format!(", code {c}")).unwrap_or_default())]
     Twilio {
@@ -123,9 +162,98 @@ pub enum WorkflowError {
         /// Its message.
         message: String,
     },
+    /// Twilio's answer lacks something the workflow needs.
+    #[error("{step}: Twilio's answer has no {what}")]
+    MissingInAnswer {
+        /// Which step.
+        step: String,
+        /// What is missing.
+        what: String,
+    },
+    /// The signed request worked, but the account does not list the credential.
+    #[error("{step}: the signed request succeeded but {credential} is not among the account's public keys")]
+    CredentialNotListed {
+        /// Which step.
+        step: String,
+        /// The credential.
+        credential: String,
+    },
+    /// An API key secret could not be read.
+    #[error("cannot read the secret of {api_key} from {}: {source}; pass --secret-file", .path.display())]
+    SecretUnreadable {
+        /// The API key.
+        api_key: String,
+        /// The file tried.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A local file could not be written or read.
-    #[error("{0}")]
-    Local(String),
+    #[error("{}: {source}", .path.display())]
+    File {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A key pair could not be made or written.
+    #[error(transparent)]
+    Keygen(#[from] keygen::KeygenError),
+    /// A key could not be encoded.
+    #[error(transparent)]
+    Token(#[from] crate::token::TokenError),
+    /// A step failed and undoing it failed too.
+    #[error("{error}; undoing step 2/5 failed too ({undo}): delete the unused credential {credential} yourself")]
+    UndoFailed {
+        /// The first failure.
+        error: Box<WorkflowError>,
+        /// The failed undo.
+        undo: Box<WorkflowError>,
+        /// What is left behind.
+        credential: String,
+    },
+    /// Signing switched, but the old credential could not be deleted.
+    #[error("{error}; signing has switched to {new_credential}, but the old credential {old_credential} still exists: delete it yourself")]
+    OldCredentialKept {
+        /// Why the delete failed.
+        error: Box<WorkflowError>,
+        /// What the proxy signs with now.
+        new_credential: String,
+        /// What is left behind.
+        old_credential: String,
+    },
+    /// The running proxy did not report the new credential in time.
+    #[error("step 4/5: the running proxy (pid {pid}) has not loaded {new_credential} within {} s (see its log); the account file points to the new key and both credentials are kept: once the proxy signs with {new_credential}, delete {old_credential}", .waited.as_secs())]
+    SwitchNotConfirmed {
+        /// The proxy.
+        pid: u32,
+        /// What it should sign with.
+        new_credential: String,
+        /// What is kept.
+        old_credential: String,
+        /// How long the workflow waited.
+        waited: std::time::Duration,
+    },
+}
+
+impl WorkflowError {
+    /// A request the proxy's own signing path refused, reported as a step's failure.
+    fn refused(step: &str, err: &ProxyError) -> WorkflowError {
+        WorkflowError::Twilio {
+            step: step.to_owned(),
+            status: err.status().as_u16(),
+            code: Some(u64::from(err.code())),
+            message: err.to_string(),
+        }
+    }
+
+    /// A file error at `path`.
+    fn file(path: &Path) -> impl FnOnce(std::io::Error) -> WorkflowError + '_ {
+        move |source| WorkflowError::File {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 /// A workflow run: the user's config, the Main key, and a proxy to send through.
@@ -134,7 +262,8 @@ pub struct Session {
     main: MainKey,
     main_account: AccountConfig,
     store: Arc<KeyStore>,
-    proxy: Arc<Proxy>,
+    signer: RequestSigner,
+    upstream: Upstream,
     progress: Box<dyn Fn(&str) + Send + Sync>,
 }
 
@@ -146,35 +275,26 @@ impl Session {
         main: MainKey,
         progress: impl Fn(&str) + Send + Sync + 'static,
     ) -> Result<Session, WorkflowError> {
-        let config = config
-            .clone()
-            .with_accounts_dir()
-            .map_err(|e| WorkflowError::Setup(e.to_string()))?;
+        let config = config.clone();
         if config.accounts_dir.is_none() {
-            return Err(WorkflowError::Setup(
-                "accounts_dir is not set in the config: it is where new accounts are registered for the proxy".into(),
-            ));
+            return Err(WorkflowError::NoAccountsDir);
         }
-        let Some(main_account) = config
-            .accounts
-            .iter()
+        let Some(main_account) = dir::configured_accounts(&config)?
+            .into_iter()
             .find(|a| a.account_sid == main.account_sid)
-            .cloned()
         else {
-            return Err(WorkflowError::Setup(format!(
-                "the main account {} is not configured (an [[accounts]] entry or a file in accounts_dir): its credential_sid and private_key_file sign the Main key's requests",
-                main.account_sid
-            )));
+            return Err(WorkflowError::MainAccountNotConfigured(main.account_sid));
         };
         let store = Arc::new(KeyStore::new(Accounts::default()));
-        let proxy =
-            Proxy::new(&config, store.clone()).map_err(|e| WorkflowError::Setup(e.to_string()))?;
+        let signer = RequestSigner::new(&config, store.clone());
+        let upstream = Upstream::new(&config.upstream)?;
         let session = Session {
             config,
             main,
             main_account,
             store,
-            proxy: Arc::new(proxy),
+            signer,
+            upstream,
             progress: Box::new(progress),
         };
         session.use_accounts(&session.main_account, &[])?;
@@ -196,8 +316,7 @@ impl Session {
         }
         let mut configs = vec![main];
         configs.extend(others.iter().cloned());
-        let accounts = Accounts::load(&configs, &self.config.signing)
-            .map_err(|e| WorkflowError::Setup(e.to_string()))?;
+        let accounts = Accounts::load(&configs, &self.config.signing)?;
         self.store.replace(accounts);
         Ok(())
     }
@@ -236,17 +355,17 @@ impl Session {
         if !form.is_empty() {
             request = request.header("content-type", "application/x-www-form-urlencoded");
         }
-        let request = request
-            .body(Full::new(body))
-            .map_err(|e| WorkflowError::Setup(format!("{step}: {e}")))?;
-        let response = self.proxy.handle_in(request, None).await;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
+        let (parts, ()) = request
+            .body(())
+            .map_err(|source| WorkflowError::Request {
+                step: step.to_owned(),
+                source,
+            })?
+            .into_parts();
+        let (status, bytes) = self
+            .send(parts, body)
             .await
-            .map(|collected| collected.to_bytes())
-            .unwrap_or_default();
+            .map_err(|err| WorkflowError::refused(step, &err))?;
         let json: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
             return Ok(json);
@@ -262,16 +381,33 @@ impl Session {
         })
     }
 
+    /// Signs the request exactly as the proxy would and sends it upstream; the answer's
+    /// status and body.
+    async fn send(
+        &self,
+        parts: http::request::Parts,
+        body: Bytes,
+    ) -> Result<(http::StatusCode, Bytes), ProxyError> {
+        let target = self.signer.resolve(&parts, None)?;
+        let hash = body_hash(&body);
+        let request = self
+            .signer
+            .sign(parts, &target, BufferedBody::from_bytes(body), hash)?;
+        let response = self.upstream.send(request, &target.host).await?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map(|collected| collected.to_bytes())
+            .unwrap_or_default();
+        Ok((status, bytes))
+    }
+
     /// The account as configured now (`accounts_dir` read afresh: an earlier step of this
     /// session may have written it).
     fn configured(&self, account_sid: &str) -> Result<Option<AccountConfig>, WorkflowError> {
-        let config = self
-            .config
-            .clone()
-            .with_accounts_dir()
-            .map_err(|e| WorkflowError::Setup(e.to_string()))?;
-        Ok(config
-            .accounts
+        Ok(dir::configured_accounts(&self.config)?
             .into_iter()
             .find(|a| a.account_sid == account_sid))
     }
@@ -363,10 +499,10 @@ impl Session {
             .iter()
             .any(|c| c["sid"] == account.credential_sid.as_str());
         if !found {
-            return Err(WorkflowError::Setup(format!(
-                "{step}: the signed request succeeded but {} is not among the account's public keys",
-                account.credential_sid
-            )));
+            return Err(WorkflowError::CredentialNotListed {
+                step: step.to_owned(),
+                credential: account.credential_sid.clone(),
+            });
         }
         Ok(())
     }
@@ -376,9 +512,8 @@ impl Session {
         key_dir: &Path,
         account_sid: &str,
     ) -> Result<(PathBuf, String), WorkflowError> {
-        std::fs::create_dir_all(key_dir)
-            .map_err(|e| WorkflowError::Local(format!("{}: {e}", key_dir.display())))?;
-        let key = keygen::generate(2048).map_err(|e| WorkflowError::Local(e.to_string()))?;
+        std::fs::create_dir_all(key_dir).map_err(WorkflowError::file(key_dir))?;
+        let key = keygen::generate(2048)?;
         // Unique per key pair: a rotation right after a create must not collide.
         let stamp = format!(
             "{}-{}",
@@ -386,11 +521,9 @@ impl Session {
             crate::sid::random_hex::<4>()
         );
         let private = key_dir.join(format!("{account_sid}-{stamp}-private.pem"));
-        keygen::write_new_private(&private, &key.private_pem)
-            .map_err(|e| WorkflowError::Local(e.to_string()))?;
+        keygen::write_new_private(&private, &key.private_pem)?;
         let public = key_dir.join(format!("{account_sid}-{stamp}-public.pem"));
-        std::fs::write(&public, &key.public_pem)
-            .map_err(|e| WorkflowError::Local(format!("{}: {e}", public.display())))?;
+        std::fs::write(&public, &key.public_pem).map_err(WorkflowError::file(&public))?;
         Ok((absolute(&private), key.public_pem))
     }
 
@@ -416,15 +549,14 @@ fn sid_field(json: &Option<Value>, prefix: &str, step: &str) -> Result<String, W
         .and_then(Value::as_str)
         .filter(|sid| is_sid(sid, prefix))
         .map(str::to_owned)
-        .ok_or_else(|| {
-            WorkflowError::Setup(format!("{step}: Twilio's answer has no {prefix}… sid"))
+        .ok_or_else(|| WorkflowError::MissingInAnswer {
+            step: step.to_owned(),
+            what: format!("{prefix}… sid"),
         })
 }
 
 fn spki_pem(signer: &Signer) -> Result<String, WorkflowError> {
-    let der = signer
-        .public_key_spki_der()
-        .map_err(|e| WorkflowError::Local(e.to_string()))?;
+    let der = signer.public_key_spki_der()?;
     Ok(pem::encode(&pem::Pem::new("PUBLIC KEY", der)))
 }
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{sid_field, Session, WorkflowError};
 use crate::config::AccountConfig;
 use crate::keys::reload::LoadedStatus;
-use crate::keys::{dir, Accounts};
+use crate::keys::{dir, Accounts, KeyStoreError};
 
 /// A completed rotation.
 #[derive(Debug, Clone, Serialize)]
@@ -41,17 +41,13 @@ impl Session {
         grace: Duration,
     ) -> Result<Rotation, WorkflowError> {
         let Some(current) = self.configured(account_sid)? else {
-            return Err(WorkflowError::Setup(format!(
-                "{account_sid} is not configured on this proxy"
-            )));
+            return Err(WorkflowError::NotConfigured(account_sid.to_owned()));
         };
         let (api_key_sid, secret) = if account_sid == self.main.account_sid {
             (self.main.api_key_sid.clone(), self.main.secret.clone())
         } else {
             let Some(key) = current.api_key_sids.first() else {
-                return Err(WorkflowError::Setup(format!(
-                    "{account_sid} lists no api_key_sids to verify the new key with"
-                )));
+                return Err(WorkflowError::NoApiKey(account_sid.to_owned()));
             };
             let path = secret_file.map(Path::to_path_buf).unwrap_or_else(|| {
                 let candidates = self.secret_file_candidates(account_sid, Some(&current));
@@ -62,11 +58,12 @@ impl Session {
                     .cloned()
                     .unwrap_or_default()
             });
-            let secret = std::fs::read_to_string(&path).map_err(|e| {
-                WorkflowError::Setup(format!(
-                    "the secret of {key} ({}): {e}; pass --secret-file",
-                    path.display()
-                ))
+            let secret = std::fs::read_to_string(&path).map_err(|source| {
+                WorkflowError::SecretUnreadable {
+                    api_key: key.clone(),
+                    path: path.clone(),
+                    source,
+                }
             })?;
             (key.clone(), secret.trim().to_owned())
         };
@@ -124,15 +121,18 @@ impl Session {
                 .await;
             return Err(match undo {
                 Ok(()) => err,
-                Err(undo) => WorkflowError::Setup(format!(
-                    "{err}; undoing step 2/5 failed too ({undo}): delete the unused credential {new_credential} yourself"
-                )),
+                Err(undo) => WorkflowError::UndoFailed {
+                    error: Box::new(err),
+                    undo: Box::new(undo),
+                    credential: new_credential,
+                },
             });
         }
 
         self.say("step 4/5: switch signing to the new key");
-        dir::write_account(self.accounts_dir(), &rotated)
-            .map_err(|e| WorkflowError::Local(format!("writing the account file: {e}")))?;
+        dir::write_account(self.accounts_dir(), &rotated).map_err(WorkflowError::file(
+            &dir::account_file(self.accounts_dir(), account_sid),
+        ))?;
         self.wait_for_switch(account_sid, &new_credential, &current.credential_sid, grace)
             .await?;
 
@@ -142,14 +142,16 @@ impl Session {
         ));
         self.delete(
             "step 5/5 (delete the old public key)",
-            &format!("https://accounts.twilio.com/v1/Credentials/PublicKeys/{}", current.credential_sid),
+            &format!(
+                "https://accounts.twilio.com/v1/Credentials/PublicKeys/{}",
+                current.credential_sid
+            ),
         )
         .await
-        .map_err(|err| {
-            WorkflowError::Setup(format!(
-                "{err}; signing has switched to {new_credential}, but the old credential {} still exists: delete it yourself",
-                current.credential_sid
-            ))
+        .map_err(|err| WorkflowError::OldCredentialKept {
+            error: Box::new(err),
+            new_credential: new_credential.clone(),
+            old_credential: current.credential_sid.clone(),
         })?;
         Ok(Rotation {
             account_sid: account_sid.to_owned(),
@@ -163,26 +165,19 @@ impl Session {
     /// (every account file parses, every key loads), or a running proxy would refuse it and
     /// keep signing with the old key.
     fn check_switch(&self, rotated: &AccountConfig) -> Result<(), WorkflowError> {
-        let mut config = self
-            .config
-            .clone()
-            .with_accounts_dir()
-            .map_err(|e| WorkflowError::Setup(format!("accounts_dir would not reload: {e}")))?;
-        match config
-            .accounts
+        let not_reloadable = |source: KeyStoreError| WorkflowError::WouldNotReload { source };
+        let mut accounts =
+            dir::configured_accounts(&self.config).map_err(|err| not_reloadable(err.into()))?;
+        match accounts
             .iter_mut()
             .find(|a| a.account_sid == rotated.account_sid)
         {
             Some(account) => *account = rotated.clone(),
-            None => config.accounts.push(rotated.clone()),
+            None => accounts.push(rotated.clone()),
         }
-        Accounts::load(&config.accounts, &config.signing)
+        Accounts::load(&accounts, &self.config.signing)
             .map(drop)
-            .map_err(|e| {
-                WorkflowError::Setup(format!(
-                    "the accounts would not reload after the switch: {e}"
-                ))
-            })
+            .map_err(not_reloadable)
     }
 
     /// Waits until the proxy running on `accounts_dir` reports signing with `new` for the
@@ -208,13 +203,12 @@ impl Session {
                         break;
                     }
                     if Instant::now() >= deadline {
-                        return Err(WorkflowError::Setup(format!(
-                            "step 4/5: the running proxy (pid {}) has not loaded {new} within {} s (see its log); \
-                             the account file points to the new key and both credentials are kept: once the proxy \
-                             signs with {new}, delete {old}",
-                            status.pid,
-                            timeout.as_secs()
-                        )));
+                        return Err(WorkflowError::SwitchNotConfirmed {
+                            pid: status.pid,
+                            new_credential: new.to_owned(),
+                            old_credential: old.to_owned(),
+                            waited: timeout,
+                        });
                     }
                 }
                 _ => {

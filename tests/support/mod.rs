@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use pkcv_proxy::app::Running;
 use pkcv_proxy::config::{AccountConfig, RawConfig};
-use pkcv_standin::{Registry, StandIn};
 use pkcv_proxy::token::{Algorithm, Signer};
-use pkcv_proxy::{server, Config};
+use pkcv_proxy::{App, Config};
+use pkcv_standin::{Registry, StandIn};
 use serde::Deserialize;
 
 /// `../shared/vectors`, what the official SDKs computed.
@@ -200,7 +201,7 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     /// The configuration the proxy runs with (write it out for CLI subprocesses).
     pub raw: RawConfig,
-    server: server::Background,
+    server: Running,
 }
 
 impl Harness {
@@ -220,6 +221,7 @@ impl Harness {
         raw.server.listen = "127.0.0.1:0".into();
         raw.upstream.connect_timeout_ms = 2_000;
         raw.upstream.request_timeout_ms = 5_000;
+        raw.server.shutdown_grace_secs = 2;
         let ca_file = dir.path().join("standin-ca.pem");
         standin.write_ca(&ca_file).unwrap();
         raw.upstream.route_all_to(standin.addr(), ca_file);
@@ -227,9 +229,12 @@ impl Harness {
         tweak(&mut raw);
 
         let config = Config::from_raw(raw.clone()).unwrap();
-        let proxy = server::Background::start(&config, Duration::from_secs(2))
+        let proxy = App::build(config, None)
+            .unwrap()
+            .bind()
             .await
-            .unwrap();
+            .unwrap()
+            .spawn();
         Harness {
             standin,
             proxy: proxy.addr(),
