@@ -8,6 +8,7 @@
 //! refuse. Exits non-zero if any outcome differs from what is expected.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,7 +20,9 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use pkcv_proxy::app::Running;
 use pkcv_proxy::config::{AccountConfig, RawConfig};
+use pkcv_proxy::keys::reload::LoadedStatus;
 use pkcv_proxy::workflow::{CreateOptions, MainKey, Session};
 use pkcv_proxy::{keygen, App, Config};
 use pkcv_standin::{random_hex, random_sid};
@@ -36,26 +39,288 @@ struct Step {
     expect: StatusCode,
 }
 
+/// The main account the demo plays: what a user registers with Twilio by hand.
+struct MainAccount {
+    account_sid: String,
+    api_key_sid: String,
+    credential_sid: String,
+    secret: String,
+}
+
+/// Everything the demo runs, on loopback.
+struct Demo {
+    dir: PathBuf,
+    main: MainAccount,
+    standin: StandIn,
+    config: Config,
+    proxy: Running,
+}
+
+/// A subaccount the demo brought up, and the secret of its API key (kept in memory).
+struct DemoSubaccount {
+    account_sid: String,
+    api_key_sid: String,
+    secret: String,
+}
+
 pub(crate) async fn run() -> anyhow::Result<ExitCode> {
-    let dir = tempfile_dir()?;
     println!("pkcv-proxy demo — everything runs on 127.0.0.1; nothing leaves this machine.\n");
+    let demo = Demo::start().await?;
+    let session = Session::new(
+        &demo.config,
+        MainKey::new(
+            &demo.main.account_sid,
+            &demo.main.api_key_sid,
+            &demo.main.secret,
+        )?,
+        |line| println!("   {line}"),
+    )?;
+    let subaccount = demo.create_subaccount(&session).await?;
+    let steps = demo.steps(&subaccount);
+    let failures = demo.run_steps(&steps).await?;
+    println!(
+        "{}. clean up the subaccount (what `pkcv-proxy subaccount cleanup` does)",
+        steps.len() + 5
+    );
+    for line in session
+        .cleanup_subaccount(&subaccount.account_sid, None)
+        .await?
+    {
+        println!("   {line}");
+    }
+    println!();
+    Ok(demo.finish(failures).await)
+}
 
-    let account_sid = random_sid("AC");
-    let api_key_sid = random_sid("SK");
-    let credential_sid = random_sid("CR");
-    let secret = random_hex::<16>();
+impl Demo {
+    /// Steps 1–3: a key pair, the stand-in that knows it, and the proxy in front of it.
+    async fn start() -> anyhow::Result<Demo> {
+        let dir = tempfile_dir()?;
+        let main = MainAccount {
+            account_sid: random_sid("AC"),
+            api_key_sid: random_sid("SK"),
+            credential_sid: random_sid("CR"),
+            secret: random_hex::<16>(),
+        };
+        println!("1. generate a throwaway RSA-2048 key pair");
+        let key = keygen::generate(2048)?;
+        let key_file = dir.join("demo-private.pem");
+        keygen::write_new_private(&key_file, &key.private_pem)?;
+        println!("   private key {} (0600)", key_file.display());
 
-    println!("1. generate a throwaway RSA-2048 key pair");
-    let key = keygen::generate(2048)?;
-    let key_file = dir.join("demo-private.pem");
-    keygen::write_new_private(&key_file, &key.private_pem)?;
-    println!("   private key {} (0600)", key_file.display());
+        println!(
+            "2. start the Twilio stand-in and register the public key {} and API key {} for {}",
+            main.credential_sid, main.api_key_sid, main.account_sid
+        );
+        let mut registry = Registry::default();
+        registry.add_public_key_pem(
+            &main.credential_sid,
+            &main.account_sid,
+            key.public_pem.as_bytes(),
+        )?;
+        registry.add_api_key(&main.api_key_sid, &main.account_sid, &main.secret);
+        let standin = StandIn::start(registry).await?;
+        println!(
+            "   stand-in on https://{} (trusting its CA via extra_ca_file)",
+            standin.addr()
+        );
 
-    println!("2. start the Twilio stand-in and register the public key {credential_sid} and API key {api_key_sid} for {account_sid}");
-    let mut registry = Registry::default();
-    registry.add_public_key_pem(&credential_sid, &account_sid, key.public_pem.as_bytes())?;
-    registry.add_api_key(&api_key_sid, &account_sid, &secret);
-    let standin = StandIn::start(registry).await?;
+        println!("3. start pkcv-proxy");
+        let config = proxy_config(&dir, &main, key_file, &standin)?;
+        let proxy = App::build(config.clone(), None)?.bind().await?.spawn();
+        println!(
+            "   proxy on http://{}, watching {}",
+            proxy.addr(),
+            dir.join("accounts").display()
+        );
+        Ok(Demo {
+            dir,
+            main,
+            standin,
+            config,
+            proxy,
+        })
+    }
+
+    /// Step 4: the subaccount workflow, then waits until the running proxy signs for it.
+    async fn create_subaccount(&self, session: &Session) -> anyhow::Result<DemoSubaccount> {
+        println!("4. bring up a subaccount under PKCV with the Main API key (what `pkcv-proxy subaccount create` does)");
+        let subaccount = session
+            .create_subaccount(&CreateOptions {
+                friendly_name: "pkcv-proxy demo subaccount".into(),
+                key_dir: self.dir.join("keys"),
+                reuse_main_key: false,
+                secret_file: None,
+                // Kept in memory for the requests below; never printed.
+                secret_to_stdout: true,
+            })
+            .await?;
+        println!(
+            "   registered in {}; the running proxy picks it up",
+            subaccount.account_file.display()
+        );
+        self.wait_until_signing_for(&subaccount.account_sid).await?;
+        println!();
+        Ok(DemoSubaccount {
+            account_sid: subaccount.account_sid,
+            api_key_sid: subaccount.api_key_sid,
+            secret: subaccount.secret.unwrap_or_default(),
+        })
+    }
+
+    /// Waits (at most 10 s) until the running proxy reports signing for `account_sid`.
+    async fn wait_until_signing_for(&self, account_sid: &str) -> anyhow::Result<()> {
+        let accounts_dir = self.dir.join("accounts");
+        for _ in 0..200 {
+            if LoadedStatus::read(&accounts_dir)
+                .is_some_and(|s| s.accounts.contains_key(account_sid))
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("the proxy did not pick up {account_sid} within 10 s")
+    }
+
+    /// The requests of steps 5 on: each routing form, the subaccount, and two refusals.
+    fn steps(&self, subaccount: &DemoSubaccount) -> Vec<Step> {
+        let account_sid = &self.main.account_sid;
+        let api_key_auth = basic(&self.main.api_key_sid, &self.main.secret);
+        let form = |body: &str| Some(("application/x-www-form-urlencoded", body.to_owned()));
+        let get = |title, target: String, auth: &str, host, expect| Step {
+            title,
+            method: Method::GET,
+            target,
+            auth: auth.to_owned(),
+            host,
+            body: None,
+            expect,
+        };
+        vec![
+            // `%2B`, as real clients send a `+`: a bare `+` in a query is a space.
+            get("list messages (base URL = proxy, default host api.twilio.com)",
+                format!("/2010-04-01/Accounts/{account_sid}/Messages.json?PageSize=20&To=%2B14155550100"),
+                &api_key_auth, None, StatusCode::OK),
+            Step {
+                title: "send an SMS (form body)",
+                method: Method::POST,
+                target: format!("/2010-04-01/Accounts/{account_sid}/Messages.json"),
+                auth: api_key_auth.clone(),
+                host: None,
+                body: form("To=%2B14155550100&From=%2B14155550199&Body=Hello+from+pkcv-proxy"),
+                expect: StatusCode::OK,
+            },
+            get("list public keys on accounts.twilio.com (host as first path segment)",
+                "/accounts.twilio.com/v1/Credentials/PublicKeys?PageSize=20".into(),
+                &api_key_auth, None, StatusCode::OK),
+            get("fetch the account as a sidecar client (Host: api.twilio.com mapped to loopback)",
+                format!("/2010-04-01/Accounts/{account_sid}.json"),
+                &api_key_auth, Some("api.twilio.com"), StatusCode::OK),
+            get("list accounts, absolute-form as an HTTP_PROXY client sends it",
+                "http://api.twilio.com/2010-04-01/Accounts.json?FriendlyName=with%20space".into(),
+                &api_key_auth, None, StatusCode::OK),
+            Step {
+                title: "send an SMS as the new subaccount, with its own API key",
+                method: Method::POST,
+                target: format!("/2010-04-01/Accounts/{}/Messages.json", subaccount.account_sid),
+                auth: basic(&subaccount.api_key_sid, &subaccount.secret),
+                host: None,
+                body: form("To=%2B14155550100&Body=Hello+from+a+subaccount"),
+                expect: StatusCode::CREATED,
+            },
+            get("Auth Token credentials are refused by the proxy, never forwarded",
+                format!("/2010-04-01/Accounts/{account_sid}/Messages.json"),
+                &basic(account_sid, "an-auth-token"), None, StatusCode::UNAUTHORIZED),
+            get("a host that is not Twilio is refused: not an open proxy",
+                "/example.com/index.html".into(),
+                &api_key_auth, None, StatusCode::FORBIDDEN),
+        ]
+    }
+
+    /// Sends each step through the proxy and reports what the stand-in verified; returns
+    /// how many turned out other than expected.
+    async fn run_steps(&self, steps: &[Step]) -> anyhow::Result<usize> {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let mut failures = 0;
+        for (n, step) in steps.iter().enumerate() {
+            let verified_before = self.standin.verified();
+            let (status, body) = send(&client, self.proxy.addr(), step).await?;
+            let verified = self.standin.verified() > verified_before;
+            let ok = if step.expect.is_success() {
+                status.is_success() && verified
+            } else {
+                status == step.expect && !verified
+            };
+            failures += usize::from(!ok);
+            println!(
+                "{}. {}\n   {} {}",
+                n + 5,
+                step.title,
+                step.method,
+                step.target
+            );
+            let outcome = if ok { "as expected" } else { "UNEXPECTED" };
+            println!("   -> {status}  [{outcome}]");
+            if verified {
+                self.print_verified().await;
+            }
+            println!("   {}\n", summarize(status, &body));
+        }
+        Ok(failures)
+    }
+
+    /// What the stand-in received for the last request, as Twilio would see it.
+    async fn print_verified(&self) {
+        if let Some(record) = self.standin.records().await.pop() {
+            let query = if record.query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", record.query)
+            };
+            println!(
+                "   stand-in verified the signature: {} https://{}{}{query}",
+                record.method, record.host, record.path
+            );
+        }
+    }
+
+    /// Stops everything, removes the throwaway files and says what to do next.
+    async fn finish(self, failures: usize) -> ExitCode {
+        self.proxy.stop().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let verdict = if failures == 0 {
+            "Demo OK."
+        } else {
+            "Demo FAILED."
+        };
+        println!(
+            "stand-in: {} request(s) verified, {} rejected. {verdict}",
+            self.standin.verified(),
+            self.standin.rejected(),
+        );
+        if failures != 0 {
+            return ExitCode::FAILURE;
+        }
+        println!(
+            "\nNext, with your own Twilio account (README, \"Running it for real\"):\n\
+             1. pkcv-proxy keygen --out-dir keys          # a key pair; upload the public half to Twilio\n\
+             2. cp config/pkcv-proxy.example.toml pkcv-proxy.toml   # set account_sid, credential_sid, private_key_file\n\
+             3. pkcv-proxy check-config -c pkcv-proxy.toml\n\
+             4. pkcv-proxy serve -c pkcv-proxy.toml\n\
+             5. point an SDK at it: HTTP_PROXY=http://127.0.0.1:8080, or its base URL"
+        );
+        ExitCode::SUCCESS
+    }
+}
+
+/// The proxy's configuration for the demo: the main account, an `accounts_dir` the
+/// workflow registers the subaccount in, and every Twilio host dialled at the stand-in.
+fn proxy_config(
+    dir: &Path,
+    main: &MainAccount,
+    key_file: PathBuf,
+    standin: &StandIn,
+) -> anyhow::Result<Config> {
     let mut raw = RawConfig::default();
     raw.server.listen = "127.0.0.1:0".into();
     raw.server.reload_interval_ms = 200;
@@ -65,211 +330,18 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
     let ca_file = dir.join("standin-ca.pem");
     standin.write_ca(&ca_file)?;
     raw.upstream.route_all_to(standin.addr(), ca_file);
-    println!(
-        "   stand-in on https://{} (trusting its CA via extra_ca_file)",
-        standin.addr()
-    );
-
-    println!("3. start pkcv-proxy");
     raw.accounts.push(AccountConfig {
-        account_sid: account_sid.clone(),
-        credential_sid: credential_sid.clone(),
+        account_sid: main.account_sid.clone(),
+        credential_sid: main.credential_sid.clone(),
         private_key_file: key_file,
-        api_key_sids: vec![api_key_sid.clone()],
+        api_key_sids: vec![main.api_key_sid.clone()],
     });
-    let config = Config::from_raw(raw)?;
-    let proxy = App::build(config.clone(), None)?.bind().await?.spawn();
-    let proxy_addr = proxy.addr();
-    println!(
-        "   proxy on http://{proxy_addr}, watching {}",
-        dir.join("accounts").display()
-    );
+    Ok(Config::from_raw(raw)?)
+}
 
-    println!("4. bring up a subaccount under PKCV with the Main API key (what `pkcv-proxy subaccount create` does)");
-    let session = Session::new(
-        &config,
-        MainKey::new(&account_sid, &api_key_sid, &secret)?,
-        |line| println!("   {line}"),
-    )?;
-    let subaccount = session
-        .create_subaccount(&CreateOptions {
-            friendly_name: "pkcv-proxy demo subaccount".into(),
-            key_dir: dir.join("keys"),
-            reuse_main_key: false,
-            secret_file: None,
-            // Kept in memory for the requests below; never printed.
-            secret_to_stdout: true,
-        })
-        .await?;
-    let sub_sid = subaccount.account_sid.clone();
-    let sub_secret = subaccount.secret.clone().unwrap_or_default();
-    println!(
-        "   registered in {}; the running proxy picks it up",
-        subaccount.account_file.display()
-    );
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    println!();
-
-    let api_key_auth = format!(
-        "Basic {}",
-        STANDARD.encode(format!("{api_key_sid}:{secret}"))
-    );
-    let auth_token_auth = format!(
-        "Basic {}",
-        STANDARD.encode(format!("{account_sid}:an-auth-token"))
-    );
-    let steps = [
-        Step {
-            title: "list messages (base URL = proxy, default host api.twilio.com)",
-            method: Method::GET,
-            target: format!(
-                "/2010-04-01/Accounts/{account_sid}/Messages.json?PageSize=20&To=+14155550100"
-            ),
-            auth: api_key_auth.clone(),
-            host: None,
-            body: None,
-            expect: StatusCode::OK,
-        },
-        Step {
-            title: "send an SMS (form body)",
-            method: Method::POST,
-            target: format!("/2010-04-01/Accounts/{account_sid}/Messages.json"),
-            auth: api_key_auth.clone(),
-            host: None,
-            body: Some((
-                "application/x-www-form-urlencoded",
-                "To=%2B14155550100&From=%2B14155550199&Body=Hello+from+pkcv-proxy".into(),
-            )),
-            expect: StatusCode::OK,
-        },
-        Step {
-            title: "list public keys on accounts.twilio.com (host as first path segment)",
-            method: Method::GET,
-            target: "/accounts.twilio.com/v1/Credentials/PublicKeys?PageSize=20".into(),
-            auth: api_key_auth.clone(),
-            host: None,
-            body: None,
-            expect: StatusCode::OK,
-        },
-        Step {
-            title:
-                "fetch the account as a sidecar client (Host: api.twilio.com mapped to loopback)",
-            method: Method::GET,
-            target: format!("/2010-04-01/Accounts/{account_sid}.json"),
-            auth: api_key_auth.clone(),
-            host: Some("api.twilio.com"),
-            body: None,
-            expect: StatusCode::OK,
-        },
-        Step {
-            title: "list accounts, absolute-form as an HTTP_PROXY client sends it",
-            method: Method::GET,
-            target: "http://api.twilio.com/2010-04-01/Accounts.json?FriendlyName=with%20space"
-                .into(),
-            auth: api_key_auth.clone(),
-            host: None,
-            body: None,
-            expect: StatusCode::OK,
-        },
-        Step {
-            title: "send an SMS as the new subaccount, with its own API key",
-            method: Method::POST,
-            target: format!("/2010-04-01/Accounts/{sub_sid}/Messages.json"),
-            auth: format!(
-                "Basic {}",
-                STANDARD.encode(format!("{}:{sub_secret}", subaccount.api_key_sid))
-            ),
-            host: None,
-            body: Some((
-                "application/x-www-form-urlencoded",
-                "To=%2B14155550100&Body=Hello+from+a+subaccount".into(),
-            )),
-            expect: StatusCode::CREATED,
-        },
-        Step {
-            title: "Auth Token credentials are refused by the proxy, never forwarded",
-            method: Method::GET,
-            target: format!("/2010-04-01/Accounts/{account_sid}/Messages.json"),
-            auth: auth_token_auth,
-            host: None,
-            body: None,
-            expect: StatusCode::UNAUTHORIZED,
-        },
-        Step {
-            title: "a host that is not Twilio is refused: not an open proxy",
-            method: Method::GET,
-            target: "/example.com/index.html".into(),
-            auth: api_key_auth,
-            host: None,
-            body: None,
-            expect: StatusCode::FORBIDDEN,
-        },
-    ];
-
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut failures = 0;
-    for (n, step) in steps.iter().enumerate() {
-        let verified_before = standin.verified();
-        let (status, body) = send(&client, proxy_addr, step).await?;
-        let verified = standin.verified() > verified_before;
-        let ok = if step.expect.is_success() {
-            status.is_success() && verified
-        } else {
-            status == step.expect && !verified
-        };
-        failures += usize::from(!ok);
-        println!(
-            "{}. {}\n   {} {}",
-            n + 5,
-            step.title,
-            step.method,
-            step.target
-        );
-        println!(
-            "   -> {status}  [{}]",
-            if ok { "as expected" } else { "UNEXPECTED" }
-        );
-        if verified {
-            if let Some(record) = standin.records().await.pop() {
-                let query = if record.query.is_empty() {
-                    String::new()
-                } else {
-                    format!("?{}", record.query)
-                };
-                println!(
-                    "   stand-in verified the signature: {} https://{}{}{query}",
-                    record.method, record.host, record.path
-                );
-            }
-        }
-        println!("   {}\n", summarize(status, &body));
-    }
-
-    println!(
-        "{}. clean up the subaccount (what `pkcv-proxy subaccount cleanup` does)",
-        steps.len() + 5
-    );
-    for line in session.cleanup_subaccount(&sub_sid, None).await? {
-        println!("   {line}");
-    }
-    println!();
-    proxy.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    println!(
-        "stand-in: {} request(s) verified, {} rejected. {}",
-        standin.verified(),
-        standin.rejected(),
-        if failures == 0 {
-            "Demo OK."
-        } else {
-            "Demo FAILED."
-        }
-    );
-    Ok(if failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+/// HTTP Basic credentials.
+fn basic(user: &str, secret: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!("{user}:{secret}")))
 }
 
 async fn send(
@@ -356,7 +428,7 @@ fn summarize(status: StatusCode, body: &str) -> String {
     }
 }
 
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("pkcv-proxy-demo-{}", random_hex::<6>()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)

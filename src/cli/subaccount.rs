@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use pkcv_proxy::workflow::CreateOptions;
+use pkcv_proxy::workflow::{CreateFailure, CreateOptions, Subaccount};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SubaccountCommand {
@@ -53,9 +53,6 @@ pub(crate) async fn run(
     command: SubaccountCommand,
 ) -> anyhow::Result<ExitCode> {
     let (config, session) = super::workflow_session(config_path)?;
-    let config_flag = config_path
-        .map(|p| format!(" --config {}", p.display()))
-        .unwrap_or_default();
     match command {
         SubaccountCommand::Create(args) => {
             let key_dir = args
@@ -71,74 +68,8 @@ pub(crate) async fn run(
                 secret_to_stdout: args.show_secret,
             };
             match session.create_subaccount(&options).await {
-                Ok(subaccount) => {
-                    eprintln!(
-                        "subaccount {} is ready; the proxy signs for it with {}",
-                        subaccount.account_sid, subaccount.credential_sid
-                    );
-                    eprintln!("  API key:      {}", subaccount.api_key_sid);
-                    match &subaccount.secret_file {
-                        Some(file) => {
-                            eprintln!("  secret:       written to {} (0600)", file.display())
-                        }
-                        None => eprintln!("  secret:       printed below"),
-                    }
-                    eprintln!("  private key:  {}", subaccount.private_key_file.display());
-                    eprintln!("  account file: {}", subaccount.account_file.display());
-                    if let Some(secret) = &subaccount.secret {
-                        println!("{secret}");
-                    }
-                    if args.json {
-                        println!("{}", serde_json::to_string(&subaccount)?);
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(failure) => {
-                    eprintln!("FAILED at {}", failure.error);
-                    let created = &failure.created;
-                    let made: Vec<String> = [
-                        created
-                            .account_sid
-                            .as_ref()
-                            .map(|s| format!("subaccount {s}")),
-                        created.api_key_sid.as_ref().map(|s| format!("API key {s}")),
-                        created
-                            .credential_sid
-                            .as_ref()
-                            .map(|s| format!("public key {s}")),
-                        created
-                            .secret_file
-                            .as_ref()
-                            .map(|p| format!("secret file {}", p.display())),
-                        created
-                            .private_key_file
-                            .as_ref()
-                            .map(|p| format!("private key {}", p.display())),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .collect();
-                    if made.is_empty() {
-                        eprintln!("nothing was created");
-                    } else {
-                        eprintln!("already created: {}", made.join(", "));
-                    }
-                    if let Some(account) = &created.account_sid {
-                        let credential = created
-                            .credential_sid
-                            .as_ref()
-                            .map(|c| format!(" --credential {c}"))
-                            .unwrap_or_default();
-                        eprintln!("to undo it: pkcv-proxy subaccount cleanup{config_flag} --account {account}{credential}");
-                    }
-                    if args.json {
-                        println!(
-                            "{}",
-                            serde_json::json!({"error": failure.error.to_string(), "created": created})
-                        );
-                    }
-                    Ok(ExitCode::FAILURE)
-                }
+                Ok(subaccount) => report_created(&subaccount, args.json),
+                Err(failure) => report_failure(&failure, config_path, args.json),
             }
         }
         SubaccountCommand::Cleanup(args) => {
@@ -152,4 +83,80 @@ pub(crate) async fn run(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn report_created(subaccount: &Subaccount, json: bool) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "subaccount {} is ready; the proxy signs for it with {}",
+        subaccount.account_sid, subaccount.credential_sid
+    );
+    eprintln!("  API key:      {}", subaccount.api_key_sid);
+    match &subaccount.secret_file {
+        Some(file) => eprintln!("  secret:       written to {} (0600)", file.display()),
+        None => eprintln!("  secret:       printed below"),
+    }
+    eprintln!("  private key:  {}", subaccount.private_key_file.display());
+    eprintln!("  account file: {}", subaccount.account_file.display());
+    if let Some(secret) = &subaccount.secret {
+        println!("{secret}");
+    }
+    if json {
+        println!("{}", serde_json::to_string(subaccount)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Says what failed, what already exists, and the command that undoes it.
+fn report_failure(
+    failure: &CreateFailure,
+    config_path: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    eprintln!("FAILED at {}", failure.error);
+    let created = &failure.created;
+    let made: Vec<String> = [
+        created
+            .account_sid
+            .as_ref()
+            .map(|s| format!("subaccount {s}")),
+        created.api_key_sid.as_ref().map(|s| format!("API key {s}")),
+        created
+            .credential_sid
+            .as_ref()
+            .map(|s| format!("public key {s}")),
+        created
+            .secret_file
+            .as_ref()
+            .map(|p| format!("secret file {}", p.display())),
+        created
+            .private_key_file
+            .as_ref()
+            .map(|p| format!("private key {}", p.display())),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if made.is_empty() {
+        eprintln!("nothing was created");
+    } else {
+        eprintln!("already created: {}", made.join(", "));
+    }
+    if let Some(account) = &created.account_sid {
+        let config_flag = config_path
+            .map(|p| format!(" --config {}", p.display()))
+            .unwrap_or_default();
+        let credential = created
+            .credential_sid
+            .as_ref()
+            .map(|c| format!(" --credential {c}"))
+            .unwrap_or_default();
+        eprintln!("to undo it: pkcv-proxy subaccount cleanup{config_flag} --account {account}{credential}");
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"error": failure.error.to_string(), "created": created})
+        );
+    }
+    Ok(ExitCode::FAILURE)
 }

@@ -103,99 +103,12 @@ impl Session {
         options: &CreateOptions,
         created: &mut Created,
     ) -> Result<Subaccount, WorkflowError> {
-        let main = self.main_credentials();
-        self.say(&format!(
-            "step 1/4: create subaccount '{}'",
-            options.friendly_name
-        ));
-        let account = self
-            .call(
-                "step 1/4 (create the subaccount)",
-                Method::POST,
-                "https://api.twilio.com/2010-04-01/Accounts.json",
-                main,
-                &[("FriendlyName", &options.friendly_name)],
-            )
+        let account_sid = self.create_account(options, created).await?;
+        let (api_key_sid, secret, secret_file) =
+            self.create_api_key(options, &account_sid, created).await?;
+        let (private_key_file, credential_sid) = self
+            .upload_public_key(options, &account_sid, created)
             .await?;
-        let account_sid = sid_field(&account, "AC", "step 1/4 (create the subaccount)")?;
-        created.account_sid = Some(account_sid.clone());
-        self.say(&format!("          created {account_sid}"));
-
-        self.say("step 2/4: seed it with an API key");
-        let key = self
-            .call(
-                "step 2/4 (create the API key)",
-                Method::POST,
-                &format!("https://api.twilio.com/2010-04-01/Accounts/{account_sid}/Keys.json"),
-                main,
-                &[(
-                    "FriendlyName",
-                    &format!("pkcv-proxy {}", options.friendly_name),
-                )],
-            )
-            .await?;
-        let api_key_sid = sid_field(&key, "SK", "step 2/4 (create the API key)")?;
-        let secret = key
-            .as_ref()
-            .and_then(|k| k.get("secret"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| WorkflowError::MissingInAnswer {
-                step: "step 2/4 (create the API key)".into(),
-                what: "secret for the new key".into(),
-            })?
-            .to_owned();
-        created.api_key_sid = Some(api_key_sid.clone());
-        self.say(&format!("          created {api_key_sid}"));
-        let secret_file = if options.secret_to_stdout && options.secret_file.is_none() {
-            None
-        } else {
-            let path = options
-                .secret_file
-                .clone()
-                .unwrap_or_else(|| options.key_dir.join(format!("{account_sid}.secret")));
-            std::fs::create_dir_all(&options.key_dir)
-                .map_err(WorkflowError::file(&options.key_dir))?;
-            keygen::write_new_private(&path, &secret)?;
-            created.secret_file = Some(absolute(&path));
-            Some(absolute(&path))
-        };
-
-        self.say("step 3/4: seed it with a public key");
-        let (private_key_file, public_pem) = if options.reuse_main_key {
-            let signer = Signer::from_pem_file(
-                &self.main_account.private_key_file,
-                &self.main_account.credential_sid,
-                self.config.signing.algorithm,
-            )?;
-            (
-                absolute(&self.main_account.private_key_file),
-                spki_pem(&signer)?,
-            )
-        } else {
-            let (file, public) = self.new_key_pair(&options.key_dir, &account_sid)?;
-            created.private_key_file = Some(file.clone());
-            (file, public)
-        };
-        let credential = self
-            .call(
-                "step 3/4 (upload the public key)",
-                Method::POST,
-                "https://accounts.twilio.com/v1/Credentials/PublicKeys",
-                main,
-                &[
-                    ("AccountSid", &account_sid),
-                    (
-                        "FriendlyName",
-                        &format!("pkcv-proxy {}", options.friendly_name),
-                    ),
-                    ("PublicKey", &public_pem),
-                ],
-            )
-            .await?;
-        let credential_sid = sid_field(&credential, "CR", "step 3/4 (upload the public key)")?;
-        created.credential_sid = Some(credential_sid.clone());
-        self.say(&format!("          created {credential_sid}"));
-
         let account = AccountConfig {
             account_sid: account_sid.clone(),
             credential_sid: credential_sid.clone(),
@@ -221,9 +134,129 @@ impl Session {
             api_key_sid,
             credential_sid,
             private_key_file,
+            secret: options.secret_to_stdout.then_some(secret),
             secret_file,
             account_file,
-            secret: options.secret_to_stdout.then_some(secret),
         })
+    }
+
+    /// Step 1: the subaccount itself.
+    async fn create_account(
+        &self,
+        options: &CreateOptions,
+        created: &mut Created,
+    ) -> Result<String, WorkflowError> {
+        const STEP: &str = "step 1/4 (create the subaccount)";
+        self.say(&format!(
+            "step 1/4: create subaccount '{}'",
+            options.friendly_name
+        ));
+        let account = self
+            .call(
+                STEP,
+                Method::POST,
+                "https://api.twilio.com/2010-04-01/Accounts.json",
+                self.main_credentials(),
+                &[("FriendlyName", &options.friendly_name)],
+            )
+            .await?;
+        let account_sid = sid_field(&account, "AC", STEP)?;
+        created.account_sid = Some(account_sid.clone());
+        self.say(&format!("          created {account_sid}"));
+        Ok(account_sid)
+    }
+
+    /// Step 2: an API key for the subaccount; its secret is shown only now, so it is kept
+    /// (a 0600 file unless asked for on stdout). Returns the key, its secret and the file.
+    async fn create_api_key(
+        &self,
+        options: &CreateOptions,
+        account_sid: &str,
+        created: &mut Created,
+    ) -> Result<(String, String, Option<PathBuf>), WorkflowError> {
+        const STEP: &str = "step 2/4 (create the API key)";
+        self.say("step 2/4: seed it with an API key");
+        let key = self
+            .call(
+                STEP,
+                Method::POST,
+                &format!("https://api.twilio.com/2010-04-01/Accounts/{account_sid}/Keys.json"),
+                self.main_credentials(),
+                &[(
+                    "FriendlyName",
+                    &format!("pkcv-proxy {}", options.friendly_name),
+                )],
+            )
+            .await?;
+        let api_key_sid = sid_field(&key, "SK", STEP)?;
+        let secret = key
+            .as_ref()
+            .and_then(|k| k.get("secret"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| WorkflowError::MissingInAnswer {
+                step: STEP.into(),
+                what: "secret for the new key".into(),
+            })?
+            .to_owned();
+        created.api_key_sid = Some(api_key_sid.clone());
+        self.say(&format!("          created {api_key_sid}"));
+        if options.secret_to_stdout && options.secret_file.is_none() {
+            return Ok((api_key_sid, secret, None));
+        }
+        let path = options
+            .secret_file
+            .clone()
+            .unwrap_or_else(|| options.key_dir.join(format!("{account_sid}.secret")));
+        std::fs::create_dir_all(&options.key_dir).map_err(WorkflowError::file(&options.key_dir))?;
+        keygen::write_new_private(&path, &secret)?;
+        created.secret_file = Some(absolute(&path));
+        Ok((api_key_sid, secret, Some(absolute(&path))))
+    }
+
+    /// Step 3: a public key for the subaccount, fresh or the main account's. Returns the
+    /// private key that signs for it and the credential.
+    async fn upload_public_key(
+        &self,
+        options: &CreateOptions,
+        account_sid: &str,
+        created: &mut Created,
+    ) -> Result<(PathBuf, String), WorkflowError> {
+        const STEP: &str = "step 3/4 (upload the public key)";
+        self.say("step 3/4: seed it with a public key");
+        let (private_key_file, public_pem) = if options.reuse_main_key {
+            let signer = Signer::from_pem_file(
+                &self.main_account.private_key_file,
+                &self.main_account.credential_sid,
+                self.config.signing.algorithm,
+            )?;
+            (
+                absolute(&self.main_account.private_key_file),
+                spki_pem(&signer)?,
+            )
+        } else {
+            let (file, public) = self.new_key_pair(&options.key_dir, account_sid)?;
+            created.private_key_file = Some(file.clone());
+            (file, public)
+        };
+        let credential = self
+            .call(
+                STEP,
+                Method::POST,
+                "https://accounts.twilio.com/v1/Credentials/PublicKeys",
+                self.main_credentials(),
+                &[
+                    ("AccountSid", account_sid),
+                    (
+                        "FriendlyName",
+                        &format!("pkcv-proxy {}", options.friendly_name),
+                    ),
+                    ("PublicKey", &public_pem),
+                ],
+            )
+            .await?;
+        let credential_sid = sid_field(&credential, "CR", STEP)?;
+        created.credential_sid = Some(credential_sid.clone());
+        self.say(&format!("          created {credential_sid}"));
+        Ok((private_key_file, credential_sid))
     }
 }

@@ -43,91 +43,18 @@ impl Session {
         let Some(current) = self.configured(account_sid)? else {
             return Err(WorkflowError::NotConfigured(account_sid.to_owned()));
         };
-        let (api_key_sid, secret) = if account_sid == self.main.account_sid {
-            (self.main.api_key_sid.clone(), self.main.secret.clone())
-        } else {
-            let Some(key) = current.api_key_sids.first() else {
-                return Err(WorkflowError::NoApiKey(account_sid.to_owned()));
-            };
-            let path = secret_file.map(Path::to_path_buf).unwrap_or_else(|| {
-                let candidates = self.secret_file_candidates(account_sid, Some(&current));
-                candidates
-                    .iter()
-                    .find(|path| path.is_file())
-                    .or(candidates.first())
-                    .cloned()
-                    .unwrap_or_default()
-            });
-            let secret = std::fs::read_to_string(&path).map_err(|source| {
-                WorkflowError::SecretUnreadable {
-                    api_key: key.clone(),
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-            (key.clone(), secret.trim().to_owned())
-        };
+        let (api_key_sid, secret) = self.account_credentials(&current, secret_file)?;
 
         self.say("step 1/5: generate a new key pair");
         let (private_key_file, public_pem) = self.new_key_pair(key_dir, account_sid)?;
-        self.say("step 2/5: upload the new public key");
-        let mut form = vec![
-            ("FriendlyName", "pkcv-proxy rotated key"),
-            ("PublicKey", public_pem.as_str()),
-        ];
-        if account_sid != self.main.account_sid {
-            form.push(("AccountSid", account_sid));
-        }
-        let uploaded = self
-            .call(
-                "step 2/5 (upload the new public key)",
-                Method::POST,
-                "https://accounts.twilio.com/v1/Credentials/PublicKeys",
-                self.main_credentials(),
-                &form,
-            )
-            .await?;
-        let new_credential = sid_field(&uploaded, "CR", "step 2/5 (upload the new public key)")?;
-        self.say(&format!("          created {new_credential}"));
-
+        let new_credential = self.upload_rotated_key(account_sid, &public_pem).await?;
         let rotated = AccountConfig {
             credential_sid: new_credential.clone(),
             private_key_file: private_key_file.clone(),
             ..current.clone()
         };
-        self.say("step 3/5: verify a request signed with the new key");
-        let ready = match self
-            .verify_as(
-                &rotated,
-                &api_key_sid,
-                &secret,
-                "step 3/5 (signed request with the new key)",
-            )
-            .await
-        {
-            Ok(()) => self.check_switch(&rotated),
-            Err(err) => Err(err),
-        };
-        if let Err(err) = ready {
-            // Nothing has switched: take the new credential back so nothing is left behind.
-            self.say("          failed: deleting the new credential again; nothing was switched");
-            let undo = self
-                .delete(
-                    "undo step 2/5",
-                    &format!(
-                        "https://accounts.twilio.com/v1/Credentials/PublicKeys/{new_credential}"
-                    ),
-                )
-                .await;
-            return Err(match undo {
-                Ok(()) => err,
-                Err(undo) => WorkflowError::UndoFailed {
-                    error: Box::new(err),
-                    undo: Box::new(undo),
-                    credential: new_credential,
-                },
-            });
-        }
+        self.verify_rotated_or_undo(&rotated, &api_key_sid, &secret)
+            .await?;
 
         self.say("step 4/5: switch signing to the new key");
         dir::write_account(self.accounts_dir(), &rotated).map_err(WorkflowError::file(
@@ -136,28 +63,129 @@ impl Session {
         self.wait_for_switch(account_sid, &new_credential, &current.credential_sid, grace)
             .await?;
 
-        self.say(&format!(
-            "step 5/5: delete the old public key {}",
-            current.credential_sid
-        ));
-        self.delete(
-            "step 5/5 (delete the old public key)",
-            &format!(
-                "https://accounts.twilio.com/v1/Credentials/PublicKeys/{}",
-                current.credential_sid
-            ),
-        )
-        .await
-        .map_err(|err| WorkflowError::OldCredentialKept {
-            error: Box::new(err),
-            new_credential: new_credential.clone(),
-            old_credential: current.credential_sid.clone(),
-        })?;
+        self.delete_old_credential(&current.credential_sid, &new_credential)
+            .await?;
         Ok(Rotation {
             account_sid: account_sid.to_owned(),
             old_credential_sid: current.credential_sid,
             new_credential_sid: new_credential,
             private_key_file,
+        })
+    }
+
+    /// The API key and secret a request as `account` is made with: the Main key for the
+    /// main account, else its first listed API key and the secret `create` wrote for it.
+    fn account_credentials(
+        &self,
+        account: &AccountConfig,
+        secret_file: Option<&Path>,
+    ) -> Result<(String, String), WorkflowError> {
+        let account_sid = &account.account_sid;
+        if *account_sid == self.main.account_sid {
+            return Ok((self.main.api_key_sid.clone(), self.main.secret.clone()));
+        }
+        let Some(key) = account.api_key_sids.first() else {
+            return Err(WorkflowError::NoApiKey(account_sid.clone()));
+        };
+        let path = secret_file.map(Path::to_path_buf).unwrap_or_else(|| {
+            let candidates = self.secret_file_candidates(account_sid, Some(account));
+            candidates
+                .iter()
+                .find(|path| path.is_file())
+                .or(candidates.first())
+                .cloned()
+                .unwrap_or_default()
+        });
+        let secret =
+            std::fs::read_to_string(&path).map_err(|source| WorkflowError::SecretUnreadable {
+                api_key: key.clone(),
+                path: path.clone(),
+                source,
+            })?;
+        Ok((key.clone(), secret.trim().to_owned()))
+    }
+
+    /// Step 2: uploads the new public key; returns its credential.
+    async fn upload_rotated_key(
+        &self,
+        account_sid: &str,
+        public_pem: &str,
+    ) -> Result<String, WorkflowError> {
+        const STEP: &str = "step 2/5 (upload the new public key)";
+        self.say("step 2/5: upload the new public key");
+        let mut form = vec![
+            ("FriendlyName", "pkcv-proxy rotated key"),
+            ("PublicKey", public_pem),
+        ];
+        if account_sid != self.main.account_sid {
+            form.push(("AccountSid", account_sid));
+        }
+        let uploaded = self
+            .call(
+                STEP,
+                Method::POST,
+                "https://accounts.twilio.com/v1/Credentials/PublicKeys",
+                self.main_credentials(),
+                &form,
+            )
+            .await?;
+        let new_credential = sid_field(&uploaded, "CR", STEP)?;
+        self.say(&format!("          created {new_credential}"));
+        Ok(new_credential)
+    }
+
+    /// Step 3: a request signed with the new key must verify and the switched account set
+    /// must load; otherwise the new credential is deleted again and nothing is switched.
+    async fn verify_rotated_or_undo(
+        &self,
+        rotated: &AccountConfig,
+        api_key_sid: &str,
+        secret: &str,
+    ) -> Result<(), WorkflowError> {
+        self.say("step 3/5: verify a request signed with the new key");
+        let ready = match self
+            .verify_as(
+                rotated,
+                api_key_sid,
+                secret,
+                "step 3/5 (signed request with the new key)",
+            )
+            .await
+        {
+            Ok(()) => self.check_switch(rotated),
+            Err(err) => Err(err),
+        };
+        let Err(err) = ready else { return Ok(()) };
+        self.say("          failed: deleting the new credential again; nothing was switched");
+        let new_credential = &rotated.credential_sid;
+        let undo = self
+            .delete(
+                "undo step 2/5",
+                &format!("https://accounts.twilio.com/v1/Credentials/PublicKeys/{new_credential}"),
+            )
+            .await;
+        Err(match undo {
+            Ok(()) => err,
+            Err(undo) => WorkflowError::UndoFailed {
+                error: Box::new(err),
+                undo: Box::new(undo),
+                credential: new_credential.clone(),
+            },
+        })
+    }
+
+    /// Step 5: the old credential goes once nothing signs with it any more.
+    async fn delete_old_credential(&self, old: &str, new: &str) -> Result<(), WorkflowError> {
+        self.say(&format!("step 5/5: delete the old public key {old}"));
+        self.delete(
+            "step 5/5 (delete the old public key)",
+            &format!("https://accounts.twilio.com/v1/Credentials/PublicKeys/{old}"),
+        )
+        .await
+        .map_err(|err| WorkflowError::OldCredentialKept {
+            error: Box::new(err),
+            new_credential: new.to_owned(),
+            old_credential: old.to_owned(),
         })
     }
 
