@@ -10,7 +10,7 @@ use http_body_util::{Either, Full};
 use crate::error::ProxyError;
 
 /// What the proxy answers with: Twilio's streamed response, or its own (error) body.
-pub type ProxyBody = Either<hyper::body::Incoming, Full<Bytes>>;
+pub(crate) type ProxyBody = Either<hyper::body::Incoming, Full<Bytes>>;
 
 /// What is known about a request so far, filled in step by step as it is routed.
 #[derive(Debug)]

@@ -22,7 +22,7 @@ const ALWAYS: [HeaderName; 7] = [
 const LEGACY: [&str; 2] = ["keep-alive", "proxy-connection"];
 
 /// Removes every hop-by-hop header, including each name listed in `Connection`.
-pub fn strip(headers: &mut HeaderMap) {
+pub(crate) fn strip(headers: &mut HeaderMap) {
     // Names listed in Connection are read before Connection itself goes.
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)

@@ -38,7 +38,7 @@ const LEAF_RENEW_BEFORE: Duration = Duration::days(1);
 #[non_exhaustive]
 pub enum InterceptError {
     /// A CA file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", .path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -46,7 +46,7 @@ pub enum InterceptError {
         source: std::io::Error,
     },
     /// The CA key is readable by group or others.
-    #[error("{path} is readable by group or others (mode {mode:o}): run chmod 600 on it")]
+    #[error("{} is readable by group or others (mode {mode:o}): run chmod 600 on it", .path.display())]
     KeyTooOpen {
         /// The key file.
         path: PathBuf,
@@ -54,13 +54,16 @@ pub enum InterceptError {
         mode: u32,
     },
     /// The CA certificate is not fit to intercept with.
-    #[error("{path}: {reason}")]
+    #[error("{}: {reason}", .path.display())]
     UnfitCa {
         /// The certificate file.
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
     },
+    /// The CA key could not be written.
+    #[error(transparent)]
+    KeyFile(#[from] crate::keygen::KeygenError),
     /// Certificate parsing or generation failed.
     #[error("certificate: {0}")]
     Certificate(#[from] rcgen::Error),
@@ -120,16 +123,7 @@ pub fn init_ca(out_dir: &Path, permitted: &[String], days: i64) -> Result<CaFile
     let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
 
-    crate::keygen::write_new_private(&key_file, &key.serialize_pem()).map_err(|err| match err {
-        crate::keygen::KeygenError::Write { source, .. } => InterceptError::Io {
-            path: key_file.clone(),
-            source,
-        },
-        other => InterceptError::Io {
-            path: key_file.clone(),
-            source: std::io::Error::other(other.to_string()),
-        },
-    })?;
+    crate::keygen::write_new_private(&key_file, &key.serialize_pem())?;
     std::fs::write(&cert_file, cert.pem()).map_err(io_error(&cert_file))?;
     Ok(CaFiles {
         cert_file,

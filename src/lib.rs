@@ -37,24 +37,24 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
-pub mod access_log;
+pub(crate) mod access_log;
 pub mod app;
 pub mod auth;
 pub mod body;
 pub mod canonical;
 pub mod config;
-pub mod connect;
+pub(crate) mod connect;
 pub mod error;
-pub mod hop;
+pub(crate) mod hop;
 pub mod intercept;
 pub mod keygen;
 pub mod keys;
 pub mod normalize;
-pub mod proxy;
+pub(crate) mod proxy;
 pub mod route;
-pub mod server;
+pub(crate) mod server;
 pub mod shutdown;
-pub mod sid;
+pub(crate) mod sid;
 pub mod sign;
 pub mod telemetry;
 pub mod token;
@@ -64,4 +64,3 @@ pub mod workflow;
 pub use app::App;
 pub use config::Config;
 pub use error::ProxyError;
-pub use proxy::Proxy;

@@ -29,7 +29,7 @@ use crate::upstream::{Upstream, UpstreamError};
 
 /// The signing proxy: shared by every connection and every tunnel.
 #[derive(Debug)]
-pub struct Proxy {
+pub(crate) struct Proxy {
     signer: RequestSigner,
     upstream: Upstream,
     max_body_bytes: u64,
@@ -38,7 +38,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// Builds the proxy from a validated config and a key store. Connects nowhere yet.
-    pub fn new(config: &Config, keys: Arc<KeyStore>) -> Result<Proxy, UpstreamError> {
+    pub(crate) fn new(config: &Config, keys: Arc<KeyStore>) -> Result<Proxy, UpstreamError> {
         Ok(Proxy {
             signer: RequestSigner::new(config, keys),
             upstream: Upstream::new(&config.upstream)?,
@@ -48,13 +48,13 @@ impl Proxy {
     }
 
     /// The signer: what resolves and signs requests, and the key store behind it.
-    pub fn signer(&self) -> &RequestSigner {
+    pub(crate) fn signer(&self) -> &RequestSigner {
         &self.signer
     }
 
     /// Forwards one request signed, or answers with a Twilio-style error. `tunnel_host` is
     /// the host of the `CONNECT` tunnel the request came through, if any.
-    pub async fn handle<B>(
+    pub(crate) async fn handle<B>(
         &self,
         request: Request<B>,
         tunnel_host: Option<&str>,

@@ -4,10 +4,10 @@
 //! `CR` public-key credential), so the shape check lives in one place.
 
 /// The length of every Twilio SID.
-pub const SID_LEN: usize = 34;
+pub(crate) const SID_LEN: usize = 34;
 
 /// True when `s` is a SID with `prefix` (e.g. `"SK"`): the prefix then 32 hex digits.
-pub fn is_sid(s: &str, prefix: &str) -> bool {
+pub(crate) fn is_sid(s: &str, prefix: &str) -> bool {
     s.len() == SID_LEN
         && s.starts_with(prefix)
         && s.as_bytes()[prefix.len()..]
@@ -19,7 +19,7 @@ pub fn is_sid(s: &str, prefix: &str) -> bool {
 ///
 /// Only the segment right after an `Accounts` segment counts, so a SID elsewhere in the
 /// path (a `ParentAccountSid` resource, say) never selects a signing key.
-pub fn account_in_path(path: &str) -> Option<&str> {
+pub(crate) fn account_in_path(path: &str) -> Option<&str> {
     let mut segments = path.split('/');
     while let Some(segment) = segments.next() {
         if segment == "Accounts" {
@@ -31,13 +31,8 @@ pub fn account_in_path(path: &str) -> Option<&str> {
     None
 }
 
-/// A fresh random SID with `prefix`, for the stand-in and the demo (what Twilio would mint).
-pub fn random_sid(prefix: &str) -> String {
-    format!("{prefix}{}", random_hex::<16>())
-}
-
 /// `N` random bytes from the system RNG as hex.
-pub fn random_hex<const N: usize>() -> String {
+pub(crate) fn random_hex<const N: usize>() -> String {
     let mut bytes = [0u8; N];
     // aws-lc's system RNG does not fail on supported platforms; were it to, the result is
     // all zeros, which the callers (identifiers for tests and the demo) tolerate.

@@ -64,40 +64,68 @@ impl Algorithm {
     }
 }
 
+/// What is wrong with a private key's contents.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// No PEM private key block.
+    #[error(
+        "holds no PEM private key (expected PKCS#8 'PRIVATE KEY' or PKCS#1 'RSA PRIVATE KEY')"
+    )]
+    NotPem,
+    /// A private key, but not RSA.
+    #[error("is not an RSA private key (PKCV signs with RSA)")]
+    NotRsa,
+    /// Under 2048 bits.
+    #[error("is an RSA key of {} bits; at least {MIN_RSA_BITS} bits are required", .bits.map_or_else(|| "fewer than 2048".to_owned(), |bits| bits.to_string()))]
+    TooSmall {
+        /// Its modulus size, where known.
+        bits: Option<usize>,
+    },
+    /// An RSA key the crypto library refused.
+    #[error("is not a usable RSA private key: {0}")]
+    Invalid(&'static str),
+}
+
+impl From<aws_lc_rs::error::KeyRejected> for KeyError {
+    /// aws-lc names its reasons like Rust identifiers (`TooSmall`, `WrongAlgorithm`); these
+    /// are the sentences for a person.
+    fn from(rejected: aws_lc_rs::error::KeyRejected) -> Self {
+        match rejected.description_() {
+            "TooSmall" => KeyError::TooSmall { bits: None },
+            "WrongAlgorithm" => KeyError::NotRsa,
+            "InvalidEncoding" => KeyError::Invalid("its encoding is invalid"),
+            "InconsistentComponents" => KeyError::Invalid("its components do not belong together"),
+            "TooLarge" => KeyError::Invalid("it is larger than supported (at most 8192 bits)"),
+            "PublicKeyIsMissing" => KeyError::Invalid("its public half is missing"),
+            _ => KeyError::Invalid("it was rejected"),
+        }
+    }
+}
+
 /// Why a key could not be loaded or a token not minted.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
     /// The key file could not be read.
-    #[error("cannot read private key {path}: {source}")]
+    #[error("cannot read private key {}: {source}", .path.display())]
     Read {
         /// The file.
-        path: String,
+        path: std::path::PathBuf,
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The file holds no PEM private key.
-    #[error("{path} holds no PEM private key (expected PKCS#8 'PRIVATE KEY' or PKCS#1 'RSA PRIVATE KEY')")]
-    NotPem {
+    /// The key file's contents are not a usable key.
+    #[error("private key {} {source}", .path.display())]
+    Key {
         /// The file.
-        path: String,
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        source: KeyError,
     },
-    /// The key is not a usable RSA key.
-    #[error("{path} is not a usable RSA private key: {reason}")]
-    Unsupported {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-    /// The key is smaller than 2048 bits.
-    #[error("{path} is a {bits}-bit RSA key; at least {MIN_RSA_BITS} bits are required")]
-    TooSmall {
-        /// The file.
-        path: String,
-        /// Its modulus size.
-        bits: usize,
-    },
+    /// The public key could not be encoded.
+    #[error("the public key cannot be encoded")]
+    Encode,
     /// The signature operation failed.
     #[error("RSA signing failed")]
     Sign,
@@ -156,22 +184,13 @@ impl Signer {
         credential_sid: &str,
         algorithm: Algorithm,
     ) -> Result<Self, TokenError> {
-        let display = path.display().to_string();
         let pem = std::fs::read(path).map_err(|source| TokenError::Read {
-            path: display.clone(),
+            path: path.to_path_buf(),
             source,
         })?;
-        Self::from_pem(&pem, credential_sid, algorithm).map_err(|err| match err {
-            TokenError::NotPem { .. } => TokenError::NotPem { path: display },
-            TokenError::Unsupported { reason, .. } => TokenError::Unsupported {
-                path: display,
-                reason,
-            },
-            TokenError::TooSmall { bits, .. } => TokenError::TooSmall {
-                path: display,
-                bits,
-            },
-            other => other,
+        Self::from_pem(&pem, credential_sid, algorithm).map_err(|source| TokenError::Key {
+            path: path.to_path_buf(),
+            source,
         })
     }
 
@@ -180,30 +199,16 @@ impl Signer {
         pem: &[u8],
         credential_sid: &str,
         algorithm: Algorithm,
-    ) -> Result<Self, TokenError> {
-        let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| TokenError::NotPem {
-            path: String::new(),
-        })?;
-        let parsed = match &der {
-            PrivateKeyDer::Pkcs8(der) => RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()),
-            PrivateKeyDer::Pkcs1(der) => RsaKeyPair::from_der(der.secret_pkcs1_der()),
-            _ => {
-                return Err(TokenError::Unsupported {
-                    path: String::new(),
-                    reason: "not an RSA key".into(),
-                })
-            }
+    ) -> Result<Self, KeyError> {
+        let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| KeyError::NotPem)?;
+        let key = match &der {
+            PrivateKeyDer::Pkcs8(der) => RsaKeyPair::from_pkcs8(der.secret_pkcs8_der())?,
+            PrivateKeyDer::Pkcs1(der) => RsaKeyPair::from_der(der.secret_pkcs1_der())?,
+            _ => return Err(KeyError::NotRsa),
         };
-        let key = parsed.map_err(|err| TokenError::Unsupported {
-            path: String::new(),
-            reason: err.to_string(),
-        })?;
         let bits = key.public_modulus_len() * 8;
         if bits < MIN_RSA_BITS {
-            return Err(TokenError::TooSmall {
-                path: String::new(),
-                bits,
-            });
+            return Err(KeyError::TooSmall { bits: Some(bits) });
         }
         Ok(Self::new(key, credential_sid, algorithm))
     }
@@ -231,10 +236,7 @@ impl Signer {
             .public_key()
             .as_der()
             .map(|der| der.as_ref().to_vec())
-            .map_err(|_| TokenError::Unsupported {
-                path: String::new(),
-                reason: "the public key cannot be encoded".into(),
-            })
+            .map_err(|_| TokenError::Encode)
     }
 
     /// Mints a token. This is the one place a request is signed.

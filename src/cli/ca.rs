@@ -38,30 +38,26 @@ pub(crate) fn run(config_path: Option<&Path>, command: CaCommand) -> anyhow::Res
     let cert = std::fs::canonicalize(&files.cert_file).context("locating the CA certificate")?;
     let key = std::fs::canonicalize(&files.key_file).context("locating the CA key")?;
     let cert = cert.display();
-    println!("# Created {cert} and {} (0600).", key.display());
-    println!("# In the proxy's config:");
-    println!("#   [intercept]\n#   enabled = true\n#   ca_cert_file = \"{cert}\"\n#   ca_key_file = \"{}\"", key.display());
+    out!("# Created {cert} and {} (0600).", key.display());
+    out!("# In the proxy's config:");
+    out!("#   [intercept]\n#   enabled = true\n#   ca_cert_file = \"{cert}\"\n#   ca_key_file = \"{}\"", key.display());
     // Plain KEY=value lines (comments on their own lines), so the block can be pasted into
     // a shell, an .env file or a systemd EnvironmentFile alike.
-    println!("# In the environment of each app that talks to Twilio through the proxy:");
-    println!("HTTPS_PROXY=http://{listen}");
-    println!("# twilio-node reads only this one (for https:// URLs too):");
-    println!("HTTP_PROXY=http://{listen}");
-    println!("# Hosts the app reaches directly (the proxy tunnels only Twilio hosts and refuses the rest):");
-    println!("NO_PROXY=localhost,127.0.0.1");
-    println!("# Python requests (twilio-python):");
-    println!("REQUESTS_CA_BUNDLE={cert}");
-    println!("# Node.js (twilio-node):");
-    println!("NODE_EXTRA_CA_CERTS={cert}");
-    println!(
-        "# OpenSSL-based clients (Ruby, Go, curl) read these; PHP needs curl.cainfo in php.ini:"
-    );
-    println!("SSL_CERT_FILE={cert}");
-    println!("CURL_CA_BUNDLE={cert}");
-    println!(
-        "# A bundle variable replaces the app's default roots: for other HTTPS services, give it"
-    );
-    println!("# a bundle of the system roots plus this certificate.");
-    println!("# Java: keytool -importcert -alias pkcv-proxy -file {cert} -keystore <truststore>");
+    out!("# In the environment of each app that talks to Twilio through the proxy:");
+    out!("HTTPS_PROXY=http://{listen}");
+    out!("# twilio-node reads only this one (for https:// URLs too):");
+    out!("HTTP_PROXY=http://{listen}");
+    out!("# Hosts the app reaches directly (the proxy tunnels only Twilio hosts and refuses the rest):");
+    out!("NO_PROXY=localhost,127.0.0.1");
+    out!("# Python requests (twilio-python):");
+    out!("REQUESTS_CA_BUNDLE={cert}");
+    out!("# Node.js (twilio-node):");
+    out!("NODE_EXTRA_CA_CERTS={cert}");
+    out!("# OpenSSL-based clients (Ruby, Go, curl) read these; PHP needs curl.cainfo in php.ini:");
+    out!("SSL_CERT_FILE={cert}");
+    out!("CURL_CA_BUNDLE={cert}");
+    out!("# A bundle variable replaces the app's default roots: for other HTTPS services, give it");
+    out!("# a bundle of the system roots plus this certificate.");
+    out!("# Java: keytool -importcert -alias pkcv-proxy -file {cert} -keystore <truststore>");
     Ok(ExitCode::SUCCESS)
 }

@@ -26,7 +26,7 @@ pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
         .collect();
     summary.sort_by(|a, b| a["account_sid"].as_str().cmp(&b["account_sid"].as_str()));
     let effective = json!({ "config": config.raw, "loaded_accounts": summary });
-    println!("{}", serde_json::to_string_pretty(&effective)?);
+    out!("{}", serde_json::to_string_pretty(&effective)?);
     eprintln!("config OK: {} account(s)", accounts.len());
     Ok(ExitCode::SUCCESS)
 }

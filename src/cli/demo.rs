@@ -64,7 +64,7 @@ struct DemoSubaccount {
 }
 
 pub(crate) async fn run() -> anyhow::Result<ExitCode> {
-    println!("pkcv-proxy demo — everything runs on 127.0.0.1; nothing leaves this machine.\n");
+    out!("pkcv-proxy demo — everything runs on 127.0.0.1; nothing leaves this machine.\n");
     let demo = Demo::start().await?;
     let session = Session::new(
         &demo.config,
@@ -73,12 +73,16 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
             &demo.main.api_key_sid,
             &demo.main.secret,
         )?,
-        |line| println!("   {line}"),
+        // Progress lines: a reader that went away is noticed at the next `out!`.
+        |line| {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout().lock(), "   {line}");
+        },
     )?;
     let subaccount = demo.create_subaccount(&session).await?;
     let steps = demo.steps(&subaccount);
     let failures = demo.run_steps(&steps).await?;
-    println!(
+    out!(
         "{}. clean up the subaccount (what `pkcv-proxy subaccount cleanup` does)",
         steps.len() + 5
     );
@@ -86,10 +90,10 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
         .cleanup_subaccount(&subaccount.account_sid, None)
         .await?
     {
-        println!("   {line}");
+        out!("   {line}");
     }
-    println!();
-    Ok(demo.finish(failures).await)
+    out!();
+    demo.finish(failures).await
 }
 
 impl Demo {
@@ -102,15 +106,17 @@ impl Demo {
             credential_sid: random_sid("CR"),
             secret: random_hex::<16>(),
         };
-        println!("1. generate a throwaway RSA-2048 key pair");
+        out!("1. generate a throwaway RSA-2048 key pair");
         let key = keygen::generate(2048)?;
         let key_file = dir.join("demo-private.pem");
         keygen::write_new_private(&key_file, &key.private_pem)?;
-        println!("   private key {} (0600)", key_file.display());
+        out!("   private key {} (0600)", key_file.display());
 
-        println!(
+        out!(
             "2. start the Twilio stand-in and register the public key {} and API key {} for {}",
-            main.credential_sid, main.api_key_sid, main.account_sid
+            main.credential_sid,
+            main.api_key_sid,
+            main.account_sid
         );
         let mut registry = Registry::default();
         registry.add_public_key_pem(
@@ -120,15 +126,15 @@ impl Demo {
         )?;
         registry.add_api_key(&main.api_key_sid, &main.account_sid, &main.secret);
         let standin = StandIn::start(registry).await?;
-        println!(
+        out!(
             "   stand-in on https://{} (trusting its CA via extra_ca_file)",
             standin.addr()
         );
 
-        println!("3. start pkcv-proxy");
+        out!("3. start pkcv-proxy");
         let config = proxy_config(&dir, &main, key_file, &standin)?;
         let proxy = App::build(config.clone(), None)?.bind().await?.spawn();
-        println!(
+        out!(
             "   proxy on http://{}, watching {}",
             proxy.addr(),
             dir.join("accounts").display()
@@ -144,7 +150,7 @@ impl Demo {
 
     /// Step 4: the subaccount workflow, then waits until the running proxy signs for it.
     async fn create_subaccount(&self, session: &Session) -> anyhow::Result<DemoSubaccount> {
-        println!("4. bring up a subaccount under PKCV with the Main API key (what `pkcv-proxy subaccount create` does)");
+        out!("4. bring up a subaccount under PKCV with the Main API key (what `pkcv-proxy subaccount create` does)");
         let subaccount = session
             .create_subaccount(&CreateOptions {
                 friendly_name: "pkcv-proxy demo subaccount".into(),
@@ -155,12 +161,12 @@ impl Demo {
                 secret_to_stdout: true,
             })
             .await?;
-        println!(
+        out!(
             "   registered in {}; the running proxy picks it up",
             subaccount.account_file.display()
         );
         self.wait_until_signing_for(&subaccount.account_sid).await?;
-        println!();
+        out!();
         Ok(DemoSubaccount {
             account_sid: subaccount.account_sid,
             api_key_sid: subaccount.api_key_sid,
@@ -252,7 +258,7 @@ impl Demo {
                 status == step.expect && !verified
             };
             failures += usize::from(!ok);
-            println!(
+            out!(
                 "{}. {}\n   {} {}",
                 n + 5,
                 step.title,
@@ -260,32 +266,35 @@ impl Demo {
                 step.target
             );
             let outcome = if ok { "as expected" } else { "UNEXPECTED" };
-            println!("   -> {status}  [{outcome}]");
+            out!("   -> {status}  [{outcome}]");
             if verified {
-                self.print_verified().await;
+                self.print_verified().await?;
             }
-            println!("   {}\n", summarize(status, &body));
+            out!("   {}\n", summarize(status, &body));
         }
         Ok(failures)
     }
 
     /// What the stand-in received for the last request, as Twilio would see it.
-    async fn print_verified(&self) {
+    async fn print_verified(&self) -> anyhow::Result<()> {
         if let Some(record) = self.standin.records().await.pop() {
             let query = if record.query.is_empty() {
                 String::new()
             } else {
                 format!("?{}", record.query)
             };
-            println!(
+            out!(
                 "   stand-in verified the signature: {} https://{}{}{query}",
-                record.method, record.host, record.path
+                record.method,
+                record.host,
+                record.path
             );
         }
+        Ok(())
     }
 
     /// Stops everything, removes the throwaway files and says what to do next.
-    async fn finish(self, failures: usize) -> ExitCode {
+    async fn finish(self, failures: usize) -> anyhow::Result<ExitCode> {
         self.proxy.stop().await;
         let _ = std::fs::remove_dir_all(&self.dir);
         let verdict = if failures == 0 {
@@ -293,15 +302,15 @@ impl Demo {
         } else {
             "Demo FAILED."
         };
-        println!(
+        out!(
             "stand-in: {} request(s) verified, {} rejected. {verdict}",
             self.standin.verified(),
             self.standin.rejected(),
         );
         if failures != 0 {
-            return ExitCode::FAILURE;
+            return Ok(ExitCode::FAILURE);
         }
-        println!(
+        out!(
             "\nNext, with your own Twilio account (README, \"Running it for real\"):\n\
              1. pkcv-proxy keygen --out-dir keys          # a key pair; upload the public half to Twilio\n\
              2. cp config/pkcv-proxy.example.toml pkcv-proxy.toml   # set account_sid, credential_sid, private_key_file\n\
@@ -309,7 +318,7 @@ impl Demo {
              4. pkcv-proxy serve -c pkcv-proxy.toml\n\
              5. point an SDK at it: HTTP_PROXY=http://127.0.0.1:8080, or its base URL"
         );
-        ExitCode::SUCCESS
+        Ok(ExitCode::SUCCESS)
     }
 }
 

@@ -47,7 +47,7 @@ pub(crate) async fn run(
     let (config, session) = super::workflow_session(config_path)?;
     match command {
         KeysCommand::List(args) => {
-            println!(
+            out!(
                 "{}",
                 serde_json::to_string_pretty(&session.list_keys(&args.account).await?)?
             );
@@ -73,7 +73,7 @@ pub(crate) async fn run(
                 rotation.private_key_file.display(),
                 rotation.old_credential_sid
             );
-            println!("{}", serde_json::to_string(&rotation)?);
+            out!("{}", serde_json::to_string(&rotation)?);
         }
     }
     Ok(ExitCode::SUCCESS)

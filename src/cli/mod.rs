@@ -1,6 +1,15 @@
 //! The command line: one file per subcommand. Errors surface as `anyhow` here, at the edge;
 //! `main` turns them into an exit code.
 
+/// `println!` that returns a write error instead of panicking, so `check-config | head`
+/// ends quietly when the reader goes away (`main` maps a broken pipe to success).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod ca;
 mod check_config;
 #[cfg(feature = "demo")]

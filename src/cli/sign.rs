@@ -86,16 +86,17 @@ pub(crate) fn run(config_path: Option<&Path>, args: SignArgs) -> anyhow::Result<
             "Basic <redacted: --show-secrets>",
         );
     }
-    println!(
+    out!(
         "signing account:   {} (credential {})",
-        target.account.account_sid, target.account.credential_sid
+        target.account.account_sid,
+        target.account.credential_sid
     );
-    println!("api key (iss):     {}", target.auth.api_key_sid);
-    println!("forwarded request: {method} {}", target.uri()?);
-    println!("host header:       {}", target.host);
-    println!("canonical request:\n----\n{shown}\n----");
-    println!("hrh: {SIGNED_HEADERS}");
-    println!("rqh: {rqh}");
-    println!("Twilio-Client-Validation: {token}");
+    out!("api key (iss):     {}", target.auth.api_key_sid);
+    out!("forwarded request: {method} {}", target.uri()?);
+    out!("host header:       {}", target.host);
+    out!("canonical request:\n----\n{shown}\n----");
+    out!("hrh: {SIGNED_HEADERS}");
+    out!("rqh: {rqh}");
+    out!("Twilio-Client-Validation: {token}");
     Ok(ExitCode::SUCCESS)
 }

@@ -98,10 +98,10 @@ fn report_created(subaccount: &Subaccount, json: bool) -> anyhow::Result<ExitCod
     eprintln!("  private key:  {}", subaccount.private_key_file.display());
     eprintln!("  account file: {}", subaccount.account_file.display());
     if let Some(secret) = &subaccount.secret {
-        println!("{secret}");
+        out!("{secret}");
     }
     if json {
-        println!("{}", serde_json::to_string(subaccount)?);
+        out!("{}", serde_json::to_string(subaccount)?);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -153,7 +153,7 @@ fn report_failure(
         eprintln!("to undo it: pkcv-proxy subaccount cleanup{config_flag} --account {account}{credential}");
     }
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({"error": failure.error.to_string(), "created": created})
         );

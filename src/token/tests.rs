@@ -14,21 +14,45 @@ fn loads_pkcs1_and_refuses_weak_or_foreign_keys() {
     let signer =
         Signer::from_pem_file(&fixture("rsa-2048-pkcs1.pem"), CR, Algorithm::Rs256).unwrap();
     assert!(format!("{signer:?}").contains("bits: 2048"));
+    assert_eq!(signer.to_string(), "RSA-2048 key, signing RS256");
 
     let err =
         Signer::from_pem_file(&fixture("rsa-1024-pkcs1.pem"), CR, Algorithm::Rs256).unwrap_err();
     // aws-lc-rs itself refuses keys under 2048 bits; either way the message names the file.
     assert!(err.to_string().contains("rsa-1024-pkcs1.pem"), "{err}");
-    assert!(matches!(
-        err,
-        TokenError::TooSmall { .. } | TokenError::Unsupported { .. }
-    ));
+    assert!(
+        matches!(
+            err,
+            TokenError::Key {
+                source: KeyError::TooSmall { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // A sentence for a person: no Rust identifiers from the crypto library.
+    assert!(err.to_string().contains("at least 2048 bits"), "{err}");
+    assert!(!err.to_string().contains("TooSmall"), "{err}");
 
     let err = Signer::from_pem_file(&fixture("ec-p256.pem"), CR, Algorithm::Rs256).unwrap_err();
-    assert!(matches!(err, TokenError::Unsupported { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            TokenError::Key {
+                source: KeyError::NotRsa,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .ends_with("is not an RSA private key (PKCV signs with RSA)"),
+        "{err}"
+    );
 
     let err = Signer::from_pem(b"not pem", CR, Algorithm::Rs256).unwrap_err();
-    assert!(matches!(err, TokenError::NotPem { .. }));
+    assert_eq!(err, KeyError::NotPem);
 
     let err = Signer::from_pem_file(&fixture("missing.pem"), CR, Algorithm::Rs256).unwrap_err();
     assert!(matches!(err, TokenError::Read { .. }));
