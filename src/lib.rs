@@ -6,33 +6,42 @@
 //!
 //! # Layout
 //!
-//! The request path reads top to bottom, one module per step:
+//! [`app`] is the one assembly path: it builds everything from a validated [`Config`], binds,
+//! serves and drains, for `serve`, the demo and the tests alike. From there the request path
+//! reads top to bottom, one module per step:
 //!
-//! - [`server`]: the listener loop; one task per connection, one shutdown signal.
-//! - [`proxy`]: the per-request pipeline that ties the steps below together.
-//! - [`connect`]: `CONNECT` — refused, intercepted (TLS terminated with a local CA, each
-//!   request inside signed like any other) or, for hosts named for it, passed through.
-//! - [`route`]: which Twilio host a request is for, and the allow-list that keeps the
-//!   proxy from ever becoming an open proxy.
-//! - [`auth`]: who is asking — the API key SID from HTTP Basic auth.
-//! - [`keys`]: which configured account signs, behind a swappable snapshot handle.
-//! - [`normalize`]: the path and query rewritten into a form every Twilio SDK
-//!   canonicalizes identically.
-//! - [`sign`]: the resolved [`sign::Target`] and the token minted over exactly it.
-//! - [`hop`]: hop-by-hop headers stripped before signing and forwarding.
-//! - [`body`]: the request body, hashed chunk by chunk and forwarded as the same `Bytes`.
-//! - [`canonical`]: the canonical request string and its SHA-256 (`rqh`).
-//! - [`token`]: minting the JWT from a key parsed once.
-//! - [`upstream`]: the pooled, always-verified TLS client to Twilio.
-//! - [`intercept`]: the local CA that lets `HTTPS_PROXY` clients be signed for inside
-//!   `CONNECT` tunnels.
-//! - [`error`]: every error the proxy produces, turned into Twilio-style JSON in one place.
+//! - `server`: the listener loop; one task per connection; `CONNECT` to `connect`, every
+//!   other request to `proxy`.
+//! - `connect`: `CONNECT` — refused, intercepted (TLS terminated with a local CA, each
+//!   request inside handed to `proxy` like any other) or, for hosts named for it, passed
+//!   through.
+//! - `proxy`: one request: strip hop-by-hop headers (`hop`), resolve and sign ([`sign`]),
+//!   buffer and hash the body ([`body`]), forward ([`upstream`]); one log line each
+//!   (`access_log`).
+//! - [`sign`]: resolve a request to a [`sign::Target`] — [`route`] (which Twilio host; the
+//!   allow-list that keeps the proxy from ever becoming an open proxy), [`auth`] (the API key
+//!   from HTTP Basic auth), [`normalize`] (path and query in a form every SDK canonicalizes
+//!   alike), [`keys`] (which account signs, one snapshot per request) — then mint the token
+//!   over exactly what is forwarded.
+//! - [`canonical`]: the canonical request string and its SHA-256 (`rqh`); [`token`]: the JWT
+//!   from a key parsed once.
+//! - [`error`]: every error a client can get, turned into Twilio-style JSON in one place.
 //!
-//! Around it: [`config`] (figment file + env, validated before anything binds), [`keygen`],
-//! [`sid`] (Twilio SID shapes), [`shutdown`], [`telemetry`] (logging with redaction), and
-//! [`workflow`] (the subaccount and key-rotation workflow under PKCV, through the proxy's own
-//! signing path), and [`standin`], a Twilio stand-in that verifies PKCV the way Twilio does, for tests and the
-//! offline demo.
+//! Around it: [`config`] (a pure, validated value: figment file + env), [`intercept`] (the
+//! local CA), [`keygen`], [`shutdown`] (one signal and the drain), [`telemetry`] (logging),
+//! and [`workflow`], the subaccount and key-rotation workflow under PKCV: a client of
+//! [`sign`] and [`upstream`], not part of the request path.
+//!
+//! # Which way dependencies point
+//!
+//! Downward only: `app` → `server` → `connect` → `proxy` → `sign` → `route`, `auth`,
+//! `normalize`, `keys` → `canonical`, `token` → `error`, with `config` a value every layer
+//! may read. No module reaches up; the test suite checks that no import cycle exists.
+//!
+//! The Twilio stand-in the tests and the demo verify against is another crate
+//! (`crates/standin`, package `pkcv-standin`) that shares no code with this one, so it is an
+//! independent check of the signing; the binary carries it only with the default `demo`
+//! feature.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]

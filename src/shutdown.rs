@@ -3,7 +3,7 @@
 //!
 //! The server loop, each connection and each tunnel watch the same [`Shutdown`]; tests pass
 //! their own trigger, the binary triggers it on SIGINT/SIGTERM. Everything that must finish
-//! before the process may exit runs on the [`Drain`]'s tracker.
+//! before the process may exit runs on the drain's tracker.
 
 use std::future::Future;
 use std::pin::Pin;
