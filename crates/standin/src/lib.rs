@@ -279,15 +279,43 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return json_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                json!({"code": 20001, "message": "body too large", "status": 413}),
-            )
-        }
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(too_large) => return too_large,
     };
+    let headers = received_headers(&parts);
+    let host = headers
+        .iter()
+        .find(|(name, _)| name == "host")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let received = ReceivedRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers,
+        body: &body,
+    };
+    let (response, outcome) = verify_and_answer(state, &received, &host).await;
+    // Cheap: `Bytes` clones share the buffer.
+    let record = record(&parts, &received, host, body.clone(), connection, outcome);
+    state.records.lock().await.push(record);
+    response
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, Response<Full<Bytes>>> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => Err(json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"code": 20001, "message": "body too large", "status": 413}),
+        )),
+    }
+}
+
+/// Every header as received, lower-case name first, with a `host` whichever HTTP version
+/// carried it.
+fn received_headers(parts: &http::request::Parts) -> Vec<(String, String)> {
     let mut headers: Vec<(String, String)> = parts
         .headers
         .iter()
@@ -304,86 +332,112 @@ async fn handle(
             headers.push(("host".into(), authority.to_string()));
         }
     }
-    let host = headers
-        .iter()
-        .find(|(name, _)| name == "host")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    let received = ReceivedRequest {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query().unwrap_or(""),
-        headers,
-        body: &body,
-    };
+    headers
+}
+
+/// Verifies `received` and answers it. The emulated state stays locked across both, so a
+/// key revoked by one request is already gone when the next is verified.
+async fn verify_and_answer(
+    state: &State,
+    received: &ReceivedRequest<'_>,
+    host: &str,
+) -> (Response<Full<Bytes>>, Result<Verified, Rejection>) {
     let mut twilio = state.twilio.lock().await;
-    let outcome = verify::verify_request(&twilio.registry, &received, state.clock.now());
+    let outcome = verify::verify_request(&twilio.registry, received, state.clock.now());
     let response = match &outcome {
         Ok(verified) => {
             state.verified.fetch_add(1, Ordering::SeqCst);
-            let request = api::ApiRequest {
-                method: received.method,
-                host: &host,
-                path: received.path,
-                query: received.query,
-                body: &body,
-                max_page_size: state.page_size.load(Ordering::SeqCst),
-            };
-            let fault = {
-                let mut faults = state.faults.lock().await;
-                let found = faults.iter_mut().find(|f| {
-                    f.remaining > 0 && f.method == received.method && f.path == received.path
-                });
-                found.map(|fault| {
-                    fault.remaining -= 1;
-                    (fault.status, fault.rejection.clone())
-                })
-            };
-            let Twilio { registry, messages } = &mut *twilio;
-            if let Some((status, rejection)) = fault {
-                twilio_error(status, &rejection)
-            } else {
-                match api::dispatch(registry, messages, verified, &request) {
-                    Some((status, Some(json))) => json_response(status, json),
-                    Some((status, None)) => {
-                        let mut response = Response::new(Full::new(Bytes::new()));
-                        *response.status_mut() = status;
-                        response
-                    }
-                    None => {
-                        let mut echo = json_response(
-                            StatusCode::OK,
-                            json!({
-                                "verified": true,
-                                "account_sid": verified.account_sid,
-                                "api_key_sid": verified.api_key_sid,
-                                "request_hash": verified.request_hash,
-                                "method": received.method,
-                                "host": host,
-                                "path": received.path,
-                                "query": received.query,
-                                "body_length": body.len(),
-                            }),
-                        );
-                        // A hop-by-hop header on the way back, which the proxy must not relay.
-                        let headers = echo.headers_mut();
-                        headers.insert(
-                            header::CONNECTION,
-                            HeaderValue::from_static("x-standin-hop"),
-                        );
-                        headers.insert("x-standin-hop", HeaderValue::from_static("1"));
-                        echo
-                    }
-                }
-            }
+            answer(state, &mut twilio, verified, received, host).await
         }
         Err(rejection) => {
             state.rejected.fetch_add(1, Ordering::SeqCst);
             twilio_error(StatusCode::UNAUTHORIZED, rejection)
         }
     };
-    drop(twilio);
-    let record = Record {
+    (response, outcome)
+}
+
+/// Answers a verified request: an injected fault first, then the emulated API, else an echo.
+async fn answer(
+    state: &State,
+    twilio: &mut Twilio,
+    verified: &Verified,
+    received: &ReceivedRequest<'_>,
+    host: &str,
+) -> Response<Full<Bytes>> {
+    let request = api::ApiRequest {
+        method: received.method,
+        host,
+        path: received.path,
+        query: received.query,
+        body: received.body,
+        max_page_size: state.page_size.load(Ordering::SeqCst),
+    };
+    if let Some((status, rejection)) = take_fault(state, received).await {
+        return twilio_error(status, &rejection);
+    }
+    let Twilio { registry, messages } = twilio;
+    match api::dispatch(registry, messages, verified, &request) {
+        Some((status, Some(json))) => json_response(status, json),
+        Some((status, None)) => {
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = status;
+            response
+        }
+        None => echo(verified, received, host),
+    }
+}
+
+/// Uses up one turn of the first fault injected for this method and path, if any.
+async fn take_fault(
+    state: &State,
+    received: &ReceivedRequest<'_>,
+) -> Option<(StatusCode, Rejection)> {
+    let mut faults = state.faults.lock().await;
+    let found = faults
+        .iter_mut()
+        .find(|f| f.remaining > 0 && f.method == received.method && f.path == received.path);
+    found.map(|fault| {
+        fault.remaining -= 1;
+        (fault.status, fault.rejection.clone())
+    })
+}
+
+/// What was verified, for a path the stand-in does not emulate.
+fn echo(verified: &Verified, received: &ReceivedRequest<'_>, host: &str) -> Response<Full<Bytes>> {
+    let mut echo = json_response(
+        StatusCode::OK,
+        json!({
+            "verified": true,
+            "account_sid": verified.account_sid,
+            "api_key_sid": verified.api_key_sid,
+            "request_hash": verified.request_hash,
+            "method": received.method,
+            "host": host,
+            "path": received.path,
+            "query": received.query,
+            "body_length": received.body.len(),
+        }),
+    );
+    // A hop-by-hop header on the way back, which the proxy must not relay.
+    let headers = echo.headers_mut();
+    headers.insert(
+        header::CONNECTION,
+        HeaderValue::from_static("x-standin-hop"),
+    );
+    headers.insert("x-standin-hop", HeaderValue::from_static("1"));
+    echo
+}
+
+fn record(
+    parts: &http::request::Parts,
+    received: &ReceivedRequest<'_>,
+    host: String,
+    body: Bytes,
+    connection: u64,
+    outcome: Result<Verified, Rejection>,
+) -> Record {
+    Record {
         method: received.method.to_owned(),
         host,
         path: received.path.to_owned(),
@@ -398,9 +452,7 @@ async fn handle(
         version: parts.version,
         connection,
         outcome,
-    };
-    state.records.lock().await.push(record);
-    response
+    }
 }
 
 fn twilio_error(status: StatusCode, rejection: &Rejection) -> Response<Full<Bytes>> {
