@@ -1,65 +1,137 @@
-//! The one log line per request (and per `CONNECT`). It holds nothing secret: no headers,
-//! no query, no token; only what routing decided and how the request ended.
+//! The one log line per request (and per `CONNECT`), and the request's metrics. It holds
+//! nothing secret: no headers, no query, no token; only what routing decided, the request
+//! IDs, and how the request ended.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{Method, Response};
+use http::{HeaderMap, HeaderValue, Method, Response};
 use http_body_util::{Either, Full};
 
 use crate::error::ProxyError;
+use crate::metrics::{MethodLabel, Metrics, RequestLabels};
 
 /// What the proxy answers with: Twilio's streamed response, or its own (error) body.
 pub(crate) type ProxyBody = Either<hyper::body::Incoming, Full<Bytes>>;
+
+/// The header that carries a request's ID, both ways.
+pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 /// What is known about a request so far, filled in step by step as it is routed.
 #[derive(Debug)]
 pub(crate) struct RequestLog {
     method: Method,
     started: Instant,
+    metrics: Arc<Metrics>,
+    pub(crate) request_id: HeaderValue,
     pub(crate) host: Option<String>,
+    /// The `allowed_hosts` pattern the host matched, for metrics.
+    pub(crate) host_pattern: Option<String>,
     pub(crate) path: Option<String>,
     pub(crate) account: Option<String>,
 }
 
 impl RequestLog {
-    pub(crate) fn start(method: &Method) -> RequestLog {
+    /// Starts the log of a request with `headers`: its ID is the client's `X-Request-Id` when
+    /// that is at most 128 visible ASCII characters, else a new one.
+    pub(crate) fn start(
+        method: &Method,
+        headers: &HeaderMap,
+        metrics: &Arc<Metrics>,
+    ) -> RequestLog {
         RequestLog {
             method: method.clone(),
             started: Instant::now(),
+            metrics: metrics.clone(),
+            request_id: request_id(headers),
             host: None,
+            host_pattern: None,
             path: None,
             account: None,
         }
     }
 
-    /// Turns an outcome into the response, logging it: a refusal as the proxy's Twilio-style
-    /// error, a failure to reach Twilio as a failure.
+    /// Turns an outcome into the response, logging and counting it: a refusal as the
+    /// proxy's Twilio-style error, a failure to reach Twilio as a failure.
     pub(crate) fn finish(
         self,
         outcome: Result<Response<ProxyBody>, ProxyError>,
     ) -> Response<ProxyBody> {
-        let latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let elapsed = self.started.elapsed();
+        let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let method = &self.method;
         let host = self.host.as_deref().unwrap_or("-");
         let path = self.path.as_deref().unwrap_or("-");
         let account = self.account.as_deref().unwrap_or("-");
-        match outcome {
+        let request_id = self.request_id.to_str().unwrap_or("-");
+        let mut response = match outcome {
             Ok(response) => {
                 let status = response.status().as_u16();
-                tracing::info!(%method, host, path, account, status, latency_us, "proxied");
+                let twilio_request_id = response
+                    .headers()
+                    .get("twilio-request-id")
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info!(%method, host, path, account, status, latency_us, request_id, twilio_request_id, "proxied");
                 response
             }
             Err(err) => {
                 let status = err.status().as_u16();
                 let code = err.code();
+                self.metrics.rejected(code);
                 if err.is_upstream_failure() {
-                    tracing::warn!(%method, host, path, account, status, latency_us, code, error = %err, "upstream failed");
+                    tracing::warn!(%method, host, path, account, status, latency_us, request_id, code, error = %err, "upstream failed");
                 } else {
-                    tracing::warn!(%method, host, path, account, status, latency_us, code, error = %err, "refused");
+                    tracing::warn!(%method, host, path, account, status, latency_us, request_id, code, error = %err, "refused");
                 }
                 err.to_response::<Full<Bytes>>().map(Either::Right)
             }
+        };
+        let labels = RequestLabels {
+            host: self.host_pattern.unwrap_or_else(|| "none".to_owned()),
+            method: MethodLabel::from(&self.method),
+            status: response.status().as_u16(),
+        };
+        self.metrics.request(&labels, elapsed);
+        response.headers_mut().insert(REQUEST_ID, self.request_id);
+        response
+    }
+}
+
+/// The client's request ID if it is one a log can hold safely, else a fresh one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    let given = headers.get(REQUEST_ID).filter(|value| {
+        let bytes = value.as_bytes();
+        !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
+    });
+    match given {
+        Some(value) => value.clone(),
+        None => {
+            let mut id = [0u8; 16];
+            // The system RNG does not fail on supported platforms; an all-zero ID would
+            // still be a valid (if unhelpful) one.
+            let _ = aws_lc_rs::rand::fill(&mut id);
+            HeaderValue::from_str(&hex::encode(id)).unwrap_or(HeaderValue::from_static("-"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_when_safe_and_replaced_otherwise() {
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID, HeaderValue::from_static("req-42"));
+        assert_eq!(request_id(&headers), "req-42");
+        for bad in [" spaced out".to_owned(), "x".repeat(129), String::new()] {
+            headers.insert(REQUEST_ID, HeaderValue::from_str(&bad).unwrap());
+            let id = request_id(&headers);
+            assert_ne!(id, bad.as_str());
+            assert_eq!(id.len(), 32);
+        }
+        assert_eq!(request_id(&HeaderMap::new()).len(), 32);
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! [`App::build`] does everything that can fail before a port is bound (keys read, the
 //! upstream client and the interception CA built), so `check-config` runs exactly it;
-//! [`App::bind`] takes the port; [`Bound::run`] serves until a shutdown future resolves, with
-//! the reload watcher beside it, then drains for `shutdown_grace_secs`.
+//! [`App::bind`] takes the ports (the proxy's and the admin listener's); [`Bound::run`] serves
+//! until a shutdown future resolves, with the reload watcher beside it, then turns
+//! `/readyz` to 503, stops accepting and drains for `shutdown_grace_secs`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,14 +13,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
+use crate::admin::{Admin, Readiness};
 use crate::config::Config;
 use crate::connect::Tunnels;
 use crate::intercept::InterceptError;
-use crate::keys::{reload, Accounts, KeyStore, KeyStoreError};
+use crate::keys::reload::{ReloadHandle, Reloader};
+use crate::keys::{Accounts, KeyStore, KeyStoreError};
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::server::Server;
 use crate::shutdown::{self, Drain};
+use crate::token::unix_now;
 use crate::upstream::UpstreamError;
 
 /// Why the proxy could not be built or started.
@@ -38,7 +44,7 @@ pub enum AppError {
     /// The interception CA could not be loaded.
     #[error(transparent)]
     Intercept(#[from] InterceptError),
-    /// The listen address could not be bound.
+    /// An address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Listen {
         /// The address.
@@ -54,7 +60,9 @@ pub struct App {
     config: Config,
     config_path: Option<PathBuf>,
     keys: Arc<KeyStore>,
+    metrics: Arc<Metrics>,
     server: Server,
+    readiness: Arc<Readiness>,
 }
 
 impl App {
@@ -66,19 +74,28 @@ impl App {
         if accounts.is_empty() && config.accounts_dir.is_none() {
             return Err(AppError::NoAccounts);
         }
+        let metrics = Arc::new(Metrics::new());
+        metrics.loaded(accounts.len(), unix_now());
+        let max_connections = fit_open_files(config.server.max_connections);
         let keys = Arc::new(KeyStore::new(accounts));
-        let proxy = Arc::new(Proxy::new(&config, keys.clone())?);
+        let proxy = Arc::new(Proxy::new(&config, keys.clone(), metrics.clone())?);
         let tunnels = Arc::new(Tunnels::new(&config, proxy.clone())?);
         let server = Server {
             proxy,
             tunnels,
+            metrics: metrics.clone(),
+            connections: Arc::new(Semaphore::new(max_connections)),
             header_read_timeout: config.server.header_read_timeout,
+            idle_timeout: config.server.idle_timeout,
         };
+        let readiness = Arc::new(Readiness::new(keys.clone(), warnings(&config)));
         Ok(App {
             config,
             config_path,
             keys,
+            metrics,
             server,
+            readiness,
         })
     }
 
@@ -87,56 +104,174 @@ impl App {
         &self.keys
     }
 
-    /// Binds `server.listen`.
+    /// What a person running it should know (also on `/readyz`): settings that are legal but
+    /// probably not meant.
+    pub fn warnings(&self) -> Vec<String> {
+        warnings(&self.config)
+    }
+
+    /// Binds `server.listen` and, if enabled, `server.admin_listen`.
     pub async fn bind(self) -> Result<Bound, AppError> {
-        let address = self.config.server.listen;
-        let listen_error = |source| AppError::Listen { address, source };
-        let listener = TcpListener::bind(address).await.map_err(listen_error)?;
-        let local_addr = listener.local_addr().map_err(listen_error)?;
+        let listener = bind(self.config.server.listen).await?;
+        let admin = match self.config.server.admin_listen {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
         Ok(Bound {
+            local_addr: local_addr(&listener, self.config.server.listen)?,
+            admin_addr: match (&admin, self.config.server.admin_listen) {
+                (Some(admin), Some(address)) => Some(local_addr(admin, address)?),
+                _ => None,
+            },
             app: self,
             listener,
-            local_addr,
+            admin,
         })
     }
 }
 
-/// The proxy with its port bound, ready to serve.
+/// File descriptors kept free beyond client connections: listeners, upstream connections,
+/// key and account files.
+const SPARE_FILES: u64 = 256;
+
+/// Raises the soft open-files limit to fit `max_connections`; where the hard limit does not
+/// allow it, lowers the cap instead (with a warning) so accept never fails for lack of
+/// descriptors.
+#[cfg(unix)]
+fn fit_open_files(max_connections: usize) -> usize {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let wanted = max_connections as u64 + SPARE_FILES;
+    let limit = getrlimit(Resource::Nofile);
+    let soft = limit.current.unwrap_or(u64::MAX);
+    if soft >= wanted {
+        return max_connections;
+    }
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    let raised = Rlimit {
+        current: Some(wanted.min(hard)),
+        maximum: limit.maximum,
+    };
+    let now = match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => wanted.min(hard),
+        Err(_) => soft,
+    };
+    if now >= wanted {
+        return max_connections;
+    }
+    let fits = usize::try_from(now.saturating_sub(SPARE_FILES).max(1)).unwrap_or(1);
+    tracing::warn!(
+        max_connections,
+        open_files_limit = now,
+        lowered_to = fits,
+        "the open-files limit cannot fit server.max_connections: raise it (ulimit -n, LimitNOFILE=) or lower max_connections"
+    );
+    fits
+}
+
+#[cfg(not(unix))]
+fn fit_open_files(max_connections: usize) -> usize {
+    max_connections
+}
+
+/// Legal settings a person most likely did not mean.
+fn warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !config.server.listen.ip().is_loopback() {
+        warnings.push(format!(
+            "server.listen {} is reachable from other machines and clients are not authenticated: anyone who can connect can have requests signed with these keys",
+            config.server.listen
+        ));
+    }
+    warnings
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| AppError::Listen { address, source })
+}
+
+fn local_addr(listener: &TcpListener, address: SocketAddr) -> Result<SocketAddr, AppError> {
+    listener
+        .local_addr()
+        .map_err(|source| AppError::Listen { address, source })
+}
+
+/// The proxy with its ports bound, ready to serve.
 #[derive(Debug)]
 pub struct Bound {
     app: App,
     listener: TcpListener,
     local_addr: SocketAddr,
+    admin: Option<TcpListener>,
+    admin_addr: Option<SocketAddr>,
 }
 
 impl Bound {
-    /// Where it listens (the real port when `listen` named port 0).
+    /// Where the proxy listens (the real port when `listen` named port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting and gives requests and tunnels
-    /// in flight up to `shutdown_grace_secs` to finish.
+    /// Where the admin listener listens, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Serves until `shutdown` resolves, then turns not-ready, stops accepting and gives
+    /// requests and tunnels in flight up to `shutdown_grace_secs` to finish. The admin
+    /// listener answers throughout.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (reloader, _) = self.reloader();
+        self.run_with(reloader, shutdown).await;
+    }
+
+    fn reloader(&self) -> (Reloader, ReloadHandle) {
+        let app = &self.app;
+        let reloader = Reloader::new(
+            app.config.clone(),
+            app.config_path.clone(),
+            app.keys.clone(),
+            app.metrics.clone(),
+        );
+        let handle = reloader.handle();
+        (reloader, handle)
+    }
+
+    async fn run_with(self, reloader: Reloader, shutdown: impl Future<Output = ()>) {
         let Bound {
             app,
             listener,
             local_addr,
+            admin,
+            admin_addr,
         } = self;
         let accounts = app.keys.snapshot().len();
-        tracing::info!(listen = %local_addr, accounts, "pkcv-proxy listening");
+        let admin_listen = admin_addr.map(|addr| addr.to_string());
+        tracing::info!(listen = %local_addr, admin = admin_listen.as_deref().unwrap_or("off"), accounts, "pkcv-proxy listening");
+        for warning in &app.readiness.report().1["warnings"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            tracing::warn!("{}", warning.as_str().unwrap_or_default());
+        }
         if accounts == 0 {
             tracing::warn!(
                 "no accounts yet: requests are refused until one is added to accounts_dir"
             );
         }
         let (trigger, signal) = shutdown::channel();
-        tokio::spawn(reload::watch(
-            app.config.clone(),
-            app.config_path.clone(),
-            app.keys.clone(),
-            signal.clone(),
-        ));
+        tokio::spawn(reloader.run(signal.clone()));
+        // The admin listener outlives the drain, so probes see not-ready until the end.
+        let (admin_stop, admin_signal) = shutdown::channel();
+        if let Some(listener) = admin {
+            let admin = Admin {
+                readiness: app.readiness.clone(),
+                metrics: app.metrics.clone(),
+            };
+            tokio::spawn(admin.serve(listener, admin_signal));
+        }
         let drain = Drain::new(signal);
         {
             let serving = app.server.serve(listener, &drain);
@@ -144,7 +279,8 @@ impl Bound {
             tokio::select! {
                 () = &mut serving => {}
                 () = shutdown => {
-                    tracing::info!("shutting down");
+                    tracing::info!(grace_secs = app.config.server.shutdown_grace.as_secs(), "shutting down: draining");
+                    app.readiness.start_draining();
                     trigger.trigger();
                     serving.await;
                 }
@@ -155,15 +291,24 @@ impl Bound {
         } else {
             tracing::warn!("grace period over; closing remaining connections");
         }
+        admin_stop.trigger();
     }
 
     /// Serves on a task of its own until [`Running::stop`]: for the demo, tests and
     /// embedding.
     pub fn spawn(self) -> Running {
         let addr = self.local_addr;
+        let admin_addr = self.admin_addr;
+        let (reloader, reload) = self.reloader();
         let (stop, mut signal) = shutdown::channel();
-        let task = tokio::spawn(self.run(async move { signal.recv().await }));
-        Running { addr, stop, task }
+        let task = tokio::spawn(self.run_with(reloader, async move { signal.recv().await }));
+        Running {
+            addr,
+            admin_addr,
+            reload,
+            stop,
+            task,
+        }
     }
 }
 
@@ -171,6 +316,8 @@ impl Bound {
 #[derive(Debug)]
 pub struct Running {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    reload: ReloadHandle,
     stop: shutdown::Trigger,
     task: tokio::task::JoinHandle<()>,
 }
@@ -179,6 +326,21 @@ impl Running {
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where its admin listener listens, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Reloads accounts at once, as `SIGHUP` does.
+    pub fn reload_now(&self) {
+        self.reload.reload_now();
+    }
+
+    /// Signals shutdown without waiting (the drain runs on).
+    pub fn begin_shutdown(&self) {
+        self.stop.trigger();
     }
 
     /// Signals shutdown and waits for the drain.

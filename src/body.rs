@@ -8,11 +8,15 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::canonical::{BodyHasher, HexDigest};
 use crate::error::ProxyError;
@@ -20,11 +24,62 @@ use crate::error::ProxyError;
 /// Chunks smaller than this are copied together rather than kept one by one.
 const COALESCE_BELOW: usize = 4 * 1024;
 
-/// A complete body held as the chunks it arrived in.
+/// A complete body held as the chunks it arrived in. While it lives it holds its share of
+/// the [`BodyBudget`]; clones (a retry) share that one share.
 #[derive(Debug, Default, Clone)]
 pub struct BufferedBody {
     chunks: VecDeque<Bytes>,
     len: u64,
+    _reserved: Option<Arc<OwnedSemaphorePermit>>,
+}
+
+/// The bytes of request bodies the proxy holds at once, across all requests
+/// (`server.max_buffered_bytes`): a body that would exceed it waits up to
+/// [`BodyBudget::WAIT`] for room, then is refused with 503 so memory stays bounded under any
+/// number of slow uploads.
+#[derive(Debug, Clone)]
+pub struct BodyBudget {
+    bytes: Arc<Semaphore>,
+}
+
+impl BodyBudget {
+    /// How long a body waits for room.
+    pub const WAIT: Duration = Duration::from_secs(1);
+
+    /// A budget of `max_bytes`.
+    pub fn new(max_bytes: u64) -> BodyBudget {
+        let permits = usize::try_from(max_bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        BodyBudget {
+            bytes: Arc::new(Semaphore::new(permits)),
+        }
+    }
+
+    /// Reserves `bytes` more, waiting until `deadline` at most.
+    async fn reserve(
+        &self,
+        bytes: u64,
+        deadline: Instant,
+        held: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<(), ProxyError> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let overloaded =
+            || ProxyError::Overloaded("max_buffered_bytes (request bodies held at once)");
+        let bytes = u32::try_from(bytes).map_err(|_| overloaded())?;
+        let acquiring = self.bytes.clone().acquire_many_owned(bytes);
+        let permit = tokio::time::timeout_at(deadline, acquiring)
+            .await
+            .map_err(|_| overloaded())?
+            .map_err(|_| overloaded())?;
+        match held {
+            Some(held) => held.merge(permit),
+            None => *held = Some(permit),
+        }
+        Ok(())
+    }
 }
 
 impl BufferedBody {
@@ -37,7 +92,11 @@ impl BufferedBody {
         } else {
             VecDeque::from([bytes])
         };
-        BufferedBody { chunks, len }
+        BufferedBody {
+            chunks,
+            len,
+            _reserved: None,
+        }
     }
 
     /// Its length in bytes.
@@ -71,14 +130,16 @@ impl Body for BufferedBody {
     }
 }
 
-/// Reads `body` to the end, hashing each chunk, refusing more than `limit` bytes.
+/// Reads `body` to the end, hashing each chunk, refusing more than `limit` bytes, and
+/// holding each chunk's size from `budget` (when given) until the body is dropped.
 ///
 /// `declared_len` is the client's `Content-Length`, if any: a larger one is refused before a
-/// single byte is read.
+/// single byte is read, and the whole of it is reserved at once.
 pub async fn buffer<B>(
     body: B,
     declared_len: Option<u64>,
     limit: u64,
+    budget: Option<&BodyBudget>,
 ) -> Result<(BufferedBody, Option<HexDigest>), ProxyError>
 where
     B: Body<Data = Bytes>,
@@ -87,12 +148,14 @@ where
     if declared_len.is_some_and(|len| len > limit) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
+    let deadline = Instant::now() + BodyBudget::WAIT;
+    let mut reserved = None;
+    if let (Some(budget), Some(len)) = (budget, declared_len) {
+        budget.reserve(len, deadline, &mut reserved).await?;
+    }
     let mut body = std::pin::pin!(body);
     let mut hasher = BodyHasher::default();
-    let mut chunks = VecDeque::new();
-    // Tiny chunks (a hostile client can send a body one byte per chunk) are gathered into one
-    // buffer, so the chunk list stays small; chunks of ordinary size are kept as they came.
-    let mut small = BytesMut::new();
+    let mut chunks = Chunks::default();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|err| ProxyError::BodyRead(err.to_string()))?;
         // Trailers are hop-by-hop here: they cannot be signed, so they are not forwarded.
@@ -102,24 +165,53 @@ where
         if hasher.len() + chunk.len() as u64 > limit {
             return Err(ProxyError::BodyTooLarge { limit });
         }
+        if let (Some(budget), None) = (budget, declared_len) {
+            budget
+                .reserve(chunk.len() as u64, deadline, &mut reserved)
+                .await?;
+        }
         hasher.update(&chunk);
+        chunks.push(chunk);
+    }
+    let len = hasher.len();
+    let body = BufferedBody {
+        chunks: chunks.finish(),
+        len,
+        _reserved: reserved.map(Arc::new),
+    };
+    Ok((body, hasher.finish()))
+}
+
+/// The chunk list: tiny chunks (a hostile client can send a body one byte per chunk) are
+/// gathered into one buffer, so the list stays small; chunks of ordinary size are kept as
+/// they came, without a copy.
+#[derive(Default)]
+struct Chunks {
+    chunks: VecDeque<Bytes>,
+    small: BytesMut,
+}
+
+impl Chunks {
+    fn push(&mut self, chunk: Bytes) {
         if chunk.len() >= COALESCE_BELOW {
-            if !small.is_empty() {
-                chunks.push_back(small.split().freeze());
+            if !self.small.is_empty() {
+                self.chunks.push_back(self.small.split().freeze());
             }
-            chunks.push_back(chunk);
+            self.chunks.push_back(chunk);
         } else {
-            small.extend_from_slice(&chunk);
-            if small.len() >= COALESCE_BELOW {
-                chunks.push_back(small.split().freeze());
+            self.small.extend_from_slice(&chunk);
+            if self.small.len() >= COALESCE_BELOW {
+                self.chunks.push_back(self.small.split().freeze());
             }
         }
     }
-    if !small.is_empty() {
-        chunks.push_back(small.freeze());
+
+    fn finish(mut self) -> VecDeque<Bytes> {
+        if !self.small.is_empty() {
+            self.chunks.push_back(self.small.freeze());
+        }
+        self.chunks
     }
-    let len = hasher.len();
-    Ok((BufferedBody { chunks, len }, hasher.finish()))
 }
 
 #[cfg(test)]
@@ -134,12 +226,13 @@ mod tests {
         BufferedBody {
             len: chunks.iter().map(|c| c.len() as u64).sum(),
             chunks,
+            _reserved: None,
         }
     }
 
     #[tokio::test]
     async fn chunks_are_kept_and_hashed() {
-        let (body, hash) = buffer(chunked(&[b"ab", b"", b"c"]), None, 10)
+        let (body, hash) = buffer(chunked(&[b"ab", b"", b"c"]), None, 10, None)
             .await
             .unwrap();
         assert_eq!(body.len(), 3);
@@ -151,13 +244,13 @@ mod tests {
     #[tokio::test]
     async fn tiny_chunks_are_gathered_and_large_ones_kept() {
         let tiny: Vec<&'static [u8]> = vec![b"x"; 10_000];
-        let (body, hash) = buffer(chunked(&tiny), None, 1 << 20).await.unwrap();
+        let (body, hash) = buffer(chunked(&tiny), None, 1 << 20, None).await.unwrap();
         assert_eq!(body.len(), 10_000);
         assert!(body.chunks.len() <= 3, "{} chunks kept", body.chunks.len());
         assert_eq!(hash, body_hash(&[b'x'; 10_000]));
 
         static BIG: [u8; 8192] = [7; 8192];
-        let (body, _) = buffer(chunked(&[b"ab", &BIG, b"c"]), None, 1 << 20)
+        let (body, _) = buffer(chunked(&[b"ab", &BIG, b"c"]), None, 1 << 20, None)
             .await
             .unwrap();
         assert_eq!(body.chunks.len(), 3);
@@ -170,19 +263,69 @@ mod tests {
 
     #[tokio::test]
     async fn limits() {
-        let err = buffer(Full::new(Bytes::from_static(b"0123456789A")), None, 10)
-            .await
-            .unwrap_err();
+        let err = buffer(
+            Full::new(Bytes::from_static(b"0123456789A")),
+            None,
+            10,
+            None,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, ProxyError::BodyTooLarge { limit: 10 }));
-        let err = buffer(Full::new(Bytes::new()), Some(11), 10)
+        let err = buffer(Full::new(Bytes::new()), Some(11), 10, None)
             .await
             .unwrap_err();
         assert!(matches!(err, ProxyError::BodyTooLarge { .. }));
-        let (body, hash) = buffer(Full::new(Bytes::from_static(b"0123456789")), Some(10), 10)
+        let (body, hash) = buffer(
+            Full::new(Bytes::from_static(b"0123456789")),
+            Some(10),
+            10,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!((body.len(), hash.is_some()), (10, true));
+        let (body, hash) = buffer(Full::new(Bytes::new()), None, 10, None)
             .await
             .unwrap();
-        assert_eq!((body.len(), hash.is_some()), (10, true));
-        let (body, hash) = buffer(Full::new(Bytes::new()), None, 10).await.unwrap();
         assert!(body.is_empty() && hash.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_budget_bounds_bodies_held_at_once() {
+        let budget = BodyBudget::new(10);
+        let (held, _) = buffer(
+            Full::new(Bytes::from_static(b"0123456")),
+            Some(7),
+            10,
+            Some(&budget),
+        )
+        .await
+        .unwrap();
+        // 7 of 10 bytes are held: a second body of 7 waits, then is refused with 503.
+        let started = std::time::Instant::now();
+        let err = buffer(
+            Full::new(Bytes::from_static(b"abcdefg")),
+            None,
+            10,
+            Some(&budget),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!((err.status().as_u16(), err.code()), (503, 79050), "{err}");
+        assert!(started.elapsed() >= BodyBudget::WAIT);
+        // A clone (a retry) shares the reservation; dropping both frees it.
+        let retry = held.clone();
+        drop(held);
+        drop(retry);
+        let (_, hash) = buffer(
+            Full::new(Bytes::from_static(b"abcdefg")),
+            None,
+            10,
+            Some(&budget),
+        )
+        .await
+        .unwrap();
+        assert_eq!(hash, body_hash(b"abcdefg"));
     }
 }

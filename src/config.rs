@@ -20,6 +20,9 @@ use crate::route::{HostPattern, HostPolicy};
 use crate::sid::is_sid;
 use crate::token::{Algorithm, MAX_TTL_SECS};
 
+/// The status file's name in `accounts_dir` when `server.status_file` is not set.
+pub const STATUS_FILE_NAME: &str = ".pkcv-proxy-loaded.json";
+
 /// Prefix of the environment variables that override the file (`PKCV_SERVER__LISTEN`).
 pub const ENV_PREFIX: &str = "PKCV_";
 
@@ -41,6 +44,9 @@ pub enum ConfigError {
         /// What it holds.
         value: String,
     },
+    /// The admin listener would share the proxy's port.
+    #[error("server.admin_listen must differ from server.listen ({0}): the proxy port never serves admin paths")]
+    SameAddress(SocketAddr),
     /// A number is outside what the setting takes.
     #[error("{key} must be {range}, not {value}")]
     OutOfRange {
@@ -169,6 +175,19 @@ pub struct RawServer {
     pub header_read_timeout_secs: u64,
     /// After SIGTERM/SIGINT, time in-flight requests and tunnels get to finish, in seconds.
     pub shutdown_grace_secs: u64,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`); `""` disables it.
+    pub admin_listen: String,
+    /// Client connections held at once (tunnels included); beyond, a new one is closed.
+    pub max_connections: u64,
+    /// Requests being signed or forwarded at once; beyond, 503 with `Retry-After`.
+    pub max_in_flight: u64,
+    /// Request body bytes held at once across all requests.
+    pub max_buffered_bytes: u64,
+    /// A keep-alive connection with no request in progress is closed after this, in seconds.
+    pub idle_timeout_secs: u64,
+    /// Where a running proxy reports what it signs with (default
+    /// `accounts_dir/.pkcv-proxy-loaded.json`).
+    pub status_file: Option<PathBuf>,
 }
 
 impl Default for RawServer {
@@ -180,6 +199,12 @@ impl Default for RawServer {
             body_read_timeout_ms: 60_000,
             header_read_timeout_secs: 30,
             shutdown_grace_secs: 30,
+            admin_listen: "127.0.0.1:9090".into(),
+            max_connections: 10_000,
+            max_in_flight: 1_024,
+            max_buffered_bytes: 256 * 1024 * 1024,
+            idle_timeout_secs: 60,
+            status_file: None,
         }
     }
 }
@@ -342,6 +367,18 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     /// Drain time after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// The admin listener, if enabled.
+    pub admin_listen: Option<SocketAddr>,
+    /// Client connections held at once.
+    pub max_connections: usize,
+    /// Requests being signed or forwarded at once.
+    pub max_in_flight: usize,
+    /// Request body bytes held at once.
+    pub max_buffered_bytes: u64,
+    /// Idle keep-alive connection timeout.
+    pub idle_timeout: Duration,
+    /// The status file, if any (explicit, or in `accounts_dir`).
+    pub status_file: Option<PathBuf>,
 }
 
 /// How the proxy reaches Twilio.
@@ -418,7 +455,7 @@ impl Config {
 
     /// Validates a raw configuration, one section at a time.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        let server = server_settings(&raw.server)?;
+        let server = server_settings(&raw.server, raw.accounts_dir.as_deref())?;
         let upstream = upstream_settings(&raw.upstream)?;
         let signing = signing_settings(&raw.signing)?;
         validate_log(&raw.log)?;
@@ -457,20 +494,31 @@ fn in_range(
     }
 }
 
-fn server_settings(raw: &RawServer) -> Result<ServerSettings, ConfigError> {
-    let listen = raw
-        .listen
-        .parse::<SocketAddr>()
-        .map_err(|_| ConfigError::NotAnAddress {
-            key: "server.listen",
-            value: raw.listen.clone(),
-        })?;
+fn server_settings(
+    raw: &RawServer,
+    accounts_dir: Option<&Path>,
+) -> Result<ServerSettings, ConfigError> {
+    let listen = parse_address("server.listen", &raw.listen)?;
+    let admin_listen = match raw.admin_listen.trim() {
+        "" => None,
+        address => Some(parse_address("server.admin_listen", address)?),
+    };
+    if admin_listen.is_some_and(|admin| admin == listen && admin.port() != 0) {
+        return Err(ConfigError::SameAddress(listen));
+    }
     let max_body_bytes = in_range(
         "server.max_body_bytes",
         raw.max_body_bytes,
         1..=u64::MAX,
         "at least 1",
     )?;
+    let max_buffered_bytes = in_range(
+        "server.max_buffered_bytes",
+        raw.max_buffered_bytes,
+        max_body_bytes..=u64::MAX,
+        "at least server.max_body_bytes",
+    )?;
+    let limits = |key, value| in_range(key, value, 1..=1_000_000, "1–1000000").map(|v| v as usize);
     let body_read = in_range(
         "server.body_read_timeout_ms",
         raw.body_read_timeout_ms,
@@ -489,12 +537,22 @@ fn server_settings(raw: &RawServer) -> Result<ServerSettings, ConfigError> {
         1..=3600,
         "1–3600",
     )?;
+    let idle = in_range(
+        "server.idle_timeout_secs",
+        raw.idle_timeout_secs,
+        1..=86_400,
+        "1–86400",
+    )?;
     let grace = in_range(
         "server.shutdown_grace_secs",
         raw.shutdown_grace_secs,
         0..=3600,
         "0–3600",
     )?;
+    let status_file = raw
+        .status_file
+        .clone()
+        .or_else(|| accounts_dir.map(|dir| dir.join(STATUS_FILE_NAME)));
     Ok(ServerSettings {
         listen,
         max_body_bytes,
@@ -502,7 +560,22 @@ fn server_settings(raw: &RawServer) -> Result<ServerSettings, ConfigError> {
         body_read_timeout: Duration::from_millis(body_read),
         header_read_timeout: Duration::from_secs(header_read),
         shutdown_grace: Duration::from_secs(grace),
+        admin_listen,
+        max_connections: limits("server.max_connections", raw.max_connections)?,
+        max_in_flight: limits("server.max_in_flight", raw.max_in_flight)?,
+        max_buffered_bytes,
+        idle_timeout: Duration::from_secs(idle),
+        status_file,
     })
+}
+
+fn parse_address(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse::<SocketAddr>()
+        .map_err(|_| ConfigError::NotAnAddress {
+            key,
+            value: value.to_owned(),
+        })
 }
 
 /// Parses every entry of a host-pattern list.
@@ -682,6 +755,12 @@ mod tests {
             ("[log]\nlevel = \"info,,=\"", "log.level"),
             ("[server]\nshutdown_grace_secs = 4000", "shutdown_grace_secs"),
             ("[server]\nheader_read_timeout_secs = 0", "header_read_timeout_secs"),
+            ("[server]\nadmin_listen = \"127.0.0.1:8080\"", "must differ"),
+            ("[server]\nadmin_listen = \"localhost:9090\"", "admin_listen"),
+            ("[server]\nmax_buffered_bytes = 1000", "max_buffered_bytes"),
+            ("[server]\nmax_connections = 0", "max_connections"),
+            ("[server]\nmax_in_flight = 0", "max_in_flight"),
+            ("[server]\nidle_timeout_secs = 0", "idle_timeout_secs"),
         ] {
             let err = from_toml(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?} gave {err}");

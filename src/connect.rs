@@ -31,6 +31,7 @@ use crate::error::ProxyError;
 use crate::intercept::{InterceptError, Interceptor};
 use crate::proxy::Proxy;
 use crate::route::{canonical_host, HostPattern};
+use crate::server::ConnectionSlot;
 use crate::shutdown::{self, Drain, Shutdown};
 use crate::upstream::{DialError, Dialer};
 
@@ -45,6 +46,13 @@ pub(crate) struct Tunnels {
     passthrough: Vec<HostPattern>,
     dialer: Dialer,
     header_read_timeout: Duration,
+}
+
+/// What an open tunnel holds: its connection's place among `max_connections`, and its
+/// count in `pkcv_proxy_tunnels_open`.
+struct TunnelOpen {
+    _slot: Arc<ConnectionSlot>,
+    _gauge: crate::metrics::GaugeGuard,
 }
 
 /// An accepted `CONNECT`: what to run once the client's connection is handed over.
@@ -73,18 +81,25 @@ impl Tunnels {
     }
 
     /// Answers a `CONNECT` and, on success, runs the tunnel on `drain` once the client's
-    /// connection is handed over.
+    /// connection is handed over. The tunnel keeps the connection's `slot` among
+    /// `max_connections` for as long as it is open.
     pub(crate) async fn handle<B>(
         self: &Arc<Self>,
         request: Request<B>,
         drain: &Drain,
+        slot: Arc<ConnectionSlot>,
     ) -> Response<ProxyBody> {
-        let mut log = RequestLog::start(&Method::CONNECT);
+        let metrics = self.proxy.metrics();
+        let mut log = RequestLog::start(&Method::CONNECT, request.headers(), metrics);
         let outcome = match self.open(&request, &mut log).await {
             Ok(tunnel) => {
                 let upgrade = hyper::upgrade::on(request);
                 let host = log.host.clone().unwrap_or_default();
-                self.spawn(tunnel, upgrade, host, drain);
+                let open = TunnelOpen {
+                    _slot: slot,
+                    _gauge: metrics.tunnel_open(),
+                };
+                self.spawn(tunnel, upgrade, host, drain, open);
                 Ok(empty(StatusCode::OK))
             }
             Err(err) => Err(err),
@@ -101,6 +116,12 @@ impl Tunnels {
     ) -> Result<Tunnel, ProxyError> {
         let (host, port) = connect_target(request)?;
         log.host = Some(host.clone());
+        log.host_pattern = self
+            .proxy
+            .signer()
+            .hosts()
+            .matching(&host)
+            .map(|pattern| pattern.to_string());
         if port != 443 {
             return Err(ProxyError::PortNotAllowed(port));
         }
@@ -143,16 +164,28 @@ impl Tunnels {
         Ok(Tunnel::Intercept(TlsAcceptor::from(tls)))
     }
 
-    fn spawn(self: &Arc<Self>, tunnel: Tunnel, upgrade: OnUpgrade, host: String, drain: &Drain) {
+    fn spawn(
+        self: &Arc<Self>,
+        tunnel: Tunnel,
+        upgrade: OnUpgrade,
+        host: String,
+        drain: &Drain,
+        open: TunnelOpen,
+    ) {
         let shutdown = drain.signal();
         match tunnel {
             Tunnel::Passthrough(server) => drain.spawn(async move {
                 if let Err(err) = pass_through(upgrade, server, shutdown).await {
                     tracing::debug!(host, error = %err, "passthrough tunnel ended");
                 }
+                drop(open);
             }),
             Tunnel::Intercept(acceptor) => {
-                drain.spawn(self.clone().intercept(upgrade, acceptor, host, shutdown));
+                let tunnels = self.clone();
+                drain.spawn(async move {
+                    tunnels.intercept(upgrade, acceptor, host, shutdown).await;
+                    drop(open);
+                });
             }
         }
     }

@@ -13,7 +13,7 @@ use http_body_util::Full;
 use serde::Serialize;
 
 /// Where the README documents the proxy's error codes.
-const MORE_INFO: &str = "https://github.com/pkcv-proxy/pkcv-proxy#error-codes";
+pub(crate) const MORE_INFO: &str = "https://github.com/pkcv-proxy/pkcv-proxy#error-codes";
 
 /// Which part of the request target a [`NormalizeError`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +130,9 @@ pub enum ProxyError {
     /// Minting the token failed.
     #[error("could not sign the request")]
     Signing,
+    /// A limit on work in progress is reached: try again shortly.
+    #[error("the proxy is overloaded ({0}): retry shortly")]
+    Overloaded(&'static str),
     /// The upstream connection (TCP or TLS) failed.
     #[error("could not connect to {host}: {reason}")]
     UpstreamConnect {
@@ -181,6 +184,7 @@ impl ProxyError {
             Signing => StatusCode::INTERNAL_SERVER_ERROR,
             UpstreamConnect { .. } | Upstream { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -212,6 +216,7 @@ impl ProxyError {
             UpstreamConnect { .. } => 79040,
             UpstreamTimeout { .. } => 79041,
             Upstream { .. } => 79042,
+            Overloaded(_) => 79050,
         }
     }
 
@@ -244,6 +249,12 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if matches!(self, ProxyError::Overloaded(_)) {
+            // Overload passes in moments; a client that honours this comes back then.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }

@@ -10,13 +10,16 @@
 //!   leaked CA key cannot be used against any other site by a client that enforces it;
 //! - the CA has path length 0 and a limited lifetime; leaves live [`LEAF_LIFETIME`] and are
 //!   reissued a day before they expire;
-//! - the proxy refuses to start if the CA key file is readable by group or others.
+//! - the proxy refuses to start if the CA key file is readable by others (or by a group it
+//!   does not run with), the same rule as for signing keys ([`crate::files`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+
+use crate::files;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
     GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints, PublicKeyData,
@@ -45,14 +48,9 @@ pub enum InterceptError {
         /// Why.
         source: std::io::Error,
     },
-    /// The CA key is readable by group or others.
-    #[error("{} is readable by group or others (mode {mode:o}): run chmod 600 on it", .path.display())]
-    KeyTooOpen {
-        /// The key file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
+    /// A CA file could not be read, or others may read the key.
+    #[error("interception CA: {0}")]
+    File(#[from] files::FileError),
     /// The CA certificate is not fit to intercept with.
     #[error("{}: {reason}", .path.display())]
     UnfitCa {
@@ -154,9 +152,8 @@ impl std::fmt::Debug for Interceptor {
 impl Interceptor {
     /// Loads the CA, refusing a key file that group or others can read.
     pub fn load(cert_file: &Path, key_file: &Path) -> Result<Interceptor, InterceptError> {
-        check_private(key_file)?;
-        let cert_pem = std::fs::read_to_string(cert_file).map_err(io_error(cert_file))?;
-        let key_pem = std::fs::read_to_string(key_file).map_err(io_error(key_file))?;
+        let key_pem = text(files::read_private(key_file)?, key_file)?;
+        let cert_pem = text(files::read_bounded(cert_file)?, cert_file)?;
         let key = KeyPair::from_pem(&key_pem)?;
         let ca_der = pem::parse(&cert_pem)
             .map(|pem| CertificateDer::from(pem.into_contents()))
@@ -276,26 +273,12 @@ pub fn tls_server_config(
     Ok(Arc::new(config))
 }
 
-#[cfg(unix)]
-fn check_private(key_file: &Path) -> Result<(), InterceptError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(key_file)
-        .map_err(io_error(key_file))?
-        .permissions()
-        .mode()
-        & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(InterceptError::KeyTooOpen {
-            path: key_file.to_path_buf(),
-            mode,
-        });
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_key_file: &Path) -> Result<(), InterceptError> {
-    Ok(())
+/// A PEM file's contents as text.
+fn text(bytes: Vec<u8>, path: &Path) -> Result<String, InterceptError> {
+    String::from_utf8(bytes).map_err(|_| InterceptError::UnfitCa {
+        path: path.to_path_buf(),
+        reason: "not a PEM file (not text)".into(),
+    })
 }
 
 #[cfg(test)]
@@ -329,11 +312,19 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
+            // One rule for every private key: group-readable by the proxy's own group is
+            // fine (a Kubernetes Secret at 0440), readable by others is not.
             std::fs::set_permissions(&files.key_file, std::fs::Permissions::from_mode(0o640))
+                .unwrap();
+            Interceptor::load(&files.cert_file, &files.key_file).unwrap();
+            std::fs::set_permissions(&files.key_file, std::fs::Permissions::from_mode(0o604))
                 .unwrap();
             let err = Interceptor::load(&files.cert_file, &files.key_file).unwrap_err();
             assert!(
-                matches!(err, InterceptError::KeyTooOpen { mode: 0o640, .. }),
+                matches!(
+                    err,
+                    InterceptError::File(files::FileError::ReadableByOthers { mode: 0o604, .. })
+                ),
                 "{err}"
             );
         }

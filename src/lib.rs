@@ -47,17 +47,22 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub(crate) mod access_log;
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod body;
 pub mod canonical;
+pub(crate) mod clock_skew;
 pub mod config;
 pub(crate) mod connect;
 pub mod error;
+pub mod files;
 pub(crate) mod hop;
 pub mod intercept;
+pub(crate) mod keepalive;
 pub mod keygen;
 pub mod keys;
+pub mod metrics;
 pub mod normalize;
 pub(crate) mod proxy;
 pub mod route;

@@ -1,30 +1,34 @@
-//! The request path for one request: route → authenticate → normalize → pick the account →
-//! buffer and hash the body → sign → forward. Each step is a module; this file only puts
-//! them in order.
+//! The request path for one request: admit → route → authenticate → normalize → pick the
+//! account → buffer and hash the body → sign → forward. Each step is a module; this file
+//! only puts them in order.
 //!
-//! Everything that can refuse a request without reading its body (a host off the allow-list,
-//! Auth Token credentials, a malformed target) runs before the body is read, and nothing is
-//! ever sent upstream unsigned: the only way to the [`Upstream`] is through
+//! Everything that can refuse a request without reading its body (overload, a host off the
+//! allow-list, Auth Token credentials, a malformed target) runs before the body is read, and
+//! nothing is ever sent upstream unsigned: the only way to the [`Upstream`] is through
 //! [`RequestSigner::sign`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::CONTENT_LENGTH;
+use http::header::{CONTENT_LENGTH, DATE};
 use http::request::Parts;
 use http::{Method, Request, Response};
 use http_body::Body;
 use http_body_util::Either;
 use hyper::body::Incoming;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::access_log::{ProxyBody, RequestLog};
-use crate::body;
+use crate::access_log::{ProxyBody, RequestLog, REQUEST_ID};
+use crate::body::{self, BodyBudget, BufferedBody};
+use crate::canonical::HexDigest;
+use crate::clock_skew::ClockSkew;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::hop;
 use crate::keys::KeyStore;
-use crate::sign::RequestSigner;
+use crate::metrics::Metrics;
+use crate::sign::{RequestSigner, Target};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// The signing proxy: shared by every connection and every tunnel.
@@ -32,24 +36,42 @@ use crate::upstream::{Upstream, UpstreamError};
 pub(crate) struct Proxy {
     signer: RequestSigner,
     upstream: Upstream,
+    metrics: Arc<Metrics>,
+    /// `max_in_flight`: a permit per request being signed or forwarded.
+    in_flight: Arc<Semaphore>,
+    budget: BodyBudget,
     max_body_bytes: u64,
     body_read_timeout: Duration,
+    clock_skew: ClockSkew,
 }
 
 impl Proxy {
     /// Builds the proxy from a validated config and a key store. Connects nowhere yet.
-    pub(crate) fn new(config: &Config, keys: Arc<KeyStore>) -> Result<Proxy, UpstreamError> {
+    pub(crate) fn new(
+        config: &Config,
+        keys: Arc<KeyStore>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Proxy, UpstreamError> {
         Ok(Proxy {
             signer: RequestSigner::new(config, keys),
-            upstream: Upstream::new(&config.upstream)?,
+            upstream: Upstream::new(&config.upstream, metrics.clone())?,
+            in_flight: Arc::new(Semaphore::new(config.server.max_in_flight)),
+            budget: BodyBudget::new(config.server.max_buffered_bytes),
             max_body_bytes: config.server.max_body_bytes,
             body_read_timeout: config.server.body_read_timeout,
+            clock_skew: ClockSkew::new(metrics.clone()),
+            metrics,
         })
     }
 
     /// The signer: what resolves and signs requests, and the key store behind it.
     pub(crate) fn signer(&self) -> &RequestSigner {
         &self.signer
+    }
+
+    /// The metrics every request is counted in.
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Forwards one request signed, or answers with a Twilio-style error. `tunnel_host` is
@@ -63,12 +85,23 @@ impl Proxy {
         B: Body<Data = Bytes>,
         B::Error: std::fmt::Display,
     {
-        let mut log = RequestLog::start(request.method());
-        let outcome = self
-            .forward(request, tunnel_host, &mut log)
-            .await
-            .map(|response| response.map(Either::Left));
-        log.finish(outcome)
+        let mut log = RequestLog::start(request.method(), request.headers(), &self.metrics);
+        let outcome = match self.admit() {
+            Ok(_admitted) => {
+                let _in_flight = self.metrics.request_in_flight();
+                self.forward(request, tunnel_host, &mut log).await
+            }
+            Err(err) => Err(err),
+        };
+        log.finish(outcome.map(|response| response.map(Either::Left)))
+    }
+
+    /// A slot among `max_in_flight`, or 503 at once: waiting in a queue would only make
+    /// every admitted request slower.
+    fn admit(&self) -> Result<OwnedSemaphorePermit, ProxyError> {
+        self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            ProxyError::Overloaded("max_in_flight (requests being signed or forwarded)")
+        })
     }
 
     async fn forward<B>(
@@ -90,23 +123,85 @@ impl Proxy {
         // Hop-by-hop headers go first: one named in `Connection` (even `Authorization`) is not
         // the client's to pass on, so it can neither route nor sign the request.
         hop::strip(&mut parts.headers);
+        parts.headers.insert(REQUEST_ID, log.request_id.clone());
         let target = self.signer.resolve(&parts, tunnel_host)?;
         log.host = Some(target.host.clone());
+        log.host_pattern = self
+            .signer
+            .hosts()
+            .matching(&target.host)
+            .map(|p| p.to_string());
         log.path = Some(target.path.clone());
         log.account = Some(target.account.account_sid.clone());
 
-        let declared_len = declared_length(&parts)?;
-        let buffering = body::buffer(body, declared_len, self.max_body_bytes);
-        let (body, body_hash) = tokio::time::timeout(self.body_read_timeout, buffering)
-            .await
-            .map_err(|_| ProxyError::BodyTimeout {
-                timeout: self.body_read_timeout,
-            })??;
-        let request = self.signer.sign(parts, &target, body, body_hash)?;
-        let mut response = self.upstream.send(request, &target.host).await?;
+        let (body, body_hash) = self.read_body(&parts, body).await?;
+        let mut response = self.send(parts, &target, body, body_hash).await?;
+        self.clock_skew.observe(response.headers().get(DATE));
         hop::strip(response.headers_mut());
         Ok(response)
     }
+
+    /// The whole body, hashed, within the body deadline and the memory budget.
+    async fn read_body<B>(
+        &self,
+        parts: &Parts,
+        body: B,
+    ) -> Result<(BufferedBody, Option<HexDigest>), ProxyError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: std::fmt::Display,
+    {
+        let declared_len = declared_length(parts)?;
+        let buffering = body::buffer(body, declared_len, self.max_body_bytes, Some(&self.budget));
+        tokio::time::timeout(self.body_read_timeout, buffering)
+            .await
+            .map_err(|_| ProxyError::BodyTimeout {
+                timeout: self.body_read_timeout,
+            })?
+    }
+
+    /// Signs and sends; an idempotent request whose connection failed before a byte was
+    /// sent is signed afresh and sent once more. A POST is never sent twice.
+    async fn send(
+        &self,
+        parts: Parts,
+        target: &Target,
+        body: BufferedBody,
+        body_hash: Option<HexDigest>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let retry = is_idempotent(&parts.method).then(|| (parts.clone(), body.clone()));
+        let first = self.sign_and_send(parts, target, body, body_hash).await;
+        match (first, retry) {
+            (Err(failure), Some((parts, body))) if failure.nothing_sent => {
+                tracing::debug!(host = %target.host, error = %failure.error, "connection failed before sending; retrying once with a fresh token");
+                self.sign_and_send(parts, target, body, body_hash)
+                    .await
+                    .map_err(|failure| failure.error)
+            }
+            (outcome, _) => outcome.map_err(|failure| failure.error),
+        }
+    }
+
+    async fn sign_and_send(
+        &self,
+        parts: Parts,
+        target: &Target,
+        body: BufferedBody,
+        body_hash: Option<HexDigest>,
+    ) -> Result<Response<Incoming>, crate::upstream::Failure> {
+        let signing = Instant::now();
+        let request = self.signer.sign(parts, target, body, body_hash)?;
+        self.metrics.signed("pem", signing.elapsed());
+        let sending = Instant::now();
+        let response = self.upstream.send(request, &target.host).await;
+        self.metrics.upstream(sending.elapsed());
+        response
+    }
+}
+
+/// Methods a retry cannot turn into a second effect.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::DELETE)
 }
 
 /// The client's `Content-Length`, if it sent one.

@@ -88,7 +88,13 @@ impl HostPolicy {
 
     /// True when `host` (canonical) may be contacted.
     pub fn is_allowed(&self, host: &str) -> bool {
-        self.allowed.iter().any(|pattern| pattern.matches(host))
+        self.matching(host).is_some()
+    }
+
+    /// The first allowed pattern `host` (canonical) matches: a bounded name for metrics,
+    /// where the host itself could be any of unboundedly many.
+    pub fn matching(&self, host: &str) -> Option<&HostPattern> {
+        self.allowed.iter().find(|pattern| pattern.matches(host))
     }
 
     /// The host used when a request names none.

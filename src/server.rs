@@ -1,32 +1,55 @@
-//! The listener loop: accept, serve each connection on its own task, stop on shutdown.
+//! The listener loop: accept, admit, serve each connection on its own task, stop on
+//! shutdown.
 //!
 //! Clients speak HTTP/1.1 to a forward proxy: it is the only version in which absolute-form
 //! (`HTTP_PROXY`) and origin-form targets are told apart, and the one `CONNECT` upgrades
-//! from. A client gets `header_read_timeout` to send each request head. Each request goes to
-//! the [`Proxy`], or for `CONNECT` to the [`Tunnels`]; both answer every refusal themselves.
+//! from. Each request goes to the [`Proxy`], or for `CONNECT` to the [`Tunnels`]; both
+//! answer every refusal themselves.
+//!
+//! Limits: at most `max_connections` connections (tunnels included) are held; beyond that a
+//! new one is accepted and closed at once, never queued. A connection gets
+//! `header_read_timeout` to send a head once it has begun one (or has just connected), and
+//! is closed after `idle_timeout` with no request in progress ([`crate::keepalive`]).
+//!
 //! On shutdown the loop stops accepting and every connection is asked to finish its request
 //! in flight and close; the caller waits on the [`Drain`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::connect::Tunnels;
+use crate::keepalive::{Activity, Expiry, Guarded, Tracked};
+use crate::metrics::{GaugeGuard, Metrics};
 use crate::proxy::Proxy;
-use crate::shutdown::{self, Drain};
+use crate::shutdown::{Drain, GracefulConnection, Shutdown};
+
+/// The error code counted when a connection is closed at `max_connections`.
+pub(crate) const CONNECTION_CAP_CODE: u32 = 79051;
 
 /// What the loop serves, and how.
 #[derive(Debug, Clone)]
 pub(crate) struct Server {
     pub(crate) proxy: Arc<Proxy>,
     pub(crate) tunnels: Arc<Tunnels>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) connections: Arc<Semaphore>,
     pub(crate) header_read_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+}
+
+/// A connection's place among `max_connections`, held until it closes, or until the tunnel
+/// it became closes.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot {
+    _permit: OwnedSemaphorePermit,
+    _open: GaugeGuard,
 }
 
 impl Server {
@@ -34,61 +57,140 @@ impl Server {
     /// runs on `drain`.
     pub(crate) async fn serve(self, listener: TcpListener, drain: &Drain) {
         let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout);
+        // The deadlines are kept by `keepalive`, which tells idle from slow.
+        builder.header_read_timeout(None);
         let mut stop = drain.signal();
+        let mut accept_errors = StateLog::default();
+        let mut at_cap = StateLog::default();
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
                         // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        if accept_errors.enter() {
+                            tracing::warn!(error = %err, "accept failed; backing off");
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 },
                 _ = stop.recv() => break,
             };
-            let _ = stream.set_nodelay(true);
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), self.service(drain))
-                .with_upgrades();
+            if accept_errors.leave() {
+                tracing::info!("accepting connections again");
+            }
+            let Some(slot) = self.admit() else {
+                self.metrics.rejected(CONNECTION_CAP_CODE);
+                if at_cap.enter() {
+                    tracing::warn!(%peer, "max_connections reached: closing new connections until some end");
+                }
+                drop(stream);
+                continue;
+            };
+            if at_cap.leave() {
+                tracing::info!("below max_connections again");
+            }
+            let connection = self.connection(&builder, stream, slot, drain);
             let shutdown = drain.signal();
             drain.spawn(async move {
-                if let Err(err) = shutdown::serve_connection(connection, shutdown).await {
-                    log_connection_error(peer, &err);
+                if let Err(err) = connection.run(shutdown).await {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
                 }
             });
         }
     }
 
-    /// One connection's service: `CONNECT` to the tunnels, everything else to the proxy.
-    fn service(
+    fn admit(&self) -> Option<Arc<ConnectionSlot>> {
+        let permit = self.connections.clone().try_acquire_owned().ok()?;
+        Some(Arc::new(ConnectionSlot {
+            _permit: permit,
+            _open: self.metrics.connection_open(),
+        }))
+    }
+
+    /// One connection: `CONNECT` to the tunnels (which keep its slot), everything else to
+    /// the proxy.
+    fn connection(
         &self,
+        builder: &http1::Builder,
+        stream: TcpStream,
+        slot: Arc<ConnectionSlot>,
         drain: &Drain,
-    ) -> impl hyper::service::Service<
-        http::Request<hyper::body::Incoming>,
-        Response = http::Response<crate::access_log::ProxyBody>,
-        Error = std::convert::Infallible,
-        Future = impl Send,
-    > + Clone {
-        let (server, drain) = (self.clone(), drain.clone());
-        service_fn(move |request: http::Request<hyper::body::Incoming>| {
-            let (server, drain) = (server.clone(), drain.clone());
+    ) -> Connection<impl GracefulConnection<Output = hyper::Result<()>>> {
+        let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
+        let (server, drain_for_tunnels) = (self.clone(), drain.clone());
+        let requests = activity.clone();
+        let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let (server, drain, slot) = (server.clone(), drain_for_tunnels.clone(), slot.clone());
+            let guard = requests.request();
             async move {
                 let response = if request.method() == Method::CONNECT {
-                    server.tunnels.handle(request, &drain).await
+                    server.tunnels.handle(request, &drain, slot).await
                 } else {
                     server.proxy.handle(request, None).await
                 };
-                Ok::<_, std::convert::Infallible>(response)
+                Ok::<_, std::convert::Infallible>(response.map(|body| Guarded::new(body, guard)))
             }
-        })
+        });
+        let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+        Connection {
+            inner: builder.serve_connection(io, service).with_upgrades(),
+            activity,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+        }
     }
 }
 
-fn log_connection_error(peer: SocketAddr, err: &(dyn std::error::Error + 'static)) {
-    tracing::debug!(%peer, error = %err, "connection ended with an error");
+/// A client connection with its deadlines.
+struct Connection<C> {
+    inner: C,
+    activity: Activity,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl<C> Connection<C>
+where
+    C: GracefulConnection<Output = hyper::Result<()>>,
+{
+    /// Serves to the end: the client closes, a deadline passes (the connection is dropped:
+    /// nothing is in flight then), or shutdown asks the request in flight to finish first.
+    async fn run(self, mut shutdown: Shutdown) -> hyper::Result<()> {
+        let connection = self.inner;
+        tokio::pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => result,
+            expiry = self.activity.expired(self.header_read_timeout, self.idle_timeout) => {
+                if expiry == Expiry::HeadTooSlow {
+                    tracing::debug!("closing a connection whose request head did not arrive in time");
+                }
+                Ok(())
+            }
+            _ = shutdown.recv() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        }
+    }
+}
+
+/// A condition logged once when it begins and once when it ends, not on every occurrence.
+#[derive(Debug, Default)]
+struct StateLog {
+    active: bool,
+}
+
+impl StateLog {
+    /// Marks the condition present; `true` when it was not before.
+    fn enter(&mut self) -> bool {
+        !std::mem::replace(&mut self.active, true)
+    }
+
+    /// Marks the condition gone; `true` when it was present.
+    fn leave(&mut self) -> bool {
+        std::mem::replace(&mut self.active, false)
+    }
 }

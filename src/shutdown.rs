@@ -87,7 +87,7 @@ impl Drain {
 /// A hyper connection that can be asked to finish its request in flight and close.
 ///
 /// hyper-util's own `GracefulConnection` does not cover HTTP/1 connections that allow
-/// upgrades (`CONNECT`), so the two kinds the proxy serves are named here.
+/// upgrades (`CONNECT`), so the kinds the proxy serves are named here.
 pub(crate) trait GracefulConnection: Future {
     /// Starts a graceful shutdown.
     fn graceful_shutdown(self: Pin<&mut Self>);
@@ -103,6 +103,19 @@ where
 {
     fn graceful_shutdown(self: Pin<&mut Self>) {
         hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S, B> GracefulConnection for hyper::server::conn::http1::Connection<I, S>
+where
+    I: Read + Write + Unpin + 'static,
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::Connection::graceful_shutdown(self);
     }
 }
 

@@ -107,19 +107,14 @@ impl From<aws_lc_rs::error::KeyRejected> for KeyError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
-    /// The key file could not be read.
-    #[error("cannot read private key {}: {source}", .path.display())]
-    Read {
-        /// The file.
-        path: std::path::PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    /// The key file could not be read, or others may read it.
+    #[error("private key: {0}")]
+    File(#[from] crate::files::FileError),
     /// The key file's contents are not a usable key.
-    #[error("private key {} {source}", .path.display())]
+    #[error("private key {path} {source}")]
     Key {
         /// The file.
-        path: std::path::PathBuf,
+        path: crate::files::Shown,
         /// What is wrong with it.
         source: KeyError,
     },
@@ -184,12 +179,9 @@ impl Signer {
         credential_sid: &str,
         algorithm: Algorithm,
     ) -> Result<Self, TokenError> {
-        let pem = std::fs::read(path).map_err(|source| TokenError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let pem = crate::files::read_private(path)?;
         Self::from_pem(&pem, credential_sid, algorithm).map_err(|source| TokenError::Key {
-            path: path.to_path_buf(),
+            path: path.into(),
             source,
         })
     }

@@ -29,6 +29,7 @@ use tower_service::Service;
 use crate::body::BufferedBody;
 use crate::config::UpstreamSettings;
 use crate::error::ProxyError;
+use crate::metrics::Metrics;
 use crate::route::HostPattern;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -67,8 +68,12 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds the client. Reads the extra CA file; connects nowhere yet.
-    pub fn new(settings: &UpstreamSettings) -> Result<Upstream, UpstreamError> {
+    /// Builds the client. Reads the extra CA file; connects nowhere yet. Every connection
+    /// it opens is counted in `metrics`.
+    pub fn new(
+        settings: &UpstreamSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Upstream, UpstreamError> {
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
@@ -81,7 +86,7 @@ impl Upstream {
             .https_only()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(ConnectTo(Dialer::new(settings)));
+            .wrap_connector(ConnectTo(Dialer::new(settings), metrics));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
@@ -95,18 +100,24 @@ impl Upstream {
 
     /// Sends a request (its URI `https://host/…`) and waits for the response headers. The
     /// body streams afterwards.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         request: Request<BufferedBody>,
         host: &str,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<Incoming>, Failure> {
         match tokio::time::timeout(self.request_timeout, self.client.request(request)).await {
-            Err(_) => Err(ProxyError::UpstreamTimeout {
-                host: host.to_owned(),
-                timeout: self.request_timeout,
+            Err(_) => Err(Failure {
+                error: ProxyError::UpstreamTimeout {
+                    host: host.to_owned(),
+                    timeout: self.request_timeout,
+                },
+                nothing_sent: false,
             }),
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => Err(self.classify(err, host)),
+            Ok(Err(err)) => Err(Failure {
+                nothing_sent: err.is_connect(),
+                error: self.classify(err, host),
+            }),
         }
     }
 
@@ -123,10 +134,14 @@ impl Upstream {
                     timeout: self.connect_timeout,
                 };
             }
-            if !reason.is_empty() {
-                reason.push_str(": ");
+            let text = current.to_string();
+            // hyper's errors repeat their cause in their own message; say each part once.
+            if !reason.contains(&text) {
+                if !reason.is_empty() {
+                    reason.push_str(": ");
+                }
+                reason.push_str(&text);
             }
-            reason.push_str(&current.to_string());
             source = current.source();
         }
         if err.is_connect() {
@@ -143,6 +158,25 @@ impl Upstream {
     }
 }
 
+/// A request that did not get a response, and whether it can be sent again safely.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    /// What the client is told.
+    pub(crate) error: ProxyError,
+    /// True when the connection failed before any byte of the request was written.
+    pub(crate) nothing_sent: bool,
+}
+
+impl From<ProxyError> for Failure {
+    /// A failure before anything was attempted (signing).
+    fn from(error: ProxyError) -> Self {
+        Failure {
+            error,
+            nothing_sent: false,
+        }
+    }
+}
+
 fn root_store(settings: &UpstreamSettings) -> Result<RootCertStore, UpstreamError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -152,8 +186,8 @@ fn root_store(settings: &UpstreamSettings) -> Result<RootCertStore, UpstreamErro
             path: path.display().to_string(),
             reason,
         };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|err| error(err.to_string()))?
+        let pem = crate::files::read_bounded(path).map_err(|err| error(err.to_string()))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| error(err.to_string()))?;
         if certs.is_empty() {
@@ -219,9 +253,9 @@ impl Dialer {
     }
 }
 
-/// The [`Dialer`] as the TCP connector under hyper's HTTPS client.
+/// The [`Dialer`] as the TCP connector under hyper's HTTPS client, counting connections.
 #[derive(Debug, Clone)]
-pub(crate) struct ConnectTo(Dialer);
+pub(crate) struct ConnectTo(Dialer, Arc<Metrics>);
 
 impl Service<Uri> for ConnectTo {
     type Response = TokioIo<TcpStream>;
@@ -233,11 +267,12 @@ impl Service<Uri> for ConnectTo {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let dialer = self.0.clone();
+        let (dialer, metrics) = (self.0.clone(), self.1.clone());
         Box::pin(async move {
             let host = uri.host().unwrap_or_default().to_ascii_lowercase();
             let port = uri.port_u16().unwrap_or(443);
             let stream = dialer.connect(&host, port).await?;
+            metrics.upstream_connection_opened();
             Ok(TokioIo::new(stream))
         })
     }

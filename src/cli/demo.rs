@@ -334,6 +334,7 @@ fn proxy_config(
     raw.server.listen = "127.0.0.1:0".into();
     raw.server.reload_interval_ms = 200;
     raw.server.shutdown_grace_secs = 5;
+    raw.server.admin_listen = "127.0.0.1:0".into();
     raw.accounts_dir = Some(dir.join("accounts"));
     std::fs::create_dir_all(dir.join("accounts"))?;
     let ca_file = dir.join("standin-ca.pem");

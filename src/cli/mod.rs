@@ -14,6 +14,7 @@ mod ca;
 mod check_config;
 #[cfg(feature = "demo")]
 mod demo;
+mod healthcheck;
 mod keygen;
 mod keys;
 mod serve;
@@ -43,6 +44,8 @@ enum Command {
     Serve,
     /// Validate the config and keys, and print the effective config.
     CheckConfig,
+    /// Exit 0 when the running proxy's /readyz answers 200 (for Docker's HEALTHCHECK).
+    Healthcheck(healthcheck::HealthcheckArgs),
     /// Sign one request and print every step, to debug error 70156.
     Sign(sign::SignArgs),
     /// Generate an RSA key pair for PKCV.
@@ -95,6 +98,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => runtime.block_on(serve::run(config)),
         Command::CheckConfig => check_config::run(config),
+        Command::Healthcheck(args) => runtime.block_on(healthcheck::run(config, args)),
         Command::Sign(args) => sign::run(config, args),
         Command::Ca(command) => ca::run(config, command),
         Command::Keygen(args) => keygen::run(args),

@@ -45,6 +45,12 @@ impl Account {
         })
     }
 
+    /// Whether its key can sign right now. A key in a file always can; an HSM's may be
+    /// unreachable for a while.
+    pub fn can_sign(&self) -> bool {
+        true
+    }
+
     fn allows(&self, api_key_sid: &str) -> bool {
         self.api_key_sids.is_empty() || self.api_key_sids.iter().any(|sid| sid == api_key_sid)
     }

@@ -2,14 +2,19 @@
 //! `accounts_dir` files and the private key files they name are polled, and when any of them
 //! changes the whole account set is rebuilt and swapped into the [`KeyStore`].
 //!
-//! A file that does not parse or a key that does not load leaves the old set in place (and is
-//! logged); the change is retried on every tick until it loads, so an account file that
-//! arrives before its key is picked up once the key is there. Settings other than accounts
-//! need a restart.
+//! `SIGHUP` (or [`Reloader::reload_now`]'s handle) triggers the same reload at once.
 //!
-//! After every successful load the proxy writes [`STATUS_FILE`] into `accounts_dir`: which
-//! credential it signs with for each account. `keys rotate` waits on it before deleting an
-//! old credential, so no running proxy is left signing with a key Twilio no longer knows.
+//! A file that does not parse or a key that does not load leaves the old set in place (and is
+//! logged and counted as a failed reload); the change is retried on every tick until it
+//! loads, so an account file that arrives before its key is picked up once the key is there.
+//! Requests in flight finish with the snapshot they started with. Settings other than
+//! accounts and clients need a restart.
+//!
+//! After every successful load the proxy writes the status file (`server.status_file`,
+//! default [`STATUS_FILE`] in `accounts_dir`): which credential it signs with for each
+//! account. `keys rotate` waits on it before deleting an old credential, so no running proxy
+//! is left signing with a key Twilio no longer knows. Where it cannot be written (a read-only
+//! Secret mount) that is said once, at info level, and rotation falls back to waiting.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,12 +23,17 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use tokio::sync::Notify;
+
 use super::{Accounts, KeyStore};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::token::unix_now;
 
-/// The file in `accounts_dir` where a running proxy reports what it signs with.
-pub const STATUS_FILE: &str = ".pkcv-proxy-loaded.json";
+/// The file in `accounts_dir` where a running proxy reports what it signs with, unless
+/// `server.status_file` names another.
+pub const STATUS_FILE: &str = crate::config::STATUS_FILE_NAME;
 
 /// Why a reload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +57,14 @@ pub struct LoadedStatus {
 }
 
 impl LoadedStatus {
-    /// The status a running proxy wrote into `accounts_dir`, if any.
+    /// The status a running proxy wrote into `accounts_dir` (the default place), if any.
     pub fn read(accounts_dir: &Path) -> Option<LoadedStatus> {
-        let text = std::fs::read(accounts_dir.join(STATUS_FILE)).ok()?;
+        Self::read_file(&accounts_dir.join(STATUS_FILE))
+    }
+
+    /// The status a running proxy wrote into `file`, if any.
+    pub fn read_file(file: &Path) -> Option<LoadedStatus> {
+        let text = std::fs::read(file).ok()?;
         serde_json::from_slice(&text).ok()
     }
 
@@ -79,65 +94,158 @@ fn load(base: &Config, config_path: Option<&Path>) -> Result<(Config, Accounts),
     Ok((config, accounts))
 }
 
-/// Polls every `server.reload_interval` until `shutdown`, swapping in a new account set on
-/// each change. `config_path` is the file `base` was loaded from, if any.
-pub async fn watch(
+/// The reload loop's inputs and outputs.
+#[derive(Debug)]
+pub struct Reloader {
     base: Config,
     config_path: Option<PathBuf>,
     store: Arc<KeyStore>,
-    mut shutdown: Shutdown,
-) {
-    let interval = base.server.reload_interval;
-    if let Some(dir) = &base.accounts_dir {
-        write_status(dir, &store.snapshot());
+    metrics: Arc<Metrics>,
+    now: Arc<Notify>,
+    status_unwritable: bool,
+}
+
+/// Asks a running [`Reloader`] to reload at once.
+#[derive(Debug, Clone)]
+pub struct ReloadHandle(Arc<Notify>);
+
+impl ReloadHandle {
+    /// Reloads at once (what `SIGHUP` does).
+    pub fn reload_now(&self) {
+        self.0.notify_one();
     }
-    let mut seen = inputs_fingerprint(base.clone(), config_path.clone()).await;
-    let mut failed: Option<[u8; 32]> = None;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.recv() => return,
+}
+
+impl Reloader {
+    /// A reloader for the proxy started from `base` (read from `config_path`, if any).
+    pub fn new(
+        base: Config,
+        config_path: Option<PathBuf>,
+        store: Arc<KeyStore>,
+        metrics: Arc<Metrics>,
+    ) -> Reloader {
+        Reloader {
+            base,
+            config_path,
+            store,
+            metrics,
+            now: Arc::new(Notify::new()),
+            status_unwritable: false,
         }
-        let now = inputs_fingerprint(base.clone(), config_path.clone()).await;
-        if now == seen {
-            continue;
-        }
-        // Reading files and parsing RSA keys blocks: keep it off the runtime's threads.
-        let loaded = {
-            let (base, config_path) = (base.clone(), config_path.clone());
-            tokio::task::spawn_blocking(move || load(&base, config_path.as_deref())).await
-        };
-        match loaded {
-            Ok(Ok((config, accounts))) => {
-                let count = accounts.len();
-                if let Some(dir) = &config.accounts_dir {
-                    write_status(dir, &accounts);
-                }
-                store.replace(accounts);
+    }
+
+    /// A handle that triggers an immediate reload.
+    pub fn handle(&self) -> ReloadHandle {
+        ReloadHandle(self.now.clone())
+    }
+
+    /// Polls every `server.reload_interval` and reloads on each change, or at once on
+    /// `SIGHUP` or [`ReloadHandle::reload_now`], until `shutdown`.
+    pub async fn run(mut self, mut shutdown: Shutdown) {
+        let interval = self.base.server.reload_interval;
+        self.write_status(&self.base.clone(), &self.store.snapshot());
+        let mut hangup = hangup_signals();
+        let mut seen = self.fingerprint().await;
+        let mut failed: Option<[u8; 32]> = None;
+        loop {
+            let forced = tokio::select! {
+                _ = tokio::time::sleep(interval) => false,
+                _ = self.now.notified() => true,
+                Some(()) = hangup.recv() => true,
+                _ = shutdown.recv() => return,
+            };
+            if forced {
+                tracing::info!("reload requested");
+            }
+            let now = self.fingerprint().await;
+            if now == seen && !forced {
+                continue;
+            }
+            if self.reload(forced || failed != Some(now)).await {
                 seen = now;
                 failed = None;
+            } else {
+                failed = Some(now);
+            }
+        }
+    }
+
+    /// Loads and swaps in the whole account set; `false` (the old set kept) when anything
+    /// does not load. A failure is logged when `log_failure` (once per distinct broken state
+    /// when polling, every time when asked for).
+    async fn reload(&mut self, log_failure: bool) -> bool {
+        // Reading files and parsing RSA keys blocks: keep it off the runtime's threads.
+        let loaded = {
+            let (base, config_path) = (self.base.clone(), self.config_path.clone());
+            tokio::task::spawn_blocking(move || load(&base, config_path.as_deref())).await
+        };
+        let error = match loaded {
+            Ok(Ok((config, accounts))) => {
+                let count = accounts.len();
+                self.write_status(&config, &accounts);
+                self.store.replace(accounts);
+                self.metrics.reloaded(Some(count), unix_now());
                 tracing::info!(accounts = count, "accounts reloaded");
                 if count == 0 {
                     tracing::warn!("no accounts are configured any more: every request is refused");
                 }
+                return true;
             }
-            Ok(Err(err)) => {
-                // Retried on every tick; logged once per distinct broken state.
-                if failed != Some(now) {
-                    tracing::error!(error = %err, "accounts not reloaded; the previous set stays in use");
-                    failed = Some(now);
-                }
+            Ok(Err(err)) => err.to_string(),
+            Err(err) => format!("the reload task failed: {err}"),
+        };
+        self.metrics.reloaded(None, unix_now());
+        if log_failure {
+            tracing::error!(error = %error, "accounts not reloaded; the previous set stays in use");
+        }
+        false
+    }
+
+    async fn fingerprint(&self) -> [u8; 32] {
+        let (base, config_path) = (self.base.clone(), self.config_path.clone());
+        tokio::task::spawn_blocking(move || fingerprint(&base, config_path.as_deref()))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Reports what this proxy signs with, atomically. It only informs `keys rotate`, so a
+    /// status file that cannot be written (a read-only mount) is said once, not fatal.
+    fn write_status(&mut self, config: &Config, accounts: &Accounts) {
+        let Some(file) = &config.server.status_file else {
+            return;
+        };
+        match write_status(file, accounts) {
+            Ok(()) => self.status_unwritable = false,
+            Err(err) if !self.status_unwritable => {
+                self.status_unwritable = true;
+                tracing::info!(file = %file.display(), error = %err, "cannot write the status file; `keys rotate` will wait its grace time instead of confirming the switch");
             }
-            Err(err) => tracing::error!(error = %err, "account reload task failed"),
+            Err(_) => {}
         }
     }
 }
 
-/// A digest of everything accounts are read from, computed off the runtime's threads.
-async fn inputs_fingerprint(base: Config, config_path: Option<PathBuf>) -> [u8; 32] {
-    tokio::task::spawn_blocking(move || fingerprint(&base, config_path.as_deref()))
-        .await
-        .unwrap_or_default()
+/// `SIGHUP`s as a stream (none where there are no Unix signals).
+fn hangup_signals() -> tokio::sync::mpsc::Receiver<()> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                tokio::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        // A reload already queued covers this one too.
+                        let _ = sender.try_send(());
+                    }
+                });
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot listen for SIGHUP"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(sender);
+    receiver
 }
 
 /// The config file, each account file, and each private key file named by the accounts as
@@ -173,9 +281,9 @@ fn fingerprint(base: &Config, config_path: Option<&Path>) -> [u8; 32] {
     sha.finalize().into()
 }
 
-/// Reports what this proxy signs with, atomically. Failing to write it is logged, not fatal:
-/// it only informs `keys rotate`.
-fn write_status(dir: &Path, accounts: &Accounts) {
+/// Writes the status file through a temporary file and a rename, so a reader sees the old
+/// report or the new one.
+fn write_status(file: &Path, accounts: &Accounts) -> std::io::Result<()> {
     let status = LoadedStatus {
         pid: std::process::id(),
         accounts: accounts
@@ -183,12 +291,12 @@ fn write_status(dir: &Path, accounts: &Accounts) {
             .map(|account| (account.account_sid.clone(), account.credential_sid.clone()))
             .collect(),
     };
-    let temporary = dir.join(format!("{STATUS_FILE}.{}.tmp", std::process::id()));
-    let written = serde_json::to_vec(&status)
-        .map_err(std::io::Error::other)
-        .and_then(|json| std::fs::write(&temporary, json))
-        .and_then(|()| std::fs::rename(&temporary, dir.join(STATUS_FILE)));
-    if let Err(err) = written {
-        tracing::warn!(dir = %dir.display(), error = %err, "cannot write the accounts status file");
-    }
+    let mut temporary = file.as_os_str().to_owned();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    let temporary = PathBuf::from(temporary);
+    let json = serde_json::to_vec(&status).map_err(std::io::Error::other)?;
+    std::fs::write(&temporary, json)?;
+    std::fs::rename(&temporary, file).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
 }

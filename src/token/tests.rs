@@ -3,10 +3,24 @@ use crate::canonical::body_hash;
 
 const CR: &str = "CR9a8b7c6d9a8b7c6d9a8b7c6d9a8b7c6d";
 
+/// A private copy (0600) of a fixture key: git checks files out world-readable, and the
+/// proxy refuses a private key others can read.
 fn fixture(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
+    let copy = dir.path().join(name);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
-        .join(name)
+        .join(name);
+    if source.exists() && !copy.exists() {
+        std::fs::copy(&source, &copy).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+    copy
 }
 
 #[test]
@@ -55,7 +69,7 @@ fn loads_pkcs1_and_refuses_weak_or_foreign_keys() {
     assert_eq!(err, KeyError::NotPem);
 
     let err = Signer::from_pem_file(&fixture("missing.pem"), CR, Algorithm::Rs256).unwrap_err();
-    assert!(matches!(err, TokenError::Read { .. }));
+    assert!(matches!(err, TokenError::File(_)), "{err}");
 }
 
 #[test]

@@ -33,6 +33,7 @@ use crate::config::{AccountConfig, Config};
 use crate::error::ProxyError;
 use crate::keygen;
 use crate::keys::{dir, Accounts, KeyStore, KeyStoreError};
+use crate::metrics::Metrics;
 use crate::sid::is_sid;
 use crate::sign::RequestSigner;
 use crate::token::Signer;
@@ -287,7 +288,8 @@ impl Session {
         };
         let store = Arc::new(KeyStore::new(Accounts::default()));
         let signer = RequestSigner::new(&config, store.clone());
-        let upstream = Upstream::new(&config.upstream)?;
+        // The workflow's own connections are not the running proxy's: nothing exports these.
+        let upstream = Upstream::new(&config.upstream, Arc::new(Metrics::new()))?;
         let session = Session {
             config,
             main,
@@ -393,7 +395,11 @@ impl Session {
         let request = self
             .signer
             .sign(parts, &target, BufferedBody::from_bytes(body), hash)?;
-        let response = self.upstream.send(request, &target.host).await?;
+        let response = self
+            .upstream
+            .send(request, &target.host)
+            .await
+            .map_err(|failure| failure.error)?;
         let status = response.status();
         let bytes = response
             .into_body()

@@ -1,30 +1,17 @@
 //! The binary as a user runs it: `demo`, `check-config`, `sign`, and start-up refusals.
 
-mod support;
+use std::path::{Path, PathBuf};
 
-use std::path::Path;
-use std::process::{Command, Output};
+use crate::support::{
+    canonical_vectors, fixture_key, run_pkcv, test_private_key, text, write_config, TestAccount,
+};
 
-use support::{canonical_vectors, test_private_key, text, TestAccount};
-
-fn pkcv(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pkcv-proxy"));
-    command
-        .args(args)
-        .env_remove("PKCV_CONFIG")
-        .env("RUST_LOG", "warn");
-    for (key, value) in envs {
-        command.env(key, value);
-    }
-    command.output().unwrap()
-}
-
-fn write_config(dir: &Path, extra: &str, key: &Path) -> std::path::PathBuf {
+/// A config with `extra` first and account A signing with `key`, written to `dir`.
+fn config_for_a(dir: &Path, extra: &str, key: &Path) -> PathBuf {
     let a = TestAccount::a();
-    let path = dir.join("pkcv.toml");
-    std::fs::write(
-        &path,
-        format!(
+    write_config(
+        dir,
+        &format!(
             "{extra}\n[[accounts]]\naccount_sid = \"{}\"\ncredential_sid = \"{}\"\nprivate_key_file = \"{}\"\napi_key_sids = [\"{}\"]\n",
             a.account_sid,
             a.credential_sid,
@@ -32,13 +19,11 @@ fn write_config(dir: &Path, extra: &str, key: &Path) -> std::path::PathBuf {
             a.api_key_sid
         ),
     )
-    .unwrap();
-    path
 }
 
-#[test]
-fn demo_runs_offline_and_verifies() {
-    let output = pkcv(&["demo"], &[]);
+#[tokio::test]
+async fn demo_runs_offline_and_verifies() {
+    let output = run_pkcv(&["demo"], None, &[]).await;
     let out = text(&output);
     assert!(output.status.success(), "{out}");
     assert!(out.contains("Demo OK."), "{out}");
@@ -54,14 +39,16 @@ fn demo_runs_offline_and_verifies() {
     assert!(!out.contains("UNEXPECTED"), "{out}");
 }
 
-#[test]
-fn check_config_prints_the_effective_config_without_key_material() {
+#[tokio::test]
+async fn check_config_prints_the_effective_config_without_key_material() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "[signing]\nttl_secs = 120", &test_private_key());
-    let output = pkcv(
-        &["check-config", "--config", config.to_str().unwrap()],
+    let config = config_for_a(dir.path(), "[signing]\nttl_secs = 120", &test_private_key());
+    let output = run_pkcv(
+        &["check-config"],
+        Some(&config),
         &[("PKCV_SERVER__LISTEN", "127.0.0.1:9999")],
-    );
+    )
+    .await;
     let out = text(&output);
     assert!(output.status.success(), "{out}");
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -83,8 +70,8 @@ fn check_config_prints_the_effective_config_without_key_material() {
 /// A config addition, a key file, env overrides, and what the error must name.
 type Refusal<'a> = (&'a str, &'a Path, &'a [(&'a str, &'a str)], &'a str);
 
-#[test]
-fn start_up_refuses_unsafe_configs() {
+#[tokio::test]
+async fn start_up_refuses_unsafe_configs() {
     let dir = tempfile::tempdir().unwrap();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let cases: [Refusal; 4] = [
@@ -102,16 +89,16 @@ fn start_up_refuses_unsafe_configs() {
         ),
         (
             "",
-            &fixtures.join("rsa-1024-pkcs1.pem"),
+            &fixture_key("rsa-1024-pkcs1.pem"),
             &[],
             "rsa-1024-pkcs1.pem",
         ),
         ("", &fixtures.join("missing.pem"), &[], "missing.pem"),
     ];
     for (extra, key, envs, needle) in cases {
-        let config = write_config(dir.path(), extra, key);
+        let config = config_for_a(dir.path(), extra, key);
         for command in ["check-config", "serve"] {
-            let output = pkcv(&[command, "--config", config.to_str().unwrap()], envs);
+            let output = run_pkcv(&[command], Some(&config), envs).await;
             assert!(
                 !output.status.success(),
                 "{command} accepted {extra:?} {envs:?}"
@@ -120,9 +107,8 @@ fn start_up_refuses_unsafe_configs() {
         }
     }
     // No accounts at all: serve refuses rather than answering every request with an error.
-    let empty = dir.path().join("empty.toml");
-    std::fs::write(&empty, "").unwrap();
-    let output = pkcv(&["serve", "--config", empty.to_str().unwrap()], &[]);
+    let empty = write_config(dir.path(), "");
+    let output = run_pkcv(&["serve"], Some(&empty), &[]).await;
     assert!(
         !output.status.success() && text(&output).contains("no [[accounts]]"),
         "{}",
@@ -130,26 +116,15 @@ fn start_up_refuses_unsafe_configs() {
     );
 }
 
-#[test]
-fn sign_prints_the_vector_hash_and_redacts_the_secret() {
+#[tokio::test]
+async fn sign_prints_the_vector_hash_and_redacts_the_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "", &test_private_key());
+    let config = config_for_a(dir.path(), "", &test_private_key());
     let vectors = canonical_vectors();
     let case = &vectors.cases[1];
     let url = format!("https://api.twilio.com{}?{}", case.path, case.query);
     let user = format!("{}:not-a-real-secret", vectors.api_key_sid);
-    let output = pkcv(
-        &[
-            "sign",
-            "--config",
-            config.to_str().unwrap(),
-            "--url",
-            &url,
-            "-u",
-            &user,
-        ],
-        &[],
-    );
+    let output = run_pkcv(&["sign", "--url", &url, "-u", &user], Some(&config), &[]).await;
     let out = text(&output);
     assert!(output.status.success(), "{out}");
     assert!(out.contains(&format!("rqh: {}", case.rqh)), "{out}");
@@ -161,37 +136,24 @@ fn sign_prints_the_vector_hash_and_redacts_the_secret() {
         "the credentials were printed: {out}"
     );
 
-    let output = pkcv(
-        &[
-            "sign",
-            "--config",
-            config.to_str().unwrap(),
-            "--url",
-            &url,
-            "-u",
-            &user,
-            "--show-secrets",
-        ],
+    let output = run_pkcv(
+        &["sign", "--url", &url, "-u", &user, "--show-secrets"],
+        Some(&config),
         &[],
-    );
+    )
+    .await;
     assert!(
         text(&output).contains(&case.canonical_request),
         "{}",
         text(&output)
     );
 
-    let output = pkcv(
-        &[
-            "sign",
-            "--config",
-            config.to_str().unwrap(),
-            "--url",
-            "https://example.com/x",
-            "-u",
-            &user,
-        ],
+    let output = run_pkcv(
+        &["sign", "--url", "https://example.com/x", "-u", &user],
+        Some(&config),
         &[],
-    );
+    )
+    .await;
     assert!(
         !output.status.success() && text(&output).contains("79010"),
         "{}",
@@ -199,29 +161,32 @@ fn sign_prints_the_vector_hash_and_redacts_the_secret() {
     );
 }
 
-#[test]
-fn the_example_config_is_valid() {
+#[tokio::test]
+async fn the_example_config_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let example = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pkcv-proxy.example.toml"),
     )
     .unwrap();
     let key = test_private_key();
-    let config = dir.path().join("example.toml");
-    std::fs::write(
-        &config,
-        example.replace("keys/pkcv-private.pem", &key.display().to_string()),
-    )
-    .unwrap();
-    let output = pkcv(&["check-config", "--config", config.to_str().unwrap()], &[]);
+    let config = write_config(
+        dir.path(),
+        &example.replace("keys/pkcv-private.pem", &key.display().to_string()),
+    );
+    let output = run_pkcv(&["check-config"], Some(&config), &[]).await;
     assert!(output.status.success(), "{}", text(&output));
 }
 
-#[test]
-fn ca_init_writes_a_private_key_and_prints_client_settings() {
+#[tokio::test]
+async fn ca_init_writes_a_private_key_and_prints_client_settings() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ca");
-    let output = pkcv(&["ca", "init", "--out-dir", out.to_str().unwrap()], &[]);
+    let output = run_pkcv(
+        &["ca", "init", "--out-dir", out.to_str().unwrap()],
+        None,
+        &[],
+    )
+    .await;
     let printed = text(&output);
     assert!(output.status.success(), "{printed}");
     for needle in [
@@ -234,6 +199,11 @@ fn ca_init_writes_a_private_key_and_prints_client_settings() {
     }
     assert!(!printed.contains("PRIVATE KEY"));
     // Never over an existing key.
-    let again = pkcv(&["ca", "init", "--out-dir", out.to_str().unwrap()], &[]);
+    let again = run_pkcv(
+        &["ca", "init", "--out-dir", out.to_str().unwrap()],
+        None,
+        &[],
+    )
+    .await;
     assert!(!again.status.success());
 }

@@ -2,13 +2,12 @@
 //! Every success asserts the stand-in verified the signature; every refusal asserts the
 //! Twilio-style error and, where it matters, that nothing reached the stand-in.
 
-mod support;
-
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
-use support::{json, Harness, TestAccount};
+
+use crate::support::{basic, json, Harness, TestAccount};
 
 const A: &str = "ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d4";
 const B: &str = "ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -385,17 +384,26 @@ async fn refusals_never_reach_the_upstream() {
         }
     })
     .await;
+    credentials_that_are_refused(&h).await;
+    targets_that_are_refused(&h).await;
+    assert!(
+        h.standin.records().await.is_empty(),
+        "a refused request reached the upstream"
+    );
+    let dialled = tokio::time::timeout(Duration::from_millis(200), trap.accept()).await;
+    assert!(
+        dialled.is_err(),
+        "the proxy opened a connection for a refused request"
+    );
+    h.stop().await;
+}
+
+/// No, hop-by-hop, Bearer, Auth Token and non-API-key credentials, and an API key no account
+/// lists: each refused with its own code.
+async fn credentials_that_are_refused(h: &Harness) {
     let a = TestAccount::a();
     let client = h.client();
     let messages = h.url(&format!("/2010-04-01/Accounts/{A}/Messages.json"));
-    use base64::Engine;
-    let basic = |user: &str| {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(user)
-        )
-    };
-
     refused(client.get(&messages).send().await.unwrap(), 401, 79001).await;
     refused(
         client
@@ -411,7 +419,7 @@ async fn refusals_never_reach_the_upstream() {
     refused(
         client
             .get(&messages)
-            .header("authorization", basic(&format!("{A}:auth-token")))
+            .header("authorization", basic(A, "auth-token"))
             .send()
             .await
             .unwrap(),
@@ -422,7 +430,7 @@ async fn refusals_never_reach_the_upstream() {
     refused(
         client
             .get(&messages)
-            .header("authorization", basic("alice:pw"))
+            .header("authorization", basic("alice", "pw"))
             .send()
             .await
             .unwrap(),
@@ -441,6 +449,26 @@ async fn refusals_never_reach_the_upstream() {
         79005,
     )
     .await;
+    // `Connection: authorization` makes the credentials hop-by-hop: nothing to sign with.
+    refused(
+        client
+            .get(&messages)
+            .header("authorization", a.basic_auth())
+            .header("connection", "authorization")
+            .send()
+            .await
+            .unwrap(),
+        401,
+        79001,
+    )
+    .await;
+}
+
+/// Hosts that are not Twilio's, ports other than 443, and undecodable queries: refused with
+/// valid credentials.
+async fn targets_that_are_refused(h: &Harness) {
+    let a = TestAccount::a();
+    let messages = h.url(&format!("/2010-04-01/Accounts/{A}/Messages.json"));
     refused(
         h.get(
             h.url("/example.com/2010-04-01/Accounts.json"),
@@ -487,7 +515,7 @@ async fn refusals_never_reach_the_upstream() {
     .await;
     // CONNECT to a port other than 443 (here the proxy's own) is refused before anything else.
     refused(
-        client
+        h.client()
             .request(reqwest::Method::CONNECT, h.url("/"))
             .header("authorization", a.basic_auth())
             .send()
@@ -497,29 +525,6 @@ async fn refusals_never_reach_the_upstream() {
         79011,
     )
     .await;
-    // `Connection: authorization` makes the credentials hop-by-hop: nothing to sign with.
-    refused(
-        client
-            .get(&messages)
-            .header("authorization", a.basic_auth())
-            .header("connection", "authorization")
-            .send()
-            .await
-            .unwrap(),
-        401,
-        79001,
-    )
-    .await;
-    assert!(
-        h.standin.records().await.is_empty(),
-        "a refused request reached the upstream"
-    );
-    let dialled = tokio::time::timeout(Duration::from_millis(200), trap.accept()).await;
-    assert!(
-        dialled.is_err(),
-        "the proxy opened a connection for a refused request"
-    );
-    h.stop().await;
 }
 
 #[tokio::test]
@@ -599,7 +604,7 @@ async fn client_tokens_and_hop_by_hop_headers_do_not_pass() {
             .header("twilio-client-validation", "forged.token.value")
             .header("connection", "x-hop")
             .header("x-hop", "1")
-            .header("proxy-authorization", "Basic cHJveHk6cHc=")
+            .header("proxy-authorization", basic("proxy", "pw"))
             .header("user-agent", "twilio-python/9.13.0")
             .send()
             .await

@@ -1,16 +1,16 @@
 //! `HTTPS_PROXY` clients: `CONNECT`, TLS terminated with the local CA, every request inside
 //! signed and verified by the stand-in; and every `CONNECT` the proxy must not honour.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use support::{enable_interception, json, Harness, TestAccount};
+use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::support::{basic, enable_interception, json, test_public_key_pem, Harness, TestAccount};
 
 const A: &str = "ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d4";
 
@@ -84,7 +84,6 @@ fn client_tls(ca_file: &std::path::Path, alpn: &[u8]) -> tokio_rustls::TlsConnec
     config.alpn_protocols = vec![alpn.to_vec()];
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
-use rustls_pki_types::pem::PemObject;
 
 #[tokio::test]
 async fn https_proxy_clients_are_signed_inside_the_tunnel() {
@@ -123,7 +122,7 @@ async fn https_proxy_clients_are_signed_inside_the_tunnel() {
             .header("content-type", "application/x-www-form-urlencoded")
             .body(format!(
                 "FriendlyName=with+space&PublicKey={}",
-                form_encode(&String::from_utf8(support::test_public_key_pem()).unwrap())
+                form_encode(&String::from_utf8(test_public_key_pem()).unwrap())
             ))
             .send()
             .await
@@ -140,7 +139,7 @@ async fn https_proxy_clients_are_signed_inside_the_tunnel() {
     assert!(record.outcome.unwrap().signed);
 
     // Auth Token credentials inside the tunnel are refused like any other.
-    let auth_token = support::basic(A, "token");
+    let auth_token = basic(A, "token");
     let (status, body) = json(
         client
             .get("https://api.twilio.com/2010-04-01/Accounts.json")

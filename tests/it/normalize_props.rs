@@ -9,12 +9,17 @@
 //! Those are twilio-node's known differences, the same ones `computed_by` records in the
 //! vectors.
 
+use std::sync::LazyLock;
+
 use pkcv_proxy::canonical::CanonicalRequest;
 use pkcv_proxy::normalize::{normalize_path, normalize_query};
 use pkcv_standin::canonical::{java_canonical_request, ReceivedRequest};
 use proptest::prelude::*;
 
-const AUTH: &str = "Basic U0swZjFlMmQzYzBmMWUyZDNjMGYxZTJkM2MwZjFlMmQzYzpub3QtYS1yZWFsLXNlY3JldA==";
+use crate::support::TestAccount;
+
+/// Account A's credentials, as the vectors' requests carry them.
+static AUTH: LazyLock<String> = LazyLock::new(|| TestAccount::a().basic_auth());
 const HOST: &str = "api.twilio.com";
 
 fn ours(path: &str, query: &str) -> String {
@@ -22,7 +27,7 @@ fn ours(path: &str, query: &str) -> String {
         method: "GET",
         path,
         query,
-        authorization: AUTH,
+        authorization: &AUTH,
         host: HOST,
         body_hash: None,
     }
@@ -35,7 +40,7 @@ fn java(path: &str, query: &str) -> String {
         path,
         query,
         headers: vec![
-            ("authorization".into(), AUTH.into()),
+            ("authorization".into(), AUTH.as_str().into()),
             ("host".into(), HOST.into()),
         ],
         body: b"",
@@ -48,8 +53,9 @@ fn python(path: &str, query: &str) -> String {
     let mut pieces: Vec<&str> = query.split('&').collect();
     pieces.sort();
     format!(
-        "GET\n{path}\n{}\nauthorization:{AUTH}\nhost:{HOST}\n\nauthorization;host\n",
-        pieces.join("&")
+        "GET\n{path}\n{}\nauthorization:{}\nhost:{HOST}\n\nauthorization;host\n",
+        pieces.join("&"),
+        *AUTH
     )
 }
 
@@ -104,9 +110,10 @@ fn node(path: &str, params: &[(String, String)]) -> String {
         })
         .collect();
     format!(
-        "GET\n{}\n{}\nauthorization:{AUTH}\nhost:{HOST}\n\nauthorization;host\n",
+        "GET\n{}\n{}\nauthorization:{}\nhost:{HOST}\n\nauthorization;host\n",
         path.join("/"),
-        query.join("&")
+        query.join("&"),
+        *AUTH
     )
 }
 
@@ -126,11 +133,13 @@ fn client_encode(text: &str, style: u8) -> String {
     let mut out = String::new();
     for byte in text.bytes() {
         match byte {
-            b' ' if style % 2 == 0 => out.push('+'),
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' if style % 3 != 0 => {
+            b' ' if style.is_multiple_of(2) => out.push('+'),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_'
+                if !style.is_multiple_of(3) =>
+            {
                 out.push(byte as char)
             }
-            _ if style % 5 == 0 => out.push_str(&format!("%{byte:02x}")),
+            _ if style.is_multiple_of(5) => out.push_str(&format!("%{byte:02x}")),
             _ => out.push_str(&format!("%{byte:02X}")),
         }
     }

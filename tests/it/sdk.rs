@@ -1,16 +1,14 @@
 //! The official Twilio SDKs, unmodified and configured only through environment variables,
 //! through the proxy to the verifying stand-in. They need the pinned SDKs that
 //! `tests/sdk/setup.sh` installs, so they are `#[ignore]`d in a plain `cargo test`;
-//! `.ci/run` installs the SDKs and runs them with `--ignored`. A rejection by the stand-in is
-//! a failure, never a skip.
-
-mod support;
+//! `.ci/run` installs the SDKs and runs them with `cargo test --test it -- --ignored sdk::`.
+//! A rejection by the stand-in is a failure, never a skip.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use support::{enable_interception, test_private_key, Harness, TestAccount};
+use crate::support::{enable_interception, test_private_key, Harness, TestAccount};
 
 const NEEDS_SDKS: &str = "needs the official SDKs from tests/sdk/setup.sh (run by .ci/run)";
 

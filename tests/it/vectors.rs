@@ -1,14 +1,12 @@
 //! The official SDKs' own outputs (`../shared/vectors`), reproduced byte for byte.
 
-mod support;
-
+use crate::support::{canonical_vectors, registry, test_private_key, token_vectors, TestAccount};
 use http::Method;
 use pkcv_proxy::canonical::{body_hash, CanonicalRequest, SIGNED_HEADERS};
 use pkcv_proxy::normalize::{normalize_path, normalize_query};
 use pkcv_proxy::token::{Algorithm, Claims, Signer};
 use pkcv_standin::canonical::{java_canonical_request, ReceivedRequest};
 use pkcv_standin::verify::{verify_request, verify_token};
-use support::{canonical_vectors, token_vectors, TestAccount};
 
 #[test]
 fn every_vector_is_reproduced_by_the_proxy() {
@@ -75,7 +73,7 @@ fn every_vector_is_reproduced_by_the_stand_ins_java_port() {
 #[test]
 fn sdk_tokens_verify_at_their_instant_and_expire_301_seconds_later() {
     let vectors = canonical_vectors();
-    let registry = support::registry(&[TestAccount::a()]);
+    let registry = registry(&[TestAccount::a()]);
     let tokens = token_vectors();
     assert!(!tokens.tokens.is_empty());
     for token in &tokens.tokens {
@@ -171,7 +169,7 @@ fn proxy_tokens_equal_the_sdk_tokens_byte_for_byte() {
 
 #[test]
 fn forged_and_malformed_tokens_are_rejected() {
-    let registry = support::registry(&[TestAccount::a()]);
+    let registry = registry(&[TestAccount::a()]);
     let token = &token_vectors().tokens[0];
     let at = token.minted_at;
     let mut parts: Vec<String> = token.token.split('.').map(String::from).collect();
@@ -215,10 +213,8 @@ fn forged_and_malformed_tokens_are_rejected() {
 
 /// A token signed with the test key over arbitrary claims, as a misbehaving client might.
 fn craft(claims: serde_json::Value) -> String {
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(
-        &std::fs::read(support::test_private_key()).unwrap(),
-    )
-    .unwrap();
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(test_private_key()).unwrap())
+        .unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.cty = Some("twilio-pkrv;v=1".into());
     header.kid = Some(TestAccount::a().credential_sid);
@@ -228,7 +224,7 @@ fn craft(claims: serde_json::Value) -> String {
 #[test]
 fn issuer_subject_and_lifetime_are_checked() {
     let vectors = canonical_vectors();
-    let registry = support::registry(&[TestAccount::a()]);
+    let registry = registry(&[TestAccount::a()]);
     let case = &vectors.cases[0];
     let claims = |iss: &str, sub: &str, nbf: u64, exp: u64| serde_json::json!({"hrh": "authorization;host", "rqh": case.rqh, "iss": iss, "sub": sub, "nbf": nbf, "exp": exp});
     let now = 1_800_000_000;

@@ -2,18 +2,29 @@
 //! the environment) against the stand-in, with a proxy running all along that must pick up
 //! every change without a restart.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{basic, mode, text, Harness, TestAccount};
+use pkcv_proxy::keys::reload::{LoadedStatus, STATUS_FILE};
+
+use crate::support::{basic, capture_logs, mode, run_pkcv, text, wait_until, Harness, TestAccount};
+
+/// How long the running proxy (polling every 200 ms) may take to act on an account change.
+const RELOAD: Duration = Duration::from_secs(10);
+
+/// What the proxy logs when it refuses a reload and keeps the previous accounts.
+const NOT_RELOADED: &str = "accounts not reloaded";
 
 fn accounts_dir(h: &Harness) -> PathBuf {
     h.raw.accounts_dir.clone().unwrap()
+}
+
+/// What the running proxy reports it signs with, from its status file.
+fn loaded(h: &Harness) -> LoadedStatus {
+    LoadedStatus::read(&accounts_dir(h)).expect("no status file")
 }
 
 /// The proxy (watching `accounts_dir`) and the stand-in; the directory lives as long as the
@@ -37,20 +48,16 @@ async fn pkcv(h: &Harness, args: &[&str]) -> Output {
 
 async fn pkcv_as(h: &Harness, main: &TestAccount, args: &[&str]) -> Output {
     let config = h.write_config();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_pkcv-proxy"))
-        .args(args)
-        .arg("--config")
-        .arg(&config)
-        .env("TWILIO_ACCOUNT_SID", &main.account_sid)
-        .env("TWILIO_MAIN_KEY", &main.api_key_sid)
-        .env("TWILIO_MAIN_SECRET", &main.secret)
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(60), output)
-        .await
-        .unwrap()
-        .unwrap()
+    run_pkcv(
+        args,
+        Some(&config),
+        &[
+            ("TWILIO_ACCOUNT_SID", &main.account_sid),
+            ("TWILIO_MAIN_KEY", &main.api_key_sid),
+            ("TWILIO_MAIN_SECRET", &main.secret),
+        ],
+    )
+    .await
 }
 
 fn last_json(output: &Output) -> serde_json::Value {
@@ -94,38 +101,93 @@ async fn register_b(h: &Harness) {
     let b = TestAccount::b();
     h.standin
         .update_registry(|r| {
-            r.add_public_key_pem(
-                &b.credential_sid,
-                &b.account_sid,
-                &support::public_key_pem(&b),
-            )
-            .unwrap();
+            r.add_public_key_pem(&b.credential_sid, &b.account_sid, &b.public_key_pem())
+                .unwrap();
             r.add_standard_api_key(&b.api_key_sid, &b.account_sid, &b.secret);
         })
         .await;
 }
 
-/// Waits (bounded) until the running proxy's reload makes `check` true.
-async fn eventually<F, Fut>(mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..50 {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
+/// Returns once the running proxy has reloaded its accounts since the call, so its watcher
+/// has seen the directory as it is and will notice any change made from now on. (A change
+/// made before the watcher's first look counts as already seen and is never loaded.) The
+/// watcher writes the status file when it starts and then only after a reload: remove it, and
+/// rewrite a probe file, account A with the values of A's `[[accounts]]` entry it overrides,
+/// until a reload writes the status file again.
+async fn await_a_reload(h: &Harness) {
+    let dir = accounts_dir(h);
+    let status = dir.join(STATUS_FILE);
+    assert!(
+        wait_until(RELOAD, || async { status.is_file() }).await,
+        "the reload watcher never started"
+    );
+    std::fs::remove_file(&status).unwrap();
+    let (probe, temporary) = (dir.join("probe.toml"), dir.join("probe.tmp"));
+    let account = toml::to_string(&TestAccount::a().config()).unwrap();
+    let mut writes = 0;
+    let reloaded = wait_until(RELOAD, || {
+        writes += 1;
+        std::fs::write(&temporary, format!("# probe {writes}\n{account}")).unwrap();
+        std::fs::rename(&temporary, &probe).unwrap();
+        std::future::ready(status.is_file())
+    })
+    .await;
+    assert!(reloaded, "the running proxy never reloaded the probe");
+    std::fs::remove_file(&probe).unwrap();
 }
 
 #[tokio::test]
 async fn subaccount_lifecycle_with_a_running_proxy() {
     let (h, _dir) = start().await;
+    let sub = created_and_picked_up(&h).await;
+    let (account, api_key, secret) = (&sub.account, &sub.api_key, &sub.secret);
 
-    // Create: steps 1–4 and registration.
-    let (created, json) = create(&h, "pkcv test", &["--json"]).await;
+    // keys list.
+    let listed = pkcv(&h, &["keys", "list", "--account", account]).await;
+    assert!(listed.status.success(), "{}", text(&listed));
+    assert!(text(&listed).contains(api_key) && text(&listed).contains(&sub.credential));
+
+    rotated_under_load(&h, &sub).await;
+
+    // Cleanup: keys and public key deleted, subaccount closed, unregistered.
+    let cleaned = pkcv(&h, &["subaccount", "cleanup", "--account", account]).await;
+    assert!(cleaned.status.success(), "{}", text(&cleaned));
+    let registry = h.standin.registry().await;
+    assert_eq!(registry.accounts[account].status, "closed");
+    assert!(registry
+        .api_keys
+        .values()
+        .all(|k| &k.account_sid != account));
+    assert!(registry
+        .credentials
+        .values()
+        .all(|c| &c.account_sid != account));
+    assert!(!accounts_dir(&h).join(format!("{account}.toml")).exists());
+    assert!(!sub.secret_file.exists());
+    let unregistered = wait_until(RELOAD, || async {
+        as_subaccount(&h, account, api_key, secret).await.status() == 403
+    })
+    .await;
+    assert!(
+        unregistered,
+        "the running proxy still signs for a cleaned-up subaccount"
+    );
+    h.stop().await;
+}
+
+/// A subaccount made by `subaccount create`.
+struct Subaccount {
+    account: String,
+    api_key: String,
+    credential: String,
+    secret: String,
+    secret_file: PathBuf,
+}
+
+/// `subaccount create`: steps 1–4 and registration, checked on both sides, and the running
+/// proxy signing for the new account without a restart.
+async fn created_and_picked_up(h: &Harness) -> Subaccount {
+    let (created, json) = create(h, "pkcv test", &["--json"]).await;
     let account = json["account_sid"].as_str().unwrap().to_owned();
     let api_key = json["api_key_sid"].as_str().unwrap().to_owned();
     let credential = json["credential_sid"].as_str().unwrap().to_owned();
@@ -137,7 +199,7 @@ async fn subaccount_lifecycle_with_a_running_proxy() {
     for step in ["step 1/4", "step 2/4", "step 3/4", "step 4/4"] {
         assert!(text(&created).contains(step), "{}", text(&created));
     }
-    assert!(accounts_dir(&h).join(format!("{account}.toml")).is_file());
+    assert!(accounts_dir(h).join(format!("{account}.toml")).is_file());
 
     // Twilio's side: a subaccount of A, enforcing PKCV, with a Standard key and our public key.
     let registry = h.standin.registry().await;
@@ -150,11 +212,8 @@ async fn subaccount_lifecycle_with_a_running_proxy() {
     assert_eq!(registry.credentials[&credential].account_sid, account);
 
     // The running proxy picked the account up without a restart.
-    let signed_as_sub = eventually(|| async {
-        as_subaccount(&h, &account, &api_key, &secret)
-            .await
-            .status()
-            == 201
+    let signed_as_sub = wait_until(RELOAD, || async {
+        as_subaccount(h, &account, &api_key, &secret).await.status() == 201
     })
     .await;
     assert!(
@@ -163,20 +222,28 @@ async fn subaccount_lifecycle_with_a_running_proxy() {
     );
     let last = h.standin.records().await.pop().unwrap();
     assert_eq!(last.outcome.unwrap().account_sid, account);
+    Subaccount {
+        account,
+        api_key,
+        credential,
+        secret,
+        secret_file,
+    }
+}
 
-    // keys list.
-    let listed = pkcv(&h, &["keys", "list", "--account", &account]).await;
-    assert!(listed.status.success(), "{}", text(&listed));
-    assert!(text(&listed).contains(&api_key) && text(&listed).contains(&credential));
-
-    // Rotation under load: requests signed by the running proxy all along, none rejected.
+/// `keys rotate` while requests flow: signed by the running proxy all along, none rejected;
+/// the old credential deleted and the new one in use.
+async fn rotated_under_load(h: &Harness, sub: &Subaccount) {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
     let load = {
         let (stop, sent) = (stop.clone(), sent.clone());
         let client = h.client();
-        let url = h.url(&format!("/2010-04-01/Accounts/{account}/Messages.json"));
-        let auth = basic(&api_key, &secret);
+        let url = h.url(&format!(
+            "/2010-04-01/Accounts/{}/Messages.json",
+            sub.account
+        ));
+        let auth = basic(&sub.api_key, &sub.secret);
         tokio::spawn(async move {
             let mut failures = Vec::new();
             while !stop.load(Ordering::SeqCst) && sent.load(Ordering::SeqCst) < 5_000 {
@@ -198,8 +265,15 @@ async fn subaccount_lifecycle_with_a_running_proxy() {
     };
     let rejected_before = h.standin.rejected();
     let rotated = pkcv(
-        &h,
-        &["keys", "rotate", "--account", &account, "--grace-secs", "1"],
+        h,
+        &[
+            "keys",
+            "rotate",
+            "--account",
+            &sub.account,
+            "--grace-secs",
+            "1",
+        ],
     )
     .await;
     stop.store(true, Ordering::SeqCst);
@@ -207,7 +281,7 @@ async fn subaccount_lifecycle_with_a_running_proxy() {
     assert!(rotated.status.success(), "{}", text(&rotated));
     let rotation = last_json(&rotated);
     let new_credential = rotation["new_credential_sid"].as_str().unwrap().to_owned();
-    assert_eq!(rotation["old_credential_sid"], credential);
+    assert_eq!(rotation["old_credential_sid"], sub.credential);
     assert!(
         failures.is_empty(),
         "{} of {} requests failed during rotation: {:?}",
@@ -226,42 +300,17 @@ async fn subaccount_lifecycle_with_a_running_proxy() {
     );
     let registry = h.standin.registry().await;
     assert!(
-        !registry.credentials.contains_key(&credential),
+        !registry.credentials.contains_key(&sub.credential),
         "the old credential was not deleted"
     );
     assert!(registry.credentials.contains_key(&new_credential));
     // And the proxy signs with the new key now.
     assert_eq!(
-        as_subaccount(&h, &account, &api_key, &secret)
+        as_subaccount(h, &sub.account, &sub.api_key, &sub.secret)
             .await
             .status(),
         201
     );
-
-    // Cleanup: keys and public key deleted, subaccount closed, unregistered.
-    let cleaned = pkcv(&h, &["subaccount", "cleanup", "--account", &account]).await;
-    assert!(cleaned.status.success(), "{}", text(&cleaned));
-    let registry = h.standin.registry().await;
-    assert_eq!(registry.accounts[&account].status, "closed");
-    assert!(registry.api_keys.values().all(|k| k.account_sid != account));
-    assert!(registry
-        .credentials
-        .values()
-        .all(|c| c.account_sid != account));
-    assert!(!accounts_dir(&h).join(format!("{account}.toml")).exists());
-    assert!(!secret_file.exists());
-    let unregistered = eventually(|| async {
-        as_subaccount(&h, &account, &api_key, &secret)
-            .await
-            .status()
-            == 403
-    })
-    .await;
-    assert!(
-        unregistered,
-        "the running proxy still signs for a cleaned-up subaccount"
-    );
-    h.stop().await;
 }
 
 #[tokio::test]
@@ -351,7 +400,7 @@ async fn reuse_main_key_seeds_the_main_public_key() {
         secret
     );
     let credential = &registry.credentials[json["credential_sid"].as_str().unwrap()];
-    let main_public = String::from_utf8(support::test_public_key_pem()).unwrap();
+    let main_public = String::from_utf8(crate::support::test_public_key_pem()).unwrap();
     let normalize = |pem: &str| pem.split_whitespace().collect::<String>();
     assert_eq!(
         normalize(&credential.public_key_pem),
@@ -392,9 +441,11 @@ async fn a_standard_key_cannot_manage_accounts() {
 
 #[tokio::test]
 async fn a_bad_account_file_keeps_the_previous_accounts() {
+    let logs = capture_logs();
     let (h, _dir) = start().await;
     let b = TestAccount::b();
     register_b(&h).await;
+    await_a_reload(&h).await;
     let file = accounts_dir(&h).join(format!("{}.toml", b.account_sid));
     let as_b = || async {
         as_subaccount(&h, &b.account_sid, &b.api_key_sid, &b.secret)
@@ -406,24 +457,35 @@ async fn a_bad_account_file_keeps_the_previous_accounts() {
 
     pkcv_proxy::keys::dir::write_account(&accounts_dir(&h), &b.config()).unwrap();
     assert!(
-        eventually(|| async { as_b().await == 201 }).await,
+        wait_until(RELOAD, || async { as_b().await == 201 }).await,
         "B was not picked up"
     );
 
     // A broken file anywhere in the directory: the whole reload is refused, B keeps working.
     std::fs::write(accounts_dir(&h).join("broken.toml"), "account_sid = [").unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        wait_until(RELOAD, || async {
+            logs.has_line(&[NOT_RELOADED, "broken.toml"])
+        })
+        .await,
+        "the running proxy never tried the broken file"
+    );
     assert_eq!(
         as_b().await,
         201,
         "a bad file took the previous accounts down"
+    );
+    assert_eq!(
+        loaded(&h).accounts.get(&b.account_sid),
+        Some(&b.credential_sid),
+        "the status file no longer reports B"
     );
 
     // Fixed and B removed: B is refused again.
     std::fs::remove_file(accounts_dir(&h).join("broken.toml")).unwrap();
     std::fs::remove_file(file).unwrap();
     assert!(
-        eventually(|| async { as_b().await == 403 }).await,
+        wait_until(RELOAD, || async { as_b().await == 403 }).await,
         "B was not removed"
     );
     h.stop().await;
@@ -432,15 +494,14 @@ async fn a_bad_account_file_keeps_the_previous_accounts() {
 #[tokio::test]
 async fn keygen_writes_a_private_key_once() {
     let dir = tempfile::tempdir().unwrap();
-    let run = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_pkcv-proxy"))
-            .args(["keygen", "--out-dir"])
-            .arg(dir.path())
-            .args(["--bits", "3072"])
-            .output()
-            .unwrap()
-    };
-    let first = run();
+    let args = [
+        "keygen",
+        "--out-dir",
+        dir.path().to_str().unwrap(),
+        "--bits",
+        "3072",
+    ];
+    let first = run_pkcv(&args, None, &[]).await;
     assert!(first.status.success(), "{}", text(&first));
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(stdout.starts_with("-----BEGIN PUBLIC KEY-----"), "{stdout}");
@@ -453,7 +514,7 @@ async fn keygen_writes_a_private_key_once() {
     )
     .unwrap();
     assert!(format!("{signer:?}").contains("bits: 3072"));
-    let second = run();
+    let second = run_pkcv(&args, None, &[]).await;
     assert!(!second.status.success(), "a key pair was overwritten");
 }
 
@@ -498,7 +559,7 @@ async fn rotation_refuses_to_switch_to_a_set_the_proxy_cannot_load() {
         std::fs::read_to_string(json["secret_file"].as_str().unwrap()).unwrap(),
     );
     assert!(
-        eventually(|| async {
+        wait_until(RELOAD, || async {
             as_subaccount(&h, &account, &api_key, &secret)
                 .await
                 .status()
@@ -508,9 +569,7 @@ async fn rotation_refuses_to_switch_to_a_set_the_proxy_cannot_load() {
     );
 
     // The running proxy reports what it signs with.
-    let status =
-        pkcv_proxy::keys::reload::LoadedStatus::read(&accounts_dir(&h)).expect("no status file");
-    assert_eq!(status.accounts.get(&account), Some(&credential));
+    assert_eq!(loaded(&h).accounts.get(&account), Some(&credential));
 
     // Another account whose key file is missing: the running proxy refuses any set with it,
     // so switching now would leave it signing with the old key after that key is deleted.
@@ -554,14 +613,26 @@ async fn rotation_refuses_to_switch_to_a_set_the_proxy_cannot_load() {
 
 #[tokio::test]
 async fn an_account_file_that_arrives_before_its_key_is_picked_up_later() {
+    let logs = capture_logs();
     let (h, dir) = start().await;
     let b = TestAccount {
         private_key_file: dir.path().join("late-key.pem"),
         ..TestAccount::b()
     };
     register_b(&h).await;
+    await_a_reload(&h).await;
     pkcv_proxy::keys::dir::write_account(&accounts_dir(&h), &b.config()).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        wait_until(RELOAD, || async {
+            logs.has_line(&[NOT_RELOADED, &b.account_sid, "late-key.pem"])
+        })
+        .await,
+        "the running proxy never tried the account whose key is missing"
+    );
+    assert!(
+        !loaded(&h).accounts.contains_key(&b.account_sid),
+        "the status file reports B without its key"
+    );
     let as_b = || async {
         as_subaccount(&h, &b.account_sid, &b.api_key_sid, &b.secret)
             .await
@@ -575,8 +646,12 @@ async fn an_account_file_that_arrives_before_its_key_is_picked_up_later() {
     );
     std::fs::copy(TestAccount::b().private_key_file, &b.private_key_file).unwrap();
     assert!(
-        eventually(|| async { as_b().await == 201 }).await,
+        wait_until(RELOAD, || async { as_b().await == 201 }).await,
         "the key's arrival was never noticed"
+    );
+    assert_eq!(
+        loaded(&h).accounts.get(&b.account_sid),
+        Some(&b.credential_sid)
     );
     h.stop().await;
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the pinned official Twilio SDKs for tests/sdk.rs: twilio-python into a virtualenv
+# Installs the pinned official Twilio SDKs for tests/it/sdk.rs: twilio-python into a virtualenv
 # at target/sdk-venv, twilio-node into tests/sdk/node/node_modules (from package-lock.json).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -1,10 +1,14 @@
 //! Shared test support: the SDK vectors, test accounts, and a harness that runs the proxy in
-//! front of the verifying Twilio stand-in on loopback. Every integration test uses this one
-//! copy.
-#![allow(dead_code)]
+//! front of the verifying Twilio stand-in on loopback; and one helper each for a Basic
+//! `Authorization` value ([`basic`]), running the binary ([`run_pkcv`]), writing a config
+//! file ([`write_config`]), waiting for a state ([`wait_until`]) and watching the in-process
+//! proxy's logs ([`capture_logs`]).
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -41,6 +45,8 @@ pub struct CanonicalCase {
     pub canonical_request: String,
     pub hrh: String,
     pub rqh: String,
+    /// Which SDKs computed it: part of the file's shape, read by people, not by the tests.
+    #[allow(dead_code)]
     pub computed_by: Vec<String>,
 }
 
@@ -87,8 +93,45 @@ pub fn token_vectors() -> TokenVectors {
     .unwrap()
 }
 
+/// The vectors' throwaway private key, as a private (0600) copy: the proxy refuses a key
+/// others can read, and `../shared` and git checkouts hand files out world-readable.
 pub fn test_private_key() -> PathBuf {
-    vectors_dir().join("test-keys/pkcv-test-private.pem")
+    private_copy(&vectors_dir().join("test-keys/pkcv-test-private.pem"))
+}
+
+/// A fixture key from `tests/fixtures`, as a private (0600) copy.
+pub fn fixture_key(name: &str) -> PathBuf {
+    private_copy(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+}
+
+/// A copy of `source` that only its owner can read, one per source file, in a directory
+/// that lives as long as the test process; it keeps the source's name, so messages still
+/// name it.
+pub fn private_copy(source: &std::path::Path) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    static COPIES: AtomicUsize = AtomicUsize::new(0);
+    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
+    let name = source.file_name().unwrap().to_string_lossy().into_owned();
+    let copy = dir.path().join(&name);
+    if source.exists() && !copy.exists() {
+        // Tests run side by side: each writes its own temporary file and renames it into
+        // place, so no test ever reads a half-written key.
+        let n = COPIES.fetch_add(1, Ordering::Relaxed);
+        let temporary = dir.path().join(format!(".{n}-{name}"));
+        std::fs::copy(source, &temporary).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        std::fs::rename(&temporary, &copy).unwrap();
+    }
+    copy
 }
 
 pub fn test_public_key_pem() -> Vec<u8> {
@@ -127,17 +170,14 @@ impl TestAccount {
             credential_sid: "CRbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb".into(),
             api_key_sid: "SKbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb".into(),
             secret: "b-secret".into(),
-            private_key_file: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/rsa-2048-pkcs1.pem"),
+            private_key_file: fixture_key("rsa-2048-pkcs1.pem"),
             listed: false,
         }
     }
 
+    /// Its API key and secret as a Basic `Authorization` value.
     pub fn basic_auth(&self) -> String {
-        format!(
-            "Basic {}",
-            STANDARD.encode(format!("{}:{}", self.api_key_sid, self.secret))
-        )
+        basic(&self.api_key_sid, &self.secret)
     }
 
     pub fn public_key_pem(&self) -> Vec<u8> {
@@ -163,11 +203,6 @@ impl TestAccount {
             },
         }
     }
-}
-
-/// The SPKI PEM of a test account's key.
-pub fn public_key_pem(account: &TestAccount) -> Vec<u8> {
-    account.public_key_pem()
 }
 
 pub fn registry(accounts: &[TestAccount]) -> Registry {
@@ -222,6 +257,8 @@ impl Harness {
         raw.upstream.connect_timeout_ms = 2_000;
         raw.upstream.request_timeout_ms = 5_000;
         raw.server.shutdown_grace_secs = 2;
+        // Tests run side by side: every proxy gets its own admin port.
+        raw.server.admin_listen = "127.0.0.1:0".into();
         let ca_file = dir.path().join("standin-ca.pem");
         standin.write_ca(&ca_file).unwrap();
         raw.upstream.route_all_to(standin.addr(), ca_file);
@@ -246,9 +283,7 @@ impl Harness {
 
     /// Writes the proxy's configuration to a TOML file, as a user's config.
     pub fn write_config(&self) -> PathBuf {
-        let path = self.dir.path().join("pkcv-proxy.toml");
-        std::fs::write(&path, toml::to_string(&self.raw).unwrap()).unwrap();
-        path
+        write_config(self.dir.path(), &toml::to_string(&self.raw).unwrap())
     }
 
     /// `http://127.0.0.1:port` + `path`.
@@ -291,13 +326,103 @@ impl Harness {
     }
 }
 
-/// HTTP Basic credentials.
+/// HTTP Basic credentials: `Basic base64(user:secret)`.
 pub fn basic(user: &str, secret: &str) -> String {
-    use base64::Engine;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
-    )
+    format!("Basic {}", STANDARD.encode(format!("{user}:{secret}")))
+}
+
+/// Writes `toml` as the proxy config file `pkcv-proxy.toml` in `dir` (replacing any earlier
+/// one) and returns its path.
+pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
+    let path = dir.join("pkcv-proxy.toml");
+    std::fs::write(&path, toml).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    path
+}
+
+/// Runs the `pkcv-proxy` binary as a user does: `args`, then `--config config` if given, with
+/// `envs` set, `PKCV_CONFIG` unset and `RUST_LOG=warn`. Async, so a stand-in or proxy serving
+/// on the test's own runtime keeps answering it; killed if it runs for more than 60 s.
+pub async fn run_pkcv(args: &[&str], config: Option<&Path>, envs: &[(&str, &str)]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pkcv-proxy"));
+    command.args(args);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    command
+        .env_remove("PKCV_CONFIG")
+        .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied())
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("pkcv-proxy {args:?} ran for more than 60 s"))
+        .unwrap()
+}
+
+/// Polls `check` until it holds (`true`) or `timeout` has passed (`false`): for a state that
+/// comes about in the background, such as a running proxy's account reload.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Log events captured by [`capture_logs`].
+pub struct Logs {
+    received: RefCell<(tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>, String)>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl Logs {
+    /// Whether one logged line contains all of `needles`.
+    pub fn has_line(&self, needles: &[&str]) -> bool {
+        let mut received = self.received.borrow_mut();
+        let (chunks, text) = &mut *received;
+        while let Ok(chunk) = chunks.try_recv() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text.lines()
+            .any(|line| needles.iter().all(|needle| line.contains(needle)))
+    }
+}
+
+/// Captures what is logged on this thread (`info` and up) until the returned [`Logs`] is
+/// dropped. `#[tokio::test]`'s runtime runs every task on the test's thread, so this sees the
+/// events of a proxy the test started in-process, such as a refused reload, which has no
+/// other observable effect.
+pub fn capture_logs() -> Logs {
+    struct Sink(tokio::sync::mpsc::UnboundedSender<Vec<u8>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            // The receiver is gone only once the test is over.
+            let _ = self.0.send(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (sender, chunks) = tokio::sync::mpsc::unbounded_channel();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || Sink(sender.clone()))
+        .finish();
+    Logs {
+        received: RefCell::new((chunks, String::new())),
+        _guard: tracing::subscriber::set_default(subscriber),
+    }
 }
 
 /// A finished command's stdout and stderr, for assertions and failure messages.

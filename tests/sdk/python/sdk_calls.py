@@ -23,7 +23,7 @@ from twilio.rest import Client
 TO = "+14155550100"
 FROM = "+14155550199"
 BODY = "Hello from pkcv-proxy"
-# The accounts.list filter; the ValidationClient test overrides it (see tests/sdk.rs).
+# The accounts.list filter; the ValidationClient test overrides it (see tests/it/sdk.rs).
 FRIENDLY_NAME = os.environ.get("PKCV_FRIENDLY_NAME", "with space")
 
 

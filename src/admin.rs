@@ -1,0 +1,209 @@
+//! The admin listener: `GET /healthz`, `GET /readyz` and `GET /metrics` on a port of its
+//! own (`server.admin_listen`, default `127.0.0.1:9090`).
+//!
+//! It is unauthenticated and serves no secrets: account and credential SIDs are counted,
+//! never listed with key material. It stays up while the proxy drains after `SIGTERM`, so an
+//! orchestrator sees `/readyz` turn 503 and stops sending traffic before the process exits.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::keys::KeyStore;
+use crate::metrics::{Metrics, CONTENT_TYPE as METRICS_CONTENT_TYPE};
+use crate::shutdown::{self, Shutdown};
+
+/// Whether the proxy should get traffic, and why not.
+#[derive(Debug)]
+pub(crate) struct Readiness {
+    keys: Arc<KeyStore>,
+    draining: AtomicBool,
+    warnings: Vec<String>,
+}
+
+impl Readiness {
+    /// Ready while an account can sign and until [`Readiness::start_draining`];
+    /// `warnings` are shown either way.
+    pub(crate) fn new(keys: Arc<KeyStore>, warnings: Vec<String>) -> Readiness {
+        Readiness {
+            keys,
+            draining: AtomicBool::new(false),
+            warnings,
+        }
+    }
+
+    /// From now on, not ready: the proxy is shutting down.
+    pub(crate) fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// `/readyz`'s status and JSON body.
+    pub(crate) fn report(&self) -> (StatusCode, serde_json::Value) {
+        let accounts = self.keys.snapshot();
+        let mut degraded: Vec<&str> = accounts
+            .iter()
+            .filter(|account| !account.can_sign())
+            .map(|account| account.account_sid.as_str())
+            .collect();
+        degraded.sort_unstable();
+        let signing = accounts.len() - degraded.len();
+        let reason = if self.draining.load(Ordering::SeqCst) {
+            Some("draining: the proxy is shutting down")
+        } else if accounts.is_empty() {
+            Some("no accounts are configured (is accounts_dir empty?)")
+        } else if signing == 0 {
+            Some("no account can sign right now")
+        } else {
+            None
+        };
+        let mut body = json!({
+            "ready": reason.is_none(),
+            "accounts": accounts.len(),
+            "degraded": degraded,
+            "warnings": self.warnings,
+        });
+        let status = match reason {
+            Some(reason) => {
+                body["reason"] = json!(reason);
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            None => StatusCode::OK,
+        };
+        (status, body)
+    }
+}
+
+/// What the admin listener serves.
+#[derive(Debug, Clone)]
+pub(crate) struct Admin {
+    pub(crate) readiness: Arc<Readiness>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Admin {
+    /// Serves until `stop` fires. Each connection is HTTP/1.1 with a short head deadline:
+    /// probes are small and frequent.
+    pub(crate) async fn serve(self, listener: TcpListener, stop: Shutdown) {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10));
+        let mut accepting = stop.clone();
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = accepting.recv() => return,
+            };
+            let admin = self.clone();
+            let service = service_fn(move |request| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.answer(&request)) }
+            });
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let _ = shutdown::serve_connection(connection, stop).await;
+            });
+        }
+    }
+
+    fn answer<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                79091,
+                "the admin port answers GET and HEAD only",
+            );
+        }
+        match request.uri().path() {
+            "/healthz" => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
+            "/readyz" => {
+                let (status, body) = self.readiness.report();
+                respond(status, "application/json", body.to_string())
+            }
+            "/metrics" => respond(StatusCode::OK, METRICS_CONTENT_TYPE, self.metrics.encode()),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                79090,
+                "the admin port serves /healthz, /readyz and /metrics",
+            ),
+        }
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// A refusal in the proxy's Twilio-style JSON shape.
+fn error(status: StatusCode, code: u32, message: &str) -> Response<Full<Bytes>> {
+    let body = json!({
+        "code": code,
+        "message": message,
+        "more_info": crate::error::MORE_INFO,
+        "status": status.as_u16(),
+    });
+    respond(status, "application/json", body.to_string())
+}
+
+/// `pkcv-proxy healthcheck`: whether the admin port at `address` answers `/readyz` with 200.
+pub async fn check_ready(address: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let probe = async {
+        let stream = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(|err| format!("cannot connect to the admin port {address}: {err}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|err| format!("{address}: {err}"))?;
+        tokio::spawn(connection);
+        let request = Request::get("/readyz")
+            .header(header::HOST, address.to_string())
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|err| err.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|err| format!("{address}: {err}"))?;
+        let status = response.status();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .map(|collected| collected.to_bytes())
+            .unwrap_or_default();
+        if status == StatusCode::OK {
+            Ok(())
+        } else {
+            Err(format!(
+                "not ready ({status}): {}",
+                String::from_utf8_lossy(&body).trim()
+            ))
+        }
+    };
+    tokio::time::timeout(timeout, probe).await.map_err(|_| {
+        format!(
+            "the admin port {address} did not answer within {} s",
+            timeout.as_secs()
+        )
+    })?
+}

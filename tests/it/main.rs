@@ -1,0 +1,31 @@
+//! The integration tests, one binary (as ripgrep's `tests/`), so the support module and the
+//! crate are compiled once:
+//!
+//! - [`support`]: the SDK vectors, test accounts, the proxy-before-stand-in harness, and one
+//!   helper each for Basic auth, running the `pkcv-proxy` binary, writing a config, waiting
+//!   for a state and capturing the proxy's logs.
+//! - [`cli`]: the binary as a user runs it: `demo`, `check-config`, `sign`, `ca init`, and
+//!   start-up refusals.
+//! - [`e2e`]: HTTP clients → proxy → the verifying stand-in: normalization, bodies, routing,
+//!   several accounts, refusals, upstream failures, pooling, PS256.
+//! - [`intercept`]: `HTTPS_PROXY` clients: `CONNECT`, TLS with the local CA, HTTP/2 in the
+//!   tunnel, passthrough, and the `CONNECT`s that must not be honoured.
+//! - [`normalize_props`]: property tests: normalization is idempotent and canonical under
+//!   twilio-java's, twilio-python's and twilio-node's rules.
+//! - [`sdk`]: the official twilio-python and twilio-node through the proxy (`#[ignore]`d; run
+//!   by `.ci/run` with `cargo test --test it -- --ignored sdk::`).
+//! - [`standin`]: the stand-in itself refuses what Twilio refuses.
+//! - [`vectors`]: the official SDKs' canonical requests and tokens, reproduced byte for byte.
+//! - [`workflow`]: `subaccount`, `keys` and `keygen` against the stand-in, with a running
+//!   proxy picking up every account change without a restart.
+
+mod support;
+
+mod cli;
+mod e2e;
+mod intercept;
+mod normalize_props;
+mod sdk;
+mod standin;
+mod vectors;
+mod workflow;
