@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::admin::{Admin, Readiness};
+use crate::admission::Admission;
 use crate::config::Config;
 use crate::connect::Tunnels;
 use crate::intercept::InterceptError;
@@ -78,13 +78,23 @@ impl App {
         metrics.loaded(accounts.len(), unix_now());
         let max_connections = fit_open_files(config.server.max_connections);
         let keys = Arc::new(KeyStore::new(accounts));
-        let proxy = Arc::new(Proxy::new(&config, keys.clone(), metrics.clone())?);
+        let admission = Arc::new(Admission::new(
+            max_connections,
+            config.server.max_in_flight,
+            metrics.clone(),
+        ));
+        let proxy = Arc::new(Proxy::new(
+            &config,
+            keys.clone(),
+            admission.clone(),
+            metrics.clone(),
+        )?);
         let tunnels = Arc::new(Tunnels::new(&config, proxy.clone())?);
         let server = Server {
             proxy,
             tunnels,
             metrics: metrics.clone(),
-            connections: Arc::new(Semaphore::new(max_connections)),
+            admission,
             header_read_timeout: config.server.header_read_timeout,
             idle_timeout: config.server.idle_timeout,
         };

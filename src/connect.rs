@@ -26,12 +26,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::{ProxyBody, RequestLog};
+use crate::admission::ConnectionSlot;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::intercept::{InterceptError, Interceptor};
 use crate::proxy::Proxy;
 use crate::route::{canonical_host, HostPattern};
-use crate::server::ConnectionSlot;
 use crate::shutdown::{self, Drain, Shutdown};
 use crate::upstream::{DialError, Dialer};
 

@@ -48,6 +48,7 @@
 
 pub(crate) mod access_log;
 pub mod admin;
+pub(crate) mod admission;
 pub mod app;
 pub mod auth;
 pub mod body;

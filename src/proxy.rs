@@ -17,9 +17,9 @@ use http::{Method, Request, Response};
 use http_body::Body;
 use http_body_util::Either;
 use hyper::body::Incoming;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::access_log::{ProxyBody, RequestLog, REQUEST_ID};
+use crate::admission::Admission;
 use crate::body::{self, BodyBudget, BufferedBody};
 use crate::canonical::HexDigest;
 use crate::clock_skew::ClockSkew;
@@ -37,8 +37,7 @@ pub(crate) struct Proxy {
     signer: RequestSigner,
     upstream: Upstream,
     metrics: Arc<Metrics>,
-    /// `max_in_flight`: a permit per request being signed or forwarded.
-    in_flight: Arc<Semaphore>,
+    admission: Arc<Admission>,
     budget: BodyBudget,
     max_body_bytes: u64,
     body_read_timeout: Duration,
@@ -50,12 +49,13 @@ impl Proxy {
     pub(crate) fn new(
         config: &Config,
         keys: Arc<KeyStore>,
+        admission: Arc<Admission>,
         metrics: Arc<Metrics>,
     ) -> Result<Proxy, UpstreamError> {
         Ok(Proxy {
             signer: RequestSigner::new(config, keys),
             upstream: Upstream::new(&config.upstream, metrics.clone())?,
-            in_flight: Arc::new(Semaphore::new(config.server.max_in_flight)),
+            admission,
             budget: BodyBudget::new(config.server.max_buffered_bytes),
             max_body_bytes: config.server.max_body_bytes,
             body_read_timeout: config.server.body_read_timeout,
@@ -86,22 +86,12 @@ impl Proxy {
         B::Error: std::fmt::Display,
     {
         let mut log = RequestLog::start(request.method(), request.headers(), &self.metrics);
-        let outcome = match self.admit() {
-            Ok(_admitted) => {
-                let _in_flight = self.metrics.request_in_flight();
-                self.forward(request, tunnel_host, &mut log).await
-            }
+        // Refused at once when full: waiting in a queue would only slow every request.
+        let outcome = match self.admission.request() {
+            Ok(_slot) => self.forward(request, tunnel_host, &mut log).await,
             Err(err) => Err(err),
         };
         log.finish(outcome.map(|response| response.map(Either::Left)))
-    }
-
-    /// A slot among `max_in_flight`, or 503 at once: waiting in a queue would only make
-    /// every admitted request slower.
-    fn admit(&self) -> Result<OwnedSemaphorePermit, ProxyError> {
-        self.in_flight.clone().try_acquire_owned().map_err(|_| {
-            ProxyError::Overloaded("max_in_flight (requests being signed or forwarded)")
-        })
     }
 
     async fn forward<B>(

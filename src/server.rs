@@ -22,11 +22,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::admission::{Admission, ConnectionSlot};
 use crate::connect::Tunnels;
 use crate::keepalive::{Activity, Expiry, Guarded, Tracked};
-use crate::metrics::{GaugeGuard, Metrics};
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::shutdown::{Drain, GracefulConnection, Shutdown};
 
@@ -39,17 +39,9 @@ pub(crate) struct Server {
     pub(crate) proxy: Arc<Proxy>,
     pub(crate) tunnels: Arc<Tunnels>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) connections: Arc<Semaphore>,
+    pub(crate) admission: Arc<Admission>,
     pub(crate) header_read_timeout: Duration,
     pub(crate) idle_timeout: Duration,
-}
-
-/// A connection's place among `max_connections`, held until it closes, or until the tunnel
-/// it became closes.
-#[derive(Debug)]
-pub(crate) struct ConnectionSlot {
-    _permit: OwnedSemaphorePermit,
-    _open: GaugeGuard,
 }
 
 impl Server {
@@ -80,7 +72,7 @@ impl Server {
             if accept_errors.leave() {
                 tracing::info!("accepting connections again");
             }
-            let Some(slot) = self.admit() else {
+            let Some(slot) = self.admission.connection() else {
                 self.metrics.rejected(CONNECTION_CAP_CODE);
                 if at_cap.enter() {
                     tracing::warn!(%peer, "max_connections reached: closing new connections until some end");
@@ -99,14 +91,6 @@ impl Server {
                 }
             });
         }
-    }
-
-    fn admit(&self) -> Option<Arc<ConnectionSlot>> {
-        let permit = self.connections.clone().try_acquire_owned().ok()?;
-        Some(Arc::new(ConnectionSlot {
-            _permit: permit,
-            _open: self.metrics.connection_open(),
-        }))
     }
 
     /// One connection: `CONNECT` to the tunnels (which keep its slot), everything else to

@@ -10,8 +10,12 @@
 //!   several accounts, refusals, upstream failures, pooling, PS256.
 //! - [`intercept`]: `HTTPS_PROXY` clients: `CONNECT`, TLS with the local CA, HTTP/2 in the
 //!   tunnel, passthrough, and the `CONNECT`s that must not be honoured.
+//! - [`layout`]: `src/` has no import cycle, and the stand-in is not part of the proxy.
 //! - [`normalize_props`]: property tests: normalization is idempotent and canonical under
 //!   twilio-java's, twilio-python's and twilio-node's rules.
+//! - [`operations`]: the admin port and metrics after known traffic, readiness during a drain,
+//!   `SIGHUP` through the real binary, Kubernetes-style Secret mounts, the connection and
+//!   in-flight caps, the idempotent retry, and the idle and head deadlines.
 //! - [`sdk`]: the official twilio-python and twilio-node through the proxy (`#[ignore]`d; run
 //!   by `.ci/run` with `cargo test --test it -- --ignored sdk::`).
 //! - [`standin`]: the stand-in itself refuses what Twilio refuses.
@@ -24,7 +28,9 @@ mod support;
 mod cli;
 mod e2e;
 mod intercept;
+mod layout;
 mod normalize_props;
+mod operations;
 mod sdk;
 mod standin;
 mod vectors;

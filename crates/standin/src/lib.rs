@@ -108,6 +108,9 @@ struct State {
     verified: AtomicU64,
     rejected: AtomicU64,
     page_size: std::sync::atomic::AtomicUsize,
+    /// Connections still to be closed right after TCP accept, before TLS.
+    drop_connections: std::sync::atomic::AtomicU32,
+    accepted: AtomicU64,
 }
 
 /// A running stand-in. Dropping it stops the server.
@@ -147,6 +150,8 @@ impl StandIn {
             records: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
             page_size: std::sync::atomic::AtomicUsize::new(50),
+            drop_connections: std::sync::atomic::AtomicU32::new(0),
+            accepted: AtomicU64::new(0),
             verified: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
         });
@@ -221,6 +226,17 @@ impl StandIn {
         });
     }
 
+    /// Closes the next `count` connections right after accepting them, before TLS: the
+    /// client sees a connection failure with nothing sent.
+    pub fn drop_next_connections(&self, count: u32) {
+        self.state.drop_connections.store(count, Ordering::SeqCst);
+    }
+
+    /// How many TCP connections it has accepted (dropped ones included).
+    pub fn connections_accepted(&self) -> u64 {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+
     /// A copy of what the stand-in knows now.
     pub async fn registry(&self) -> Registry {
         self.state.twilio.lock().await.registry.clone()
@@ -248,6 +264,17 @@ async fn accept_loop(
         };
         connections += 1;
         let connection_id = connections;
+        state.accepted.store(connections, Ordering::SeqCst);
+        let dropping =
+            state
+                .drop_connections
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if dropping.is_ok() {
+            // A connection that fails before a byte of a request is sent, as a TCP reset
+            // or an edge restart does.
+            drop(stream);
+            continue;
+        }
         let acceptor = acceptor.clone();
         let state = state.clone();
         let builder = builder.clone();

@@ -324,6 +324,136 @@ impl Harness {
             .await
             .unwrap();
     }
+
+    /// The admin listener's address.
+    pub fn admin(&self) -> SocketAddr {
+        self.server
+            .admin_addr()
+            .expect("the admin listener is enabled")
+    }
+
+    /// `GET http://admin{path}`: status and body.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .client()
+            .get(format!("http://{}{path}", self.admin()))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// The value of one sample in `/metrics` (the line that starts with `sample` and a
+    /// space), or `None` when it is not there.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, text) = self.admin_get("/metrics").await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .map(|value| value.parse().unwrap())
+    }
+
+    /// Reloads accounts at once, as `SIGHUP` does.
+    pub fn reload_now(&self) {
+        self.server.reload_now();
+    }
+
+    /// Starts the shutdown without waiting for the drain.
+    pub fn begin_shutdown(&self) {
+        self.server.begin_shutdown();
+    }
+}
+
+/// The proxy binary running as a separate process (`serve`), for signals and exit codes.
+pub struct ProxyProcess {
+    child: tokio::process::Child,
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// Its admin listener.
+    pub admin: SocketAddr,
+    client: reqwest::Client,
+}
+
+impl ProxyProcess {
+    /// Runs `pkcv-proxy serve` with `raw` (its listen and admin addresses replaced by free
+    /// loopback ports) written to `dir`, and waits until `/healthz` answers.
+    pub async fn start(raw: &RawConfig, dir: &Path) -> ProxyProcess {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        };
+        let (listen, admin) = (free(), free());
+        let mut raw = raw.clone();
+        raw.server.listen = listen.to_string();
+        raw.server.admin_listen = admin.to_string();
+        let config = write_config(dir, &toml::to_string(&raw).unwrap());
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pkcv-proxy"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("PKCV_CONFIG")
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let process = ProxyProcess {
+            child,
+            listen,
+            admin,
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        };
+        let up = wait_until(Duration::from_secs(15), || async {
+            process.admin_get("/healthz").await.0 == 200
+        })
+        .await;
+        assert!(up, "pkcv-proxy serve did not come up");
+        process
+    }
+
+    /// `GET http://admin{path}`: status and body (status 0 when it does not answer).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", self.admin);
+        match self.client.get(url).send().await {
+            Ok(response) => (
+                response.status().as_u16(),
+                response.text().await.unwrap_or_default(),
+            ),
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    /// One sample of `/metrics`, as [`Harness::metric`].
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, text) = self.admin_get("/metrics").await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .map(|value| value.parse().unwrap())
+    }
+
+    /// `GET http://listen{path}` with an `Authorization` value: the status.
+    pub async fn get(&self, path: &str, authorization: &str) -> u16 {
+        let url = format!("http://{}{path}", self.listen);
+        let response = self.client.get(url).header("authorization", authorization);
+        response.send().await.unwrap().status().as_u16()
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("the proxy is running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Waits (at most `timeout`) for the process to exit.
+    pub async fn exit(mut self, timeout: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .expect("pkcv-proxy did not exit in time")
+            .unwrap()
+    }
 }
 
 /// HTTP Basic credentials: `Basic base64(user:secret)`.
