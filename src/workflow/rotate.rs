@@ -220,8 +220,9 @@ impl Session {
     ) -> Result<(), WorkflowError> {
         let timeout = (self.config.server.reload_interval * 20).max(Duration::from_secs(30));
         let deadline = Instant::now() + timeout;
+        let status_file = self.config.server.status_file.clone();
         loop {
-            match LoadedStatus::read(self.accounts_dir()) {
+            match status_file.as_deref().and_then(LoadedStatus::read_file) {
                 Some(status) if status.writer_alive() => {
                     if status.accounts.get(account_sid).map(String::as_str) == Some(new) {
                         self.say(&format!(
@@ -240,7 +241,12 @@ impl Session {
                     }
                 }
                 _ => {
-                    self.say("          no running proxy reports on accounts_dir");
+                    // A read-only accounts_dir (a Secret mount) has no status file: with a
+                    // Secret, rotation is updating the Secret (see the README).
+                    let shown = status_file
+                        .as_deref()
+                        .map_or_else(|| "(none)".into(), |file| file.display().to_string());
+                    self.say(&format!("          cannot confirm the switch: no running proxy reports in {shown}"));
                     break;
                 }
             }
