@@ -11,9 +11,7 @@ use http_body_util::{Either, Full};
 
 use crate::error::ProxyError;
 use crate::metrics::{MethodLabel, Metrics, RequestLabels};
-
-/// What the proxy answers with: Twilio's streamed response, or its own (error) body.
-pub(crate) type ProxyBody = Either<hyper::body::Incoming, Full<Bytes>>;
+pub(crate) use crate::response::ProxyBody;
 
 /// The header that carries a request's ID, both ways.
 pub(crate) const REQUEST_ID: &str = "x-request-id";

@@ -225,6 +225,10 @@ pub struct RawUpstream {
     pub connect_timeout_ms: u64,
     /// Time allowed until the response headers arrive.
     pub request_timeout_ms: u64,
+    /// Time allowed between two chunks of a response body.
+    pub response_idle_timeout_ms: u64,
+    /// Offer HTTP/2 to Twilio (off: HTTP/1.1, as the official SDKs speak).
+    pub http2: bool,
 }
 
 impl Default for RawUpstream {
@@ -236,6 +240,8 @@ impl Default for RawUpstream {
             connect_to: Default::default(),
             connect_timeout_ms: 5_000,
             request_timeout_ms: 60_000,
+            response_idle_timeout_ms: 60_000,
+            http2: false,
         }
     }
 }
@@ -394,6 +400,10 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// Response-headers timeout.
     pub request_timeout: Duration,
+    /// Response-body idle timeout.
+    pub response_idle_timeout: Duration,
+    /// Whether HTTP/2 is offered upstream.
+    pub http2: bool,
 }
 
 /// How tokens are minted.
@@ -621,12 +631,20 @@ fn upstream_settings(raw: &RawUpstream) -> Result<UpstreamSettings, ConfigError>
         1..=u64::MAX,
         "at least 1",
     )?;
+    let response_idle = in_range(
+        "upstream.response_idle_timeout_ms",
+        raw.response_idle_timeout_ms,
+        1..=u64::MAX,
+        "at least 1",
+    )?;
     Ok(UpstreamSettings {
         hosts,
         extra_ca_file: raw.extra_ca_file.clone(),
         connect_to,
         connect_timeout: Duration::from_millis(connect),
         request_timeout: Duration::from_millis(request),
+        response_idle_timeout: Duration::from_millis(response_idle),
+        http2: raw.http2,
     })
 }
 

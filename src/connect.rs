@@ -123,7 +123,7 @@ impl Tunnels {
             .matching(&host)
             .map(|pattern| pattern.to_string());
         if port != 443 {
-            return Err(ProxyError::PortNotAllowed(port));
+            return Err(ProxyError::PortNotAllowed(port.to_string()));
         }
         if self
             .passthrough
@@ -249,8 +249,7 @@ fn connect_target<B>(request: &Request<B>) -> Result<(String, u16), ProxyError> 
         .uri()
         .authority()
         .ok_or(ProxyError::BadTarget("CONNECT needs host:port"))?;
-    let port = authority
-        .port_u16()
+    let port = crate::route::authority_port(authority)?
         .ok_or(ProxyError::BadTarget("CONNECT needs host:port"))?;
     let host = canonical_host(authority.host())
         .ok_or_else(|| ProxyError::HostNotAllowed(authority.host().chars().take(100).collect()))?;

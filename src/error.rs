@@ -91,9 +91,23 @@ pub enum ProxyError {
     /// The target host is not on the allow-list.
     #[error("host {0} is not an allowed Twilio host")]
     HostNotAllowed(String),
-    /// An absolute-form target names a port other than 80 or 443.
+    /// A target names a port other than 80 or 443 (or one that is not a port at all).
     #[error("port {0} is not allowed: only Twilio's standard ports 80 and 443")]
-    PortNotAllowed(u16),
+    PortNotAllowed(String),
+    /// The request has more than one `Host` header (RFC 9112 §3.2).
+    #[error("the request has more than one Host header")]
+    DuplicateHost,
+    /// A method Twilio's REST API does not use.
+    #[error("method {0} is not forwarded: Twilio's REST API uses GET, POST, PUT, PATCH, DELETE, HEAD and OPTIONS")]
+    MethodNotForwarded(String),
+    /// Twilio answered with a protocol switch or something that is not a valid response.
+    #[error("{host} answered with {what}, which the proxy does not pass on")]
+    BadUpstreamResponse {
+        /// The upstream host.
+        host: String,
+        /// What it answered.
+        what: String,
+    },
     /// The request target cannot be routed (bad scheme, no host, bad host name).
     #[error("bad request target: {0}")]
     BadTarget(&'static str),
@@ -172,9 +186,10 @@ impl ProxyError {
             | ApiKeyNotAllowed { .. }
             | HostNotAllowed(_)
             | PortNotAllowed(_) => StatusCode::FORBIDDEN,
-            AmbiguousAccount | BadTarget(_) | Normalize(_) | BadHeader(_) | BodyRead(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            AmbiguousAccount | BadTarget(_) | Normalize(_) | BadHeader(_) | BodyRead(_)
+            | DuplicateHost => StatusCode::BAD_REQUEST,
+            MethodNotForwarded(_) => StatusCode::METHOD_NOT_ALLOWED,
+            BadUpstreamResponse { .. } => StatusCode::BAD_GATEWAY,
             NoAccounts => StatusCode::SERVICE_UNAVAILABLE,
             MethodNotSupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
@@ -206,6 +221,9 @@ impl ProxyError {
             Normalize(NormalizeError::InvalidPercentEncoding { .. }) => 79013,
             Normalize(NormalizeError::NotUtf8 { .. }) => 79014,
             MethodNotSupported(_) => 79015,
+            DuplicateHost => 79018,
+            MethodNotForwarded(_) => 79019,
+            BadUpstreamResponse { .. } => 79043,
             BadHeader(_) => 79016,
             Misdirected(_) => 79017,
             BodyTooLarge { .. } => 79020,

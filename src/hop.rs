@@ -1,5 +1,8 @@
-//! Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the message: they are
-//! removed before a request is signed and forwarded, and from responses on the way back.
+//! Headers that do not travel on. Hop-by-hop headers (RFC 9110 §7.6.1) describe one
+//! connection, not the message: they are removed before a request is signed and forwarded,
+//! and from responses on the way back. Headers that describe the client's own network
+//! (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `X-Original-URL`, `Via`) are removed before
+//! forwarding too: an official SDK sends none, and Twilio has no business with them.
 
 use http::header::{
     HeaderMap, HeaderName, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
@@ -39,6 +42,24 @@ pub(crate) fn strip(headers: &mut HeaderMap) {
     }
 }
 
+/// Headers that would tell Twilio about the client's internal network.
+const CLIENT_NETWORK: [&str; 4] = ["forwarded", "x-real-ip", "x-original-url", "via"];
+
+/// Removes the headers that describe the client's network or the proxies before this one.
+pub(crate) fn strip_client_network(headers: &mut HeaderMap) {
+    for name in CLIENT_NETWORK {
+        headers.remove(name);
+    }
+    let forwarded: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-forwarded-"))
+        .cloned()
+        .collect();
+    for name in forwarded {
+        headers.remove(name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +86,27 @@ mod tests {
         strip(&mut headers);
         let left: Vec<&str> = headers.keys().map(|name| name.as_str()).collect();
         assert_eq!(left, ["accept", "user-agent"]);
+    }
+
+    #[test]
+    fn strips_what_describes_the_client_network() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("forwarded", "for=10.0.0.7"),
+            ("x-forwarded-for", "10.0.0.7"),
+            ("x-forwarded-host", "internal.example"),
+            ("x-forwarded-proto", "http"),
+            ("x-real-ip", "10.0.0.7"),
+            ("x-original-url", "/internal"),
+            ("via", "1.1 squid"),
+            ("x-request-id", "keep"),
+            ("accept", "application/json"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        strip_client_network(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(|name| name.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "x-request-id"]);
     }
 }

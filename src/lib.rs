@@ -66,6 +66,7 @@ pub mod keys;
 pub mod metrics;
 pub mod normalize;
 pub(crate) mod proxy;
+pub(crate) mod response;
 pub mod route;
 pub(crate) mod server;
 pub mod shutdown;

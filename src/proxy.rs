@@ -28,6 +28,7 @@ use crate::error::ProxyError;
 use crate::hop;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
+use crate::response::{self, Stalling};
 use crate::sign::{RequestSigner, Target};
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -41,6 +42,7 @@ pub(crate) struct Proxy {
     budget: BodyBudget,
     max_body_bytes: u64,
     body_read_timeout: Duration,
+    response_idle_timeout: Duration,
     clock_skew: ClockSkew,
 }
 
@@ -59,6 +61,7 @@ impl Proxy {
             budget: BodyBudget::new(config.server.max_buffered_bytes),
             max_body_bytes: config.server.max_body_bytes,
             body_read_timeout: config.server.body_read_timeout,
+            response_idle_timeout: config.upstream.response_idle_timeout,
             clock_skew: ClockSkew::new(metrics.clone()),
             metrics,
         })
@@ -99,20 +102,17 @@ impl Proxy {
         request: Request<B>,
         tunnel_host: Option<&str>,
         log: &mut RequestLog,
-    ) -> Result<Response<Incoming>, ProxyError>
+    ) -> Result<Response<Stalling<Incoming>>, ProxyError>
     where
         B: Body<Data = Bytes>,
         B::Error: std::fmt::Display,
     {
         let (mut parts, body) = request.into_parts();
-        if parts.method == Method::CONNECT {
-            return Err(ProxyError::MethodNotSupported(
-                "CONNECT inside a tunnel".into(),
-            ));
-        }
+        forwarded_method(&parts)?;
         // Hop-by-hop headers go first: one named in `Connection` (even `Authorization`) is not
         // the client's to pass on, so it can neither route nor sign the request.
         hop::strip(&mut parts.headers);
+        hop::strip_client_network(&mut parts.headers);
         parts.headers.insert(REQUEST_ID, log.request_id.clone());
         let target = self.signer.resolve(&parts, tunnel_host)?;
         log.host = Some(target.host.clone());
@@ -125,10 +125,9 @@ impl Proxy {
         log.account = Some(target.account.account_sid.clone());
 
         let (body, body_hash) = self.read_body(&parts, body).await?;
-        let mut response = self.send(parts, &target, body, body_hash).await?;
+        let response = self.send(parts, &target, body, body_hash).await?;
         self.clock_skew.observe(response.headers().get(DATE));
-        hop::strip(response.headers_mut());
-        Ok(response)
+        response::prepare(response, &target.host, self.response_idle_timeout)
     }
 
     /// The whole body, hashed, within the body deadline and the memory budget.
@@ -187,6 +186,21 @@ impl Proxy {
         self.metrics.upstream(sending.elapsed());
         response
     }
+}
+
+/// Only what Twilio's REST API uses is forwarded, in the case HTTP gives it: `TRACE`, a
+/// `CONNECT` inside a tunnel, `get` and made-up methods, and `OPTIONS *` are refused.
+fn forwarded_method(parts: &Parts) -> Result<(), ProxyError> {
+    let forwarded = matches!(
+        parts.method,
+        Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE | Method::HEAD
+    ) || (parts.method == Method::OPTIONS && parts.uri.path() != "*");
+    if forwarded {
+        return Ok(());
+    }
+    let shown: String = parts.method.as_str().chars().take(32).collect();
+    let target = if parts.uri.path() == "*" { " *" } else { "" };
+    Err(ProxyError::MethodNotForwarded(format!("{shown}{target}")))
 }
 
 /// Methods a retry cannot turn into a second effect.

@@ -149,6 +149,7 @@ pub fn resolve<'a>(
     headers: &HeaderMap,
     policy: &HostPolicy,
 ) -> Result<Route<'a>, ProxyError> {
+    single_host(headers)?;
     let query = uri.query().unwrap_or("");
     if let Some(scheme) = uri.scheme_str() {
         if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
@@ -159,9 +160,9 @@ pub fn resolve<'a>(
         let authority = uri.authority().ok_or(ProxyError::BadTarget(
             "the absolute-form target has no host",
         ))?;
-        if let Some(port) = authority.port_u16() {
+        if let Some(port) = authority_port(authority)? {
             if port != 80 && port != 443 {
-                return Err(ProxyError::PortNotAllowed(port));
+                return Err(ProxyError::PortNotAllowed(port.to_string()));
             }
         }
         let host = policy.allow(authority.host())?;
@@ -216,6 +217,7 @@ pub fn in_tunnel<'a>(
     headers: &HeaderMap,
     host: &str,
 ) -> Result<Route<'a>, ProxyError> {
+    single_host(headers)?;
     let named = uri.host().or_else(|| {
         headers
             .get(HOST)
@@ -233,6 +235,36 @@ pub fn in_tunnel<'a>(
         query: uri.query().unwrap_or(""),
         form: TargetForm::Tunnel,
     })
+}
+
+/// One `Host` at most: with two, which one the proxy signs and which one a server reads
+/// could differ (RFC 9112 §3.2 asks for a 400).
+fn single_host(headers: &HeaderMap) -> Result<(), ProxyError> {
+    if headers.get_all(HOST).iter().nth(1).is_some() {
+        return Err(ProxyError::DuplicateHost);
+    }
+    Ok(())
+}
+
+/// The port an authority names: `None` when it names none, an error when what follows the
+/// `:` is not a port (`:99999`, `:+443`, an empty `:`), which `http`'s parser lets through.
+pub fn authority_port(authority: &http::uri::Authority) -> Result<Option<u16>, ProxyError> {
+    let text = authority.as_str();
+    let host_and_port = text.rsplit_once('@').map_or(text, |(_, rest)| rest);
+    let Some((_, port)) = host_and_port.rsplit_once(':') else {
+        return Ok(None);
+    };
+    if port.contains(']') {
+        // The colon was inside a bracketed IPv6 literal: no port.
+        return Ok(None);
+    }
+    let parsed = (!port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| port.parse::<u16>().ok())
+        .flatten();
+    match parsed {
+        Some(port) => Ok(Some(port)),
+        None => Err(ProxyError::PortNotAllowed(printable(port))),
+    }
 }
 
 /// `host:port` → `host` (a bracketed IPv6 literal is left alone and never matches).
@@ -339,8 +371,22 @@ mod tests {
         assert!(route("http://api.twilio.com:80/x", Some("evil.com")).is_ok());
         assert!(matches!(
             route("http://api.twilio.com:8443/x", None),
-            Err(ProxyError::PortNotAllowed(8443))
+            Err(ProxyError::PortNotAllowed(port)) if port == "8443"
         ));
+        // What `http` parses but is no port at all is refused the same way.
+        for target in [
+            "http://api.twilio.com:99999/x",
+            "http://api.twilio.com:65979/x",
+            "http://api.twilio.com:/x",
+        ] {
+            if let Ok(uri) = target.parse::<Uri>() {
+                let refused = resolve(&uri, &HeaderMap::new(), &policy());
+                assert!(
+                    matches!(refused, Err(ProxyError::PortNotAllowed(_))),
+                    "{target}: {refused:?}"
+                );
+            }
+        }
         assert!(matches!(
             route("http://example.com/x", None),
             Err(ProxyError::HostNotAllowed(_))

@@ -134,10 +134,10 @@ impl RequestSigner {
         let headers = &mut parts.headers;
         // The body is complete, so there is nothing to wait for a 100 Continue about.
         headers.remove(EXPECT);
-        headers.insert(
-            HOST,
-            HeaderValue::from_str(&target.host).map_err(|_| ProxyError::BadHeader("host"))?,
-        );
+        // The host goes as the URI's authority: hyper writes it as `Host` over HTTP/1.1 and
+        // as `:authority` alone over HTTP/2 (RFC 9113 §8.3.1), exactly the signed value either
+        // way. Whatever `Host` the client sent must not travel on beside it.
+        headers.remove(HOST);
         headers.insert(
             AUTHORIZATION,
             sensitive(&target.auth.authorization, "authorization")?,

@@ -3,7 +3,9 @@
 //! - TLS is rustls with the public web roots (webpki-roots, so no system store is needed in a
 //!   minimal container) plus an optional `extra_ca_file`. There is no way to turn
 //!   certificate verification off.
-//! - ALPN offers `h2` and `http/1.1`; connections are pooled and kept alive.
+//! - HTTP/1.1 by default, as the official SDKs speak it; with `upstream.http2`, ALPN offers
+//!   `h2` too, and the host then travels as `:authority` alone. Connections are pooled and
+//!   kept alive.
 //! - `connect_to` dials another address for a host while SNI, certificate checks and `Host`
 //!   still use the real name, for tests and private links.
 //! - A connect that takes too long and a response that takes too long are distinct errors
@@ -81,12 +83,18 @@ impl Upstream {
         .with_root_certificates(root_store(settings)?)
         .with_no_client_auth();
 
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        let dialer = ConnectTo(Dialer::new(settings), metrics);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(ConnectTo(Dialer::new(settings), metrics));
+            .enable_http1();
+        // HTTP/1.1 by default: what the official SDKs speak, and what Twilio's PKCV checks
+        // are proven against. HTTP/2 (offered by ALPN) only when asked for.
+        let connector = if settings.http2 {
+            builder.enable_http2().wrap_connector(dialer)
+        } else {
+            builder.wrap_connector(dialer)
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)

@@ -246,7 +246,9 @@ impl Session {
                     let shown = status_file
                         .as_deref()
                         .map_or_else(|| "(none)".into(), |file| file.display().to_string());
-                    self.say(&format!("          cannot confirm the switch: no running proxy reports in {shown}"));
+                    self.say(&format!(
+                        "          cannot confirm the switch: no running proxy reports in {shown}"
+                    ));
                     break;
                 }
             }

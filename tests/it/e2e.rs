@@ -690,8 +690,36 @@ async fn upstream_failures_map_to_502_and_504() {
 }
 
 #[tokio::test]
-async fn many_requests_reuse_pooled_connections_concurrently() {
+async fn upstream_speaks_http1_by_default_with_exactly_the_signed_host() {
     let h = Harness::start().await;
+    let a = TestAccount::a();
+    let response = h
+        .client()
+        .get(h.url(&format!("/2010-04-01/Accounts/{A}.json")))
+        .header("authorization", a.basic_auth())
+        .header("host", "api.twilio.com:443")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let record = h.standin.records().await.pop().unwrap();
+    assert_eq!(record.version, http::Version::HTTP_11);
+    let hosts: Vec<&str> = record
+        .headers
+        .iter()
+        .filter(|(name, _)| name == "host")
+        .map(|(_, value)| value.as_str())
+        .collect();
+    assert_eq!(hosts, ["api.twilio.com"], "one Host, the signed one");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn many_requests_reuse_pooled_connections_concurrently() {
+    let h = Harness::start_with(&[TestAccount::a(), TestAccount::b()], |raw| {
+        raw.upstream.http2 = true;
+    })
+    .await;
     let a = TestAccount::a();
     let client = h.client();
     let mut tasks = Vec::new();
@@ -713,8 +741,8 @@ async fn many_requests_reuse_pooled_connections_concurrently() {
         );
     }
     assert_eq!(h.standin.verified(), 40);
-    // The stand-in offers h2 by ALPN, so the pooled upstream connections are HTTP/2, and
-    // 40 requests share a few of them rather than opening one each.
+    // With upstream.http2 the pooled connections are HTTP/2 (the stand-in offers h2 by
+    // ALPN), and 40 requests share a few of them rather than opening one each.
     let records = h.standin.records().await;
     assert!(records.iter().all(|r| r.version == http::Version::HTTP_2));
     let connections: std::collections::HashSet<u64> =
