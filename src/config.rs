@@ -85,9 +85,22 @@ pub enum ConfigError {
         /// What it holds.
         address: String,
     },
-    /// Interception is on but the CA files are not named.
-    #[error("intercept.enabled needs ca_cert_file and ca_key_file (make them with `pkcv-proxy ca init`)")]
-    InterceptNeedsCa,
+    /// Interception is on but a CA file is not named.
+    #[error("intercept.enabled needs {0} (make the CA with `pkcv-proxy ca init`)")]
+    InterceptNeedsCa(&'static str),
+    /// A host pattern that would reach far beyond Twilio, or is not a name at all.
+    #[error("{key}: '{value}' {problem}")]
+    UnsafeHostPattern {
+        /// The setting.
+        key: &'static str,
+        /// The entry.
+        value: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// A `connect_to` entry for a host the proxy never contacts.
+    #[error("upstream.connect_to: '{0}' matches neither upstream.allowed_hosts nor intercept.passthrough_hosts, so it would never be used")]
+    UnusedConnectTo(String),
     /// A passthrough pattern also matches allowed (signed) hosts.
     #[error("intercept.passthrough_hosts: '{0}' overlaps upstream.allowed_hosts: Twilio traffic must be signed, never passed through")]
     PassthroughOverlaps(String),
@@ -173,6 +186,8 @@ pub struct RawServer {
     pub body_read_timeout_ms: u64,
     /// Time a client gets to send a request head, in seconds.
     pub header_read_timeout_secs: u64,
+    /// Time a client gets to finish the TLS handshake inside a `CONNECT` tunnel, in seconds.
+    pub tls_handshake_timeout_secs: u64,
     /// After SIGTERM/SIGINT, time in-flight requests and tunnels get to finish, in seconds.
     pub shutdown_grace_secs: u64,
     /// The admin listener (`/healthz`, `/readyz`, `/metrics`); `""` disables it.
@@ -198,6 +213,7 @@ impl Default for RawServer {
             reload_interval_ms: 2_000,
             body_read_timeout_ms: 60_000,
             header_read_timeout_secs: 30,
+            tls_handshake_timeout_secs: 10,
             shutdown_grace_secs: 30,
             admin_listen: "127.0.0.1:9090".into(),
             max_connections: 10_000,
@@ -371,6 +387,8 @@ pub struct ServerSettings {
     pub body_read_timeout: Duration,
     /// Request head read deadline.
     pub header_read_timeout: Duration,
+    /// TLS handshake deadline inside tunnels.
+    pub tls_handshake_timeout: Duration,
     /// Drain time after a shutdown signal.
     pub shutdown_grace: Duration,
     /// The admin listener, if enabled.
@@ -471,6 +489,7 @@ impl Config {
         validate_log(&raw.log)?;
         let intercept = intercept_settings(&raw.intercept)?;
         let passthrough_hosts = passthrough_hosts(&raw.intercept, &upstream.hosts)?;
+        check_connect_to(&upstream, &passthrough_hosts)?;
         validate_accounts(&raw.accounts)?;
         Ok(Config {
             server,
@@ -547,6 +566,12 @@ fn server_settings(
         1..=3600,
         "1–3600",
     )?;
+    let tls_handshake = in_range(
+        "server.tls_handshake_timeout_secs",
+        raw.tls_handshake_timeout_secs,
+        1..=300,
+        "1–300",
+    )?;
     let idle = in_range(
         "server.idle_timeout_secs",
         raw.idle_timeout_secs,
@@ -569,6 +594,7 @@ fn server_settings(
         reload_interval: Duration::from_millis(reload),
         body_read_timeout: Duration::from_millis(body_read),
         header_read_timeout: Duration::from_secs(header_read),
+        tls_handshake_timeout: Duration::from_secs(tls_handshake),
         shutdown_grace: Duration::from_secs(grace),
         admin_listen,
         max_connections: limits("server.max_connections", raw.max_connections)?,
@@ -588,17 +614,46 @@ fn parse_address(key: &'static str, value: &str) -> Result<SocketAddr, ConfigErr
         })
 }
 
-/// Parses every entry of a host-pattern list.
+/// Parses every entry of a host-pattern list, refusing what is not a plain DNS name under
+/// a registrable domain.
 fn host_patterns(key: &'static str, patterns: &[String]) -> Result<Vec<HostPattern>, ConfigError> {
     patterns
         .iter()
         .map(|pattern| {
-            HostPattern::parse(pattern).ok_or_else(|| ConfigError::NotAHostPattern {
+            let unsafe_pattern = |problem| ConfigError::UnsafeHostPattern {
                 key,
                 value: pattern.clone(),
-            })
+                problem,
+            };
+            if pattern.ends_with('.') {
+                return Err(unsafe_pattern("ends with a dot: write the name without it"));
+            }
+            let parsed =
+                HostPattern::parse(pattern).ok_or_else(|| ConfigError::NotAHostPattern {
+                    key,
+                    value: pattern.clone(),
+                })?;
+            let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+            if name.parse::<std::net::IpAddr>().is_ok() {
+                return Err(unsafe_pattern("is an IP address: name hosts by DNS name"));
+            }
+            // A single label (`*.com`) is refused as too broad where the wildcard is checked.
+            if name.contains('.') && is_public_suffix(name) {
+                return Err(unsafe_pattern(
+                    "is a public suffix (like com or co.uk): it would match every site under it",
+                ));
+            }
+            Ok(parsed)
         })
         .collect()
+}
+
+/// Whether `name` is itself on the public suffix list (`co.uk`, `github.io`), not a name
+/// registered under one.
+fn is_public_suffix(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    psl::suffix(name.as_bytes())
+        .is_some_and(|suffix| suffix.is_known() && suffix.as_bytes() == name.as_bytes())
 }
 
 fn upstream_settings(raw: &RawUpstream) -> Result<UpstreamSettings, ConfigError> {
@@ -690,13 +745,21 @@ fn validate_log(raw: &RawLog) -> Result<(), ConfigError> {
 }
 
 fn intercept_settings(raw: &RawIntercept) -> Result<Option<InterceptSettings>, ConfigError> {
-    match (raw.enabled, &raw.ca_cert_file, &raw.ca_key_file) {
-        (false, _, _) => Ok(None),
-        (true, Some(cert), Some(key)) => Ok(Some(InterceptSettings {
-            ca_cert_file: cert.clone(),
-            ca_key_file: key.clone(),
+    if !raw.enabled {
+        return Ok(None);
+    }
+    // An empty path is as good as none: say which key is missing, not "No such file".
+    let named = |path: &Option<PathBuf>| path.clone().filter(|p| !p.as_os_str().is_empty());
+    match (named(&raw.ca_cert_file), named(&raw.ca_key_file)) {
+        (Some(ca_cert_file), Some(ca_key_file)) => Ok(Some(InterceptSettings {
+            ca_cert_file,
+            ca_key_file,
         })),
-        (true, _, _) => Err(ConfigError::InterceptNeedsCa),
+        (None, None) => Err(ConfigError::InterceptNeedsCa(
+            "intercept.ca_cert_file and intercept.ca_key_file",
+        )),
+        (None, _) => Err(ConfigError::InterceptNeedsCa("intercept.ca_cert_file")),
+        (_, None) => Err(ConfigError::InterceptNeedsCa("intercept.ca_key_file")),
     }
 }
 
@@ -715,6 +778,22 @@ fn passthrough_hosts(
         }
     }
     Ok(passthrough)
+}
+
+/// Every `connect_to` entry must be for a host the proxy may contact.
+fn check_connect_to(
+    upstream: &UpstreamSettings,
+    passthrough: &[HostPattern],
+) -> Result<(), ConfigError> {
+    for (pattern, _) in &upstream.connect_to {
+        let example = pattern.example();
+        let used = upstream.hosts.is_allowed(&example)
+            || passthrough.iter().any(|pass| pass.matches(&example));
+        if !used {
+            return Err(ConfigError::UnusedConnectTo(pattern.to_string()));
+        }
+    }
+    Ok(())
 }
 
 fn validate_accounts(accounts: &[AccountConfig]) -> Result<(), ConfigError> {
@@ -779,6 +858,13 @@ mod tests {
             ("[server]\nmax_connections = 0", "max_connections"),
             ("[server]\nmax_in_flight = 0", "max_in_flight"),
             ("[server]\nidle_timeout_secs = 0", "idle_timeout_secs"),
+            ("[upstream]\nallowed_hosts = [\"*.co.uk\"]\ndefault_host = \"x.co.uk\"", "public suffix"),
+            ("[upstream]\nallowed_hosts = [\"twilio.com\", \"github.io\"]", "public suffix"),
+            ("[upstream]\nallowed_hosts = [\"api.twilio.com.\"]\ndefault_host = \"api.twilio.com\"", "ends with a dot"),
+            ("[upstream]\nallowed_hosts = [\"*.twilio.com\", \"10.0.0.5\"]", "IP address"),
+            ("[upstream.connect_to]\n\"example.com\" = \"127.0.0.1:1\"", "neither"),
+            ("[intercept]\nenabled = true\nca_cert_file = \"\"\nca_key_file = \"k.pem\"", "intercept.ca_cert_file"),
+            ("[intercept]\nenabled = true\nca_cert_file = \"c.pem\"", "intercept.ca_key_file"),
         ] {
             let err = from_toml(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?} gave {err}");

@@ -30,13 +30,11 @@ use crate::admission::ConnectionSlot;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::intercept::{InterceptError, Interceptor};
+use crate::keepalive::{Activity, Deadlines, Guarded, Tracked};
 use crate::proxy::Proxy;
 use crate::route::{canonical_host, HostPattern};
-use crate::shutdown::{self, Drain, Shutdown};
+use crate::shutdown::{Drain, Shutdown};
 use crate::upstream::{DialError, Dialer};
-
-/// How long a client gets to finish the TLS handshake inside a tunnel.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What `CONNECT` may lead to, and the proxy that signs inside intercepted tunnels.
 #[derive(Debug)]
@@ -45,7 +43,9 @@ pub(crate) struct Tunnels {
     interceptor: Option<Interceptor>,
     passthrough: Vec<HostPattern>,
     dialer: Dialer,
+    tls_handshake_timeout: Duration,
     header_read_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 /// What an open tunnel holds: its connection's place among `max_connections`, and its
@@ -76,7 +76,9 @@ impl Tunnels {
             interceptor,
             passthrough: config.passthrough_hosts.clone(),
             dialer: Dialer::new(&config.upstream),
+            tls_handshake_timeout: config.server.tls_handshake_timeout,
             header_read_timeout: config.server.header_read_timeout,
+            idle_timeout: config.server.idle_timeout,
         })
     }
 
@@ -204,7 +206,7 @@ impl Tunnels {
             Err(err) => return tracing::debug!(host, error = %err, "CONNECT upgrade failed"),
         };
         let handshake = acceptor.accept(TokioIo::new(upgraded));
-        let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+        let tls = match tokio::time::timeout(self.tls_handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(err)) => {
                 // Most often: the client does not trust the interception CA.
@@ -212,28 +214,42 @@ impl Tunnels {
             }
             Err(_) => return tracing::debug!(host, "TLS handshake inside the tunnel timed out"),
         };
+        // The head deadline starts now that the handshake is done: a client that then sends
+        // nothing (no request head, no HTTP/2 preface) is closed like any other.
+        let activity = Activity::new();
         let host: Arc<str> = host.into();
         let proxy = self.proxy.clone();
+        let requests = activity.clone();
         let service = service_fn(move |request| {
-            let proxy = proxy.clone();
-            let host = host.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, Some(&host)).await) }
+            let (proxy, host) = (proxy.clone(), host.clone());
+            let guard = requests.request();
+            async move {
+                let response = proxy.handle(request, Some(&host)).await;
+                Ok::<_, std::convert::Infallible>(response.map(|body| Guarded::new(body, guard)))
+            }
         });
         let builder = self.tunnel_server();
-        let connection = builder.serve_connection(TokioIo::new(tls), service);
-        if let Err(err) = shutdown::serve_connection(connection, shutdown).await {
+        let io = TokioIo::new(Tracked::new(tls, activity.clone()));
+        let connection = builder.serve_connection(io, service);
+        let deadlines = Deadlines::new(
+            connection,
+            activity,
+            self.header_read_timeout,
+            self.idle_timeout,
+        );
+        if let Err(err) = deadlines.run(shutdown).await {
             tracing::debug!(error = %err, "tunnel connection ended with an error");
         }
     }
 
-    /// HTTP/1.1 or HTTP/2 inside a tunnel: the same patience with a silent client as
-    /// outside it, and dead HTTP/2 peers found by keep-alive pings.
+    /// HTTP/1.1 or HTTP/2 inside a tunnel, with the same deadlines as outside it
+    /// ([`Deadlines`]), and dead HTTP/2 peers found by keep-alive pings.
     fn tunnel_server(&self) -> auto::Builder<TokioExecutor> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout);
+            .header_read_timeout(None);
         builder
             .http2()
             .timer(TokioTimer::new())

@@ -20,6 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::shutdown::{GracefulConnection, Shutdown};
+
 /// What a connection is doing, as far as its deadlines are concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -237,6 +239,53 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A hyper connection with its deadlines: it runs until the client closes, a deadline
+/// passes (it is dropped then: nothing is in flight), or shutdown asks the request in flight
+/// to finish first.
+pub(crate) struct Deadlines<C> {
+    connection: C,
+    activity: Activity,
+    header_read: Duration,
+    idle: Duration,
+}
+
+impl<C, E> Deadlines<C>
+where
+    C: GracefulConnection<Output = Result<(), E>>,
+{
+    pub(crate) fn new(
+        connection: C,
+        activity: Activity,
+        header_read: Duration,
+        idle: Duration,
+    ) -> Self {
+        Deadlines {
+            connection,
+            activity,
+            header_read,
+            idle,
+        }
+    }
+
+    pub(crate) async fn run(self, mut shutdown: Shutdown) -> Result<(), E> {
+        let connection = self.connection;
+        tokio::pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => result,
+            expiry = self.activity.expired(self.header_read, self.idle) => {
+                if expiry == Expiry::HeadTooSlow {
+                    tracing::debug!("closing a connection whose request head did not arrive in time");
+                }
+                Ok(())
+            }
+            _ = shutdown.recv() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        }
     }
 }
 

@@ -25,10 +25,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::admission::{Admission, ConnectionSlot};
 use crate::connect::Tunnels;
-use crate::keepalive::{Activity, Expiry, Guarded, Tracked};
+use crate::keepalive::{Activity, Deadlines, Guarded, Tracked};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use crate::shutdown::{Drain, GracefulConnection, Shutdown};
+use crate::shutdown::{Drain, GracefulConnection};
 
 /// The error code counted when a connection is closed at `max_connections`.
 pub(crate) const CONNECTION_CAP_CODE: u32 = 79051;
@@ -101,7 +101,7 @@ impl Server {
         stream: TcpStream,
         slot: Arc<ConnectionSlot>,
         drain: &Drain,
-    ) -> Connection<impl GracefulConnection<Output = hyper::Result<()>>> {
+    ) -> Deadlines<impl GracefulConnection<Output = hyper::Result<()>>> {
         let _ = stream.set_nodelay(true);
         let activity = Activity::new();
         let (server, drain_for_tunnels) = (self.clone(), drain.clone());
@@ -119,45 +119,12 @@ impl Server {
             }
         });
         let io = TokioIo::new(Tracked::new(stream, activity.clone()));
-        Connection {
-            inner: builder.serve_connection(io, service).with_upgrades(),
+        Deadlines::new(
+            builder.serve_connection(io, service).with_upgrades(),
             activity,
-            header_read_timeout: self.header_read_timeout,
-            idle_timeout: self.idle_timeout,
-        }
-    }
-}
-
-/// A client connection with its deadlines.
-struct Connection<C> {
-    inner: C,
-    activity: Activity,
-    header_read_timeout: Duration,
-    idle_timeout: Duration,
-}
-
-impl<C> Connection<C>
-where
-    C: GracefulConnection<Output = hyper::Result<()>>,
-{
-    /// Serves to the end: the client closes, a deadline passes (the connection is dropped:
-    /// nothing is in flight then), or shutdown asks the request in flight to finish first.
-    async fn run(self, mut shutdown: Shutdown) -> hyper::Result<()> {
-        let connection = self.inner;
-        tokio::pin!(connection);
-        tokio::select! {
-            result = connection.as_mut() => result,
-            expiry = self.activity.expired(self.header_read_timeout, self.idle_timeout) => {
-                if expiry == Expiry::HeadTooSlow {
-                    tracing::debug!("closing a connection whose request head did not arrive in time");
-                }
-                Ok(())
-            }
-            _ = shutdown.recv() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
-        }
+            self.header_read_timeout,
+            self.idle_timeout,
+        )
     }
 }
 

@@ -74,7 +74,15 @@ type Refusal<'a> = (&'a str, &'a Path, &'a [(&'a str, &'a str)], &'a str);
 async fn start_up_refuses_unsafe_configs() {
     let dir = tempfile::tempdir().unwrap();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let cases: [Refusal; 4] = [
+    let world_readable = dir.path().join("world-readable.pem");
+    std::fs::copy(test_private_key(), &world_readable).unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(
+        &world_readable,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let cases: [Refusal; 8] = [
         (
             "[signing]\nttl_secs = 301",
             &test_private_key(),
@@ -94,6 +102,35 @@ async fn start_up_refuses_unsafe_configs() {
             "rsa-1024-pkcs1.pem",
         ),
         ("", &fixtures.join("missing.pem"), &[], "missing.pem"),
+        // Read without bound, these would allocate gigabytes.
+        (
+            "",
+            Path::new("/dev/zero"),
+            &[],
+            "/dev/zero is not a regular file (a device)",
+        ),
+        (
+            "[upstream]\nextra_ca_file = \"/dev/zero\"",
+            &test_private_key(),
+            &[],
+            "/dev/zero is not a regular file",
+        ),
+        (
+            "",
+            &test_private_key(),
+            &[
+                ("PKCV_INTERCEPT__ENABLED", "true"),
+                ("PKCV_INTERCEPT__CA_CERT_FILE", "/dev/zero"),
+                ("PKCV_INTERCEPT__CA_KEY_FILE", "/dev/zero"),
+            ],
+            "/dev/zero is not a regular file",
+        ),
+        (
+            "",
+            &world_readable,
+            &[],
+            "readable by others (mode 0644): run chmod 600",
+        ),
     ];
     for (extra, key, envs, needle) in cases {
         let config = config_for_a(dir.path(), extra, key);
