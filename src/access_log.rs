@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::{Either, Full};
 
 use crate::error::ProxyError;
@@ -28,25 +28,32 @@ pub(crate) struct RequestLog {
     pub(crate) host_pattern: Option<String>,
     pub(crate) path: Option<String>,
     pub(crate) account: Option<String>,
+    /// The `[[clients]]` name, when clients are configured.
+    pub(crate) client: Option<String>,
 }
 
 impl RequestLog {
-    /// Starts the log of a request with `headers`: its ID is the client's `X-Request-Id` when
-    /// that is at most 128 visible ASCII characters, else a new one.
-    pub(crate) fn start(
-        method: &Method,
-        headers: &HeaderMap,
-        metrics: &Arc<Metrics>,
-    ) -> RequestLog {
+    /// Starts the log of a request: its ID is the client's `X-Request-Id` when that is at
+    /// most 128 visible ASCII characters, else a new one; its host and path are what the
+    /// request names until routing decides (so a refusal logs what it was for).
+    pub(crate) fn start<B>(request: &Request<B>, metrics: &Arc<Metrics>) -> RequestLog {
+        let named_host = request.uri().host().or_else(|| {
+            request
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|value| value.to_str().ok())
+        });
+        let path = Some(request.uri().path()).filter(|path| !path.is_empty() && *path != "/");
         RequestLog {
-            method: method.clone(),
+            method: request.method().clone(),
             started: Instant::now(),
             metrics: metrics.clone(),
-            request_id: request_id(headers),
-            host: None,
+            request_id: request_id(request.headers()),
+            host: named_host.map(printable),
             host_pattern: None,
-            path: None,
+            path: path.map(printable),
             account: None,
+            client: None,
         }
     }
 
@@ -62,6 +69,7 @@ impl RequestLog {
         let host = self.host.as_deref().unwrap_or("-");
         let path = self.path.as_deref().unwrap_or("-");
         let account = self.account.as_deref().unwrap_or("-");
+        let client = self.client.as_deref().unwrap_or("-");
         let request_id = self.request_id.to_str().unwrap_or("-");
         let mut response = match outcome {
             Ok(response) => {
@@ -71,7 +79,7 @@ impl RequestLog {
                     .get("twilio-request-id")
                     .and_then(|value| value.to_str().ok())
                     .unwrap_or("-");
-                tracing::info!(%method, host, path, account, status, latency_us, request_id, twilio_request_id, "proxied");
+                tracing::info!(%method, host, path, account, client, status, latency_us, request_id, twilio_request_id, "proxied");
                 response
             }
             Err(err) => {
@@ -79,9 +87,9 @@ impl RequestLog {
                 let code = err.code();
                 self.metrics.rejected(code);
                 if err.is_upstream_failure() {
-                    tracing::warn!(%method, host, path, account, status, latency_us, request_id, code, error = %err, "upstream failed");
+                    tracing::warn!(%method, host, path, account, client, status, latency_us, request_id, code, error = %err, "upstream failed");
                 } else {
-                    tracing::warn!(%method, host, path, account, status, latency_us, request_id, code, error = %err, "refused");
+                    tracing::warn!(%method, host, path, account, client, status, latency_us, request_id, code, error = %err, "refused");
                 }
                 err.to_response::<Full<Bytes>>().map(Either::Right)
             }
@@ -95,6 +103,14 @@ impl RequestLog {
         response.headers_mut().insert(REQUEST_ID, self.request_id);
         response
     }
+}
+
+/// At most 200 characters of what a client sent, each printable.
+fn printable(text: &str) -> String {
+    text.chars()
+        .take(200)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
 }
 
 /// The client's request ID if it is one a log can hold safely, else a fresh one.

@@ -22,6 +22,7 @@ use crate::intercept::InterceptError;
 use crate::keys::reload::{ReloadHandle, Reloader};
 use crate::keys::{Accounts, KeyStore, KeyStoreError};
 use crate::metrics::Metrics;
+use crate::mtls::{MtlsAcceptor, MtlsError};
 use crate::proxy::Proxy;
 use crate::server::Server;
 use crate::shutdown::{self, Drain};
@@ -44,6 +45,9 @@ pub enum AppError {
     /// The interception CA could not be loaded.
     #[error(transparent)]
     Intercept(#[from] InterceptError),
+    /// The mutual-TLS listener could not be set up.
+    #[error(transparent)]
+    Mtls(#[from] MtlsError),
     /// An address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Listen {
@@ -63,6 +67,7 @@ pub struct App {
     metrics: Arc<Metrics>,
     server: Server,
     readiness: Arc<Readiness>,
+    mtls: Option<Arc<MtlsAcceptor>>,
 }
 
 impl App {
@@ -99,6 +104,13 @@ impl App {
             idle_timeout: config.server.idle_timeout,
         };
         let readiness = Arc::new(Readiness::new(keys.clone(), warnings(&config)));
+        let mtls = match &config.server.tls {
+            Some(settings) => Some(Arc::new(MtlsAcceptor::new(
+                settings,
+                config.server.tls_handshake_timeout,
+            )?)),
+            None => None,
+        };
         Ok(App {
             config,
             config_path,
@@ -106,6 +118,7 @@ impl App {
             metrics,
             server,
             readiness,
+            mtls,
         })
     }
 
@@ -120,22 +133,24 @@ impl App {
         warnings(&self.config)
     }
 
-    /// Binds `server.listen` and, if enabled, `server.admin_listen`.
+    /// Binds `server.listen` and, if enabled, `server.admin_listen` and `server.tls_listen`.
     pub async fn bind(self) -> Result<Bound, AppError> {
-        let listener = bind(self.config.server.listen).await?;
-        let admin = match self.config.server.admin_listen {
+        let server = &self.config.server;
+        let (listener, local_addr) = bind(server.listen).await?;
+        let admin = match server.admin_listen {
             Some(address) => Some(bind(address).await?),
             None => None,
         };
+        let tls = match &server.tls {
+            Some(tls) => Some(bind(tls.listen).await?),
+            None => None,
+        };
         Ok(Bound {
-            local_addr: local_addr(&listener, self.config.server.listen)?,
-            admin_addr: match (&admin, self.config.server.admin_listen) {
-                (Some(admin), Some(address)) => Some(local_addr(admin, address)?),
-                _ => None,
-            },
             app: self,
             listener,
+            local_addr,
             admin,
+            tls,
         })
     }
 }
@@ -186,25 +201,21 @@ fn fit_open_files(max_connections: usize) -> usize {
 /// Legal settings a person most likely did not mean.
 fn warnings(config: &Config) -> Vec<String> {
     let mut warnings = Vec::new();
-    if !config.server.listen.ip().is_loopback() {
+    if !config.server.listen.ip().is_loopback() && config.clients.is_empty() {
         warnings.push(format!(
-            "server.listen {} is reachable from other machines and clients are not authenticated: anyone who can connect can have requests signed with these keys",
+            "server.listen {} is reachable from other machines and no [[clients]] are configured: anyone who can connect can have requests signed with these keys",
             config.server.listen
         ));
     }
     warnings
 }
 
-async fn bind(address: SocketAddr) -> Result<TcpListener, AppError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| AppError::Listen { address, source })
-}
-
-fn local_addr(listener: &TcpListener, address: SocketAddr) -> Result<SocketAddr, AppError> {
-    listener
-        .local_addr()
-        .map_err(|source| AppError::Listen { address, source })
+/// A listener on `address`, and the address it really got (the port, when `address` named 0).
+async fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), AppError> {
+    let listen_error = |source| AppError::Listen { address, source };
+    let listener = TcpListener::bind(address).await.map_err(listen_error)?;
+    let local = listener.local_addr().map_err(listen_error)?;
+    Ok((listener, local))
 }
 
 /// The proxy with its ports bound, ready to serve.
@@ -213,8 +224,8 @@ pub struct Bound {
     app: App,
     listener: TcpListener,
     local_addr: SocketAddr,
-    admin: Option<TcpListener>,
-    admin_addr: Option<SocketAddr>,
+    admin: Option<(TcpListener, SocketAddr)>,
+    tls: Option<(TcpListener, SocketAddr)>,
 }
 
 impl Bound {
@@ -225,7 +236,12 @@ impl Bound {
 
     /// Where the admin listener listens, if enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
+        self.admin.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// Where the mutual-TLS listener listens, if enabled.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|(_, addr)| *addr)
     }
 
     /// Serves until `shutdown` resolves, then turns not-ready, stops accepting and gives
@@ -249,12 +265,13 @@ impl Bound {
     }
 
     async fn run_with(self, reloader: Reloader, shutdown: impl Future<Output = ()>) {
+        let admin_addr = self.admin_addr();
         let Bound {
             app,
             listener,
             local_addr,
             admin,
-            admin_addr,
+            tls,
         } = self;
         let accounts = app.keys.snapshot().len();
         let admin_listen = admin_addr.map(|addr| addr.to_string());
@@ -275,7 +292,7 @@ impl Bound {
         tokio::spawn(reloader.run(signal.clone()));
         // The admin listener outlives the drain, so probes see not-ready until the end.
         let (admin_stop, admin_signal) = shutdown::channel();
-        if let Some(listener) = admin {
+        if let Some((listener, _)) = admin {
             let admin = Admin {
                 readiness: app.readiness.clone(),
                 metrics: app.metrics.clone(),
@@ -284,7 +301,18 @@ impl Bound {
         }
         let drain = Drain::new(signal);
         {
-            let serving = app.server.serve(listener, &drain);
+            let serving = async {
+                let plain = app.server.clone().serve(listener, None, &drain);
+                let mutual = async {
+                    if let (Some((listener, _)), Some(acceptor)) = (tls, app.mtls.clone()) {
+                        app.server
+                            .clone()
+                            .serve(listener, Some(acceptor), &drain)
+                            .await;
+                    }
+                };
+                tokio::join!(plain, mutual);
+            };
             tokio::pin!(serving);
             tokio::select! {
                 () = &mut serving => {}
@@ -308,13 +336,15 @@ impl Bound {
     /// embedding.
     pub fn spawn(self) -> Running {
         let addr = self.local_addr;
-        let admin_addr = self.admin_addr;
+        let admin_addr = self.admin_addr();
+        let tls_addr = self.tls_addr();
         let (reloader, reload) = self.reloader();
         let (stop, mut signal) = shutdown::channel();
         let task = tokio::spawn(self.run_with(reloader, async move { signal.recv().await }));
         Running {
             addr,
             admin_addr,
+            tls_addr,
             reload,
             stop,
             task,
@@ -327,6 +357,7 @@ impl Bound {
 pub struct Running {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
     reload: ReloadHandle,
     stop: shutdown::Trigger,
     task: tokio::task::JoinHandle<()>,
@@ -341,6 +372,11 @@ impl Running {
     /// Where its admin listener listens, if enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Where its mutual-TLS listener listens, if enabled.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Reloads accounts at once, as `SIGHUP` does.

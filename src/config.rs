@@ -44,6 +44,9 @@ pub enum ConfigError {
         /// What it holds.
         value: String,
     },
+    /// The mutual-TLS listener's settings do not fit together.
+    #[error("{0}")]
+    TlsListener(&'static str),
     /// The admin listener would share the proxy's port.
     #[error("server.admin_listen must differ from server.listen ({0}): the proxy port never serves admin paths")]
     SameAddress(SocketAddr),
@@ -124,6 +127,14 @@ pub enum ConfigError {
         /// The prefix it should have.
         prefix: &'static str,
     },
+    /// A `[[clients]]` entry that cannot be used.
+    #[error("[[clients]] {name}: {problem}")]
+    Client {
+        /// The client's name.
+        name: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
     /// One account SID configured twice.
     #[error("account {0} is configured twice")]
     DuplicateAccount(String),
@@ -151,6 +162,8 @@ pub struct RawConfig {
     pub intercept: RawIntercept,
     /// `[[accounts]]`
     pub accounts: Vec<AccountConfig>,
+    /// `[[clients]]`: who may use the proxy (empty: anyone who can connect).
+    pub clients: Vec<ClientConfig>,
     /// A directory of per-account TOML files (same keys as `[[accounts]]`), managed by the
     /// CLI and watched by a running proxy.
     pub accounts_dir: Option<PathBuf>,
@@ -203,6 +216,14 @@ pub struct RawServer {
     /// Where a running proxy reports what it signs with (default
     /// `accounts_dir/.pkcv-proxy-loaded.json`).
     pub status_file: Option<PathBuf>,
+    /// A second listener speaking TLS that asks for client certificates; `""` disables it.
+    pub tls_listen: String,
+    /// Its certificate chain (PEM).
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// The CA (PEM) that client certificates must chain to.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Default for RawServer {
@@ -221,6 +242,10 @@ impl Default for RawServer {
             max_buffered_bytes: 256 * 1024 * 1024,
             idle_timeout_secs: 60,
             status_file: None,
+            tls_listen: String::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            client_ca_file: None,
         }
     }
 }
@@ -374,6 +399,62 @@ fn expect_sid(
     })
 }
 
+/// One `[[clients]]` entry: a client allowed to use the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Its name: the `Proxy-Authorization` Basic username, or its certificate's SAN.
+    pub name: String,
+    /// The SHA-256 (hex) of its secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_sha256: Option<String>,
+    /// A file holding its secret (not readable by others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+    /// If non-empty, the only accounts it may have requests signed for.
+    #[serde(default)]
+    pub accounts: Vec<String>,
+}
+
+impl ClientConfig {
+    /// Checks the name, the secret's form and the account SIDs.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |problem| ConfigError::Client {
+            name: self.name.chars().take(64).collect(),
+            problem,
+        };
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 253
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-:/@".contains(&b));
+        if !name_ok {
+            return Err(invalid("the name must be 1–253 letters, digits or . _ - : / @ (a Basic username or a certificate's DNS or URI name)"));
+        }
+        if self.secret_sha256.is_some() && self.secret_file.is_some() {
+            return Err(invalid("set secret_sha256 or secret_file, not both"));
+        }
+        let digest_ok =
+            |hex: &String| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        if self
+            .secret_sha256
+            .as_ref()
+            .is_some_and(|hex| !digest_ok(hex))
+        {
+            return Err(invalid(
+                "secret_sha256 must be 64 hex digits (printf %s SECRET | sha256sum)",
+            ));
+        }
+        for account in &self.accounts {
+            expect_sid(account, "AC", "an Account SID", || {
+                format!("[[clients]] {} accounts", self.name)
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// Where the proxy listens and what it accepts.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -403,6 +484,21 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     /// The status file, if any (explicit, or in `accounts_dir`).
     pub status_file: Option<PathBuf>,
+    /// The mutual-TLS listener, if enabled.
+    pub tls: Option<TlsListenerSettings>,
+}
+
+/// The mutual-TLS listener: clients prove who they are with a certificate.
+#[derive(Debug, Clone)]
+pub struct TlsListenerSettings {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// Its certificate chain.
+    pub cert_file: PathBuf,
+    /// Its private key.
+    pub key_file: PathBuf,
+    /// The CA client certificates must chain to.
+    pub client_ca_file: PathBuf,
 }
 
 /// How the proxy reaches Twilio.
@@ -457,6 +553,8 @@ pub struct Config {
     pub intercept: Option<InterceptSettings>,
     /// Hosts tunnelled untouched on `CONNECT` (empty unless configured).
     pub passthrough_hosts: Vec<HostPattern>,
+    /// `[[clients]]`: who may use the proxy; none means anyone who can connect.
+    pub clients: Vec<ClientConfig>,
     /// `[[accounts]]` as the config file has them (`accounts_dir`'s files are merged in by
     /// [`crate::keys`], which reads them afresh on every reload).
     pub accounts: Vec<AccountConfig>,
@@ -491,6 +589,7 @@ impl Config {
         let passthrough_hosts = passthrough_hosts(&raw.intercept, &upstream.hosts)?;
         check_connect_to(&upstream, &passthrough_hosts)?;
         validate_accounts(&raw.accounts)?;
+        validate_clients(&raw.clients)?;
         Ok(Config {
             server,
             upstream,
@@ -499,6 +598,7 @@ impl Config {
             intercept,
             passthrough_hosts,
             accounts: raw.accounts.clone(),
+            clients: raw.clients.clone(),
             accounts_dir: raw.accounts_dir.clone(),
             raw,
         })
@@ -602,7 +702,47 @@ fn server_settings(
         max_buffered_bytes,
         idle_timeout: Duration::from_secs(idle),
         status_file,
+        tls: tls_listener(raw, listen, admin_listen)?,
     })
+}
+
+/// The mutual-TLS listener: all of its settings, or none.
+fn tls_listener(
+    raw: &RawServer,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+) -> Result<Option<TlsListenerSettings>, ConfigError> {
+    let named = |path: &Option<PathBuf>| path.clone().filter(|p| !p.as_os_str().is_empty());
+    let files = (
+        named(&raw.tls_cert_file),
+        named(&raw.tls_key_file),
+        named(&raw.client_ca_file),
+    );
+    let address = raw.tls_listen.trim();
+    if address.is_empty() {
+        if files.0.is_some() || files.1.is_some() || files.2.is_some() {
+            return Err(ConfigError::TlsListener("server.tls_cert_file, tls_key_file and client_ca_file are set but server.tls_listen is not"));
+        }
+        return Ok(None);
+    }
+    let tls_listen = parse_address("server.tls_listen", address)?;
+    let taken = tls_listen == listen || Some(tls_listen) == admin;
+    if taken && tls_listen.port() != 0 {
+        return Err(ConfigError::TlsListener(
+            "server.tls_listen must differ from listen and admin_listen",
+        ));
+    }
+    match files {
+        (Some(cert_file), Some(key_file), Some(client_ca_file)) => Ok(Some(TlsListenerSettings {
+            listen: tls_listen,
+            cert_file,
+            key_file,
+            client_ca_file,
+        })),
+        _ => Err(ConfigError::TlsListener(
+            "server.tls_listen needs tls_cert_file, tls_key_file and client_ca_file",
+        )),
+    }
 }
 
 fn parse_address(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -791,6 +931,20 @@ fn check_connect_to(
             || passthrough.iter().any(|pass| pass.matches(&example));
         if !used {
             return Err(ConfigError::UnusedConnectTo(pattern.to_string()));
+        }
+    }
+    Ok(())
+}
+
+fn validate_clients(clients: &[ClientConfig]) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for client in clients {
+        client.validate()?;
+        if !seen.insert(client.name.as_str()) {
+            return Err(ConfigError::Client {
+                name: client.name.clone(),
+                problem: "configured twice",
+            });
         }
     }
     Ok(())

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
@@ -31,7 +31,7 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::intercept::{InterceptError, Interceptor};
 use crate::keepalive::{Activity, Deadlines, Guarded, Tracked};
-use crate::proxy::Proxy;
+use crate::proxy::{Origin, Proxy};
 use crate::route::{canonical_host, HostPattern};
 use crate::shutdown::{Drain, Shutdown};
 use crate::upstream::{DialError, Dialer};
@@ -90,18 +90,23 @@ impl Tunnels {
         request: Request<B>,
         drain: &Drain,
         slot: Arc<ConnectionSlot>,
+        origin: &Origin,
     ) -> Response<ProxyBody> {
         let metrics = self.proxy.metrics();
-        let mut log = RequestLog::start(&Method::CONNECT, request.headers(), metrics);
-        let outcome = match self.open(&request, &mut log).await {
+        let mut log = RequestLog::start(&request, metrics);
+        let outcome = match self.open(&request, origin, &mut log).await {
             Ok(tunnel) => {
                 let upgrade = hyper::upgrade::on(request);
-                let host = log.host.clone().unwrap_or_default();
+                // Requests inside go to the tunnel's host, from the client that opened it.
+                let inside = Origin {
+                    tunnel_host: log.host.as_deref().map(Arc::from),
+                    client: log.client.as_deref().map(Arc::from),
+                };
                 let open = TunnelOpen {
                     _slot: slot,
                     _gauge: metrics.tunnel_open(),
                 };
-                self.spawn(tunnel, upgrade, host, drain, open);
+                self.spawn(tunnel, upgrade, inside, drain, open);
                 Ok(empty(StatusCode::OK))
             }
             Err(err) => Err(err),
@@ -114,8 +119,12 @@ impl Tunnels {
     async fn open<B>(
         &self,
         request: &Request<B>,
+        origin: &Origin,
         log: &mut RequestLog,
     ) -> Result<Tunnel, ProxyError> {
+        // An unknown client learns nothing, not even which hosts are allowed.
+        let client = self.proxy.client(request.headers(), origin)?;
+        log.client = client.map(|client| client.name.clone());
         let (host, port) = connect_target(request)?;
         log.host = Some(host.clone());
         log.host_pattern = self
@@ -170,11 +179,12 @@ impl Tunnels {
         self: &Arc<Self>,
         tunnel: Tunnel,
         upgrade: OnUpgrade,
-        host: String,
+        origin: Origin,
         drain: &Drain,
         open: TunnelOpen,
     ) {
         let shutdown = drain.signal();
+        let host = origin.tunnel_host.as_deref().unwrap_or_default().to_owned();
         match tunnel {
             Tunnel::Passthrough(server) => drain.spawn(async move {
                 if let Err(err) = pass_through(upgrade, server, shutdown).await {
@@ -185,7 +195,7 @@ impl Tunnels {
             Tunnel::Intercept(acceptor) => {
                 let tunnels = self.clone();
                 drain.spawn(async move {
-                    tunnels.intercept(upgrade, acceptor, host, shutdown).await;
+                    tunnels.intercept(upgrade, acceptor, origin, shutdown).await;
                     drop(open);
                 });
             }
@@ -198,9 +208,10 @@ impl Tunnels {
         self: Arc<Self>,
         upgrade: OnUpgrade,
         acceptor: TlsAcceptor,
-        host: String,
+        origin: Origin,
         shutdown: Shutdown,
     ) {
+        let host = origin.tunnel_host.as_deref().unwrap_or_default().to_owned();
         let upgraded = match upgrade.await {
             Ok(upgraded) => upgraded,
             Err(err) => return tracing::debug!(host, error = %err, "CONNECT upgrade failed"),
@@ -217,14 +228,14 @@ impl Tunnels {
         // The head deadline starts now that the handshake is done: a client that then sends
         // nothing (no request head, no HTTP/2 preface) is closed like any other.
         let activity = Activity::new();
-        let host: Arc<str> = host.into();
+        let origin = Arc::new(origin);
         let proxy = self.proxy.clone();
         let requests = activity.clone();
         let service = service_fn(move |request| {
-            let (proxy, host) = (proxy.clone(), host.clone());
+            let (proxy, origin) = (proxy.clone(), origin.clone());
             let guard = requests.request();
             async move {
-                let response = proxy.handle(request, Some(&host)).await;
+                let response = proxy.handle(request, &origin).await;
                 Ok::<_, std::convert::Infallible>(response.map(|body| Guarded::new(body, guard)))
             }
         });

@@ -144,6 +144,17 @@ pub enum ProxyError {
     /// Minting the token failed.
     #[error("could not sign the request")]
     Signing,
+    /// `[[clients]]` are configured and the request did not prove to be one.
+    #[error("proxy authentication required: {0}")]
+    ProxyAuthentication(&'static str),
+    /// The client may not have requests signed for this account.
+    #[error("client {client} may not have requests signed for account {account}")]
+    ClientNotAllowed {
+        /// The client.
+        client: String,
+        /// The account the request would be signed for.
+        account: String,
+    },
     /// A limit on work in progress is reached: try again shortly.
     #[error("the proxy is overloaded ({0}): retry shortly")]
     Overloaded(&'static str),
@@ -200,6 +211,8 @@ impl ProxyError {
             UpstreamConnect { .. } | Upstream { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyAuthentication(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ClientNotAllowed { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -235,6 +248,8 @@ impl ProxyError {
             UpstreamTimeout { .. } => 79041,
             Upstream { .. } => 79042,
             Overloaded(_) => 79050,
+            ProxyAuthentication(_) => 79060,
+            ClientNotAllowed { .. } => 79061,
         }
     }
 
@@ -267,6 +282,12 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if matches!(self, ProxyError::ProxyAuthentication(_)) {
+            response.headers_mut().insert(
+                header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"pkcv-proxy\""),
+            );
+        }
         if matches!(self, ProxyError::Overloaded(_)) {
             // Overload passes in moments; a client that honours this comes back then.
             response

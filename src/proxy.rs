@@ -22,6 +22,7 @@ use crate::access_log::{ProxyBody, RequestLog, REQUEST_ID};
 use crate::admission::Admission;
 use crate::body::{self, BodyBudget, BufferedBody};
 use crate::canonical::HexDigest;
+use crate::clients::Client;
 use crate::clock_skew::ClockSkew;
 use crate::config::Config;
 use crate::error::ProxyError;
@@ -31,6 +32,16 @@ use crate::metrics::Metrics;
 use crate::response::{self, Stalling};
 use crate::sign::{RequestSigner, Target};
 use crate::upstream::{Upstream, UpstreamError};
+
+/// Where a request came from, as far as signing is concerned.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Origin {
+    /// The host of the `CONNECT` tunnel it came through, if any.
+    pub(crate) tunnel_host: Option<Arc<str>>,
+    /// The client its connection already proved to be (a tunnel's `CONNECT`, a client
+    /// certificate), if any.
+    pub(crate) client: Option<Arc<str>>,
+}
 
 /// The signing proxy: shared by every connection and every tunnel.
 #[derive(Debug)]
@@ -77,21 +88,20 @@ impl Proxy {
         &self.metrics
     }
 
-    /// Forwards one request signed, or answers with a Twilio-style error. `tunnel_host` is
-    /// the host of the `CONNECT` tunnel the request came through, if any.
+    /// Forwards one request signed, or answers with a Twilio-style error.
     pub(crate) async fn handle<B>(
         &self,
         request: Request<B>,
-        tunnel_host: Option<&str>,
+        origin: &Origin,
     ) -> Response<ProxyBody>
     where
         B: Body<Data = Bytes>,
         B::Error: std::fmt::Display,
     {
-        let mut log = RequestLog::start(request.method(), request.headers(), &self.metrics);
+        let mut log = RequestLog::start(&request, &self.metrics);
         // Refused at once when full: waiting in a queue would only slow every request.
         let outcome = match self.admission.request() {
-            Ok(_slot) => self.forward(request, tunnel_host, &mut log).await,
+            Ok(_slot) => self.forward(request, origin, &mut log).await,
             Err(err) => Err(err),
         };
         log.finish(outcome.map(|response| response.map(Either::Left)))
@@ -100,7 +110,7 @@ impl Proxy {
     async fn forward<B>(
         &self,
         request: Request<B>,
-        tunnel_host: Option<&str>,
+        origin: &Origin,
         log: &mut RequestLog,
     ) -> Result<Response<Stalling<Incoming>>, ProxyError>
     where
@@ -108,13 +118,16 @@ impl Proxy {
         B::Error: std::fmt::Display,
     {
         let (mut parts, body) = request.into_parts();
+        // Who is asking comes first: nothing is routed or read for an unknown client.
+        let client = self.client(&parts.headers, origin)?;
+        log.client = client.as_ref().map(|client| client.name.clone());
         forwarded_method(&parts)?;
         // Hop-by-hop headers go first: one named in `Connection` (even `Authorization`) is not
         // the client's to pass on, so it can neither route nor sign the request.
         hop::strip(&mut parts.headers);
         hop::strip_client_network(&mut parts.headers);
         parts.headers.insert(REQUEST_ID, log.request_id.clone());
-        let target = self.signer.resolve(&parts, tunnel_host)?;
+        let target = self.signer.resolve(&parts, origin.tunnel_host.as_deref())?;
         log.host = Some(target.host.clone());
         log.host_pattern = self
             .signer
@@ -123,11 +136,41 @@ impl Proxy {
             .map(|p| p.to_string());
         log.path = Some(target.path.clone());
         log.account = Some(target.account.account_sid.clone());
+        if let Some(client) =
+            client.filter(|client| !client.may_sign_for(&target.account.account_sid))
+        {
+            return Err(ProxyError::ClientNotAllowed {
+                client: client.name.clone(),
+                account: target.account.account_sid.clone(),
+            });
+        }
 
         let (body, body_hash) = self.read_body(&parts, body).await?;
         let response = self.send(parts, &target, body, body_hash).await?;
         self.clock_skew.observe(response.headers().get(DATE));
         response::prepare(response, &target.host, self.response_idle_timeout)
+    }
+
+    /// The client a request comes from when `[[clients]]` are configured (`None` when they
+    /// are not): the one its connection already proved to be (a tunnel's `CONNECT`, a
+    /// client certificate), or the one its `Proxy-Authorization` proves; else 407.
+    pub(crate) fn client(
+        &self,
+        headers: &http::HeaderMap,
+        origin: &Origin,
+    ) -> Result<Option<Arc<Client>>, ProxyError> {
+        let accounts = self.signer.keys().snapshot();
+        let clients = accounts.clients();
+        if clients.is_empty() {
+            return Ok(None);
+        }
+        let client = match &origin.client {
+            Some(name) => clients.get(name).ok_or(ProxyError::ProxyAuthentication(
+                "this connection's client is no longer configured",
+            ))?,
+            None => clients.authenticate(headers)?,
+        };
+        Ok(Some(client.clone()))
     }
 
     /// The whole body, hashed, within the body deadline and the memory budget.

@@ -27,7 +27,8 @@ use crate::admission::{Admission, ConnectionSlot};
 use crate::connect::Tunnels;
 use crate::keepalive::{Activity, Deadlines, Guarded, Tracked};
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use crate::mtls::MtlsAcceptor;
+use crate::proxy::{Origin, Proxy};
 use crate::shutdown::{Drain, GracefulConnection};
 
 /// The error code counted when a connection is closed at `max_connections`.
@@ -46,8 +47,14 @@ pub(crate) struct Server {
 
 impl Server {
     /// Accepts connections on `listener` until the drain's signal fires. Every connection
-    /// runs on `drain`.
-    pub(crate) async fn serve(self, listener: TcpListener, drain: &Drain) {
+    /// runs on `drain`. With `tls`, each connection first completes a mutual-TLS handshake
+    /// and its client certificate names its client.
+    pub(crate) async fn serve(
+        self,
+        listener: TcpListener,
+        tls: Option<Arc<MtlsAcceptor>>,
+        drain: &Drain,
+    ) {
         let mut builder = http1::Builder::new();
         // The deadlines are kept by `keepalive`, which tells idle from slow.
         builder.header_read_timeout(None);
@@ -83,9 +90,23 @@ impl Server {
             if at_cap.leave() {
                 tracing::info!("below max_connections again");
             }
-            let connection = self.connection(&builder, stream, slot, drain);
+            let _ = stream.set_nodelay(true);
             let shutdown = drain.signal();
+            let Some(tls) = tls.clone() else {
+                let connection = self.connection(&builder, stream, slot, drain, Origin::default());
+                drain.spawn(async move {
+                    if let Err(err) = connection.run(shutdown).await {
+                        tracing::debug!(%peer, error = %err, "connection ended with an error");
+                    }
+                });
+                continue;
+            };
+            let (server, builder, drain_for_task) = (self.clone(), builder.clone(), drain.clone());
             drain.spawn(async move {
+                let Some((stream, origin)) = server.handshake(&tls, stream, peer).await else {
+                    return;
+                };
+                let connection = server.connection(&builder, stream, slot, &drain_for_task, origin);
                 if let Err(err) = connection.run(shutdown).await {
                     tracing::debug!(%peer, error = %err, "connection ended with an error");
                 }
@@ -93,27 +114,64 @@ impl Server {
         }
     }
 
+    /// The mutual-TLS handshake, and the client its certificate names (the first SAN that is
+    /// a configured client's name); `None` when the handshake fails or times out.
+    async fn handshake(
+        &self,
+        tls: &MtlsAcceptor,
+        stream: TcpStream,
+        peer: std::net::SocketAddr,
+    ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Origin)> {
+        let (stream, names) = match tls.accept(stream).await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(%peer, error = %err, "TLS listener: handshake failed");
+                return None;
+            }
+        };
+        let accounts = self.proxy.signer().keys().snapshot();
+        let client = names
+            .iter()
+            .find(|name| accounts.clients().get(name).is_some())
+            .map(|name| Arc::from(name.as_str()));
+        if client.is_none() {
+            tracing::warn!(%peer, names = ?names, "TLS listener: the client certificate names no configured client");
+        }
+        Some((
+            stream,
+            Origin {
+                tunnel_host: None,
+                client,
+            },
+        ))
+    }
+
     /// One connection: `CONNECT` to the tunnels (which keep its slot), everything else to
     /// the proxy.
-    fn connection(
+    fn connection<I>(
         &self,
         builder: &http1::Builder,
-        stream: TcpStream,
+        stream: I,
         slot: Arc<ConnectionSlot>,
         drain: &Drain,
-    ) -> Deadlines<impl GracefulConnection<Output = hyper::Result<()>>> {
-        let _ = stream.set_nodelay(true);
+        origin: Origin,
+    ) -> Deadlines<impl GracefulConnection<Output = hyper::Result<()>>>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let activity = Activity::new();
+        let origin = Arc::new(origin);
         let (server, drain_for_tunnels) = (self.clone(), drain.clone());
         let requests = activity.clone();
         let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let (server, drain, slot) = (server.clone(), drain_for_tunnels.clone(), slot.clone());
+            let origin = origin.clone();
             let guard = requests.request();
             async move {
                 let response = if request.method() == Method::CONNECT {
-                    server.tunnels.handle(request, &drain, slot).await
+                    server.tunnels.handle(request, &drain, slot, &origin).await
                 } else {
-                    server.proxy.handle(request, None).await
+                    server.proxy.handle(request, &origin).await
                 };
                 Ok::<_, std::convert::Infallible>(response.map(|body| Guarded::new(body, guard)))
             }

@@ -25,8 +25,28 @@ pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
         })
         .collect();
     summary.sort_by(|a, b| a["account_sid"].as_str().cmp(&b["account_sid"].as_str()));
-    let effective = json!({ "config": config.raw, "loaded_accounts": summary });
+    // A client's secret digest is not for a terminal or a support ticket.
+    let mut raw = config.raw.clone();
+    for client in &mut raw.clients {
+        if client.secret_sha256.is_some() {
+            client.secret_sha256 = Some("<redacted>".into());
+        }
+    }
+    let warnings = app.warnings();
+    let effective = json!({
+        "config": raw,
+        "loaded_accounts": summary,
+        "clients": accounts.clients().len(),
+        "warnings": warnings,
+    });
     out!("{}", serde_json::to_string_pretty(&effective)?);
-    eprintln!("config OK: {} account(s)", accounts.len());
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
+    eprintln!(
+        "config OK: {} account(s), {} client(s)",
+        accounts.len(),
+        accounts.clients().len()
+    );
     Ok(ExitCode::SUCCESS)
 }

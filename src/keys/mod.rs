@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::clients::Clients;
 use crate::config::{AccountConfig, Config, SigningSettings};
 use crate::error::ProxyError;
 use crate::token::{Signer, TokenError};
@@ -56,11 +57,13 @@ impl Account {
     }
 }
 
-/// An immutable set of accounts, indexed by account SID and by listed API key SID.
+/// An immutable set of accounts, indexed by account SID and by listed API key SID, with the
+/// clients allowed to use them: reloaded, and swapped, together.
 #[derive(Debug, Default)]
 pub struct Accounts {
     by_account: HashMap<String, Arc<Account>>,
     by_api_key: HashMap<String, Arc<Account>>,
+    clients: Clients,
 }
 
 impl Accounts {
@@ -112,7 +115,19 @@ impl Accounts {
     /// Loads every account the config describes now: `[[accounts]]`, with `accounts_dir`
     /// read afresh over them.
     pub fn from_config(config: &Config) -> Result<Accounts, KeyStoreError> {
-        Accounts::load(&dir::configured_accounts(config)?, &config.signing)
+        let accounts = Accounts::load(&dir::configured_accounts(config)?, &config.signing)?;
+        Ok(accounts.with_clients(Clients::load(&config.clients)?))
+    }
+
+    /// The same accounts, used by `clients`.
+    pub fn with_clients(mut self, clients: Clients) -> Accounts {
+        self.clients = clients;
+        self
+    }
+
+    /// Who may use the proxy (none configured: anyone who can connect).
+    pub fn clients(&self) -> &Clients {
+        &self.clients
     }
 
     /// Every account, in no particular order.
@@ -205,6 +220,9 @@ pub enum KeyStoreError {
     /// The accounts directory could not be read.
     #[error(transparent)]
     Dir(#[from] dir::AccountsDirError),
+    /// A client's secret could not be read.
+    #[error(transparent)]
+    Clients(#[from] crate::clients::ClientsError),
 }
 
 /// The live account set: a snapshot per request, replaced whole on reload.

@@ -6,6 +6,9 @@
 //!   for a state and capturing the proxy's logs.
 //! - [`cli`]: the binary as a user runs it: `demo`, `check-config`, `sign`, `ca init`, and
 //!   start-up refusals.
+//! - [`clients`]: client authentication: `Proxy-Authorization` on requests and `CONNECT`s,
+//!   tunnels inheriting their client, per-client account limits, curl's `--proxy-user`,
+//!   clients reloaded on `SIGHUP`, and the warning for a network listener without clients.
 //! - [`e2e`]: HTTP clients → proxy → the verifying stand-in: normalization, bodies, routing,
 //!   several accounts, refusals, upstream failures, pooling, PS256.
 //! - [`intercept`]: `HTTPS_PROXY` clients: `CONNECT`, TLS with the local CA, HTTP/2 in the
@@ -26,6 +29,7 @@
 mod support;
 
 mod cli;
+mod clients;
 mod e2e;
 mod intercept;
 mod layout;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use crate::support::{enable_interception, test_private_key, Harness, TestAccount};
+use crate::support::{client_config, enable_interception, test_private_key, Harness, TestAccount};
 
 const NEEDS_SDKS: &str = "needs the official SDKs from tests/sdk/setup.sh (run by .ci/run)";
 
@@ -114,6 +114,103 @@ async fn twilio_python_through_https_proxy() {
     )
     .await;
     assert_all_verified(&h, 4).await;
+    h.stop().await;
+}
+
+/// Intercepting, with two `[[clients]]`: `app` (any account) and `other` (only account B).
+async fn intercepting_with_clients() -> (Harness, tempfile::TempDir, PathBuf) {
+    let ca_dir = tempfile::tempdir().unwrap();
+    let mut ca = None;
+    let h = Harness::start_with(&[TestAccount::a()], |raw| {
+        ca = Some(enable_interception(raw, ca_dir.path()));
+        raw.clients = vec![
+            client_config("app", "app-secret", &[]),
+            client_config(
+                "other",
+                "other-secret",
+                &["ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"],
+            ),
+        ];
+    })
+    .await;
+    (h, ca_dir, ca.unwrap())
+}
+
+/// `http://user:secret@proxy`, as an `HTTPS_PROXY` with credentials.
+fn proxy_url_with(h: &Harness, user_secret: &str) -> String {
+    format!("http://{user_secret}@{}", h.proxy)
+}
+
+#[tokio::test]
+#[ignore = "needs the official SDKs from tests/sdk/setup.sh (run by .ci/run)"]
+async fn sdks_authenticate_to_the_proxy_with_credentials_in_the_proxy_url() {
+    let (h, _ca_dir, ca) = intercepting_with_clients().await;
+    run_sdk(
+        &python(),
+        "tests/sdk/python/sdk_calls.py",
+        &[
+            ("HTTPS_PROXY", proxy_url_with(&h, "app:app-secret")),
+            ("REQUESTS_CA_BUNDLE", ca.display().to_string()),
+        ],
+    )
+    .await;
+    run_sdk(
+        Path::new("node"),
+        "tests/sdk/node/sdk_calls.js",
+        &[
+            ("HTTP_PROXY", proxy_url_with(&h, "app:app-secret")),
+            ("NODE_EXTRA_CA_CERTS", ca.display().to_string()),
+        ],
+    )
+    .await;
+    assert_all_verified(&h, 8).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the official SDKs from tests/sdk/setup.sh (run by .ci/run)"]
+async fn sdks_without_the_right_proxy_credentials_are_refused() {
+    let (h, _ca_dir, ca) = intercepting_with_clients().await;
+    for (proxy, refusal) in [
+        (h.url(""), "407"),
+        (proxy_url_with(&h, "app:wrong"), "407"),
+        // `other` may sign only for account B: its CONNECT is fine, its requests are not.
+        (proxy_url_with(&h, "other:other-secret"), "79061"),
+    ] {
+        let python = spawn_sdk(
+            &python(),
+            "tests/sdk/python/sdk_calls.py",
+            &[
+                ("HTTPS_PROXY", proxy.clone()),
+                ("REQUESTS_CA_BUNDLE", ca.display().to_string()),
+            ],
+        )
+        .await;
+        let node = spawn_sdk(
+            Path::new("node"),
+            "tests/sdk/node/sdk_calls.js",
+            &[
+                ("HTTP_PROXY", proxy.clone()),
+                ("NODE_EXTRA_CA_CERTS", ca.display().to_string()),
+            ],
+        )
+        .await;
+        for (sdk, output) in [("python", &python), ("node", &node)] {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(!output.status.success(), "{sdk} via {proxy}: {text}");
+            if sdk == "python" {
+                assert!(text.contains(refusal), "{sdk} via {proxy}: {text}");
+            }
+        }
+    }
+    assert!(
+        h.standin.records().await.is_empty(),
+        "a refused client reached Twilio"
+    );
     h.stop().await;
 }
 

@@ -352,6 +352,11 @@ impl Harness {
             .map(|value| value.parse().unwrap())
     }
 
+    /// The mutual-TLS listener's address.
+    pub fn tls(&self) -> SocketAddr {
+        self.server.tls_addr().expect("the TLS listener is enabled")
+    }
+
     /// Reloads accounts at once, as `SIGHUP` does.
     pub fn reload_now(&self) {
         self.server.reload_now();
@@ -453,6 +458,22 @@ impl ProxyProcess {
             .await
             .expect("pkcv-proxy did not exit in time")
             .unwrap()
+    }
+}
+
+/// A `[[clients]]` entry with this name and secret (stored as its SHA-256), limited to
+/// `accounts` if any.
+pub fn client_config(
+    name: &str,
+    secret: &str,
+    accounts: &[&str],
+) -> pkcv_proxy::config::ClientConfig {
+    use sha2::Digest;
+    pkcv_proxy::config::ClientConfig {
+        name: name.into(),
+        secret_sha256: Some(hex::encode(sha2::Sha256::digest(secret.as_bytes()))),
+        secret_file: None,
+        accounts: accounts.iter().map(|a| a.to_string()).collect(),
     }
 }
 
