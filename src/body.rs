@@ -182,6 +182,27 @@ where
     Ok((body, hasher.finish()))
 }
 
+/// Reads and drops up to `max_bytes` more of `body`, for at most `time`: the rest of an
+/// upload the proxy has already refused.
+pub(crate) async fn discard<B>(body: B, max_bytes: u64, time: Duration)
+where
+    B: Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut read = 0u64;
+    let reading = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(chunk) = frame.into_data() {
+                read += chunk.len() as u64;
+                if read > max_bytes {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(time, reading).await;
+}
+
 /// The chunk list: tiny chunks (a hostile client can send a body one byte per chunk) are
 /// gathered into one buffer, so the list stays small; chunks of ordinary size are kept as
 /// they came, without a copy.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, DATE};
 use http::request::Parts;
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, Version};
 use http_body::Body;
 use http_body_util::Either;
 use hyper::body::Incoming;
@@ -184,12 +184,25 @@ impl Proxy {
         B::Error: std::fmt::Display,
     {
         let declared_len = declared_length(parts)?;
-        let buffering = body::buffer(body, declared_len, self.max_body_bytes, Some(&self.budget));
-        tokio::time::timeout(self.body_read_timeout, buffering)
+        let mut body = std::pin::pin!(body);
+        let buffering = body::buffer(
+            body.as_mut(),
+            declared_len,
+            self.max_body_bytes,
+            Some(&self.budget),
+        );
+        let buffered = tokio::time::timeout(self.body_read_timeout, buffering)
             .await
             .map_err(|_| ProxyError::BodyTimeout {
                 timeout: self.body_read_timeout,
-            })?
+            })?;
+        if let (Err(ProxyError::BodyTooLarge { .. }), Version::HTTP_2) = (&buffered, parts.version)
+        {
+            // An HTTP/2 stream whose upload is still arriving would be reset under the 413;
+            // read (and drop) a bounded rest of it first, so the client gets the answer.
+            body::discard(body.as_mut(), DISCARD_AT_MOST, DISCARD_FOR).await;
+        }
+        buffered
     }
 
     /// Signs and sends; an idempotent request whose connection failed before a byte was
@@ -245,6 +258,11 @@ fn forwarded_method(parts: &Parts) -> Result<(), ProxyError> {
     let target = if parts.uri.path() == "*" { " *" } else { "" };
     Err(ProxyError::MethodNotForwarded(format!("{shown}{target}")))
 }
+
+/// How much of an oversized HTTP/2 upload is read and dropped before its 413 is sent, and
+/// for how long at most: past either, the stream is reset under the answer.
+const DISCARD_AT_MOST: u64 = 64 * 1024 * 1024;
+const DISCARD_FOR: Duration = Duration::from_secs(5);
 
 /// Methods a retry cannot turn into a second effect.
 fn is_idempotent(method: &Method) -> bool {

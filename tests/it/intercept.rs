@@ -396,3 +396,55 @@ async fn http2_inside_the_tunnel() {
     assert_eq!(h.standin.verified(), 3);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn an_oversized_http2_upload_in_a_tunnel_gets_the_413_json() {
+    let (h, ca_dir, ca_file) = intercepting_harness(|raw| {
+        raw.server.max_body_bytes = 1024;
+        raw.server.max_buffered_bytes = 1024;
+    })
+    .await;
+    let a = TestAccount::a();
+    let upload = ca_dir.path().join("upload.txt");
+    std::fs::write(&upload, vec![b'x'; 4 * 1024 * 1024]).unwrap();
+    let output = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--http2",
+            "--max-time",
+            "20",
+            "--proxy",
+            &h.url(""),
+            "--cacert",
+        ])
+        .arg(&ca_file)
+        .args(["-u", &format!("{}:{}", a.api_key_sid, a.secret)])
+        .args(["-H", "Content-Type: application/x-www-form-urlencoded"])
+        .arg("--data-binary")
+        .arg(format!("@{}", upload.display()))
+        .args(["-w", "\n%{http_version}"])
+        .arg(format!(
+            "https://api.twilio.com/2010-04-01/Accounts/{A}/Messages.json"
+        ))
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .output()
+        .await
+        .expect("curl must be installed (.ci/run installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "curl failed: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (body, version) = stdout.rsplit_once('\n').unwrap();
+    assert_eq!(version, "2", "the tunnel did not speak HTTP/2");
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        (body["status"].as_u64(), body["code"].as_u64()),
+        (Some(413), Some(79020)),
+        "{body}"
+    );
+    assert!(h.standin.records().await.is_empty());
+    h.stop().await;
+}
