@@ -30,6 +30,8 @@ pub(crate) struct RequestLog {
     pub(crate) account: Option<String>,
     /// The `[[clients]]` name, when clients are configured.
     pub(crate) client: Option<String>,
+    /// Log a refusal at debug rather than warn (rate-limited refusals).
+    pub(crate) quiet: bool,
 }
 
 impl RequestLog {
@@ -54,6 +56,7 @@ impl RequestLog {
             path: path.map(printable),
             account: None,
             client: None,
+            quiet: false,
         }
     }
 
@@ -86,7 +89,9 @@ impl RequestLog {
                 let status = err.status().as_u16();
                 let code = err.code();
                 self.metrics.rejected(code);
-                if err.is_upstream_failure() {
+                if self.quiet {
+                    tracing::debug!(%method, status, code, error = %err, "refused");
+                } else if err.is_upstream_failure() {
                     tracing::warn!(%method, host, path, account, client, status, latency_us, request_id, code, error = %err, "upstream failed");
                 } else {
                     tracing::warn!(%method, host, path, account, client, status, latency_us, request_id, code, error = %err, "refused");

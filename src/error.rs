@@ -155,6 +155,12 @@ pub enum ProxyError {
         /// The account the request would be signed for.
         account: String,
     },
+    /// The request head is not well-formed HTTP/1.1.
+    #[error("malformed request: {0}")]
+    MalformedRequest(&'static str),
+    /// The request head is too large.
+    #[error("request head too large: {0}")]
+    HeadTooLarge(&'static str),
     /// A limit on work in progress is reached: try again shortly.
     #[error("the proxy is overloaded ({0}): retry shortly")]
     Overloaded(&'static str),
@@ -212,6 +218,8 @@ impl ProxyError {
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyAuthentication(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            MalformedRequest(_) => StatusCode::BAD_REQUEST,
+            HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ClientNotAllowed { .. } => StatusCode::FORBIDDEN,
         }
     }
@@ -249,6 +257,8 @@ impl ProxyError {
             Upstream { .. } => 79042,
             Overloaded(_) => 79050,
             ProxyAuthentication(_) => 79060,
+            MalformedRequest(_) => 79023,
+            HeadTooLarge(_) => 79024,
             ClientNotAllowed { .. } => 79061,
         }
     }

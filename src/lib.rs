@@ -59,6 +59,7 @@ pub mod config;
 pub(crate) mod connect;
 pub mod error;
 pub mod files;
+pub(crate) mod head;
 pub(crate) mod hop;
 pub mod intercept;
 pub(crate) mod keepalive;

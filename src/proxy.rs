@@ -26,6 +26,7 @@ use crate::clients::Client;
 use crate::clock_skew::ClockSkew;
 use crate::config::Config;
 use crate::error::ProxyError;
+use crate::head;
 use crate::hop;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
@@ -149,6 +150,18 @@ impl Proxy {
         let response = self.send(parts, &target, body, body_hash).await?;
         self.clock_skew.observe(response.headers().get(DATE));
         response::prepare(response, &target.host, self.response_idle_timeout)
+    }
+
+    /// Answers a request head that [`crate::head`] refused, logging at most one such refusal
+    /// a second at warn.
+    pub(crate) fn refuse<B>(
+        &self,
+        request: &Request<B>,
+        refusal: head::Refusal,
+    ) -> Response<ProxyBody> {
+        let mut log = RequestLog::start(request, &self.metrics);
+        log.quiet = !head::warn_allowed();
+        log.finish(Err(refusal.error()))
     }
 
     /// The client a request comes from when `[[clients]]` are configured (`None` when they

@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::admission::{Admission, ConnectionSlot};
 use crate::connect::Tunnels;
+use crate::head::{self, HeadCheck};
 use crate::keepalive::{Activity, Deadlines, Guarded, Tracked};
 use crate::metrics::Metrics;
 use crate::mtls::MtlsAcceptor;
@@ -168,7 +169,9 @@ impl Server {
             let origin = origin.clone();
             let guard = requests.request();
             async move {
-                let response = if request.method() == Method::CONNECT {
+                let response = if let Some(refusal) = head::refusal(request.headers()) {
+                    server.proxy.refuse(&request, refusal)
+                } else if request.method() == Method::CONNECT {
                     server.tunnels.handle(request, &drain, slot, &origin).await
                 } else {
                     server.proxy.handle(request, &origin).await
@@ -176,7 +179,8 @@ impl Server {
                 Ok::<_, std::convert::Infallible>(response.map(|body| Guarded::new(body, guard)))
             }
         });
-        let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+        let tracked = Tracked::new(stream, activity.clone());
+        let io = TokioIo::new(HeadCheck::new(tracked, activity.clone()));
         Deadlines::new(
             builder.serve_connection(io, service).with_upgrades(),
             activity,

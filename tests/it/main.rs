@@ -11,6 +11,8 @@
 //!   clients reloaded on `SIGHUP`, and the warning for a network listener without clients.
 //! - [`e2e`]: HTTP clients → proxy → the verifying stand-in: normalization, bodies, routing,
 //!   several accounts, refusals, upstream failures, pooling, PS256.
+//! - [`hostile`]: raw bytes: malformed request heads get the JSON error (79023, 79024), and
+//!   every head on a keep-alive connection is checked.
 //! - [`intercept`]: `HTTPS_PROXY` clients: `CONNECT`, TLS with the local CA, HTTP/2 in the
 //!   tunnel, passthrough, and the `CONNECT`s that must not be honoured.
 //! - [`layout`]: `src/` has no import cycle, and the stand-in is not part of the proxy.
@@ -31,6 +33,7 @@ mod support;
 mod cli;
 mod clients;
 mod e2e;
+mod hostile;
 mod intercept;
 mod layout;
 mod normalize_props;
