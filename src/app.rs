@@ -23,11 +23,10 @@ use crate::keys::reload::{ReloadHandle, Reloader};
 use crate::keys::{Accounts, KeyStore, KeyStoreError};
 use crate::metrics::Metrics;
 use crate::mtls::{MtlsAcceptor, MtlsError};
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, ProxyBuildError};
 use crate::server::Server;
 use crate::shutdown::{self, Drain};
 use crate::token::unix_now;
-use crate::upstream::UpstreamError;
 
 /// Why the proxy could not be built or started.
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +38,9 @@ pub enum AppError {
     /// Nothing to sign for, and nowhere accounts could appear later.
     #[error("no [[accounts]] are configured and no accounts_dir is set, so every request would be refused (see config/pkcv-proxy.example.toml)")]
     NoAccounts,
-    /// The upstream client could not be built.
+    /// The upstream client or the signing threads could not be set up.
     #[error(transparent)]
-    Upstream(#[from] UpstreamError),
+    Proxy(#[from] ProxyBuildError),
     /// The interception CA could not be loaded.
     #[error(transparent)]
     Intercept(#[from] InterceptError),
@@ -282,6 +281,10 @@ impl Bound {
             .unwrap_or_default()
         {
             tracing::warn!("{}", warning.as_str().unwrap_or_default());
+        }
+        match app.server.proxy.signing_threads() {
+            Some(threads) => tracing::info!(threads, "PEM keys sign on the signing pool"),
+            None => tracing::debug!("PEM keys sign inline"),
         }
         if accounts == 0 {
             tracing::warn!(

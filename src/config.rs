@@ -270,6 +270,8 @@ pub struct RawUpstream {
     pub response_idle_timeout_ms: u64,
     /// Offer HTTP/2 to Twilio (off: HTTP/1.1, as the official SDKs speak).
     pub http2: bool,
+    /// Requests (over HTTP/1.1: connections) in progress to one host at most.
+    pub max_connections_per_host: u64,
 }
 
 impl Default for RawUpstream {
@@ -283,6 +285,7 @@ impl Default for RawUpstream {
             request_timeout_ms: 60_000,
             response_idle_timeout_ms: 60_000,
             http2: false,
+            max_connections_per_host: 64,
         }
     }
 }
@@ -306,6 +309,12 @@ pub struct RawSigning {
     pub algorithm: Algorithm,
     /// Token lifetime, 1–300 s.
     pub ttl_secs: u64,
+    /// Sign with PEM keys on the signing pool instead of inline on the request's task.
+    pub pem_on_pool: bool,
+    /// Signing threads; 0 means one per core.
+    pub pool_threads: u64,
+    /// Signatures waiting for a signing thread at most; beyond, 503.
+    pub pool_queue: u64,
 }
 
 impl Default for RawSigning {
@@ -313,6 +322,9 @@ impl Default for RawSigning {
         RawSigning {
             algorithm: Algorithm::Rs256,
             ttl_secs: MAX_TTL_SECS,
+            pem_on_pool: false,
+            pool_threads: 0,
+            pool_queue: 256,
         }
     }
 }
@@ -518,6 +530,8 @@ pub struct UpstreamSettings {
     pub response_idle_timeout: Duration,
     /// Whether HTTP/2 is offered upstream.
     pub http2: bool,
+    /// Requests in progress to one host at most.
+    pub max_connections_per_host: usize,
 }
 
 /// How tokens are minted.
@@ -527,6 +541,12 @@ pub struct SigningSettings {
     pub algorithm: Algorithm,
     /// Token lifetime (≤ 300 s).
     pub ttl_secs: u64,
+    /// Whether PEM keys sign on the signing pool.
+    pub pem_on_pool: bool,
+    /// Signing threads (0: one per core).
+    pub pool_threads: usize,
+    /// Queue length in front of them.
+    pub pool_queue: usize,
 }
 
 /// Interception, when enabled.
@@ -840,6 +860,12 @@ fn upstream_settings(raw: &RawUpstream) -> Result<UpstreamSettings, ConfigError>
         request_timeout: Duration::from_millis(request),
         response_idle_timeout: Duration::from_millis(response_idle),
         http2: raw.http2,
+        max_connections_per_host: in_range(
+            "upstream.max_connections_per_host",
+            raw.max_connections_per_host,
+            1..=100_000,
+            "1–100000",
+        )? as usize,
     })
 }
 
@@ -872,6 +898,15 @@ fn signing_settings(raw: &RawSigning) -> Result<SigningSettings, ConfigError> {
     Ok(SigningSettings {
         algorithm: raw.algorithm,
         ttl_secs,
+        pem_on_pool: raw.pem_on_pool,
+        pool_threads: in_range("signing.pool_threads", raw.pool_threads, 0..=256, "0–256")?
+            as usize,
+        pool_queue: in_range(
+            "signing.pool_queue",
+            raw.pool_queue,
+            1..=1_000_000,
+            "1–1000000",
+        )? as usize,
     })
 }
 

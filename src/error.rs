@@ -164,6 +164,14 @@ pub enum ProxyError {
     /// A limit on work in progress is reached: try again shortly.
     #[error("the proxy is overloaded ({0}): retry shortly")]
     Overloaded(&'static str),
+    /// Every connection to the host allowed by `max_connections_per_host` stayed busy.
+    #[error(
+        "every connection to {host} is busy (upstream.max_connections_per_host): retry shortly"
+    )]
+    UpstreamBusy {
+        /// The upstream host.
+        host: String,
+    },
     /// The upstream connection (TCP or TLS) failed.
     #[error("could not connect to {host}: {reason}")]
     UpstreamConnect {
@@ -216,7 +224,7 @@ impl ProxyError {
             Signing => StatusCode::INTERNAL_SERVER_ERROR,
             UpstreamConnect { .. } | Upstream { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Overloaded(_) | UpstreamBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyAuthentication(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             MalformedRequest(_) => StatusCode::BAD_REQUEST,
             HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -256,6 +264,7 @@ impl ProxyError {
             UpstreamTimeout { .. } => 79041,
             Upstream { .. } => 79042,
             Overloaded(_) => 79050,
+            UpstreamBusy { .. } => 79052,
             ProxyAuthentication(_) => 79060,
             MalformedRequest(_) => 79023,
             HeadTooLarge(_) => 79024,
@@ -298,7 +307,10 @@ impl ProxyError {
                 HeaderValue::from_static("Basic realm=\"pkcv-proxy\""),
             );
         }
-        if matches!(self, ProxyError::Overloaded(_)) {
+        if matches!(
+            self,
+            ProxyError::Overloaded(_) | ProxyError::UpstreamBusy { .. }
+        ) {
             // Overload passes in moments; a client that honours this comes back then.
             response
                 .headers_mut()

@@ -75,6 +75,7 @@ pub(crate) mod server;
 pub mod shutdown;
 pub(crate) mod sid;
 pub mod sign;
+pub(crate) mod signing_pool;
 pub mod telemetry;
 pub mod token;
 pub mod upstream;

@@ -32,6 +32,7 @@ use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::response::{self, Stalling};
 use crate::sign::{RequestSigner, Target};
+use crate::signing_pool::{self, SigningPool};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Where a request came from, as far as signing is concerned.
@@ -56,6 +57,8 @@ pub(crate) struct Proxy {
     body_read_timeout: Duration,
     response_idle_timeout: Duration,
     clock_skew: ClockSkew,
+    /// Where PEM signatures run when `signing.pem_on_pool`; inline otherwise.
+    pool: Option<SigningPool>,
 }
 
 impl Proxy {
@@ -65,7 +68,7 @@ impl Proxy {
         keys: Arc<KeyStore>,
         admission: Arc<Admission>,
         metrics: Arc<Metrics>,
-    ) -> Result<Proxy, UpstreamError> {
+    ) -> Result<Proxy, ProxyBuildError> {
         Ok(Proxy {
             signer: RequestSigner::new(config, keys),
             upstream: Upstream::new(&config.upstream, metrics.clone())?,
@@ -75,6 +78,7 @@ impl Proxy {
             body_read_timeout: config.server.body_read_timeout,
             response_idle_timeout: config.upstream.response_idle_timeout,
             clock_skew: ClockSkew::new(metrics.clone()),
+            pool: signing_pool(config)?,
             metrics,
         })
     }
@@ -82,6 +86,11 @@ impl Proxy {
     /// The signer: what resolves and signs requests, and the key store behind it.
     pub(crate) fn signer(&self) -> &RequestSigner {
         &self.signer
+    }
+
+    /// How many signing threads sign PEM keys (`None`: inline on the request's task).
+    pub(crate) fn signing_threads(&self) -> Option<usize> {
+        self.pool.as_ref().map(SigningPool::threads)
     }
 
     /// The metrics every request is counted in.
@@ -147,9 +156,12 @@ impl Proxy {
         }
 
         let (body, body_hash) = self.read_body(&parts, body).await?;
+        // A place among the host's connections first, so the token is minted fresh when
+        // the request can really leave.
+        let permit = self.upstream.permit(&target.host).await?;
         let response = self.send(parts, &target, body, body_hash).await?;
         self.clock_skew.observe(response.headers().get(DATE));
-        response::prepare(response, &target.host, self.response_idle_timeout)
+        response::prepare(response, &target.host, self.response_idle_timeout, permit)
     }
 
     /// Answers a request head that [`crate::head`] refused, logging at most one such refusal
@@ -248,7 +260,15 @@ impl Proxy {
         body_hash: Option<HexDigest>,
     ) -> Result<Response<Incoming>, crate::upstream::Failure> {
         let signing = Instant::now();
-        let request = self.signer.sign(parts, target, body, body_hash)?;
+        let request = match &self.pool {
+            Some(pool) => {
+                let hash = target.canonical(&parts.method, body_hash).hash();
+                let job = self.signer.mint_job(target, hash, crate::token::unix_now());
+                let token = pool.mint(job).await?;
+                self.signer.signed_request(parts, target, &token, body)?
+            }
+            None => self.signer.sign(parts, target, body, body_hash)?,
+        };
         self.metrics.signed("pem", signing.elapsed());
         let sending = Instant::now();
         let response = self.upstream.send(request, &target.host).await;
@@ -270,6 +290,31 @@ fn forwarded_method(parts: &Parts) -> Result<(), ProxyError> {
     let shown: String = parts.method.as_str().chars().take(32).collect();
     let target = if parts.uri.path() == "*" { " *" } else { "" };
     Err(ProxyError::MethodNotForwarded(format!("{shown}{target}")))
+}
+
+/// Why the proxy could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyBuildError {
+    /// The upstream client.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The signing threads could not be started.
+    #[error("cannot start the signing threads: {0}")]
+    SigningPool(#[from] std::io::Error),
+}
+
+/// The signing pool, when PEM keys sign on it.
+fn signing_pool(config: &Config) -> Result<Option<SigningPool>, std::io::Error> {
+    let signing = &config.signing;
+    if !signing.pem_on_pool {
+        return Ok(None);
+    }
+    let threads = match signing.pool_threads {
+        0 => signing_pool::default_threads(),
+        threads => threads,
+    };
+    SigningPool::new(threads, signing.pool_queue).map(Some)
 }
 
 /// How much of an oversized HTTP/2 upload is read and dropped before its 413 is sent, and

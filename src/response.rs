@@ -20,15 +20,19 @@ use tokio::time::{Instant, Sleep};
 
 use crate::error::ProxyError;
 use crate::hop;
+use crate::upstream::HostPermit;
 
 /// What the proxy answers with: Twilio's streamed response, or its own (error) body.
 pub(crate) type ProxyBody = Either<Stalling<Incoming>, Full<Bytes>>;
 
 /// Checks and prepares Twilio's response for the client.
+///
+/// The body keeps the request's `permit` among `max_connections_per_host` until it is done.
 pub(crate) fn prepare(
     mut response: Response<Incoming>,
     host: &str,
     idle_timeout: Duration,
+    permit: HostPermit,
 ) -> Result<Response<Stalling<Incoming>>, ProxyError> {
     let status = response.status();
     if status == StatusCode::SWITCHING_PROTOCOLS || status.is_informational() {
@@ -38,7 +42,7 @@ pub(crate) fn prepare(
         });
     }
     hop::strip(response.headers_mut());
-    Ok(response.map(|body| Stalling::new(body, idle_timeout)))
+    Ok(response.map(|body| Stalling::new(body, idle_timeout).holding(permit)))
 }
 
 /// The body stalled: no chunk within the idle timeout.
@@ -52,6 +56,7 @@ pub(crate) struct Stalling<B> {
     body: B,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
+    _permit: Option<HostPermit>,
 }
 
 impl<B> Stalling<B> {
@@ -60,7 +65,14 @@ impl<B> Stalling<B> {
             body,
             timeout,
             deadline: Box::pin(tokio::time::sleep(timeout)),
+            _permit: None,
         }
+    }
+
+    /// Keeps `permit` until the body is dropped.
+    fn holding(mut self, permit: HostPermit) -> Stalling<B> {
+        self._permit = Some(permit);
+        self
     }
 }
 

@@ -122,13 +122,25 @@ impl RequestSigner {
     /// `Authorization` and body that were hashed, plus the token over them.
     pub fn sign(
         &self,
-        mut parts: Parts,
+        parts: Parts,
         target: &Target,
         body: BufferedBody,
         body_hash: Option<HexDigest>,
     ) -> Result<Request<BufferedBody>, ProxyError> {
         let request_hash = target.canonical(&parts.method, body_hash).hash();
         let token = self.mint(target, &request_hash, token::unix_now())?;
+        self.signed_request(parts, target, &token, body)
+    }
+
+    /// The request as it goes to Twilio, carrying `token` (minted over exactly this request,
+    /// here or on the signing pool).
+    pub fn signed_request(
+        &self,
+        mut parts: Parts,
+        target: &Target,
+        token: &str,
+        body: BufferedBody,
+    ) -> Result<Request<BufferedBody>, ProxyError> {
         parts.uri = target.uri()?;
         parts.version = Version::HTTP_11;
         let headers = &mut parts.headers;
@@ -142,7 +154,7 @@ impl RequestSigner {
             AUTHORIZATION,
             sensitive(&target.auth.authorization, "authorization")?,
         );
-        headers.insert(token::HEADER_NAME, sensitive(&token, token::HEADER_NAME)?);
+        headers.insert(token::HEADER_NAME, sensitive(token, token::HEADER_NAME)?);
         if body.is_empty() && !matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
             headers.remove(CONTENT_LENGTH);
         } else {
@@ -158,15 +170,44 @@ impl RequestSigner {
         request_hash: &HexDigest,
         now: u64,
     ) -> Result<String, ProxyError> {
-        let claims = Claims {
-            api_key_sid: &target.auth.api_key_sid,
-            account_sid: &target.account.account_sid,
+        self.mint_job(target, *request_hash, now).run()
+    }
+
+    /// What minting the token needs, owned, so it can run on another thread (the signing
+    /// pool).
+    pub fn mint_job(&self, target: &Target, request_hash: HexDigest, now: u64) -> MintJob {
+        MintJob {
+            account: target.account.clone(),
+            api_key_sid: target.auth.api_key_sid.clone(),
             request_hash,
             issued_at: now,
             ttl_secs: self.signing.ttl_secs,
+        }
+    }
+}
+
+/// One token to mint: the account whose key signs, and the claims.
+#[derive(Debug)]
+pub struct MintJob {
+    account: Arc<Account>,
+    api_key_sid: String,
+    request_hash: HexDigest,
+    issued_at: u64,
+    ttl_secs: u64,
+}
+
+impl MintJob {
+    /// Mints the token: the one RSA private-key operation a request costs.
+    pub fn run(self) -> Result<String, ProxyError> {
+        let claims = Claims {
+            api_key_sid: &self.api_key_sid,
+            account_sid: &self.account.account_sid,
+            request_hash: &self.request_hash,
+            issued_at: self.issued_at,
+            ttl_secs: self.ttl_secs,
         };
-        target.account.signer.mint(&claims).map_err(|err| {
-            tracing::error!(account = %target.account.account_sid, error = %err, "signing failed");
+        self.account.signer.mint(&claims).map_err(|err| {
+            tracing::error!(account = %self.account.account_sid, error = %err, "signing failed");
             ProxyError::Signing
         })
     }

@@ -59,7 +59,48 @@ pub struct Upstream {
     client: Client<HttpsConnector<ConnectTo>, BufferedBody>,
     request_timeout: Duration,
     connect_timeout: Duration,
+    per_host: PerHost,
 }
+
+/// `max_connections_per_host`: a permit per request in progress to a host, held until its
+/// response body is done. Over HTTP/1.1 a connection carries one request at a time, so the
+/// permits bound the connections too; the pool keeps and reuses them, so under steady load
+/// no new TLS handshakes are made.
+#[derive(Clone)]
+struct PerHost {
+    max: usize,
+    hosts: Arc<arc_swap::ArcSwap<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
+}
+
+impl PerHost {
+    fn new(max: usize) -> PerHost {
+        PerHost {
+            max,
+            hosts: Arc::new(arc_swap::ArcSwap::from_pointee(Default::default())),
+        }
+    }
+
+    /// The host's semaphore; made on first use (hosts are few: Twilio's).
+    fn semaphore(&self, host: &str) -> Arc<tokio::sync::Semaphore> {
+        if let Some(semaphore) = self.hosts.load().get(host) {
+            return semaphore.clone();
+        }
+        let fresh = Arc::new(tokio::sync::Semaphore::new(self.max));
+        let mut chosen = fresh.clone();
+        self.hosts.rcu(|hosts| {
+            let mut hosts = std::collections::HashMap::clone(hosts);
+            chosen = hosts
+                .entry(host.to_owned())
+                .or_insert_with(|| fresh.clone())
+                .clone();
+            hosts
+        });
+        chosen
+    }
+}
+
+/// A request's place among `max_connections_per_host`, carried with its response body.
+pub(crate) type HostPermit = Arc<tokio::sync::OwnedSemaphorePermit>;
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,7 +144,24 @@ impl Upstream {
             client,
             request_timeout: settings.request_timeout,
             connect_timeout: settings.connect_timeout,
+            per_host: PerHost::new(settings.max_connections_per_host),
         })
+    }
+
+    /// Waits (up to the connect timeout) for a place among `max_connections_per_host`;
+    /// 503 when none frees up.
+    pub(crate) async fn permit(&self, host: &str) -> Result<HostPermit, ProxyError> {
+        let semaphore = self.per_host.semaphore(host);
+        if let Ok(permit) = semaphore.clone().try_acquire_owned() {
+            return Ok(Arc::new(permit));
+        }
+        let waiting = semaphore.acquire_owned();
+        match tokio::time::timeout(self.connect_timeout, waiting).await {
+            Ok(Ok(permit)) => Ok(Arc::new(permit)),
+            _ => Err(ProxyError::UpstreamBusy {
+                host: host.to_owned(),
+            }),
+        }
     }
 
     /// Sends a request (its URI `https://host/…`) and waits for the response headers. The

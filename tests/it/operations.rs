@@ -563,3 +563,107 @@ async fn sighup_reloads_at_once_and_a_bad_reload_keeps_the_previous_accounts() {
     assert!(exit.success(), "{exit:?}");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn upstream_connections_per_host_are_bounded_and_reused() {
+    let h = Harness::start_with(&[TestAccount::a()], |raw| {
+        raw.upstream.max_connections_per_host = 2;
+    })
+    .await;
+    let a = TestAccount::a();
+    let client = h.client();
+    let requests = (0..20).map(|i| {
+        let request = client
+            .get(h.url(&format!("{A_ACCOUNTS}?Page={i}")))
+            .header("authorization", a.basic_auth());
+        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+    });
+    for request in requests.collect::<Vec<_>>() {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    assert_eq!(h.standin.verified(), 20);
+    let records = h.standin.records().await;
+    let connections: std::collections::HashSet<u64> =
+        records.iter().map(|r| r.connection).collect();
+    assert!(
+        connections.len() <= 2,
+        "{} upstream connections",
+        connections.len()
+    );
+    assert!(records.iter().all(|r| r.version == http::Version::HTTP_11));
+    assert_eq!(
+        h.metric("pkcv_proxy_upstream_connections_opened_total")
+            .await,
+        Some(connections.len() as f64)
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_that_finds_every_upstream_connection_busy_gets_503() {
+    let h = Harness::start_with(&[TestAccount::a()], |raw| {
+        raw.upstream.max_connections_per_host = 1;
+        raw.upstream.connect_timeout_ms = 300;
+    })
+    .await;
+    let a = TestAccount::a();
+    h.standin.set_delay(Duration::from_millis(1500));
+    let slow = tokio::spawn({
+        let request = h
+            .client()
+            .get(h.url(A_ACCOUNTS))
+            .header("authorization", a.basic_auth());
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            h.metric("pkcv_proxy_upstream_connections_opened_total")
+                .await
+                == Some(1.0)
+        })
+        .await
+    );
+    let started = Instant::now();
+    let response = h.get(h.url(A_ACCOUNTS), &a.basic_auth()).await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (status, body) = json(response).await;
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (503, Some(79052)),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(slow.await.unwrap(), 200);
+    h.standin.set_delay(Duration::ZERO);
+    assert_eq!(
+        h.get(h.url(A_ACCOUNTS), &a.basic_auth()).await.status(),
+        200
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn signatures_made_on_the_signing_pool_verify() {
+    let h = Harness::start_with(&[TestAccount::a(), TestAccount::b()], |raw| {
+        raw.signing.pem_on_pool = true;
+        raw.signing.pool_threads = 2;
+    })
+    .await;
+    let a = TestAccount::a();
+    let client = h.client();
+    let requests = (0..16).map(|i| {
+        let request = client
+            .get(h.url(&format!("{A_ACCOUNTS}?Page={i}")))
+            .header("authorization", a.basic_auth());
+        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+    });
+    for request in requests.collect::<Vec<_>>() {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    assert_eq!((h.standin.verified(), h.standin.rejected()), (16, 0));
+    h.stop().await;
+}

@@ -111,6 +111,8 @@ struct State {
     /// Connections still to be closed right after TCP accept, before TLS.
     drop_connections: std::sync::atomic::AtomicU32,
     accepted: AtomicU64,
+    /// How long every answer is held back, in milliseconds.
+    delay_ms: AtomicU64,
 }
 
 /// A running stand-in. Dropping it stops the server.
@@ -152,6 +154,7 @@ impl StandIn {
             page_size: std::sync::atomic::AtomicUsize::new(50),
             drop_connections: std::sync::atomic::AtomicU32::new(0),
             accepted: AtomicU64::new(0),
+            delay_ms: AtomicU64::new(0),
             verified: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
         });
@@ -230,6 +233,12 @@ impl StandIn {
     /// client sees a connection failure with nothing sent.
     pub fn drop_next_connections(&self, count: u32) {
         self.state.drop_connections.store(count, Ordering::SeqCst);
+    }
+
+    /// Holds back every answer by `delay`, as a slow upstream does.
+    pub fn set_delay(&self, delay: Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.state.delay_ms.store(millis, Ordering::SeqCst);
     }
 
     /// How many TCP connections it has accepted (dropped ones included).
@@ -323,6 +332,10 @@ async fn handle(
         headers,
         body: &body,
     };
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let (response, outcome) = verify_and_answer(state, &received, &host).await;
     // Cheap: `Bytes` clones share the buffer.
     let record = record(&parts, &received, host, body.clone(), connection, outcome);
