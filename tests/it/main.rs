@@ -23,6 +23,8 @@
 //!   in-flight caps, the idempotent retry, and the idle and head deadlines.
 //! - [`sdk`]: the official twilio-python and twilio-node through the proxy (`#[ignore]`d; run
 //!   by `.ci/run` with `cargo test --test it -- --ignored sdk::`).
+//! - [`soak`]: a bounded soak (`#[ignore]`d; run by `.ci/run`): hundreds of clients, a
+//!   stream of `SIGHUP`s and a key rotation; nothing unsigned or stale, RSS flat.
 //! - [`standin`]: the stand-in itself refuses what Twilio refuses.
 //! - [`vectors`]: the official SDKs' canonical requests and tokens, reproduced byte for byte.
 //! - [`workflow`]: `subaccount`, `keys` and `keygen` against the stand-in, with a running
@@ -39,6 +41,7 @@ mod layout;
 mod normalize_props;
 mod operations;
 mod sdk;
+mod soak;
 mod standin;
 mod vectors;
 mod workflow;

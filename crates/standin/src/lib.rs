@@ -113,6 +113,8 @@ struct State {
     accepted: AtomicU64,
     /// How long every answer is held back, in milliseconds.
     delay_ms: AtomicU64,
+    /// Whether requests are kept in `records` (a long load test turns it off).
+    recording: std::sync::atomic::AtomicBool,
 }
 
 /// A running stand-in. Dropping it stops the server.
@@ -155,6 +157,7 @@ impl StandIn {
             drop_connections: std::sync::atomic::AtomicU32::new(0),
             accepted: AtomicU64::new(0),
             delay_ms: AtomicU64::new(0),
+            recording: std::sync::atomic::AtomicBool::new(true),
             verified: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
         });
@@ -233,6 +236,12 @@ impl StandIn {
     /// client sees a connection failure with nothing sent.
     pub fn drop_next_connections(&self, count: u32) {
         self.state.drop_connections.store(count, Ordering::SeqCst);
+    }
+
+    /// Keeps (`true`, the default) or stops keeping every request in [`StandIn::records`]:
+    /// a long load test counts with [`StandIn::verified`] and [`StandIn::rejected`] instead.
+    pub fn set_recording(&self, recording: bool) {
+        self.state.recording.store(recording, Ordering::SeqCst);
     }
 
     /// Holds back every answer by `delay`, as a slow upstream does.
@@ -339,7 +348,9 @@ async fn handle(
     let (response, outcome) = verify_and_answer(state, &received, &host).await;
     // Cheap: `Bytes` clones share the buffer.
     let record = record(&parts, &received, host, body.clone(), connection, outcome);
-    state.records.lock().await.push(record);
+    if state.recording.load(Ordering::SeqCst) {
+        state.records.lock().await.push(record);
+    }
     response
 }
 

@@ -442,6 +442,11 @@ impl ProxyProcess {
         response.send().await.unwrap().status().as_u16()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the proxy is running")
+    }
+
     /// Sends a signal (`HUP`, `TERM`, …) to the process.
     pub fn signal(&self, name: &str) {
         let pid = self.child.id().expect("the proxy is running").to_string();
