@@ -130,7 +130,8 @@ fn check(head: &[u8]) -> Result<bool, Refusal> {
         Err(_) if folded(head) => return Err(Refusal::Malformed(REASONS[4])),
         Err(_) => return Err(Refusal::Malformed(REASONS[3])),
     }
-    if request.version != Some(1) {
+    // HTTP/1.0 heads are fine: Python's http.client sends its `CONNECT` as HTTP/1.0.
+    if !matches!(request.version, Some(0 | 1)) {
         return Err(Refusal::Malformed(REASONS[0]));
     }
     check_framing(request.headers)?;

@@ -140,3 +140,18 @@ async fn every_head_on_a_keep_alive_connection_is_checked() {
     assert_eq!(h.standin.verified(), 2);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn http_1_0_heads_are_served() {
+    // Python's http.client tunnels with an HTTP/1.0 CONNECT; plain HTTP/1.0 requests pass too.
+    let h = Harness::start().await;
+    let a = TestAccount::a();
+    let request = format!(
+        "GET {A_ACCOUNTS} HTTP/1.0\r\nHost: api.twilio.com\r\nAuthorization: {}\r\n\r\n",
+        a.basic_auth()
+    );
+    let (status, body) = send_raw(&h, request.as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.standin.verified(), 1);
+    h.stop().await;
+}

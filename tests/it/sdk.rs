@@ -175,7 +175,7 @@ async fn sdks_without_the_right_proxy_credentials_are_refused() {
         (h.url(""), "407"),
         (proxy_url_with(&h, "app:wrong"), "407"),
         // `other` may sign only for account B: its CONNECT is fine, its requests are not.
-        (proxy_url_with(&h, "other:other-secret"), "79061"),
+        (proxy_url_with(&h, "other:other-secret"), "HTTP 403"),
     ] {
         let python = spawn_sdk(
             &python(),
