@@ -162,7 +162,7 @@ fn error(status: StatusCode, code: u32, message: &str) -> Response<Full<Bytes>> 
     let body = json!({
         "code": code,
         "message": message,
-        "more_info": crate::error::MORE_INFO,
+        "more_info": crate::error::more_info(code),
         "status": status.as_u16(),
     });
     respond(status, "application/json", body.to_string())

@@ -135,6 +135,16 @@ pub enum ConfigError {
         /// What is wrong.
         problem: &'static str,
     },
+    /// A placeholder SID from the example config, not yet replaced.
+    #[error("{context}: '{value}' is the example's placeholder: replace it with {what} from your Twilio Console")]
+    Placeholder {
+        /// Where it was found.
+        context: String,
+        /// What it holds.
+        value: String,
+        /// What belongs there.
+        what: &'static str,
+    },
     /// One account SID configured twice.
     #[error("account {0} is configured twice")]
     DuplicateAccount(String),
@@ -400,6 +410,13 @@ fn expect_sid(
     what: &'static str,
     context: impl FnOnce() -> String,
 ) -> Result<(), ConfigError> {
+    if is_sid(value, prefix) && value[prefix.len()..].bytes().all(|b| b == b'0') {
+        return Err(ConfigError::Placeholder {
+            context: context(),
+            value: value.to_owned(),
+            what,
+        });
+    }
     if is_sid(value, prefix) {
         return Ok(());
     }

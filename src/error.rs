@@ -12,8 +12,11 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 
-/// Where the README documents the proxy's error codes.
-pub(crate) const MORE_INFO: &str = "https://github.com/pkcv-proxy/pkcv-proxy#error-codes";
+/// Where a person finds out more about an error: the explanation built into the binary
+/// (the same table as `docs/error-codes.md`), so it exists wherever the proxy runs.
+pub(crate) fn more_info(code: u32) -> String {
+    format!("run `pkcv-proxy explain {code}`, or see docs/error-codes.md")
+}
 
 /// Which part of the request target a [`NormalizeError`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +97,9 @@ pub enum ProxyError {
     /// A target names a port other than 80 or 443 (or one that is not a port at all).
     #[error("port {0} is not allowed: only Twilio's standard ports 80 and 443")]
     PortNotAllowed(String),
+    /// The path is itself a URL: a full URL pasted after the proxy's address.
+    #[error("the path is a whole URL: to use the proxy, set HTTP_PROXY/HTTPS_PROXY to it, or put the Twilio host first in the path (http://proxy:8080/api.twilio.com/2010-04-01/...)")]
+    UrlAsPath,
     /// The request has more than one `Host` header (RFC 9112 §3.2).
     #[error("the request has more than one Host header")]
     DuplicateHost,
@@ -212,7 +218,7 @@ impl ProxyError {
             | HostNotAllowed(_)
             | PortNotAllowed(_) => StatusCode::FORBIDDEN,
             AmbiguousAccount | BadTarget(_) | Normalize(_) | BadHeader(_) | BodyRead(_)
-            | DuplicateHost => StatusCode::BAD_REQUEST,
+            | DuplicateHost | UrlAsPath => StatusCode::BAD_REQUEST,
             MethodNotForwarded(_) => StatusCode::METHOD_NOT_ALLOWED,
             BadUpstreamResponse { .. } => StatusCode::BAD_GATEWAY,
             NoAccounts => StatusCode::SERVICE_UNAVAILABLE,
@@ -251,6 +257,7 @@ impl ProxyError {
             Normalize(NormalizeError::NotUtf8 { .. }) => 79014,
             MethodNotSupported(_) => 79015,
             DuplicateHost => 79018,
+            UrlAsPath => 79026,
             MethodNotForwarded(_) => 79019,
             BadUpstreamResponse { .. } => 79043,
             BadHeader(_) => 79016,
@@ -291,7 +298,7 @@ impl ProxyError {
         let body = TwilioErrorBody {
             code: self.code(),
             message: self.to_string(),
-            more_info: MORE_INFO,
+            more_info: more_info(self.code()),
             status: status.as_u16(),
         };
         let json = serde_json::to_vec(&body).expect("a struct of strings and integers serializes");
@@ -325,7 +332,7 @@ impl ProxyError {
 struct TwilioErrorBody {
     code: u32,
     message: String,
-    more_info: &'static str,
+    more_info: String,
     status: u16,
 }
 
@@ -344,6 +351,9 @@ mod tests {
         assert_eq!(json["code"], 79003);
         assert_eq!(json["status"], 401);
         assert!(json["message"].as_str().unwrap().contains("API keys"));
-        assert!(json["more_info"].as_str().unwrap().starts_with("https://"));
+        assert_eq!(
+            json["more_info"],
+            "run `pkcv-proxy explain 79003`, or see docs/error-codes.md"
+        );
     }
 }

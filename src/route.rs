@@ -174,6 +174,13 @@ pub fn resolve<'a>(
         });
     }
 
+    // `/https://api.twilio.com/…`: a whole URL pasted where the proxy's base URL goes.
+    let first = uri.path().trim_start_matches('/');
+    let scheme = first.get(..8).unwrap_or(first).to_ascii_lowercase();
+    if scheme.starts_with("http:/") || scheme.starts_with("https:/") {
+        return Err(ProxyError::UrlAsPath);
+    }
+
     if let Some(host) = headers.get(HOST).and_then(|value| value.to_str().ok()) {
         if let Some(host) = canonical_host(strip_port(host)).filter(|host| policy.is_allowed(host))
         {
@@ -414,6 +421,26 @@ mod tests {
             in_tunnel(&h2, &HeaderMap::new(), "api.twilio.com"),
             Err(ProxyError::Misdirected(_))
         ));
+    }
+
+    #[test]
+    fn a_url_pasted_as_the_path_is_refused_with_a_hint() {
+        for target in [
+            "/https://api.twilio.com/2010-04-01/Accounts.json",
+            "/http://api.twilio.com/x",
+            "/HTTPS:/api.twilio.com/x",
+        ] {
+            for host in [None, Some("api.twilio.com"), Some("localhost:8080")] {
+                let refused = route(target, host).unwrap_err();
+                assert!(
+                    matches!(refused, ProxyError::UrlAsPath),
+                    "{target} {host:?}"
+                );
+                assert_eq!(refused.code(), 79026);
+                assert!(refused.to_string().contains("HTTPS_PROXY"));
+            }
+        }
+        assert!(route("/api.twilio.com/2010-04-01/Accounts.json", None).is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod ca;
 mod check_config;
 #[cfg(feature = "demo")]
 mod demo;
+mod explain;
 mod healthcheck;
 mod keygen;
 mod keys;
@@ -46,6 +47,8 @@ enum Command {
     CheckConfig,
     /// Exit 0 when the running proxy's /readyz answers 200 (for Docker's HEALTHCHECK).
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// What an error code (790xx) means and what to do about it.
+    Explain(explain::ExplainArgs),
     /// Sign one request and print every step, to debug error 70156.
     Sign(sign::SignArgs),
     /// Generate an RSA key pair for PKCV.
@@ -99,6 +102,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Serve => runtime.block_on(serve::run(config)),
         Command::CheckConfig => check_config::run(config),
         Command::Healthcheck(args) => runtime.block_on(healthcheck::run(config, args)),
+        Command::Explain(args) => explain::run(args),
         Command::Sign(args) => sign::run(config, args),
         Command::Ca(command) => ca::run(config, command),
         Command::Keygen(args) => keygen::run(args),

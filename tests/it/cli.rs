@@ -199,17 +199,31 @@ async fn sign_prints_the_vector_hash_and_redacts_the_secret() {
 }
 
 #[tokio::test]
-async fn the_example_config_is_valid() {
+async fn the_example_config_is_valid_once_its_placeholders_are_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let example = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pkcv-proxy.example.toml"),
     )
     .unwrap();
     let key = test_private_key();
-    let config = write_config(
-        dir.path(),
-        &example.replace("keys/pkcv-private.pem", &key.display().to_string()),
-    );
+    let example = example.replace("keys/pkcv-private.pem", &key.display().to_string());
+    // As shipped: both commands say the SIDs are placeholders to replace.
+    let shipped = write_config(dir.path(), &example);
+    for command in ["check-config", "serve"] {
+        let output = run_pkcv(&[command], Some(&shipped), &[]).await;
+        let printed = text(&output);
+        assert!(!output.status.success(), "{command}: {printed}");
+        assert!(
+            printed.contains("placeholder: replace it with an Account SID"),
+            "{command}: {printed}"
+        );
+    }
+    // With the SIDs replaced (and only them), it is valid.
+    let a = TestAccount::a();
+    let replaced = example
+        .replace("AC00000000000000000000000000000000", &a.account_sid)
+        .replace("CR00000000000000000000000000000000", &a.credential_sid);
+    let config = write_config(dir.path(), &replaced);
     let output = run_pkcv(&["check-config"], Some(&config), &[]).await;
     assert!(output.status.success(), "{}", text(&output));
 }
@@ -243,4 +257,38 @@ async fn ca_init_writes_a_private_key_and_prints_client_settings() {
     )
     .await;
     assert!(!again.status.success());
+}
+
+#[tokio::test]
+async fn explain_prints_a_codes_entry_and_every_code_the_proxy_makes_is_documented() {
+    let output = run_pkcv(&["explain", "79006"], None, &[]).await;
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.starts_with("79006 (HTTP 403): The API key is not in"),
+        "{printed}"
+    );
+    let unknown = run_pkcv(&["explain", "20003"], None, &[]).await;
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown).contains("come from Twilio"),
+        "{}",
+        text(&unknown)
+    );
+    // Every code in the source's error mapping has an entry.
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/error.rs"))
+            .unwrap();
+    let table =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/error-codes.md"))
+            .unwrap();
+    for code in source
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|n| n.len() == 5 && n.starts_with("790"))
+    {
+        assert!(
+            table.contains(&format!("| {code} |")),
+            "{code} is not in docs/error-codes.md"
+        );
+    }
 }

@@ -1,0 +1,48 @@
+//! `pkcv-proxy explain CODE`: what one of the proxy's error codes means and what to do, from
+//! the error-code table built into the binary (`docs/error-codes.md`), so the answer is there
+//! wherever the proxy runs, with no network.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+/// The error-code reference, as shipped.
+const TABLE: &str = include_str!("../../docs/error-codes.md");
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  pkcv-proxy explain 79006")]
+pub(crate) struct ExplainArgs {
+    /// A 790xx code from an error's `code` field (e.g. 79006).
+    code: u32,
+}
+
+/// One row of the table: code, HTTP status, meaning.
+fn rows() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    TABLE.lines().filter_map(|line| {
+        let mut cells = line.strip_prefix('|')?.split('|').map(str::trim);
+        let (code, status, meaning) = (cells.next()?, cells.next()?, cells.next()?);
+        code.starts_with("790").then_some((code, status, meaning))
+    })
+}
+
+pub(crate) fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let code = args.code.to_string();
+    match rows().find(|(row, _, _)| *row == code) {
+        Some((code, status, meaning)) => {
+            let status = match status {
+                "—" | "-" => "no HTTP answer".to_owned(),
+                status => format!("HTTP {status}"),
+            };
+            out!("{code} ({status}): {meaning}");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            let known: Vec<&str> = rows().map(|(code, _, _)| code).collect();
+            eprintln!(
+                "pkcv-proxy: {code} is not one of the proxy's error codes ({}); codes outside 79000–79999 come from Twilio: https://www.twilio.com/docs/errors/{code}",
+                known.join(", ")
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
