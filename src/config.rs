@@ -16,6 +16,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod load_error;
+
 use crate::route::{HostPattern, HostPolicy};
 use crate::sid::is_sid;
 use crate::token::{Algorithm, MAX_TTL_SECS};
@@ -31,10 +33,10 @@ pub const ENV_PREFIX: &str = "PKCV_";
 #[non_exhaustive]
 pub enum ConfigError {
     /// `--config` names a file that is not there.
-    #[error("config file {} does not exist", .0.display())]
+    #[error("config file {} does not exist", crate::files::Shown::from(.0.as_path()))]
     FileMissing(PathBuf),
     /// The file or environment could not be read or does not have the expected shape.
-    #[error("{0}")]
+    #[error("{}", load_error::describe(.0))]
     Load(Box<figment::Error>),
     /// An address setting is not `ip:port`.
     #[error("{key} '{value}' is not an ip:port address such as 127.0.0.1:8080")]

@@ -25,44 +25,92 @@ mod subaccount;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// A signing forward proxy for Twilio Public Key Client Validation.
 #[derive(Debug, Parser)]
-#[command(name = "pkcv-proxy", version, about)]
+#[command(
+    name = "pkcv-proxy",
+    version,
+    about,
+    after_help = "Examples:\n  pkcv-proxy demo\n  pkcv-proxy serve -c config/pkcv-proxy.toml\n  pkcv-proxy explain 79006"
+)]
 pub struct Cli {
-    /// Config file (TOML). PKCV_* variables override it, e.g. PKCV_SERVER__LISTEN.
-    #[arg(long, short, global = true, env = "PKCV_CONFIG")]
+    /// Config file (TOML) for `serve` when no subcommand is given.
+    #[arg(long, short, env = "PKCV_CONFIG")]
     config: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+/// `-c/--config`, offered only by the subcommands that read a config.
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// Config file (TOML). PKCV_* variables override it, e.g. PKCV_SERVER__LISTEN.
+    #[arg(long, short, global = true, env = "PKCV_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// A subcommand's own arguments, plus `--config`.
+#[derive(Debug, Args)]
+struct Configured<T: Args> {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[command(flatten)]
+    args: T,
+}
+
+/// A group of subcommands that read the config.
+#[derive(Debug, Args)]
+struct ConfiguredGroup<T: Subcommand> {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[command(subcommand)]
+    command: T,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the proxy (the default).
-    Serve,
+    #[command(after_help = "Example:\n  pkcv-proxy serve -c config/pkcv-proxy.toml")]
+    Serve(ConfigArg),
     /// Validate the config and keys, and print the effective config.
-    CheckConfig,
+    #[command(after_help = "Example:\n  pkcv-proxy check-config -c config/pkcv-proxy.toml")]
+    CheckConfig(ConfigArg),
     /// Exit 0 when the running proxy's /readyz answers 200 (for Docker's HEALTHCHECK).
-    Healthcheck(healthcheck::HealthcheckArgs),
+    #[command(
+        after_help = "Examples:\n  pkcv-proxy healthcheck\n  pkcv-proxy healthcheck --admin 127.0.0.1:9090"
+    )]
+    Healthcheck(Configured<healthcheck::HealthcheckArgs>),
     /// What an error code (790xx) means and what to do about it.
     Explain(explain::ExplainArgs),
     /// Sign one request and print every step, to debug error 70156.
-    Sign(sign::SignArgs),
+    #[command(
+        after_help = "Example:\n  pkcv-proxy sign -c config/pkcv-proxy.toml -X POST \\\n    --url https://api.twilio.com/2010-04-01/Accounts/AC.../Messages.json \\\n    -u \"SK...:$API_KEY_SECRET\" -d 'To=%2B14155550100&Body=Hello'"
+    )]
+    Sign(Configured<sign::SignArgs>),
     /// Generate an RSA key pair for PKCV.
+    #[command(
+        after_help = "Example:\n  pkcv-proxy keygen --out-dir keys    # then upload keys/pkcv-public.pem to Twilio"
+    )]
     Keygen(keygen::KeygenArgs),
     /// Twilio's subaccount workflow under PKCV, with the Main API key from the environment
     /// (TWILIO_ACCOUNT_SID, TWILIO_MAIN_KEY, TWILIO_MAIN_SECRET).
-    #[command(subcommand)]
-    Subaccount(subaccount::SubaccountCommand),
+    #[command(
+        after_help = "Examples:\n  pkcv-proxy subaccount create -c config/pkcv-proxy.toml --friendly-name billing\n  pkcv-proxy subaccount cleanup -c config/pkcv-proxy.toml --account AC..."
+    )]
+    Subaccount(ConfiguredGroup<subaccount::SubaccountCommand>),
     /// List an account's keys, or rotate its signing key (Main API key from the environment).
-    #[command(subcommand)]
-    Keys(keys::KeysCommand),
+    #[command(
+        after_help = "Examples:\n  pkcv-proxy keys list -c config/pkcv-proxy.toml --account AC...\n  pkcv-proxy keys rotate -c config/pkcv-proxy.toml --account AC..."
+    )]
+    Keys(ConfiguredGroup<keys::KeysCommand>),
     /// The local CA for HTTPS_PROXY interception.
-    #[command(subcommand)]
-    Ca(ca::CaCommand),
+    #[command(
+        after_help = "Example:\n  pkcv-proxy ca init --out-dir ca -c config/pkcv-proxy.toml"
+    )]
+    Ca(ConfiguredGroup<ca::CaCommand>),
     /// Run everything on loopback with no Twilio account: a verifying Twilio stand-in,
     /// throwaway keys, the proxy, and requests through it.
     #[cfg(feature = "demo")]
@@ -97,17 +145,23 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let config = cli.config.as_deref();
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => runtime.block_on(serve::run(config)),
-        Command::CheckConfig => check_config::run(config),
-        Command::Healthcheck(args) => runtime.block_on(healthcheck::run(config, args)),
+    let command = cli
+        .command
+        .unwrap_or(Command::Serve(ConfigArg { config: cli.config }));
+    match command {
+        Command::Serve(c) => runtime.block_on(serve::run(c.config.as_deref())),
+        Command::CheckConfig(c) => check_config::run(c.config.as_deref()),
+        Command::Healthcheck(c) => {
+            runtime.block_on(healthcheck::run(c.config.config.as_deref(), c.args))
+        }
         Command::Explain(args) => explain::run(args),
-        Command::Sign(args) => sign::run(config, args),
-        Command::Ca(command) => ca::run(config, command),
+        Command::Sign(c) => sign::run(c.config.config.as_deref(), c.args),
+        Command::Ca(c) => ca::run(c.config.config.as_deref(), c.command),
         Command::Keygen(args) => keygen::run(args),
-        Command::Subaccount(command) => runtime.block_on(subaccount::run(config, command)),
-        Command::Keys(command) => runtime.block_on(keys::run(config, command)),
+        Command::Subaccount(c) => {
+            runtime.block_on(subaccount::run(c.config.config.as_deref(), c.command))
+        }
+        Command::Keys(c) => runtime.block_on(keys::run(c.config.config.as_deref(), c.command)),
         #[cfg(feature = "demo")]
         Command::Demo => runtime.block_on(demo::run()),
     }

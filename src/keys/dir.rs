@@ -18,7 +18,7 @@ use crate::config::{AccountConfig, Config, ConfigError};
 #[non_exhaustive]
 pub enum AccountsDirError {
     /// The directory exists but cannot be listed.
-    #[error("cannot read accounts_dir {}: {source}", .dir.display())]
+    #[error("cannot read accounts_dir {}: {source}", crate::files::Shown::from(.dir.as_path()))]
     Read {
         /// The directory.
         dir: PathBuf,
