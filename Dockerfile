@@ -43,19 +43,25 @@ WORKDIR /src
 
 # 1. Dependencies, in a layer of their own: it is rebuilt only when a manifest or the lock
 #    file changes. The workspace's manifests must all be present for cargo to load it
-#    (crates/standin is a member), and so must the declared [[bench]] file. The sources are
-#    stubs; the stub main panics, so a stale stub binary can never pass the check in step 2.
+#    (crates/standin, crates/bench and crates/fuzz are members), and so must the declared
+#    [[bench]] file. The sources are stubs; the stub main panics, so a stale stub binary can
+#    never pass the check in step 2.
 #    Only the proxy's own package and binary are built, without default features: the
 #    stand-in (an optional dependency behind `demo`) and jsonwebtoken are never compiled.
-#    (Plain stubs rather than cargo-chef: no extra tool to install and pin, and with one
-#    workspace member to stub the recipe is three files.)
+#    (Plain stubs rather than cargo-chef: no extra tool to install and pin, and the recipe
+#    is a few empty files.)
 COPY Cargo.toml Cargo.lock ./
 COPY crates/standin/Cargo.toml crates/standin/Cargo.toml
+COPY crates/bench/Cargo.toml crates/bench/Cargo.toml
+COPY crates/fuzz/Cargo.toml crates/fuzz/Cargo.toml
 COPY benches benches
-RUN mkdir -p src crates/standin/src \
+RUN mkdir -p src crates/standin/src crates/bench/src crates/fuzz/src \
     && printf 'fn main() {\n    panic!("dependency-layer stub");\n}\n' > src/main.rs \
     && : > src/lib.rs \
     && : > crates/standin/src/lib.rs \
+    && printf 'fn main() {}\n' > crates/bench/src/main.rs \
+    && printf 'fn main() {}\n' > crates/fuzz/src/main.rs \
+    && : > crates/fuzz/src/lib.rs \
     && cargo build --release --locked --no-default-features --package pkcv-proxy --bin pkcv-proxy
 
 # 2. The proxy itself. COPY keeps the files' own modification times, which may be older than
@@ -63,6 +69,8 @@ RUN mkdir -p src crates/standin/src \
 #    Then check the binary: the real one (not the stub), and without the demo.
 COPY src src
 COPY crates/standin/src crates/standin/src
+# `pkcv-proxy explain` carries the error-code table.
+COPY docs/error-codes.md docs/error-codes.md
 RUN find src crates/standin/src -type f -exec touch {} + \
     && cargo build --release --locked --no-default-features --package pkcv-proxy --bin pkcv-proxy \
     && target/release/pkcv-proxy --version \

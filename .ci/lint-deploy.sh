@@ -157,13 +157,17 @@ planted = [
     "accounts/keys/ACx-private.pem", "ca/pkcv-proxy-ca.pem", "ca/pkcv-proxy-ca-key.pem",
     "config/pkcv-proxy.toml", "config/keys/pkcv-private.pem", "target/release/pkcv-proxy", ".git/config",
     "src/planted.pem", "src/keys/planted-private.pem", "crates/standin/src/planted.secret",
-    "benches/planted.key", ".env", "src/.env",
+    "benches/planted.key", ".env", "src/.env", "docs/planted.pem", "crates/bench/planted.secret",
 ]
 required = [
     "Cargo.toml", "Cargo.lock", "src/main.rs", "src/lib.rs", "benches/hot_path.rs",
     "crates/standin/Cargo.toml", "crates/standin/src/lib.rs",
+    "crates/bench/Cargo.toml", "crates/fuzz/Cargo.toml", "docs/error-codes.md",
 ]
-allowed_files = {"Cargo.toml", "Cargo.lock", "crates/standin/Cargo.toml", "Dockerfile", ".dockerignore"}
+allowed_files = {
+    "Cargo.toml", "Cargo.lock", "crates/standin/Cargo.toml", "crates/bench/Cargo.toml",
+    "crates/fuzz/Cargo.toml", "docs/error-codes.md", "Dockerfile", ".dockerignore",
+}
 allowed_dirs = ("src/", "benches/", "crates/standin/src/")
 with open(".dockerignore", encoding="utf-8") as file:
     patterns = [line.strip() for line in file if line.strip() and not line.lstrip().startswith("#")]

@@ -466,6 +466,14 @@ impl ClientConfig {
         if self.secret_sha256.is_some() && self.secret_file.is_some() {
             return Err(invalid("set secret_sha256 or secret_file, not both"));
         }
+        let has_secret = self.secret_sha256.is_some() || self.secret_file.is_some();
+        if has_secret && self.name.contains(':') {
+            // Basic auth splits `name:secret` at the first ':': such a name could never log
+            // in, or would log in as another client.
+            return Err(invalid(
+                "a name with ':' is for a client certificate (spiffe://…) and takes no secret",
+            ));
+        }
         let digest_ok =
             |hex: &String| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
         if self
@@ -813,7 +821,7 @@ fn host_patterns(key: &'static str, patterns: &[String]) -> Result<Vec<HostPatte
                     value: pattern.clone(),
                 })?;
             let name = pattern.strip_prefix("*.").unwrap_or(pattern);
-            if name.parse::<std::net::IpAddr>().is_ok() {
+            if name.parse::<std::net::IpAddr>().is_ok() || numeric_tld(name) {
                 return Err(unsafe_pattern("is an IP address: name hosts by DNS name"));
             }
             // A single label (`*.com`) is refused as too broad where the wildcard is checked.
@@ -825,6 +833,21 @@ fn host_patterns(key: &'static str, patterns: &[String]) -> Result<Vec<HostPatte
             Ok(parsed)
         })
         .collect()
+}
+
+/// Whether the last label is a number (`127.1`, `2130706433`, `0x7f.1`, the `1` of
+/// `*.0.0.1`): no top-level domain is, but a resolver reads such a name as an IPv4 address.
+fn numeric_tld(name: &str) -> bool {
+    let last = name
+        .trim_end_matches('.')
+        .rsplit('.')
+        .next()
+        .unwrap_or(name);
+    let hex = last
+        .strip_prefix("0x")
+        .or_else(|| last.strip_prefix("0X"))
+        .is_some_and(|digits| digits.bytes().all(|b| b.is_ascii_hexdigit()));
+    (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit())) || hex
 }
 
 /// Whether `name` is itself on the public suffix list (`co.uk`, `github.io`), not a name
@@ -902,6 +925,7 @@ fn host_policy(raw: &RawUpstream) -> Result<HostPolicy, ConfigError> {
         return Err(ConfigError::NoAllowedHosts);
     }
     let default_host = crate::route::canonical_host(&raw.default_host)
+        .filter(|host| !numeric_tld(host))
         .ok_or_else(|| ConfigError::NotAHost(raw.default_host.clone()))?;
     let hosts = HostPolicy::new(allowed, default_host);
     if !hosts.is_allowed(hosts.default_host()) {
@@ -1070,6 +1094,10 @@ mod tests {
             ("[upstream]\nallowed_hosts = [\"twilio.com\", \"github.io\"]", "public suffix"),
             ("[upstream]\nallowed_hosts = [\"api.twilio.com.\"]\ndefault_host = \"api.twilio.com\"", "ends with a dot"),
             ("[upstream]\nallowed_hosts = [\"*.twilio.com\", \"10.0.0.5\"]", "IP address"),
+            ("[upstream]\nallowed_hosts = [\"*.0.0.1\"]\ndefault_host = \"127.0.0.1\"", "IP address"),
+            ("[upstream]\nallowed_hosts = [\"twilio.com\", \"127.1\"]\ndefault_host = \"twilio.com\"", "IP address"),
+            ("[upstream]\nallowed_hosts = [\"twilio.com\", \"0x7f.1\"]\ndefault_host = \"twilio.com\"", "IP address"),
+            ("[[clients]]\nname = \"spiffe://c/ns/app\"\nsecret_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"", "takes no secret"),
             ("[upstream.connect_to]\n\"example.com\" = \"127.0.0.1:1\"", "neither"),
             ("[intercept]\nenabled = true\nca_cert_file = \"\"\nca_key_file = \"k.pem\"", "intercept.ca_cert_file"),
             ("[intercept]\nenabled = true\nca_cert_file = \"c.pem\"", "intercept.ca_key_file"),

@@ -16,6 +16,8 @@
 //! - [`intercept`]: `HTTPS_PROXY` clients: `CONNECT`, TLS with the local CA, HTTP/2 in the
 //!   tunnel, passthrough, and the `CONNECT`s that must not be honoured.
 //! - [`layout`]: `src/` has no import cycle, and the stand-in is not part of the proxy.
+//! - [`nginx`]: what goes upstream, against nginx as a strict HTTP/2 server: HTTP/1.1 by
+//!   default, `:authority` alone with `upstream.http2`.
 //! - [`normalize_props`]: property tests: normalization is idempotent and canonical under
 //!   twilio-java's, twilio-python's and twilio-node's rules.
 //! - [`operations`]: the admin port and metrics after known traffic, readiness during a drain,
@@ -38,6 +40,7 @@ mod e2e;
 mod hostile;
 mod intercept;
 mod layout;
+mod nginx;
 mod normalize_props;
 mod operations;
 mod sdk;

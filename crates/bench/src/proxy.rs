@@ -1,0 +1,261 @@
+//! The real pkcv-proxy binary, run as a separate process against the loopback upstream.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use crate::procfs::{self, Usage};
+use crate::rsa::KEY_PEM;
+use crate::upstream::{Upstream, HOST};
+
+/// The account the proxy signs for (fake SIDs; the upstream checks nothing).
+const ACCOUNT_SID: &str = "ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d4";
+const CREDENTIAL_SID: &str = "CR9a8b7c6d9a8b7c6d9a8b7c6d9a8b7c6d";
+
+/// A running proxy.
+pub(crate) struct Proxy {
+    child: Child,
+    pid: u32,
+    pub(crate) listen: SocketAddr,
+    admin: SocketAddr,
+    /// Config, key and CA file; removed when the proxy is dropped.
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Writes a config for `upstream`, starts `binary serve` and waits until `/readyz` is 200.
+    pub(crate) async fn start(
+        binary: &Path,
+        upstream: &Upstream,
+        settings: Settings,
+    ) -> anyhow::Result<Proxy> {
+        let dir = tempfile::Builder::new().prefix("pkcv-bench-").tempdir()?;
+        let listen = free_port()?;
+        let admin = free_port()?;
+        let ports = Ports { listen, admin };
+        let config = write_files(dir.path(), upstream, ports, settings)?;
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        // Only the file configures it: RUST_LOG and PKCV_* would override it.
+        command.env_remove("RUST_LOG");
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("PKCV_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command.spawn()?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("the proxy exited at once"))?;
+        let mut proxy = Proxy {
+            child,
+            pid,
+            listen,
+            admin,
+            _dir: dir,
+        };
+        proxy.wait_ready().await?;
+        Ok(proxy)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("the proxy exited during start-up ({status})");
+            }
+            if let Ok((StatusCode::OK, _)) = get(self.admin, "/readyz").await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("the proxy was not ready after 30 s")
+    }
+
+    /// CPU time and memory so far.
+    pub(crate) fn usage(&self) -> anyhow::Result<Usage> {
+        procfs::usage(Some(self.pid))
+    }
+
+    /// One unlabelled sample from `/metrics`, e.g. `pkcv_proxy_upstream_connections_opened_total`.
+    pub(crate) async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let (_, text) = get(self.admin, "/metrics").await?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .ok_or_else(|| anyhow::anyhow!("/metrics has no {name}"))?
+            .trim()
+            .parse()
+            .map_err(Into::into)
+    }
+
+    /// SIGTERM, then up to 10 s for the drain (shutdown_grace_secs is 1), then SIGKILL.
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(self.pid)?)
+            .ok_or_else(|| anyhow::anyhow!("pid 0"))?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            self.child.kill().await?;
+        }
+        Ok(())
+    }
+}
+
+/// What the benchmark sets in the proxy's config beyond the fixed parts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    /// The most clients any step runs: connection and in-flight caps are set above it.
+    pub(crate) max_clients: usize,
+    /// `upstream.http2 = true`.
+    pub(crate) http2: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    listen: SocketAddr,
+    admin: SocketAddr,
+}
+
+/// A loopback port free right now (the proxy binds it a moment later).
+fn free_port() -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+fn write_files(
+    dir: &Path,
+    upstream: &Upstream,
+    ports: Ports,
+    settings: Settings,
+) -> anyhow::Result<PathBuf> {
+    // The proxy refuses a key file that others may read.
+    let key = dir.join("pkcv-private.pem");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key)?
+        .write_all(KEY_PEM.as_bytes())?;
+    let ca = dir.join("upstream-ca.pem");
+    std::fs::write(&ca, &upstream.ca_pem)?;
+    let config = dir.join("pkcv-proxy.toml");
+    std::fs::write(
+        &config,
+        config_text(&key, &ca, upstream.addr, ports, settings),
+    )?;
+    Ok(config)
+}
+
+fn config_text(
+    key: &Path,
+    ca: &Path,
+    upstream: SocketAddr,
+    ports: Ports,
+    settings: Settings,
+) -> String {
+    let Ports { listen, admin } = ports;
+    let max_clients = settings.max_clients;
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\""
+    );
+    // Room for every client at once: the benchmark measures signing, not admission.
+    let _ = writeln!(
+        text,
+        "max_connections = {}\nmax_in_flight = {}\nshutdown_grace_secs = 1\n",
+        (4 * max_clients).max(10_000),
+        (4 * max_clients).max(4_096)
+    );
+    let _ = writeln!(
+        text,
+        "[upstream]\nextra_ca_file = {}\nconnect_to = {{ \"{HOST}\" = \"{upstream}\" }}",
+        toml_string(ca)
+    );
+    // Only when asked: a proxy from before the setting existed refuses unknown keys.
+    if settings.http2 {
+        let _ = writeln!(text, "http2 = true");
+    }
+    let _ = writeln!(text);
+    let _ = writeln!(text, "[log]\nlevel = \"warn\"\n");
+    let _ = writeln!(
+        text,
+        "[[accounts]]\naccount_sid = \"{ACCOUNT_SID}\"\ncredential_sid = \"{CREDENTIAL_SID}\"\nprivate_key_file = {}",
+        toml_string(key)
+    );
+    text
+}
+
+fn toml_string(path: &Path) -> String {
+    let text = path.display().to_string();
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A plain HTTP/1.1 GET to the admin listener.
+async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(StatusCode, String)> {
+    let tcp = TcpStream::connect(addr).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header(header::HOST, addr.to_string())
+        .body(Empty::<Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The binary to run: `explicit`, or target/release/pkcv-proxy, built first unless `no_build`.
+pub(crate) fn binary(explicit: Option<&Path>, no_build: bool) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_owned());
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if !no_build {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let args = [
+            "build",
+            "--release",
+            "-p",
+            "pkcv-proxy",
+            "--no-default-features",
+            "--bin",
+            "pkcv-proxy",
+        ];
+        eprintln!("building the proxy: cargo {}", args.join(" "));
+        let status = std::process::Command::new(cargo)
+            .args(args)
+            .current_dir(&root)
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "cargo build of pkcv-proxy failed ({status})"
+        );
+    }
+    // A relative CARGO_TARGET_DIR is relative to where cargo ran: the workspace root.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let binary = target.join("release/pkcv-proxy");
+    anyhow::ensure!(
+        binary.is_file(),
+        "{} does not exist: build it with `cargo build --release -p pkcv-proxy --no-default-features`",
+        binary.display()
+    );
+    Ok(binary.canonicalize().unwrap_or(binary))
+}

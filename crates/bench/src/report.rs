@@ -1,0 +1,299 @@
+//! The numbers of one run: computed from the steps, printed as a table, written as CSV and
+//! JSON.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::machine::Machine;
+use crate::run::Measured;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// One step (one mode at one concurrency).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Row {
+    pub(crate) clients: usize,
+    pub(crate) mode: String,
+    pub(crate) requests: u64,
+    pub(crate) req_per_sec: f64,
+    pub(crate) p50_us: u64,
+    pub(crate) p99_us: u64,
+    pub(crate) p999_us: u64,
+    pub(crate) max_us: u64,
+    /// Proxy minus direct at the same concurrency (proxy rows only).
+    pub(crate) added_p50_us: Option<i64>,
+    pub(crate) added_p99_us: Option<i64>,
+    pub(crate) added_p999_us: Option<i64>,
+    /// The proxy's CPU time (user + system) per successful request (proxy rows only).
+    pub(crate) proxy_cpu_per_request_us: Option<f64>,
+    /// RSA-2048 sign time ÷ proxy CPU per request.
+    pub(crate) efficiency: Option<f64>,
+    /// Cores the proxy kept busy during the window.
+    pub(crate) proxy_cores: f64,
+    /// Cores this process (load generator + upstream) kept busy during the window.
+    pub(crate) loadgen_upstream_cores: f64,
+    /// Cores busy in every other process on the machine during the window (not ours).
+    pub(crate) other_cores: f64,
+    /// TCP connections the upstream accepted during the step.
+    pub(crate) upstream_connections_accepted: u64,
+    /// Of those, the ones that negotiated HTTP/2.
+    pub(crate) upstream_connections_h2: u64,
+    /// `pkcv_proxy_upstream_connections_opened_total` over the step (proxy rows only).
+    pub(crate) proxy_upstream_connections_opened: Option<u64>,
+    pub(crate) proxy_rss_mib: f64,
+    pub(crate) proxy_threads: u64,
+    pub(crate) errors: u64,
+    /// Non-2xx statuses, I/O errors, timeouts and failed connects, spelled out.
+    pub(crate) error_detail: String,
+    pub(crate) connect_secs: f64,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Report {
+    pub(crate) machine: Machine,
+    pub(crate) proxy_binary: String,
+    /// What the upstream offers by ALPN.
+    pub(crate) upstream_alpn: String,
+    /// Whether the proxy was told `upstream.http2 = true`.
+    pub(crate) proxy_upstream_http2: bool,
+    /// How long the upstream waits before each answer.
+    pub(crate) upstream_delay_ms: u64,
+    pub(crate) warmup_secs: f64,
+    pub(crate) measure_secs: f64,
+    /// Median RSA-2048 PKCS#1 v1.5 SHA-256 sign time, one thread, aws-lc-rs.
+    pub(crate) rsa2048_sign_us: f64,
+    pub(crate) rsa2048_signs_timed: usize,
+    /// cores ÷ sign time.
+    pub(crate) ceiling_req_per_sec: f64,
+    pub(crate) proxy_idle_rss_mib: f64,
+    pub(crate) proxy_idle_rss_after_mib: f64,
+    pub(crate) proxy_peak_rss_mib: f64,
+    pub(crate) rows: Vec<Row>,
+}
+
+impl Row {
+    pub(crate) fn new(step: &Measured, sign: Duration) -> Row {
+        let tally = &step.tally;
+        let seconds = step.seconds.max(f64::EPSILON);
+        let is_proxy = step.mode == "proxy";
+        let cpu_per_request = (is_proxy && tally.ok > 0)
+            .then(|| step.proxy_cpu.as_secs_f64() * 1e6 / tally.ok as f64);
+        Row {
+            clients: step.clients,
+            mode: step.mode.to_owned(),
+            requests: tally.ok,
+            req_per_sec: tally.ok as f64 / seconds,
+            p50_us: tally.latency.value_at_quantile(0.50),
+            p99_us: tally.latency.value_at_quantile(0.99),
+            p999_us: tally.latency.value_at_quantile(0.999),
+            max_us: tally.latency.max(),
+            added_p50_us: None,
+            added_p99_us: None,
+            added_p999_us: None,
+            proxy_cpu_per_request_us: cpu_per_request,
+            efficiency: cpu_per_request.map(|cpu| sign.as_secs_f64() * 1e6 / cpu),
+            proxy_cores: step.proxy_cpu.as_secs_f64() / seconds,
+            loadgen_upstream_cores: step.bench_cpu.as_secs_f64() / seconds,
+            other_cores: (step.machine_busy.as_secs_f64()
+                - step.proxy_cpu.as_secs_f64()
+                - step.bench_cpu.as_secs_f64())
+            .max(0.0)
+                / seconds,
+            upstream_connections_accepted: step.upstream_accepted,
+            upstream_connections_h2: step.upstream_h2,
+            proxy_upstream_connections_opened: step.proxy_opened.filter(|_| is_proxy),
+            proxy_rss_mib: step.proxy_rss as f64 / MIB,
+            proxy_threads: step.proxy_threads,
+            errors: tally.errors(),
+            error_detail: error_detail(step),
+            connect_secs: step.connect_time.as_secs_f64(),
+        }
+    }
+}
+
+fn error_detail(step: &Measured) -> String {
+    let tally = &step.tally;
+    let mut parts: Vec<String> = tally
+        .statuses
+        .iter()
+        .map(|(status, count)| format!("{count}x{status}"))
+        .collect();
+    for (count, what) in [
+        (tally.io_errors, "io"),
+        (tally.timeouts, "timeout"),
+        (tally.connect_failures, "connect-failed"),
+    ] {
+        if count > 0 {
+            parts.push(format!("{count}x{what}"));
+        }
+    }
+    parts.join(" ")
+}
+
+/// Fills the proxy rows' added latency from the direct row at the same concurrency.
+pub(crate) fn add_latency_deltas(rows: &mut [Row]) {
+    let direct: Vec<(usize, u64, u64, u64)> = rows
+        .iter()
+        .filter(|row| row.mode == "direct" && row.requests > 0)
+        .map(|row| (row.clients, row.p50_us, row.p99_us, row.p999_us))
+        .collect();
+    let delta =
+        |a: u64, b: u64| i64::try_from(a).unwrap_or(i64::MAX) - i64::try_from(b).unwrap_or(0);
+    for row in rows
+        .iter_mut()
+        .filter(|row| row.mode == "proxy" && row.requests > 0)
+    {
+        if let Some(&(_, p50, p99, p999)) = direct.iter().find(|d| d.0 == row.clients) {
+            row.added_p50_us = Some(delta(row.p50_us, p50));
+            row.added_p99_us = Some(delta(row.p99_us, p99));
+            row.added_p999_us = Some(delta(row.p999_us, p999));
+        }
+    }
+}
+
+impl Report {
+    /// The header and the table, as printed on stdout.
+    pub(crate) fn text(&self) -> String {
+        let mut out = String::new();
+        self.header(&mut out);
+        let _ = writeln!(
+            out,
+            "{:>7} {:<6} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9} {:>8} {:>5} {:>14} {:>12} {:>7} {:>6}",
+            "clients", "mode", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "+p50 ms", "+p99 ms",
+            "+p99.9 ms", "CPU/req", "eff.", "cores p/g/o", "upstr. conns", "RSS MiB", "errors"
+        );
+        for row in &self.rows {
+            let _ = writeln!(out, "{}", row_text(row));
+        }
+        let _ = writeln!(
+            out,
+            "CPU/req: the proxy's user+system CPU per request (µs); eff.: RSA sign time ÷ CPU/req; \
+             cores p/g/o: cores busy in the proxy / in the load generator and upstream (this \
+             process) / in other processes; upstr. conns: TCP+TLS connections the upstream \
+             accepted during the step (h2 or h1 by ALPN); \
+             RSS: the proxy's, at the end of the window."
+        );
+        out
+    }
+
+    fn header(&self, out: &mut String) {
+        let _ = writeln!(out, "machine: {}", self.machine);
+        let _ = writeln!(
+            out,
+            "proxy: {} (RS256, RSA-2048, upstream.http2 = {})\nupstream: loopback TLS offering {}, \
+             answering after {} ms",
+            self.proxy_binary, self.proxy_upstream_http2, self.upstream_alpn, self.upstream_delay_ms
+        );
+        let _ = writeln!(
+            out,
+            "RSA-2048 sign (aws-lc-rs, 1 thread, median of {}): {:.0} µs -> ceiling {} cores / sign = {:.0} req/s",
+            self.rsa2048_signs_timed, self.rsa2048_sign_us, self.machine.cores, self.ceiling_req_per_sec
+        );
+        let _ = writeln!(
+            out,
+            "proxy RSS: {:.1} MiB idle at start, {:.1} MiB idle after the steps, {:.1} MiB peak",
+            self.proxy_idle_rss_mib, self.proxy_idle_rss_after_mib, self.proxy_peak_rss_mib
+        );
+        let _ = writeln!(
+            out,
+            "steps: {:.0} s warm-up + {:.0} s measured each; the load generator, the upstream and \
+             the proxy share these {} cores, so compare rows of one run, not runs.\n",
+            self.warmup_secs, self.measure_secs, self.machine.cores
+        );
+    }
+
+    /// Reads a load.json written by an earlier run.
+    pub(crate) fn read(dir: &Path) -> anyhow::Result<Report> {
+        let text = std::fs::read_to_string(dir.join("load.json"))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Writes load.json and load.csv into `dir`.
+    pub(crate) fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::write(
+            dir.join("load.json"),
+            serde_json::to_string_pretty(self)? + "\n",
+        )?;
+        std::fs::write(dir.join("load.csv"), self.csv())?;
+        std::fs::write(dir.join("load.txt"), self.text())?;
+        Ok(())
+    }
+
+    fn csv(&self) -> String {
+        let mut out = String::from(
+            "clients,mode,requests,req_per_sec,p50_us,p99_us,p999_us,max_us,added_p50_us,added_p99_us,\
+             added_p999_us,proxy_cpu_per_request_us,efficiency,proxy_cores,loadgen_upstream_cores,\
+             other_cores,upstream_connections_accepted,upstream_connections_h2,\
+             proxy_upstream_connections_opened,proxy_rss_mib,\
+             proxy_threads,errors,error_detail,rsa2048_sign_us,ceiling_req_per_sec\n",
+        );
+        for r in &self.rows {
+            let _ = writeln!(
+                out,
+                "{},{},{},{:.1},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{},{},{},{:.1},{},{},{},{:.1},{:.0}",
+                r.clients, r.mode, r.requests, r.req_per_sec, r.p50_us, r.p99_us, r.p999_us,
+                r.max_us, opt(r.added_p50_us), opt(r.added_p99_us), opt(r.added_p999_us),
+                opt(r.proxy_cpu_per_request_us.map(|v| format!("{v:.1}"))),
+                opt(r.efficiency.map(|v| format!("{v:.3}"))), r.proxy_cores,
+                r.loadgen_upstream_cores, r.other_cores, r.upstream_connections_accepted,
+                r.upstream_connections_h2,
+                opt(r.proxy_upstream_connections_opened), r.proxy_rss_mib, r.proxy_threads,
+                r.errors, r.error_detail, self.rsa2048_sign_us, self.ceiling_req_per_sec
+            );
+        }
+        out
+    }
+}
+
+fn opt<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(String::new, |v| v.to_string())
+}
+
+fn ms(micros: u64) -> String {
+    format!("{:.2}", micros as f64 / 1000.0)
+}
+
+fn added(micros: Option<i64>) -> String {
+    micros.map_or_else(|| "-".into(), |v| format!("{:+.2}", v as f64 / 1000.0))
+}
+
+fn upstream_conns(r: &Row) -> String {
+    let (all, h2) = (r.upstream_connections_accepted, r.upstream_connections_h2);
+    match (all, h2) {
+        (0, _) => "0".into(),
+        (all, 0) => format!("{all} h1"),
+        (all, h2) if h2 == all => format!("{all} h2"),
+        (all, h2) => format!("{all} ({h2} h2)"),
+    }
+}
+
+fn row_text(r: &Row) -> String {
+    let is_proxy = r.mode == "proxy";
+    format!(
+        "{:>7} {:<6} {:>8.0} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9} {:>8} {:>5} {:>14} {:>12} {:>7} {:>6}{}",
+        r.clients,
+        r.mode,
+        r.req_per_sec,
+        ms(r.p50_us),
+        ms(r.p99_us),
+        ms(r.p999_us),
+        added(r.added_p50_us),
+        added(r.added_p99_us),
+        added(r.added_p999_us),
+        r.proxy_cpu_per_request_us
+            .map_or_else(|| "-".into(), |v| format!("{v:.0} µs")),
+        r.efficiency.map_or_else(|| "-".into(), |v| format!("{v:.2}")),
+        format!(
+            "{:.2}/{:.2}/{:.2}",
+            r.proxy_cores, r.loadgen_upstream_cores, r.other_cores
+        ),
+        upstream_conns(r),
+        if is_proxy { format!("{:.1}", r.proxy_rss_mib) } else { "-".into() },
+        r.errors,
+        if r.error_detail.is_empty() { String::new() } else { format!("  ({})", r.error_detail) },
+    )
+}
