@@ -108,7 +108,7 @@ enum Command {
     Keys(ConfiguredGroup<keys::KeysCommand>),
     /// The local CA for HTTPS_PROXY interception.
     #[command(
-        after_help = "Example:\n  pkcv-proxy ca init --out-dir ca -c config/pkcv-proxy.toml"
+        after_help = "Example:\n  pkcv-proxy ca init --out-dir /etc/pkcv-proxy/ca -c config/pkcv-proxy.toml"
     )]
     Ca(ConfiguredGroup<ca::CaCommand>),
     /// Run everything on loopback with no Twilio account: a verifying Twilio stand-in,
