@@ -303,6 +303,7 @@ impl Bound {
             tokio::spawn(admin.serve(listener, admin_signal));
         }
         let drain = Drain::new(signal);
+        crate::notify::ready(accounts);
         {
             let serving = async {
                 let plain = app.server.clone().serve(listener, None, &drain);
@@ -322,6 +323,7 @@ impl Bound {
                 () = shutdown => {
                     tracing::info!(grace_secs = app.config.server.shutdown_grace.as_secs(), "shutting down: draining");
                     app.readiness.start_draining();
+                    crate::notify::stopping();
                     trigger.trigger();
                     serving.await;
                 }

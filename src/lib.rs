@@ -68,6 +68,7 @@ pub mod keys;
 pub mod metrics;
 pub mod mtls;
 pub mod normalize;
+pub(crate) mod notify;
 pub(crate) mod proxy;
 pub(crate) mod response;
 pub mod route;

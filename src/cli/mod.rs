@@ -12,6 +12,7 @@ macro_rules! out {
 
 mod ca;
 mod check_config;
+mod completions;
 #[cfg(feature = "demo")]
 mod demo;
 mod explain;
@@ -85,6 +86,11 @@ enum Command {
     Healthcheck(Configured<healthcheck::HealthcheckArgs>),
     /// What an error code (790xx) means and what to do about it.
     Explain(explain::ExplainArgs),
+    /// Print shell completions for pkcv-proxy.
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff).
+    #[command(after_help = "Example:\n  pkcv-proxy man | man -l -")]
+    Man,
     /// Sign one request and print every step, to debug error 70156.
     #[command(
         after_help = "Example:\n  pkcv-proxy sign -c config/pkcv-proxy.toml -X POST \\\n    --url https://api.twilio.com/2010-04-01/Accounts/AC.../Messages.json \\\n    -u \"SK...:$API_KEY_SECRET\" -d 'To=%2B14155550100&Body=Hello'"
@@ -155,6 +161,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
             runtime.block_on(healthcheck::run(c.config.config.as_deref(), c.args))
         }
         Command::Explain(args) => explain::run(args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man => completions::man(),
         Command::Sign(c) => sign::run(c.config.config.as_deref(), c.args),
         Command::Ca(c) => ca::run(c.config.config.as_deref(), c.command),
         Command::Keygen(args) => keygen::run(args),

@@ -156,16 +156,21 @@ impl Reloader {
             };
             if forced {
                 tracing::info!("reload requested");
+                crate::notify::reloading();
             }
             let now = self.fingerprint().await;
             if now == seen && !forced {
                 continue;
             }
-            if self.reload(forced || failed != Some(now)).await {
+            let loaded = self.reload(forced || failed != Some(now)).await;
+            if loaded {
                 seen = now;
                 failed = None;
             } else {
                 failed = Some(now);
+            }
+            if forced {
+                crate::notify::reloaded(loaded.then(|| self.store.snapshot().len()));
             }
         }
     }

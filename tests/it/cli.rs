@@ -292,3 +292,26 @@ async fn explain_prints_a_codes_entry_and_every_code_the_proxy_makes_is_document
         );
     }
 }
+
+#[tokio::test]
+async fn completions_and_the_man_page_come_from_the_command_line_definitions() {
+    let bash = run_pkcv(&["completions", "bash"], None, &[]).await;
+    assert!(bash.status.success());
+    let script = String::from_utf8_lossy(&bash.stdout);
+    assert!(
+        script.contains("pkcv-proxy") && script.contains("check-config"),
+        "{script}"
+    );
+    let man = run_pkcv(&["man"], None, &[]).await;
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(man.status.success());
+    for needle in [
+        ".TH pkcv-proxy",
+        "PKCV-PROXY SIGN",
+        "PKCV-PROXY SUBACCOUNT",
+        "ENVIRONMENT",
+        "PKCV_CONFIG",
+    ] {
+        assert!(page.contains(needle), "the man page lacks {needle}");
+    }
+}

@@ -28,6 +28,7 @@
 //! - [`soak`]: a bounded soak (`#[ignore]`d; run by `.ci/run`): hundreds of clients, a
 //!   stream of `SIGHUP`s and a key rotation; nothing unsigned or stale, RSS flat.
 //! - [`standin`]: the stand-in itself refuses what Twilio refuses.
+//! - [`systemd`]: `READY=1`, `RELOADING=1`, `STOPPING=1` on `NOTIFY_SOCKET`.
 //! - [`vectors`]: the official SDKs' canonical requests and tokens, reproduced byte for byte.
 //! - [`workflow`]: `subaccount`, `keys` and `keygen` against the stand-in, with a running
 //!   proxy picking up every account change without a restart.
@@ -46,5 +47,6 @@ mod operations;
 mod sdk;
 mod soak;
 mod standin;
+mod systemd;
 mod vectors;
 mod workflow;

@@ -382,6 +382,15 @@ impl ProxyProcess {
     /// Runs `pkcv-proxy serve` with `raw` (its listen and admin addresses replaced by free
     /// loopback ports) written to `dir`, and waits until `/healthz` answers.
     pub async fn start(raw: &RawConfig, dir: &Path) -> ProxyProcess {
+        Self::start_with_env(raw, dir, &[]).await
+    }
+
+    /// As [`ProxyProcess::start`], with `envs` set for the process.
+    pub async fn start_with_env(
+        raw: &RawConfig,
+        dir: &Path,
+        envs: &[(&str, &str)],
+    ) -> ProxyProcess {
         let free = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -398,6 +407,7 @@ impl ProxyProcess {
             .arg(&config)
             .env_remove("PKCV_CONFIG")
             .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
