@@ -46,6 +46,9 @@ pub enum ConfigError {
         /// What it holds.
         value: String,
     },
+    /// A path names `${CREDENTIALS_DIRECTORY}` but systemd did not set it.
+    #[error("{} names ${{CREDENTIALS_DIRECTORY}}, which is not set: run the proxy under systemd with LoadCredential= for it", .0.display())]
+    NoCredentialsDirectory(PathBuf),
     /// The mutual-TLS listener's settings do not fit together.
     #[error("{0}")]
     TlsListener(&'static str),
@@ -628,6 +631,7 @@ impl Config {
 
     /// Validates a raw configuration, one section at a time.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let raw = expand_paths(raw)?;
         let server = server_settings(&raw.server, raw.accounts_dir.as_deref())?;
         let upstream = upstream_settings(&raw.upstream)?;
         let signing = signing_settings(&raw.signing)?;
@@ -650,6 +654,46 @@ impl Config {
             raw,
         })
     }
+}
+
+/// `${CREDENTIALS_DIRECTORY}` in a path setting, as systemd's `LoadCredential=` provides it:
+/// expanded from the environment, and an error when it is unset (a unit that forgot
+/// `LoadCredential=` must not fall back to a path relative to the working directory).
+pub fn expand_credentials(path: &Path) -> Result<PathBuf, ConfigError> {
+    const VARIABLE: &str = "${CREDENTIALS_DIRECTORY}";
+    let Some(text) = path.to_str().filter(|text| text.contains(VARIABLE)) else {
+        return Ok(path.to_path_buf());
+    };
+    let directory = std::env::var("CREDENTIALS_DIRECTORY")
+        .ok()
+        .filter(|value| !value.is_empty())
+        .ok_or_else(|| ConfigError::NoCredentialsDirectory(path.to_path_buf()))?;
+    Ok(PathBuf::from(text.replace(VARIABLE, &directory)))
+}
+
+/// Every path setting with `${CREDENTIALS_DIRECTORY}` expanded.
+fn expand_paths(mut raw: RawConfig) -> Result<RawConfig, ConfigError> {
+    let expand = |path: &mut Option<PathBuf>| -> Result<(), ConfigError> {
+        if let Some(value) = path.as_mut() {
+            *value = expand_credentials(value)?;
+        }
+        Ok(())
+    };
+    expand(&mut raw.upstream.extra_ca_file)?;
+    expand(&mut raw.intercept.ca_cert_file)?;
+    expand(&mut raw.intercept.ca_key_file)?;
+    expand(&mut raw.server.tls_cert_file)?;
+    expand(&mut raw.server.tls_key_file)?;
+    expand(&mut raw.server.client_ca_file)?;
+    expand(&mut raw.server.status_file)?;
+    expand(&mut raw.accounts_dir)?;
+    for account in &mut raw.accounts {
+        account.private_key_file = expand_credentials(&account.private_key_file)?;
+    }
+    for client in &mut raw.clients {
+        expand(&mut client.secret_file)?;
+    }
+    Ok(raw)
 }
 
 /// A number of milliseconds or seconds that must lie in `range`.

@@ -109,19 +109,20 @@ pub fn read_accounts(dir: &Path) -> Result<Vec<AccountConfig>, AccountsDirError>
 }
 
 fn read_account(file: &Path) -> Result<AccountConfig, AccountsDirError> {
-    let account: AccountConfig =
+    let mut account: AccountConfig =
         Figment::from(Toml::file_exact(file))
             .extract()
             .map_err(|source| AccountsDirError::Parse {
                 file: file.to_path_buf(),
                 source: Box::new(source),
             })?;
-    account
-        .validate()
-        .map_err(|source| AccountsDirError::Invalid {
-            file: file.to_path_buf(),
-            source,
-        })?;
+    let invalid = |source| AccountsDirError::Invalid {
+        file: file.to_path_buf(),
+        source,
+    };
+    account.private_key_file =
+        crate::config::expand_credentials(&account.private_key_file).map_err(invalid)?;
+    account.validate().map_err(invalid)?;
     Ok(account)
 }
 

@@ -315,3 +315,28 @@ async fn completions_and_the_man_page_come_from_the_command_line_definitions() {
         assert!(page.contains(needle), "the man page lacks {needle}");
     }
 }
+
+#[tokio::test]
+async fn systemd_credentials_directory_expands_in_path_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir_all(&credentials).unwrap();
+    std::fs::copy(test_private_key(), credentials.join("pkcv-private.pem")).unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(
+        credentials.join("pkcv-private.pem"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let config = config_for_a(dir.path(), "", Path::new("${CREDENTIALS_DIRECTORY}/pkcv-private.pem"));
+    let unset = run_pkcv(&["check-config"], Some(&config), &[]).await;
+    assert!(!unset.status.success());
+    assert!(text(&unset).contains("CREDENTIALS_DIRECTORY}, which is not set"), "{}", text(&unset));
+    let set = run_pkcv(
+        &["check-config"],
+        Some(&config),
+        &[("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap())],
+    )
+    .await;
+    assert!(set.status.success(), "{}", text(&set));
+}
