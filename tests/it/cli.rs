@@ -328,10 +328,18 @@ async fn systemd_credentials_directory_expands_in_path_settings() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
-    let config = config_for_a(dir.path(), "", Path::new("${CREDENTIALS_DIRECTORY}/pkcv-private.pem"));
+    let config = config_for_a(
+        dir.path(),
+        "",
+        Path::new("${CREDENTIALS_DIRECTORY}/pkcv-private.pem"),
+    );
     let unset = run_pkcv(&["check-config"], Some(&config), &[]).await;
     assert!(!unset.status.success());
-    assert!(text(&unset).contains("CREDENTIALS_DIRECTORY}, which is not set"), "{}", text(&unset));
+    assert!(
+        text(&unset).contains("CREDENTIALS_DIRECTORY}, which is not set"),
+        "{}",
+        text(&unset)
+    );
     let set = run_pkcv(
         &["check-config"],
         Some(&config),
