@@ -56,6 +56,11 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) proxy_http2: bool,
 
+    /// Set `signing.pem_on_pool = true`: RSA signatures run on the proxy's signing pool
+    /// instead of inline on the runtime's workers (compare the two side by side).
+    #[arg(long)]
+    pub(crate) pem_on_pool: bool,
+
     /// Where load.txt, load.csv, load.json and load.svg go.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     pub(crate) out_dir: PathBuf,

@@ -125,6 +125,8 @@ pub(crate) struct Settings {
     pub(crate) max_clients: usize,
     /// `upstream.http2 = true`.
     pub(crate) http2: bool,
+    /// `signing.pem_on_pool = true`.
+    pub(crate) pem_on_pool: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -193,6 +195,9 @@ fn config_text(
         let _ = writeln!(text, "http2 = true");
     }
     let _ = writeln!(text);
+    if settings.pem_on_pool {
+        let _ = writeln!(text, "[signing]\npem_on_pool = true\n");
+    }
     let _ = writeln!(text, "[log]\nlevel = \"warn\"\n");
     let _ = writeln!(
         text,

@@ -60,6 +60,9 @@ pub(crate) struct Report {
     pub(crate) upstream_alpn: String,
     /// Whether the proxy was told `upstream.http2 = true`.
     pub(crate) proxy_upstream_http2: bool,
+    /// Whether the proxy signed on its signing pool (`signing.pem_on_pool = true`).
+    #[serde(default)]
+    pub(crate) proxy_pem_on_pool: bool,
     /// How long the upstream waits before each answer.
     pub(crate) upstream_delay_ms: u64,
     pub(crate) warmup_secs: f64,
@@ -184,9 +187,13 @@ impl Report {
         let _ = writeln!(out, "machine: {}", self.machine);
         let _ = writeln!(
             out,
-            "proxy: {} (RS256, RSA-2048, upstream.http2 = {})\nupstream: loopback TLS offering {}, \
-             answering after {} ms",
-            self.proxy_binary, self.proxy_upstream_http2, self.upstream_alpn, self.upstream_delay_ms
+            "proxy: {} (RS256, RSA-2048, upstream.http2 = {}, signing.pem_on_pool = {})\n\
+             upstream: loopback TLS offering {}, answering after {} ms",
+            self.proxy_binary,
+            self.proxy_upstream_http2,
+            self.proxy_pem_on_pool,
+            self.upstream_alpn,
+            self.upstream_delay_ms
         );
         let _ = writeln!(
             out,

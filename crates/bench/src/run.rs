@@ -69,6 +69,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let settings = proxy::Settings {
         max_clients,
         http2: args.proxy_http2,
+        pem_on_pool: args.pem_on_pool,
     };
     let proxy = Proxy::start(&binary, &upstream, settings).await?;
     let idle = proxy.usage()?;
@@ -191,6 +192,7 @@ fn build_report(
         }
         .to_owned(),
         proxy_upstream_http2: args.proxy_http2,
+        proxy_pem_on_pool: args.pem_on_pool,
         upstream_delay_ms: args.upstream_delay_ms,
         warmup_secs: args.warmup().as_secs_f64(),
         measure_secs: args.measure().as_secs_f64(),
