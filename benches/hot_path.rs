@@ -15,8 +15,10 @@ use aws_lc_rs::signature::{RsaKeyPair, RSA_PKCS1_SHA256, RSA_PSS_SHA256};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pkcv_proxy::canonical::{BodyHasher, CanonicalRequest, HexDigest};
 use pkcv_proxy::normalize::{normalize_path, normalize_query};
+use pkcv_proxy::signing_key::PemKey;
 use pkcv_proxy::token::{Algorithm, Claims, Signer};
 use std::hint::black_box;
+use std::sync::Arc;
 
 const AUTH: &str = "Basic U0swZjFlMmQzYzBmMWUyZDNjMGYxZTJkM2MwZjFlMmQzYzpub3QtYS1yZWFsLXNlY3JldA==";
 const KEY_2048: &str = include_str!("../tests/fixtures/rsa-2048-pkcs1.pem");
@@ -124,7 +126,14 @@ fn mint(c: &mut Criterion) {
             (Algorithm::Rs256, &RSA_PKCS1_SHA256),
             (Algorithm::Ps256, &RSA_PSS_SHA256),
         ] {
-            let (signer, raw) = (Signer::new(parse(), CREDENTIAL, algorithm), parse());
+            let (signer, raw) = (
+                Signer::new(
+                    Arc::new(PemKey::new(parse()).unwrap()),
+                    CREDENTIAL,
+                    algorithm,
+                ),
+                parse(),
+            );
             let token = signer.mint(&claims).unwrap();
             let input = token.rsplit_once('.').unwrap().0.as_bytes().to_vec();
             let mut signature = vec![0u8; raw.public_modulus_len()];

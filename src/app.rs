@@ -282,10 +282,12 @@ impl Bound {
         {
             tracing::warn!("{}", warning.as_str().unwrap_or_default());
         }
-        match app.server.proxy.signing_threads() {
-            Some(threads) => tracing::info!(threads, "PEM keys sign on the signing pool"),
-            None => tracing::debug!("PEM keys sign inline"),
-        }
+        let (threads, pem_on_pool) = app.server.proxy.signing_threads();
+        tracing::info!(
+            threads,
+            pem_on_pool,
+            "signing pool started (HSM keys always sign on it; PEM keys inline unless signing.pem_on_pool)"
+        );
         if accounts == 0 {
             tracing::warn!(
                 "no accounts yet: requests are refused until one is added to accounts_dir"

@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 
 mod load_error;
 
+use crate::pkcs11::{Pkcs11Settings, Pkcs11Uri};
 use crate::route::{HostPattern, HostPolicy};
 use crate::sid::is_sid;
+use crate::signing_key::Retry;
 use crate::token::{Algorithm, MAX_TTL_SECS};
 
 /// The status file's name in `accounts_dir` when `server.status_file` is not set.
@@ -153,6 +155,9 @@ pub enum ConfigError {
     /// One account SID configured twice.
     #[error("account {0} is configured twice")]
     DuplicateAccount(String),
+    /// Both `[pkcs11] pin_file` and `pin_env`.
+    #[error("[pkcs11] sets both pin_file and pin_env: keep one")]
+    PinSources,
 }
 
 impl From<figment::Error> for ConfigError {
@@ -175,6 +180,8 @@ pub struct RawConfig {
     pub log: RawLog,
     /// `[intercept]`
     pub intercept: RawIntercept,
+    /// `[pkcs11]`: the HSM module and PIN for `private_key = "pkcs11:…"` accounts.
+    pub pkcs11: RawPkcs11,
     /// `[[accounts]]`
     pub accounts: Vec<AccountConfig>,
     /// `[[clients]]`: who may use the proxy (empty: anyone who can connect).
@@ -344,6 +351,34 @@ impl Default for RawSigning {
     }
 }
 
+/// `[pkcs11]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPkcs11 {
+    /// The PKCS#11 library; a URI's `module-path` overrides it.
+    pub module: Option<PathBuf>,
+    /// A file holding the user PIN (owner-readable only).
+    pub pin_file: Option<PathBuf>,
+    /// An environment variable holding the user PIN.
+    pub pin_env: Option<String>,
+    /// The first wait before reconnecting a lost token, in milliseconds.
+    pub reconnect_min_ms: u64,
+    /// The longest wait between reconnection attempts, in seconds.
+    pub reconnect_max_secs: u64,
+}
+
+impl Default for RawPkcs11 {
+    fn default() -> Self {
+        RawPkcs11 {
+            module: None,
+            pin_file: None,
+            pin_env: None,
+            reconnect_min_ms: 250,
+            reconnect_max_secs: 30,
+        }
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -376,17 +411,121 @@ impl Default for RawLog {
 
 /// One `[[accounts]]` entry: an account the proxy signs for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawAccountConfig", into = "RawAccountConfig")]
 pub struct AccountConfig {
     /// `AC…`
     pub account_sid: String,
     /// `CR…`: the public-key credential Twilio verifies with.
     pub credential_sid: String,
-    /// PEM private key (PKCS#1 or PKCS#8, RSA ≥ 2048 bits).
-    pub private_key_file: PathBuf,
+    /// Where the private key is.
+    pub private_key: PrivateKey,
     /// If non-empty, only these API keys may sign as this account.
-    #[serde(default)]
     pub api_key_sids: Vec<String>,
+}
+
+/// Where an account's private key lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrivateKey {
+    /// `private_key_file`: a PEM file (PKCS#1 or PKCS#8, RSA ≥ 2048 bits).
+    File(PathBuf),
+    /// `private_key = "pkcs11:…"`: a key inside an HSM, named by an RFC 7512 URI.
+    Pkcs11(Pkcs11Uri),
+}
+
+impl PrivateKey {
+    /// The PEM file, if the key is one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            PrivateKey::File(path) => Some(path),
+            PrivateKey::Pkcs11(_) => None,
+        }
+    }
+}
+
+/// As written in the config: the file's path or the URI.
+impl Serialize for PrivateKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl std::fmt::Display for PrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PrivateKey::File(path) => write!(f, "{}", path.display()),
+            PrivateKey::Pkcs11(uri) => write!(f, "{uri}"),
+        }
+    }
+}
+
+/// `[[accounts]]` as written: exactly one of `private_key_file` and `private_key`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccountConfig {
+    account_sid: String,
+    credential_sid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    private_key_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    private_key: Option<String>,
+    #[serde(default)]
+    api_key_sids: Vec<String>,
+}
+
+impl TryFrom<RawAccountConfig> for AccountConfig {
+    type Error = String;
+
+    fn try_from(raw: RawAccountConfig) -> Result<Self, String> {
+        let private_key = match (raw.private_key_file, raw.private_key) {
+            (Some(file), None) => PrivateKey::File(file),
+            (None, Some(uri)) if uri.starts_with("pkcs11:") => {
+                // The URI is not echoed: a refused one may hold a pin-value.
+                PrivateKey::Pkcs11(Pkcs11Uri::parse(&uri).map_err(|err| {
+                    format!("account {}: the private_key URI {err}", raw.account_sid)
+                })?)
+            }
+            (None, Some(_)) => {
+                return Err(format!(
+                    "account {}: private_key takes only a pkcs11: URI (a PEM file goes in private_key_file)",
+                    raw.account_sid
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "account {}: set private_key_file or private_key, not both",
+                    raw.account_sid
+                ))
+            }
+            (None, None) => {
+                return Err(format!(
+                    "account {}: set private_key_file (a PEM file) or private_key (a pkcs11: URI)",
+                    raw.account_sid
+                ))
+            }
+        };
+        Ok(AccountConfig {
+            account_sid: raw.account_sid,
+            credential_sid: raw.credential_sid,
+            private_key,
+            api_key_sids: raw.api_key_sids,
+        })
+    }
+}
+
+impl From<AccountConfig> for RawAccountConfig {
+    fn from(account: AccountConfig) -> Self {
+        let (private_key_file, private_key) = match account.private_key {
+            PrivateKey::File(file) => (Some(file), None),
+            PrivateKey::Pkcs11(uri) => (None, Some(uri.as_str().to_owned())),
+        };
+        RawAccountConfig {
+            account_sid: account.account_sid,
+            credential_sid: account.credential_sid,
+            private_key_file,
+            private_key,
+            api_key_sids: account.api_key_sids,
+        }
+    }
 }
 
 impl AccountConfig {
@@ -579,6 +718,16 @@ pub struct SigningSettings {
     pub pool_queue: usize,
 }
 
+impl SigningSettings {
+    /// How many signing threads run: `pool_threads`, or one per core.
+    pub fn threads(&self) -> usize {
+        match self.pool_threads {
+            0 => crate::signing_pool::default_threads(),
+            threads => threads,
+        }
+    }
+}
+
 /// Interception, when enabled.
 #[derive(Debug, Clone)]
 pub struct InterceptSettings {
@@ -597,6 +746,8 @@ pub struct Config {
     pub upstream: UpstreamSettings,
     /// `[signing]`
     pub signing: SigningSettings,
+    /// `[pkcs11]`, with one session per signing thread.
+    pub pkcs11: Pkcs11Settings,
     /// `[log]`
     pub log: RawLog,
     /// `[intercept]`, if enabled.
@@ -635,6 +786,7 @@ impl Config {
         let server = server_settings(&raw.server, raw.accounts_dir.as_deref())?;
         let upstream = upstream_settings(&raw.upstream)?;
         let signing = signing_settings(&raw.signing)?;
+        let pkcs11 = pkcs11_settings(&raw.pkcs11, &signing)?;
         validate_log(&raw.log)?;
         let intercept = intercept_settings(&raw.intercept)?;
         let passthrough_hosts = passthrough_hosts(&raw.intercept, &upstream.hosts)?;
@@ -645,6 +797,7 @@ impl Config {
             server,
             upstream,
             signing,
+            pkcs11,
             log: raw.log.clone(),
             intercept,
             passthrough_hosts,
@@ -687,8 +840,12 @@ fn expand_paths(mut raw: RawConfig) -> Result<RawConfig, ConfigError> {
     expand(&mut raw.server.client_ca_file)?;
     expand(&mut raw.server.status_file)?;
     expand(&mut raw.accounts_dir)?;
+    expand(&mut raw.pkcs11.module)?;
+    expand(&mut raw.pkcs11.pin_file)?;
     for account in &mut raw.accounts {
-        account.private_key_file = expand_credentials(&account.private_key_file)?;
+        if let PrivateKey::File(file) = &mut account.private_key {
+            *file = expand_credentials(file)?;
+        }
     }
     for client in &mut raw.clients {
         expand(&mut client.secret_file)?;
@@ -994,6 +1151,37 @@ fn signing_settings(raw: &RawSigning) -> Result<SigningSettings, ConfigError> {
             1..=1_000_000,
             "1–1000000",
         )? as usize,
+    })
+}
+
+fn pkcs11_settings(
+    raw: &RawPkcs11,
+    signing: &SigningSettings,
+) -> Result<Pkcs11Settings, ConfigError> {
+    if raw.pin_file.is_some() && raw.pin_env.is_some() {
+        return Err(ConfigError::PinSources);
+    }
+    let first = in_range(
+        "pkcs11.reconnect_min_ms",
+        raw.reconnect_min_ms,
+        10..=60_000,
+        "10–60000",
+    )?;
+    let max = in_range(
+        "pkcs11.reconnect_max_secs",
+        raw.reconnect_max_secs,
+        1..=3_600,
+        "1–3600",
+    )?;
+    Ok(Pkcs11Settings {
+        module: raw.module.clone(),
+        pin_file: raw.pin_file.clone(),
+        pin_env: raw.pin_env.clone(),
+        sessions: signing.threads(),
+        retry: Retry {
+            first: Duration::from_millis(first),
+            max: Duration::from_secs(max).max(Duration::from_millis(first)),
+        },
     })
 }
 

@@ -150,6 +150,9 @@ pub enum ProxyError {
     /// Minting the token failed.
     #[error("could not sign the request")]
     Signing,
+    /// The account's key is in a device (HSM) that is unreachable right now.
+    #[error("the signing key of account {0} is unavailable (its HSM is being reconnected): retry shortly")]
+    KeyUnavailable(String),
     /// `[[clients]]` are configured and the request did not prove to be one.
     #[error("proxy authentication required: {0}")]
     ProxyAuthentication(&'static str),
@@ -230,7 +233,9 @@ impl ProxyError {
             Signing => StatusCode::INTERNAL_SERVER_ERROR,
             UpstreamConnect { .. } | Upstream { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Overloaded(_) | UpstreamBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Overloaded(_) | UpstreamBusy { .. } | KeyUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyAuthentication(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             MalformedRequest(_) => StatusCode::BAD_REQUEST,
             HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -272,6 +277,7 @@ impl ProxyError {
             Upstream { .. } => 79042,
             Overloaded(_) => 79050,
             UpstreamBusy { .. } => 79052,
+            KeyUnavailable(_) => 79053,
             ProxyAuthentication(_) => 79060,
             MalformedRequest(_) => 79023,
             HeadTooLarge(_) => 79024,
@@ -316,7 +322,9 @@ impl ProxyError {
         }
         if matches!(
             self,
-            ProxyError::Overloaded(_) | ProxyError::UpstreamBusy { .. }
+            ProxyError::Overloaded(_)
+                | ProxyError::UpstreamBusy { .. }
+                | ProxyError::KeyUnavailable(_)
         ) {
             // Overload passes in moments; a client that honours this comes back then.
             response

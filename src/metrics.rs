@@ -103,6 +103,13 @@ struct BackendLabels {
     backend: &'static str,
 }
 
+/// Bounded by the configured accounts and three reasons.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignErrorLabels {
+    account: String,
+    reason: &'static str,
+}
+
 /// Every metric the proxy exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -110,6 +117,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_duration: Histogram,
     sign_duration: Family<BackendLabels, Histogram>,
+    sign_errors: Family<SignErrorLabels, Counter>,
     upstream_duration: Histogram,
     rejected: Family<CodeLabels, Counter>,
     key_reloads: Family<ResultLabels, Counter>,
@@ -140,6 +148,7 @@ impl Metrics {
             requests: Family::default(),
             request_duration: duration_histogram(),
             sign_duration: Family::new_with_constructor(duration_histogram),
+            sign_errors: Family::default(),
             upstream_duration: duration_histogram(),
             rejected: Family::default(),
             key_reloads: Family::default(),
@@ -175,6 +184,11 @@ impl Metrics {
             "Time to canonicalize, hash and sign one request, by signing backend",
             Unit::Seconds,
             self.sign_duration.clone(),
+        );
+        registry.register(
+            "pkcv_proxy_sign_errors",
+            "Requests that could not be signed, by account and reason (unavailable: its HSM is being reconnected; queue_full: the signing queue was full; failed)",
+            self.sign_errors.clone(),
         );
         registry.register_with_unit(
             "pkcv_proxy_upstream_duration",
@@ -262,7 +276,17 @@ impl Metrics {
         self.rejected.get_or_create(&CodeLabels { code }).inc();
     }
 
-    /// How long signing took, by backend (`pem` today).
+    /// A request of `account` that could not be signed, and why.
+    pub fn sign_failed(&self, account: &str, reason: &'static str) {
+        self.sign_errors
+            .get_or_create(&SignErrorLabels {
+                account: account.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// How long signing took, by backend (`pem` or `pkcs11`).
     pub fn signed(&self, backend: &'static str, elapsed: Duration) {
         self.sign_duration
             .get_or_create(&BackendLabels { backend })

@@ -32,7 +32,7 @@ use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::response::{self, Stalling};
 use crate::sign::{RequestSigner, Target};
-use crate::signing_pool::{self, SigningPool};
+use crate::signing_pool::SigningPool;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Where a request came from, as far as signing is concerned.
@@ -57,8 +57,9 @@ pub(crate) struct Proxy {
     body_read_timeout: Duration,
     response_idle_timeout: Duration,
     clock_skew: ClockSkew,
-    /// Where PEM signatures run when `signing.pem_on_pool`; inline otherwise.
-    pool: Option<SigningPool>,
+    /// Where blocking (HSM) signatures run, and PEM ones when `signing.pem_on_pool`.
+    pool: SigningPool,
+    pem_on_pool: bool,
 }
 
 impl Proxy {
@@ -78,7 +79,8 @@ impl Proxy {
             body_read_timeout: config.server.body_read_timeout,
             response_idle_timeout: config.upstream.response_idle_timeout,
             clock_skew: ClockSkew::new(metrics.clone()),
-            pool: signing_pool(config)?,
+            pool: SigningPool::new(config.signing.threads(), config.signing.pool_queue)?,
+            pem_on_pool: config.signing.pem_on_pool,
             metrics,
         })
     }
@@ -88,9 +90,9 @@ impl Proxy {
         &self.signer
     }
 
-    /// How many signing threads sign PEM keys (`None`: inline on the request's task).
-    pub(crate) fn signing_threads(&self) -> Option<usize> {
-        self.pool.as_ref().map(SigningPool::threads)
+    /// How many signing threads there are, and whether PEM keys sign on them too.
+    pub(crate) fn signing_threads(&self) -> (usize, bool) {
+        (self.pool.threads(), self.pem_on_pool)
     }
 
     /// The metrics every request is counted in.
@@ -259,17 +261,36 @@ impl Proxy {
         body: BufferedBody,
         body_hash: Option<HexDigest>,
     ) -> Result<Response<Incoming>, crate::upstream::Failure> {
+        let account = &target.account;
+        if !account.can_sign() {
+            // Refused before queueing: the device is being reconnected.
+            self.metrics
+                .sign_failed(&account.account_sid, "unavailable");
+            return Err(ProxyError::KeyUnavailable(account.account_sid.clone()).into());
+        }
         let signing = Instant::now();
-        let request = match &self.pool {
-            Some(pool) => {
-                let hash = target.canonical(&parts.method, body_hash).hash();
-                let job = self.signer.mint_job(target, hash, crate::token::unix_now());
-                let token = pool.mint(job).await?;
-                self.signer.signed_request(parts, target, &token, body)?
-            }
-            None => self.signer.sign(parts, target, body, body_hash)?,
+        let hash = target.canonical(&parts.method, body_hash).hash();
+        let job = self.signer.mint_job(target, hash, crate::token::unix_now());
+        let minted = if job.blocks() || self.pem_on_pool {
+            self.pool.mint(job).await
+        } else {
+            job.run()
         };
-        self.metrics.signed("pem", signing.elapsed());
+        let token = match minted {
+            Ok(token) => token,
+            Err(err) => {
+                let reason = match err {
+                    ProxyError::KeyUnavailable(_) => "unavailable",
+                    ProxyError::Overloaded(_) => "queue_full",
+                    _ => "failed",
+                };
+                self.metrics.sign_failed(&account.account_sid, reason);
+                return Err(err.into());
+            }
+        };
+        let request = self.signer.signed_request(parts, target, &token, body)?;
+        self.metrics
+            .signed(account.signer.key().backend().as_str(), signing.elapsed());
         let sending = Instant::now();
         let response = self.upstream.send(request, &target.host).await;
         self.metrics.upstream(sending.elapsed());
@@ -302,19 +323,6 @@ pub enum ProxyBuildError {
     /// The signing threads could not be started.
     #[error("cannot start the signing threads: {0}")]
     SigningPool(#[from] std::io::Error),
-}
-
-/// The signing pool, when PEM keys sign on it.
-fn signing_pool(config: &Config) -> Result<Option<SigningPool>, std::io::Error> {
-    let signing = &config.signing;
-    if !signing.pem_on_pool {
-        return Ok(None);
-    }
-    let threads = match signing.pool_threads {
-        0 => signing_pool::default_threads(),
-        threads => threads,
-    };
-    SigningPool::new(threads, signing.pool_queue).map(Some)
 }
 
 /// How much of an oversized HTTP/2 upload is read and dropped before its 413 is sent, and

@@ -19,7 +19,8 @@ use crate::keys::{Account, KeyStore};
 use crate::normalize::{normalize_path, normalize_query};
 use crate::route::{self, HostPolicy};
 use crate::sid::account_in_path;
-use crate::token::{self, Claims};
+use crate::signing_key::SignError;
+use crate::token::{self, Claims, TokenError};
 
 /// A request resolved to an upstream host, a normalized target and a signing account.
 #[derive(Debug, Clone)]
@@ -197,6 +198,11 @@ pub struct MintJob {
 }
 
 impl MintJob {
+    /// Whether minting may block its thread (an HSM): then it must run on the signing pool.
+    pub fn blocks(&self) -> bool {
+        self.account.signer.key().blocks()
+    }
+
     /// Mints the token: the one RSA private-key operation a request costs.
     pub fn run(self) -> Result<String, ProxyError> {
         let claims = Claims {
@@ -206,9 +212,14 @@ impl MintJob {
             issued_at: self.issued_at,
             ttl_secs: self.ttl_secs,
         };
-        self.account.signer.mint(&claims).map_err(|err| {
-            tracing::error!(account = %self.account.account_sid, error = %err, "signing failed");
-            ProxyError::Signing
+        self.account.signer.mint(&claims).map_err(|err| match err {
+            TokenError::Sign(SignError::Unavailable) => {
+                ProxyError::KeyUnavailable(self.account.account_sid.clone())
+            }
+            err => {
+                tracing::error!(account = %self.account.account_sid, error = %err, "signing failed");
+                ProxyError::Signing
+            }
         })
     }
 }

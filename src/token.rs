@@ -11,17 +11,15 @@
 //! (deterministic) the proxy's token equals the SDK's for the same request and instant.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{RsaKeyPair, RsaSignatureEncoding, RSA_PKCS1_SHA256, RSA_PSS_SHA256};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::PrivateKeyDer;
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::{HexDigest, SIGNED_HEADERS};
+use crate::signing_key::{PemKey, SignError, SigningKey};
 
 /// The content type Twilio requires in the JWT header.
 pub const CONTENT_TYPE: &str = "twilio-pkrv;v=1";
@@ -53,13 +51,6 @@ impl Algorithm {
         match self {
             Algorithm::Rs256 => "RS256",
             Algorithm::Ps256 => "PS256",
-        }
-    }
-
-    fn encoding(self) -> &'static RsaSignatureEncoding {
-        match self {
-            Algorithm::Rs256 => &RSA_PKCS1_SHA256,
-            Algorithm::Ps256 => &RSA_PSS_SHA256,
         }
     }
 }
@@ -121,9 +112,12 @@ pub enum TokenError {
     /// The public key could not be encoded.
     #[error("the public key cannot be encoded")]
     Encode,
-    /// The signature operation failed.
-    #[error("RSA signing failed")]
-    Sign,
+    /// The signature operation failed, or the key's device is unavailable.
+    #[error("RSA signing: {0}")]
+    Sign(#[source] SignError),
+    /// An HSM key could not be loaded.
+    #[error("PKCS#11 key: {0}")]
+    Pkcs11(#[from] crate::pkcs11::Pkcs11Error),
 }
 
 /// What a token asserts about one request.
@@ -141,34 +135,29 @@ pub struct Claims<'a> {
     pub ttl_secs: u64,
 }
 
-/// A parsed private key bound to its credential SID, ready to mint tokens.
+/// A private key bound to its credential SID, ready to mint tokens: the JWT layout is here,
+/// the signature is the [`SigningKey`]'s, wherever that key lives.
 pub struct Signer {
-    key: RsaKeyPair,
+    key: Arc<dyn SigningKey>,
     algorithm: Algorithm,
     /// base64url of the JWT header, the same for every token of this key.
     encoded_header: String,
-    rng: SystemRandom,
 }
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print key material.
+        // Never print key material (no backend's Debug does).
         f.debug_struct("Signer")
             .field("algorithm", &self.algorithm)
-            .field("bits", &(self.key.public_modulus_len() * 8))
+            .field("key", &self.key)
             .finish_non_exhaustive()
     }
 }
 
-/// What a person needs to know about a key: its size and the algorithm it signs with.
+/// What a person needs to know about a key: where it lives, its size and the algorithm.
 impl std::fmt::Display for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "RSA-{} key, signing {}",
-            self.key.public_modulus_len() * 8,
-            self.algorithm.as_str()
-        )
+        write!(f, "{}, signing {}", self.key, self.algorithm.as_str())
     }
 }
 
@@ -192,21 +181,12 @@ impl Signer {
         credential_sid: &str,
         algorithm: Algorithm,
     ) -> Result<Self, KeyError> {
-        let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| KeyError::NotPem)?;
-        let key = match &der {
-            PrivateKeyDer::Pkcs8(der) => RsaKeyPair::from_pkcs8(der.secret_pkcs8_der())?,
-            PrivateKeyDer::Pkcs1(der) => RsaKeyPair::from_der(der.secret_pkcs1_der())?,
-            _ => return Err(KeyError::NotRsa),
-        };
-        let bits = key.public_modulus_len() * 8;
-        if bits < MIN_RSA_BITS {
-            return Err(KeyError::TooSmall { bits: Some(bits) });
-        }
-        Ok(Self::new(key, credential_sid, algorithm))
+        let key = PemKey::from_pem(pem)?;
+        Ok(Self::new(Arc::new(key), credential_sid, algorithm))
     }
 
-    /// Wraps an already parsed key.
-    pub fn new(key: RsaKeyPair, credential_sid: &str, algorithm: Algorithm) -> Self {
+    /// Mints with `key`, from whichever backend.
+    pub fn new(key: Arc<dyn SigningKey>, credential_sid: &str, algorithm: Algorithm) -> Self {
         // Credential SIDs are validated as `CR` + hex before they get here; nothing to escape.
         let header = format!(
             r#"{{"alg":"{}","cty":"{CONTENT_TYPE}","kid":"{credential_sid}","typ":"JWT"}}"#,
@@ -216,19 +196,17 @@ impl Signer {
             key,
             algorithm,
             encoded_header: URL_SAFE_NO_PAD.encode(header),
-            rng: SystemRandom::new(),
         }
+    }
+
+    /// The key that signs.
+    pub fn key(&self) -> &dyn SigningKey {
+        self.key.as_ref()
     }
 
     /// The public key as DER `SubjectPublicKeyInfo`, for upload to Twilio or a stand-in.
     pub fn public_key_spki_der(&self) -> Result<Vec<u8>, TokenError> {
-        use aws_lc_rs::encoding::AsDer;
-        use aws_lc_rs::signature::KeyPair;
-        self.key
-            .public_key()
-            .as_der()
-            .map(|der| der.as_ref().to_vec())
-            .map_err(|_| TokenError::Encode)
+        Ok(self.key.public_key_spki_der().to_vec())
     }
 
     /// Mints a token. This is the one place a request is signed.
@@ -242,22 +220,17 @@ impl Signer {
             claims.issued_at,
             claims.account_sid,
         );
-        let signature_len = self.key.public_modulus_len();
+        let signature_len = self.key.modulus_len();
         let mut token = String::with_capacity(
             self.encoded_header.len() + payload.len() * 4 / 3 + signature_len * 4 / 3 + 8,
         );
         token.push_str(&self.encoded_header);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(payload, &mut token);
-        let mut signature = vec![0u8; signature_len];
-        self.key
-            .sign(
-                self.algorithm.encoding(),
-                &self.rng,
-                token.as_bytes(),
-                &mut signature,
-            )
-            .map_err(|_| TokenError::Sign)?;
+        let signature = self
+            .key
+            .sign(self.algorithm, token.as_bytes())
+            .map_err(TokenError::Sign)?;
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
         Ok(token)

@@ -1,5 +1,5 @@
 //! `pkcv-proxy check-config`: everything `serve` checks before binding, then the effective
-//! configuration. The config holds no secrets (keys are file paths), and key material is
+//! configuration. The config holds no secrets (keys are file paths or PKCS#11 URIs, never a PIN), and key material is
 //! summarized, never printed.
 
 use std::path::Path;
@@ -21,6 +21,8 @@ pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
                 "account_sid": account.account_sid,
                 "credential_sid": account.credential_sid,
                 "key": account.signer.to_string(),
+                "backend": account.signer.key().backend().as_str(),
+                "bits": account.signer.key().modulus_len() * 8,
             })
         })
         .collect();

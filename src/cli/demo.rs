@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use pkcv_proxy::app::Running;
-use pkcv_proxy::config::{AccountConfig, RawConfig};
+use pkcv_proxy::config::{AccountConfig, PrivateKey, RawConfig};
 use pkcv_proxy::keys::reload::LoadedStatus;
 use pkcv_proxy::workflow::{CreateOptions, MainKey, Session};
 use pkcv_proxy::{keygen, App, Config};
@@ -156,6 +156,7 @@ impl Demo {
                 friendly_name: "pkcv-proxy demo subaccount".into(),
                 key_dir: self.dir.join("keys"),
                 reuse_main_key: false,
+                pkcs11: None,
                 secret_file: None,
                 // Kept in memory for the requests below; never printed.
                 secret_to_stdout: true,
@@ -343,7 +344,7 @@ fn proxy_config(
     raw.accounts.push(AccountConfig {
         account_sid: main.account_sid.clone(),
         credential_sid: main.credential_sid.clone(),
-        private_key_file: key_file,
+        private_key: PrivateKey::File(key_file),
         api_key_sids: vec![main.api_key_sid.clone()],
     });
     Ok(Config::from_raw(raw)?)

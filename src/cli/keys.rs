@@ -28,8 +28,12 @@ pub(crate) struct RotateArgs {
     #[arg(long)]
     account: String,
     /// Where to write the new key pair (default: next to the current key).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pkcs11")]
     key_dir: Option<PathBuf>,
+    /// Generate the new key inside the HSM instead, as this PKCS#11 URI names it
+    /// (e.g. pkcs11:token=pkcv;object=main-2027); module and PIN from the URI or [pkcs11].
+    #[arg(long, value_name = "URI")]
+    pkcs11: Option<pkcv_proxy::pkcs11::Pkcs11Uri>,
     /// The secret of the account's API key, to verify the new key with (default: AC….secret
     /// next to the current key; not needed for the main account).
     #[arg(long)]
@@ -59,18 +63,23 @@ pub(crate) async fn run(
                 .key_dir
                 .clone()
                 .or_else(|| {
-                    current.and_then(|a| a.private_key_file.parent().map(Path::to_path_buf))
+                    current.and_then(|a| a.private_key.file()?.parent().map(Path::to_path_buf))
                 })
                 .unwrap_or_else(|| PathBuf::from("keys"));
             let grace = Duration::from_secs_f64(args.grace_secs);
             let rotation = session
-                .rotate(&args.account, &key_dir, args.secret_file.as_deref(), grace)
+                .rotate(
+                    &args.account,
+                    (&key_dir, args.pkcs11.as_ref()),
+                    args.secret_file.as_deref(),
+                    grace,
+                )
                 .await?;
             eprintln!(
                 "{} now signs with {} ({}); {} is deleted",
                 rotation.account_sid,
                 rotation.new_credential_sid,
-                rotation.private_key_file.display(),
+                rotation.private_key,
                 rotation.old_credential_sid
             );
             out!("{}", serde_json::to_string(&rotation)?);

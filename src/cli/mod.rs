@@ -96,11 +96,11 @@ enum Command {
         after_help = "Example:\n  pkcv-proxy sign -c config/pkcv-proxy.toml -X POST \\\n    --url https://api.twilio.com/2010-04-01/Accounts/AC.../Messages.json \\\n    -u \"SK...:$API_KEY_SECRET\" -d 'To=%2B14155550100&Body=Hello'"
     )]
     Sign(Configured<sign::SignArgs>),
-    /// Generate an RSA key pair for PKCV.
+    /// Generate an RSA key pair for PKCV: as PEM files, or inside an HSM (--pkcs11).
     #[command(
-        after_help = "Example:\n  pkcv-proxy keygen --out-dir keys    # then upload keys/pkcv-public.pem to Twilio"
+        after_help = "Examples:\n  pkcv-proxy keygen --out-dir keys    # then upload keys/pkcv-public.pem to Twilio\n  pkcv-proxy keygen -c config/pkcv-proxy.toml --pkcs11 'pkcs11:token=pkcv;object=main' --out-dir keys"
     )]
-    Keygen(keygen::KeygenArgs),
+    Keygen(Configured<keygen::KeygenArgs>),
     /// Twilio's subaccount workflow under PKCV, with the Main API key from the environment
     /// (TWILIO_ACCOUNT_SID, TWILIO_MAIN_KEY, TWILIO_MAIN_SECRET).
     #[command(
@@ -165,7 +165,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Man => completions::man(),
         Command::Sign(c) => sign::run(c.config.config.as_deref(), c.args),
         Command::Ca(c) => ca::run(c.config.config.as_deref(), c.command),
-        Command::Keygen(args) => keygen::run(args),
+        Command::Keygen(c) => keygen::run(c.config.config.as_deref(), c.args),
         Command::Subaccount(c) => {
             runtime.block_on(subaccount::run(c.config.config.as_deref(), c.command))
         }

@@ -42,7 +42,7 @@ pub(crate) struct SignArgs {
 
 pub(crate) fn run(config_path: Option<&Path>, args: SignArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
-    let accounts = Accounts::load(&config.accounts, &config.signing)?;
+    let accounts = Accounts::load(&config.accounts, &config.signing, &config.pkcs11)?;
     let signer = RequestSigner::new(&config, Arc::new(KeyStore::new(accounts)));
 
     let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())

@@ -25,8 +25,12 @@ pub(crate) struct CreateArgs {
     #[arg(long)]
     key_dir: Option<PathBuf>,
     /// Seed the main account's public key instead of a fresh one (as Twilio's guide does).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pkcs11")]
     reuse_main_key: bool,
+    /// Generate the new key inside the HSM, as this PKCS#11 URI names it
+    /// (e.g. pkcs11:token=pkcv;object=sub-1); module and PIN from the URI or [pkcs11].
+    #[arg(long, value_name = "URI")]
+    pkcs11: Option<pkcv_proxy::pkcs11::Pkcs11Uri>,
     /// Where to write the new API key secret (0600; default KEY_DIR/AC….secret).
     #[arg(long)]
     secret_file: Option<PathBuf>,
@@ -64,6 +68,7 @@ pub(crate) async fn run(
                 friendly_name: args.friendly_name.clone(),
                 key_dir,
                 reuse_main_key: args.reuse_main_key,
+                pkcs11: args.pkcs11.clone(),
                 secret_file: args.secret_file.clone(),
                 secret_to_stdout: args.show_secret,
             };
@@ -95,7 +100,7 @@ fn report_created(subaccount: &Subaccount, json: bool) -> anyhow::Result<ExitCod
         Some(file) => eprintln!("  secret:       written to {} (0600)", file.display()),
         None => eprintln!("  secret:       printed below"),
     }
-    eprintln!("  private key:  {}", subaccount.private_key_file.display());
+    eprintln!("  private key:  {}", subaccount.private_key);
     eprintln!("  account file: {}", subaccount.account_file.display());
     if let Some(secret) = &subaccount.secret {
         out!("{secret}");
@@ -129,9 +134,9 @@ fn report_failure(
             .as_ref()
             .map(|p| format!("secret file {}", p.display())),
         created
-            .private_key_file
+            .private_key
             .as_ref()
-            .map(|p| format!("private key {}", p.display())),
+            .map(|key| format!("private key {key}")),
     ]
     .into_iter()
     .flatten()

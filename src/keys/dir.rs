@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Format, Toml};
 use figment::Figment;
 
-use crate::config::{AccountConfig, Config, ConfigError};
+use crate::config::{AccountConfig, Config, ConfigError, PrivateKey};
 
 /// Why the accounts directory could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -120,8 +120,9 @@ fn read_account(file: &Path) -> Result<AccountConfig, AccountsDirError> {
         file: file.to_path_buf(),
         source,
     };
-    account.private_key_file =
-        crate::config::expand_credentials(&account.private_key_file).map_err(invalid)?;
+    if let PrivateKey::File(file) = &mut account.private_key {
+        *file = crate::config::expand_credentials(file).map_err(invalid)?;
+    }
     account.validate().map_err(invalid)?;
     Ok(account)
 }
@@ -161,7 +162,7 @@ mod tests {
         let account = AccountConfig {
             account_sid: "AC00000000000000000000000000000001".into(),
             credential_sid: "CR00000000000000000000000000000001".into(),
-            private_key_file: dir.path().join("key with \"quotes\".pem"),
+            private_key: PrivateKey::File(dir.path().join("key with \"quotes\".pem")),
             api_key_sids: vec!["SK00000000000000000000000000000001".into()],
         };
         write_account(dir.path(), &account).unwrap();

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::clients::Clients;
-use crate::config::{AccountConfig, Config, SigningSettings};
+use crate::config::{AccountConfig, Config, PrivateKey, SigningSettings};
 use crate::error::ProxyError;
+use crate::pkcs11::Pkcs11Settings;
 use crate::token::{Signer, TokenError};
 
 /// One account the proxy can sign for.
@@ -32,24 +33,35 @@ pub struct Account {
 }
 
 impl Account {
-    /// Loads the account's private key.
-    pub fn load(config: &AccountConfig, signing: &SigningSettings) -> Result<Account, TokenError> {
+    /// Loads the account's private key: parses its PEM file, or finds and checks it in its
+    /// HSM.
+    pub fn load(
+        config: &AccountConfig,
+        signing: &SigningSettings,
+        pkcs11: &Pkcs11Settings,
+    ) -> Result<Account, TokenError> {
+        let signer = match &config.private_key {
+            PrivateKey::File(file) => {
+                Signer::from_pem_file(file, &config.credential_sid, signing.algorithm)?
+            }
+            PrivateKey::Pkcs11(uri) => Signer::new(
+                crate::pkcs11::key::load(uri, pkcs11, signing.algorithm)?,
+                &config.credential_sid,
+                signing.algorithm,
+            ),
+        };
         Ok(Account {
             account_sid: config.account_sid.clone(),
             credential_sid: config.credential_sid.clone(),
             api_key_sids: config.api_key_sids.clone(),
-            signer: Signer::from_pem_file(
-                &config.private_key_file,
-                &config.credential_sid,
-                signing.algorithm,
-            )?,
+            signer,
         })
     }
 
     /// Whether its key can sign right now. A key in a file always can; an HSM's may be
     /// unreachable for a while.
     pub fn can_sign(&self) -> bool {
-        true
+        self.signer.key().is_available()
     }
 
     fn allows(&self, api_key_sid: &str) -> bool {
@@ -99,11 +111,12 @@ impl Accounts {
     pub fn load(
         configs: &[AccountConfig],
         signing: &SigningSettings,
+        pkcs11: &Pkcs11Settings,
     ) -> Result<Accounts, KeyStoreError> {
         let accounts = configs
             .iter()
             .map(|config| {
-                Account::load(config, signing).map_err(|source| KeyStoreError::Key {
+                Account::load(config, signing, pkcs11).map_err(|source| KeyStoreError::Key {
                     account: config.account_sid.clone(),
                     source,
                 })
@@ -115,7 +128,11 @@ impl Accounts {
     /// Loads every account the config describes now: `[[accounts]]`, with `accounts_dir`
     /// read afresh over them.
     pub fn from_config(config: &Config) -> Result<Accounts, KeyStoreError> {
-        let accounts = Accounts::load(&dir::configured_accounts(config)?, &config.signing)?;
+        let accounts = Accounts::load(
+            &dir::configured_accounts(config)?,
+            &config.signing,
+            &config.pkcs11,
+        )?;
         Ok(accounts.with_clients(Clients::load(&config.clients)?))
     }
 

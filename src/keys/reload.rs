@@ -281,7 +281,10 @@ fn fingerprint(base: &Config, config_path: Option<&Path>) -> [u8; 32] {
         .and_then(|config| super::dir::configured_accounts(&config).ok())
         .unwrap_or_default();
     for account in &accounts {
-        add(&account.private_key_file);
+        // An HSM key has no file; its PIN file is not watched (a new PIN needs a reload).
+        if let Some(file) = account.private_key.file() {
+            add(file);
+        }
     }
     sha.finalize().into()
 }

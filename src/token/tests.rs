@@ -28,7 +28,7 @@ fn loads_pkcs1_and_refuses_weak_or_foreign_keys() {
     let signer =
         Signer::from_pem_file(&fixture("rsa-2048-pkcs1.pem"), CR, Algorithm::Rs256).unwrap();
     assert!(format!("{signer:?}").contains("bits: 2048"));
-    assert_eq!(signer.to_string(), "RSA-2048 key, signing RS256");
+    assert_eq!(signer.to_string(), "PEM file, RSA-2048, signing RS256");
 
     let err =
         Signer::from_pem_file(&fixture("rsa-1024-pkcs1.pem"), CR, Algorithm::Rs256).unwrap_err();
@@ -99,15 +99,11 @@ fn token_has_the_sdk_layout_and_verifies() {
     assert_eq!(claims["nbf"], 1_000);
     assert_eq!(claims["rqh"], hash.as_str());
 
-    let public = jsonwebtoken::DecodingKey::from_rsa_der(&public_key_pkcs1(&signer));
+    let spki = signer.public_key_spki_der().unwrap();
+    let pem = pem::encode(&pem::Pem::new("PUBLIC KEY", spki));
+    let public = jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::PS256);
     validation.validate_exp = false;
     validation.required_spec_claims.clear();
     jsonwebtoken::decode::<serde_json::Value>(&token, &public, &validation).unwrap();
-}
-
-/// `DecodingKey::from_rsa_der` takes PKCS#1; the SPKI wraps it in a BIT STRING at the end.
-fn public_key_pkcs1(signer: &Signer) -> Vec<u8> {
-    use aws_lc_rs::signature::KeyPair;
-    signer.key.public_key().as_ref().to_vec()
 }

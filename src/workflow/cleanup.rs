@@ -105,7 +105,7 @@ impl Session {
             "api_keys": keys,
             "signing": configured.map(|a| serde_json::json!({
                 "credential_sid": a.credential_sid,
-                "private_key_file": a.private_key_file,
+                "private_key": a.private_key.to_string(),
                 "api_key_sids": a.api_key_sids,
             })),
         }))

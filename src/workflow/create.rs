@@ -7,10 +7,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{absolute, sid_field, spki_pem, Session, WorkflowError};
-use crate::config::AccountConfig;
+use crate::config::{AccountConfig, PrivateKey};
 use crate::keygen;
 use crate::keys::dir;
-use crate::token::Signer;
+use crate::pkcs11::Pkcs11Uri;
 
 /// What the workflow has created so far (for reporting and cleanup).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -21,8 +21,8 @@ pub struct Created {
     pub api_key_sid: Option<String>,
     /// Its public-key credential.
     pub credential_sid: Option<String>,
-    /// The private key file written for it.
-    pub private_key_file: Option<PathBuf>,
+    /// The private key made for it: a PEM file written, or a key generated in the HSM.
+    pub private_key: Option<PrivateKey>,
     /// The API key secret file written for it.
     pub secret_file: Option<PathBuf>,
 }
@@ -46,6 +46,8 @@ pub struct CreateOptions {
     pub key_dir: PathBuf,
     /// Seed the main account's public key instead of a fresh one.
     pub reuse_main_key: bool,
+    /// Generate the new key inside the HSM, as this URI names it, instead of in `key_dir`.
+    pub pkcs11: Option<Pkcs11Uri>,
     /// Where to write the API key secret (default `key_dir/<AC>.secret`); `None` with
     /// `secret_to_stdout` writes no file.
     pub secret_file: Option<PathBuf>,
@@ -62,8 +64,8 @@ pub struct Subaccount {
     pub api_key_sid: String,
     /// `CR…`
     pub credential_sid: String,
-    /// The private key that signs for it.
-    pub private_key_file: PathBuf,
+    /// The private key that signs for it: a PEM file, or a `pkcs11:` URI.
+    pub private_key: PrivateKey,
     /// Where the API key secret was written (`None` if it went to stdout).
     pub secret_file: Option<PathBuf>,
     /// The account file the running proxy reads.
@@ -79,7 +81,7 @@ impl std::fmt::Debug for Subaccount {
             .field("account_sid", &self.account_sid)
             .field("api_key_sid", &self.api_key_sid)
             .field("credential_sid", &self.credential_sid)
-            .field("private_key_file", &self.private_key_file)
+            .field("private_key", &self.private_key)
             .field("secret_file", &self.secret_file)
             .finish_non_exhaustive()
     }
@@ -106,13 +108,13 @@ impl Session {
         let account_sid = self.create_account(options, created).await?;
         let (api_key_sid, secret, secret_file) =
             self.create_api_key(options, &account_sid, created).await?;
-        let (private_key_file, credential_sid) = self
+        let (private_key, credential_sid) = self
             .upload_public_key(options, &account_sid, created)
             .await?;
         let account = AccountConfig {
             account_sid: account_sid.clone(),
             credential_sid: credential_sid.clone(),
-            private_key_file: private_key_file.clone(),
+            private_key: private_key.clone(),
             api_key_sids: vec![api_key_sid.clone()],
         };
         self.say("step 4/4: a signed request as the new account (list its public keys)");
@@ -133,7 +135,7 @@ impl Session {
             account_sid,
             api_key_sid,
             credential_sid,
-            private_key_file,
+            private_key,
             secret: options.secret_to_stdout.then_some(secret),
             secret_file,
             account_file,
@@ -220,23 +222,22 @@ impl Session {
         options: &CreateOptions,
         account_sid: &str,
         created: &mut Created,
-    ) -> Result<(PathBuf, String), WorkflowError> {
+    ) -> Result<(PrivateKey, String), WorkflowError> {
         const STEP: &str = "step 3/4 (upload the public key)";
         self.say("step 3/4: seed it with a public key");
-        let (private_key_file, public_pem) = if options.reuse_main_key {
-            let signer = Signer::from_pem_file(
-                &self.main_account.private_key_file,
-                &self.main_account.credential_sid,
-                self.config.signing.algorithm,
-            )?;
-            (
-                absolute(&self.main_account.private_key_file),
-                spki_pem(&signer)?,
-            )
+        let (private_key, public_pem) = if options.reuse_main_key {
+            let signer = self.main_signer()?;
+            let key = match &self.main_account.private_key {
+                PrivateKey::File(file) => PrivateKey::File(absolute(file)),
+                in_hsm @ PrivateKey::Pkcs11(_) => in_hsm.clone(),
+            };
+            (key, spki_pem(&signer.signer)?)
         } else {
-            let (file, public) = self.new_key_pair(&options.key_dir, account_sid)?;
-            created.private_key_file = Some(file.clone());
-            (file, public)
+            let (key, public) = self
+                .new_key_pair(&options.key_dir, options.pkcs11.as_ref(), account_sid)
+                .await?;
+            created.private_key = Some(key.clone());
+            (key, public)
         };
         let credential = self
             .call(
@@ -257,6 +258,6 @@ impl Session {
         let credential_sid = sid_field(&credential, "CR", STEP)?;
         created.credential_sid = Some(credential_sid.clone());
         self.say(&format!("          created {credential_sid}"));
-        Ok((private_key_file, credential_sid))
+        Ok((private_key, credential_sid))
     }
 }

@@ -29,11 +29,12 @@ use serde_json::Value;
 
 use crate::body::BufferedBody;
 use crate::canonical::body_hash;
-use crate::config::{AccountConfig, Config};
+use crate::config::{AccountConfig, Config, PrivateKey};
 use crate::error::ProxyError;
 use crate::keygen;
 use crate::keys::{dir, Accounts, KeyStore, KeyStoreError};
 use crate::metrics::Metrics;
+use crate::pkcs11::Pkcs11Uri;
 use crate::sid::is_sid;
 use crate::sign::RequestSigner;
 use crate::token::Signer;
@@ -200,6 +201,9 @@ pub enum WorkflowError {
     /// A key pair could not be made or written.
     #[error(transparent)]
     Keygen(#[from] keygen::KeygenError),
+    /// A key pair could not be made in the HSM.
+    #[error("generating the key in the HSM: {0}")]
+    Pkcs11(#[from] crate::pkcs11::Pkcs11Error),
     /// A key could not be encoded.
     #[error(transparent)]
     Token(#[from] crate::token::TokenError),
@@ -318,9 +322,20 @@ impl Session {
         }
         let mut configs = vec![main];
         configs.extend(others.iter().cloned());
-        let accounts = Accounts::load(&configs, &self.config.signing)?;
+        let accounts = Accounts::load(&configs, &self.config.signing, &self.config.pkcs11)?;
         self.store.replace(accounts);
         Ok(())
+    }
+
+    /// The main account as loaded for signing (its key parsed, or found in the HSM).
+    fn main_signer(&self) -> Result<Arc<crate::keys::Account>, WorkflowError> {
+        self.store
+            .snapshot()
+            .get(&self.main_account.account_sid)
+            .cloned()
+            .ok_or_else(|| {
+                WorkflowError::MainAccountNotConfigured(self.main_account.account_sid.clone())
+            })
     }
 
     fn say(&self, line: &str) {
@@ -473,7 +488,7 @@ impl Session {
         account: Option<&AccountConfig>,
     ) -> Vec<PathBuf> {
         account
-            .and_then(|a| a.private_key_file.parent().map(Path::to_path_buf))
+            .and_then(|a| a.private_key.file()?.parent().map(Path::to_path_buf))
             .into_iter()
             .chain(std::iter::once(self.accounts_dir().join("keys")))
             .map(|dir| dir.join(format!("{account_sid}.secret")))
@@ -513,11 +528,26 @@ impl Session {
         Ok(())
     }
 
-    fn new_key_pair(
+    /// A new key pair for `account_sid`: generated inside the HSM when `pkcs11` names where
+    /// (only its public half comes out), else as PEM files in `key_dir`. Returns where the
+    /// private key is and the public key's PEM.
+    async fn new_key_pair(
         &self,
         key_dir: &Path,
+        pkcs11: Option<&Pkcs11Uri>,
         account_sid: &str,
-    ) -> Result<(PathBuf, String), WorkflowError> {
+    ) -> Result<(PrivateKey, String), WorkflowError> {
+        if let Some(uri) = pkcs11 {
+            let (uri, settings) = (uri.clone(), self.config.pkcs11.clone());
+            let public = tokio::task::spawn_blocking(move || {
+                crate::pkcs11::keygen::generate(&uri, &settings, 2048).map(|pem| (uri, pem))
+            })
+            .await
+            .map_err(|err| {
+                WorkflowError::Pkcs11(crate::pkcs11::Pkcs11Error::Call(err.to_string()))
+            })??;
+            return Ok((PrivateKey::Pkcs11(public.0), public.1));
+        }
         std::fs::create_dir_all(key_dir).map_err(WorkflowError::file(key_dir))?;
         let key = keygen::generate(2048)?;
         // Unique per key pair: a rotation right after a create must not collide.
@@ -530,7 +560,7 @@ impl Session {
         keygen::write_new_private(&private, &key.private_pem)?;
         let public = key_dir.join(format!("{account_sid}-{stamp}-public.pem"));
         std::fs::write(&public, &key.public_pem).map_err(WorkflowError::file(&public))?;
-        Ok((absolute(&private), key.public_pem))
+        Ok((PrivateKey::File(absolute(&private)), key.public_pem))
     }
 
     async fn delete(&self, step: &str, url: &str) -> Result<(), WorkflowError> {

@@ -1,16 +1,17 @@
 //! `keys rotate`: a new signing key with no moment in which the proxy signs with a key Twilio
 //! does not know.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use http::Method;
 use serde::Serialize;
 
 use super::{sid_field, Session, WorkflowError};
-use crate::config::AccountConfig;
+use crate::config::{AccountConfig, PrivateKey};
 use crate::keys::reload::LoadedStatus;
 use crate::keys::{dir, Accounts, KeyStoreError};
+use crate::pkcs11::Pkcs11Uri;
 
 /// A completed rotation.
 #[derive(Debug, Clone, Serialize)]
@@ -21,8 +22,8 @@ pub struct Rotation {
     pub old_credential_sid: String,
     /// The credential that signs now.
     pub new_credential_sid: String,
-    /// The new private key.
-    pub private_key_file: PathBuf,
+    /// The new private key: a PEM file, or a `pkcs11:` URI.
+    pub private_key: PrivateKey,
 }
 
 impl Session {
@@ -36,7 +37,7 @@ impl Session {
     pub async fn rotate(
         &self,
         account_sid: &str,
-        key_dir: &Path,
+        new_key: (&Path, Option<&Pkcs11Uri>),
         secret_file: Option<&Path>,
         grace: Duration,
     ) -> Result<Rotation, WorkflowError> {
@@ -46,11 +47,12 @@ impl Session {
         let (api_key_sid, secret) = self.account_credentials(&current, secret_file)?;
 
         self.say("step 1/5: generate a new key pair");
-        let (private_key_file, public_pem) = self.new_key_pair(key_dir, account_sid)?;
+        let (private_key, public_pem) =
+            self.new_key_pair(new_key.0, new_key.1, account_sid).await?;
         let new_credential = self.upload_rotated_key(account_sid, &public_pem).await?;
         let rotated = AccountConfig {
             credential_sid: new_credential.clone(),
-            private_key_file: private_key_file.clone(),
+            private_key: private_key.clone(),
             ..current.clone()
         };
         self.verify_rotated_or_undo(&rotated, &api_key_sid, &secret)
@@ -69,7 +71,7 @@ impl Session {
             account_sid: account_sid.to_owned(),
             old_credential_sid: current.credential_sid,
             new_credential_sid: new_credential,
-            private_key_file,
+            private_key,
         })
     }
 
@@ -203,7 +205,7 @@ impl Session {
             Some(account) => *account = rotated.clone(),
             None => accounts.push(rotated.clone()),
         }
-        Accounts::load(&accounts, &self.config.signing)
+        Accounts::load(&accounts, &self.config.signing, &self.config.pkcs11)
             .map(drop)
             .map_err(not_reloadable)
     }

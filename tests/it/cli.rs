@@ -60,7 +60,7 @@ async fn check_config_prints_the_effective_config_without_key_material() {
     assert!(json["loaded_accounts"][0]["key"]
         .as_str()
         .unwrap()
-        .contains("RSA-2048 key, signing RS256"));
+        .contains("PEM file, RSA-2048, signing RS256"));
     assert!(
         !out.contains("PRIVATE KEY") && !out.contains("MII"),
         "{out}"

@@ -195,7 +195,7 @@ impl TestAccount {
         AccountConfig {
             account_sid: self.account_sid.clone(),
             credential_sid: self.credential_sid.clone(),
-            private_key_file: self.private_key_file.clone(),
+            private_key: pkcv_proxy::config::PrivateKey::File(self.private_key_file.clone()),
             api_key_sids: if self.listed {
                 vec![self.api_key_sid.clone()]
             } else {

@@ -1,0 +1,161 @@
+//! The private key behind an account's tokens, wherever it lives.
+//!
+//! A token costs one RSA signature over `header.payload`; [`SigningKey`] is that operation
+//! and nothing else. Two backends implement it:
+//!
+//! - [`PemKey`]: a key parsed once from a PEM file into process memory. Sub-millisecond,
+//!   never blocks, never goes away.
+//! - [`DeviceKey`]: a key that never leaves a device (an HSM reached through PKCS#11, see
+//!   [`crate::pkcs11`]). Each signature is a blocking call into the device, and the device can
+//!   go away (restart, network) and come back.
+//!
+//! The request path knows neither. It asks two questions: does the key [block](SigningKey::blocks)
+//! (then it signs on the signing pool, never on an async runtime thread), and is it
+//! [available](SigningKey::is_available) (else 503 `79053` at once, without queueing).
+
+mod device;
+mod pem;
+
+pub use device::{Device, DeviceError, DeviceKey, DeviceKeyInfo, Retry};
+pub use pem::PemKey;
+
+use crate::token::Algorithm;
+
+/// Which kind of backend signs: the `backend` label of the signing metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A PEM file parsed into memory.
+    Pem,
+    /// A PKCS#11 token (HSM).
+    Pkcs11,
+}
+
+impl Backend {
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Pem => "pem",
+            Backend::Pkcs11 => "pkcs11",
+        }
+    }
+}
+
+/// Why a signature was not made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    /// The device holding the key is unreachable; it is being reconnected.
+    #[error("the key's device is unavailable (reconnecting)")]
+    Unavailable,
+    /// The backend refused or failed this one signature.
+    #[error("the signature failed: {0}")]
+    Failed(String),
+}
+
+/// One RSA private key that signs JWTs.
+pub trait SigningKey: Send + Sync + std::fmt::Debug + std::fmt::Display {
+    /// Signs `message` (the JWT's `header.payload`) with `algorithm`.
+    fn sign(&self, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>, SignError>;
+
+    /// The modulus size in bytes, which is the signature's length.
+    fn modulus_len(&self) -> usize;
+
+    /// The public key as DER `SubjectPublicKeyInfo`, for upload to Twilio.
+    fn public_key_spki_der(&self) -> &[u8];
+
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+
+    /// Whether a signature can be asked for right now.
+    fn is_available(&self) -> bool {
+        true
+    }
+
+    /// Whether [`SigningKey::sign`] may block its thread (then it runs on the signing pool).
+    fn blocks(&self) -> bool {
+        false
+    }
+}
+
+/// Checks that `signature` over `message` verifies with the RSA public key (`modulus`,
+/// `exponent`, big-endian): a key loaded from a device is trusted only after one signature
+/// it made verifies.
+pub fn verify_rsa(
+    algorithm: Algorithm,
+    modulus: &[u8],
+    exponent: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
+    use aws_lc_rs::signature::{
+        RsaPublicKeyComponents, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256,
+    };
+    let parameters = match algorithm {
+        Algorithm::Rs256 => &RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::Ps256 => &RSA_PSS_2048_8192_SHA256,
+    };
+    RsaPublicKeyComponents {
+        n: modulus,
+        e: exponent,
+    }
+    .verify(parameters, message, signature)
+    .is_ok()
+}
+
+/// The DER `SubjectPublicKeyInfo` of the RSA public key (`modulus`, `exponent`, big-endian
+/// unsigned): what a device returns as components, in the form Twilio takes.
+pub fn rsa_spki_der(modulus: &[u8], exponent: &[u8]) -> Vec<u8> {
+    const RSA_ENCRYPTION: &[u64] = &[1, 2, 840, 113_549, 1, 1, 1];
+    let rsa_public_key = yasna::construct_der(|writer| {
+        writer.write_sequence(|writer| {
+            writer.next().write_bigint_bytes(modulus, true);
+            writer.next().write_bigint_bytes(exponent, true);
+        });
+    });
+    yasna::construct_der(|writer| {
+        writer.write_sequence(|writer| {
+            writer.next().write_sequence(|writer| {
+                writer
+                    .next()
+                    .write_oid(&yasna::models::ObjectIdentifier::from_slice(RSA_ENCRYPTION));
+                writer.next().write_null();
+            });
+            writer
+                .next()
+                .write_bitvec_bytes(&rsa_public_key, rsa_public_key.len() * 8);
+        });
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
+
+    const PEM: &str = include_str!("../../tests/fixtures/rsa-2048-pkcs1.pem");
+
+    #[test]
+    fn spki_from_components_is_what_aws_lc_encodes() {
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(PEM.as_bytes()).unwrap();
+        let parsed: rustls_pki_types::PrivatePkcs1KeyDer = der;
+        let pair = RsaKeyPair::from_der(parsed.secret_pkcs1_der()).unwrap();
+        let public = pair.public_key();
+        let modulus = public.modulus().big_endian_without_leading_zero();
+        let exponent = public.exponent().big_endian_without_leading_zero();
+        let key = PemKey::from_pem(PEM.as_bytes()).unwrap();
+        assert_eq!(rsa_spki_der(modulus, exponent), key.public_key_spki_der());
+
+        let message = b"header.payload";
+        for algorithm in [Algorithm::Rs256, Algorithm::Ps256] {
+            let signature = key.sign(algorithm, message).unwrap();
+            assert!(verify_rsa(
+                algorithm, modulus, exponent, message, &signature
+            ));
+            assert!(!verify_rsa(
+                algorithm, modulus, exponent, b"other", &signature
+            ));
+        }
+        assert_eq!(key.to_string(), "PEM file, RSA-2048");
+        assert!(key.is_available() && !key.blocks());
+    }
+}
