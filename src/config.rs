@@ -429,7 +429,7 @@ pub enum PrivateKey {
     /// `private_key_file`: a PEM file (PKCS#1 or PKCS#8, RSA ≥ 2048 bits).
     File(PathBuf),
     /// `private_key = "pkcs11:…"`: a key inside an HSM, named by an RFC 7512 URI.
-    Pkcs11(Pkcs11Uri),
+    Pkcs11(Box<Pkcs11Uri>),
 }
 
 impl PrivateKey {
@@ -480,9 +480,10 @@ impl TryFrom<RawAccountConfig> for AccountConfig {
             (Some(file), None) => PrivateKey::File(file),
             (None, Some(uri)) if uri.starts_with("pkcs11:") => {
                 // The URI is not echoed: a refused one may hold a pin-value.
-                PrivateKey::Pkcs11(Pkcs11Uri::parse(&uri).map_err(|err| {
+                let uri = Pkcs11Uri::parse(&uri).map_err(|err| {
                     format!("account {}: the private_key URI {err}", raw.account_sid)
-                })?)
+                })?;
+                PrivateKey::Pkcs11(Box::new(uri))
             }
             (None, Some(_)) => {
                 return Err(format!(

@@ -23,8 +23,8 @@ pub(crate) struct KeygenArgs {
     /// Generate the key pair inside the token this PKCS#11 URI names (its object= is the
     /// label; the private key is created sensitive and non-extractable). Module and PIN come
     /// from the URI's module-path and pin-source, or from --config's [pkcs11].
-    #[arg(long, value_name = "URI")]
-    pkcs11: Option<Pkcs11Uri>,
+    #[arg(long, value_name = "URI", value_parser = pkcv_proxy::pkcs11::uri::parse_boxed)]
+    pkcs11: Option<Box<Pkcs11Uri>>,
 }
 
 pub(crate) fn run(config_path: Option<&Path>, args: KeygenArgs) -> anyhow::Result<ExitCode> {

@@ -32,8 +32,8 @@ pub(crate) struct RotateArgs {
     key_dir: Option<PathBuf>,
     /// Generate the new key inside the HSM instead, as this PKCS#11 URI names it
     /// (e.g. pkcs11:token=pkcv;object=main-2027); module and PIN from the URI or [pkcs11].
-    #[arg(long, value_name = "URI")]
-    pkcs11: Option<pkcv_proxy::pkcs11::Pkcs11Uri>,
+    #[arg(long, value_name = "URI", value_parser = pkcv_proxy::pkcs11::uri::parse_boxed)]
+    pkcs11: Option<Box<pkcv_proxy::pkcs11::Pkcs11Uri>>,
     /// The secret of the account's API key, to verify the new key with (default: AC….secret
     /// next to the current key; not needed for the main account).
     #[arg(long)]
@@ -70,7 +70,7 @@ pub(crate) async fn run(
             let rotation = session
                 .rotate(
                     &args.account,
-                    (&key_dir, args.pkcs11.as_ref()),
+                    (&key_dir, args.pkcs11.as_deref()),
                     args.secret_file.as_deref(),
                     grace,
                 )

@@ -29,8 +29,8 @@ pub(crate) struct CreateArgs {
     reuse_main_key: bool,
     /// Generate the new key inside the HSM, as this PKCS#11 URI names it
     /// (e.g. pkcs11:token=pkcv;object=sub-1); module and PIN from the URI or [pkcs11].
-    #[arg(long, value_name = "URI")]
-    pkcs11: Option<pkcv_proxy::pkcs11::Pkcs11Uri>,
+    #[arg(long, value_name = "URI", value_parser = pkcv_proxy::pkcs11::uri::parse_boxed)]
+    pkcs11: Option<Box<pkcv_proxy::pkcs11::Pkcs11Uri>>,
     /// Where to write the new API key secret (0600; default KEY_DIR/AC….secret).
     #[arg(long)]
     secret_file: Option<PathBuf>,
@@ -68,7 +68,7 @@ pub(crate) async fn run(
                 friendly_name: args.friendly_name.clone(),
                 key_dir,
                 reuse_main_key: args.reuse_main_key,
-                pkcs11: args.pkcs11.clone(),
+                pkcs11: args.pkcs11.as_deref().cloned(),
                 secret_file: args.secret_file.clone(),
                 secret_to_stdout: args.show_secret,
             };

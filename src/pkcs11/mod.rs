@@ -114,7 +114,7 @@ pub enum Pkcs11Error {
         count: usize,
     },
     /// The key is not RSA.
-    #[error("{uri} is a {key_type} key; PKCV signs with RSA")]
+    #[error("{uri} is not an RSA key (CKA_KEY_TYPE {key_type}); PKCV signs with RSA")]
     NotRsa {
         /// The URI.
         uri: String,

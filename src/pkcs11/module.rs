@@ -3,11 +3,16 @@
 //! `C_Initialize` may run once per library per process, and `C_Finalize` would pull the
 //! ground from under every session of every account. So each library is loaded and
 //! initialized once, kept for the life of the process in a table keyed by its path, and
-//! shared by every key and every reload.
+//! shared by every key and every reload. The table is copy-on-write (`ArcSwap`): two loads
+//! racing for a new library both initialize it (the second sees "already initialized",
+//! which is success) and the first to publish wins; the loser's extra handle is dropped,
+//! which unloads nothing and finalizes nothing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
@@ -19,12 +24,9 @@ use super::{Pkcs11Error, Pkcs11Uri};
 
 /// The library at `path`, loaded and initialized on first use.
 pub fn load(path: &Path) -> Result<Pkcs11, Pkcs11Error> {
-    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
-    let mut modules = MODULES
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if let Some(module) = modules.get(path) {
+    static MODULES: OnceLock<ArcSwap<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let modules = MODULES.get_or_init(ArcSwap::default);
+    if let Some(module) = modules.load().get(path) {
         return Ok(module.clone());
     }
     let failed = |reason: String| Pkcs11Error::Module {
@@ -40,8 +42,14 @@ pub fn load(path: &Path) -> Result<Pkcs11, Pkcs11Error> {
         Ok(()) | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(err) => return Err(failed(err.to_string())),
     }
-    modules.insert(path.to_path_buf(), module.clone());
-    Ok(module)
+    let published = modules.rcu(|current| {
+        let mut next = HashMap::clone(current);
+        next.entry(path.to_path_buf())
+            .or_insert_with(|| module.clone());
+        Arc::new(next)
+    });
+    // `rcu` returns the table it replaced: if another load published first, use its handle.
+    Ok(published.get(path).cloned().unwrap_or(module))
 }
 
 /// The one slot whose token matches the URI's token attributes, and the token's label.

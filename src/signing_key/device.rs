@@ -12,8 +12,10 @@
 //! in the tests (SoftHSM does not reliably fail open sessions when its files go away).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
 
 use super::{Backend, SignError, SigningKey};
 use crate::token::Algorithm;
@@ -77,6 +79,9 @@ pub struct DeviceKeyInfo {
     pub public_spki: Vec<u8>,
 }
 
+/// A session and the generation it was opened in.
+type Tagged<S> = (u64, S);
+
 /// A [`SigningKey`] whose signatures happen in a [`Device`].
 pub struct DeviceKey<D: Device> {
     shared: Arc<Shared<D>>,
@@ -85,8 +90,10 @@ pub struct DeviceKey<D: Device> {
 struct Shared<D: Device> {
     device: D,
     info: DeviceKeyInfo,
-    idle: Mutex<Vec<(u64, D::Session)>>,
-    max_idle: usize,
+    /// Idle sessions, tagged with their generation: a bounded lock-free queue, so taking
+    /// and returning one never blocks a signing thread on another.
+    idle: Receiver<Tagged<D::Session>>,
+    returns: Sender<Tagged<D::Session>>,
     generation: AtomicU64,
     up: AtomicBool,
     reconnecting: AtomicBool,
@@ -102,15 +109,17 @@ impl<D: Device> DeviceKey<D> {
         retry: Retry,
     ) -> Result<DeviceKey<D>, DeviceError> {
         let sessions = sessions.max(1);
-        let idle = (0..sessions)
-            .map(|_| device.connect().map(|session| (0, session)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (returns, idle) = crossbeam_channel::bounded(sessions);
+        for _ in 0..sessions {
+            // Room for exactly `sessions`: this never finds the queue full.
+            let _ = returns.try_send((0, device.connect()?));
+        }
         Ok(DeviceKey {
             shared: Arc::new(Shared {
                 device,
                 info,
-                idle: Mutex::new(idle),
-                max_idle: sessions,
+                idle,
+                returns,
                 generation: AtomicU64::new(0),
                 up: AtomicBool::new(true),
                 reconnecting: AtomicBool::new(false),
@@ -127,15 +136,10 @@ impl<D: Device> DeviceKey<D> {
 
 impl<D: Device> Shared<D> {
     fn take_session(&self) -> Result<(u64, D::Session), DeviceError> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        match idle {
-            Some(session) => Ok(session),
+        match self.idle.try_recv() {
+            Ok(session) => Ok(session),
             // Only when more threads sign than sessions were opened (a check beside the pool).
-            None => {
+            Err(_) => {
                 let generation = self.generation.load(Ordering::Acquire);
                 self.device.connect().map(|session| (generation, session))
             }
@@ -146,10 +150,8 @@ impl<D: Device> Shared<D> {
         if session.0 != self.generation.load(Ordering::Acquire) {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < self.max_idle {
-            idle.push(session);
-        }
+        // A full queue means a spare opened beside the pool: close it.
+        let _ = self.returns.try_send(session);
     }
 
     /// The device is gone (as seen by a session of `generation`): drop every session, mark
@@ -169,9 +171,7 @@ impl<D: Device> Shared<D> {
             return;
         }
         self.up.store(false, Ordering::Release);
-        let dropped =
-            std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
-        drop(dropped);
+        while self.idle.try_recv().is_ok() {}
         tracing::error!(key = %self.info.description, reason, "signing device lost; its account answers 503 (79053) until it is back");
         if self.reconnecting.swap(true, Ordering::AcqRel) {
             return;
@@ -202,11 +202,7 @@ fn reconnect<D: Device>(shared: &Weak<Shared<D>>) {
         match shared.device.connect() {
             Ok(session) => {
                 let generation = shared.generation.load(Ordering::Acquire);
-                shared
-                    .idle
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push((generation, session));
+                let _ = shared.returns.try_send((generation, session));
                 shared.reconnecting.store(false, Ordering::Release);
                 shared.up.store(true, Ordering::Release);
                 tracing::info!(key = %shared.info.description, "signing device reconnected");

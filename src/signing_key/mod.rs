@@ -16,6 +16,9 @@
 mod device;
 mod pem;
 
+#[cfg(test)]
+pub(crate) use device::testing;
+
 pub use device::{Device, DeviceError, DeviceKey, DeviceKeyInfo, Retry};
 pub use pem::PemKey;
 

@@ -546,7 +546,7 @@ impl Session {
             .map_err(|err| {
                 WorkflowError::Pkcs11(crate::pkcs11::Pkcs11Error::Call(err.to_string()))
             })??;
-            return Ok((PrivateKey::Pkcs11(public.0), public.1));
+            return Ok((PrivateKey::Pkcs11(Box::new(public.0)), public.1));
         }
         std::fs::create_dir_all(key_dir).map_err(WorkflowError::file(key_dir))?;
         let key = keygen::generate(2048)?;

@@ -13,6 +13,9 @@
 //!   several accounts, refusals, upstream failures, pooling, PS256.
 //! - [`hostile`]: raw bytes: malformed request heads get the JSON error (79023, 79024), and
 //!   every head on a keep-alive connection is checked.
+//! - [`hsm`]: key custody in SoftHSM2 through PKCS#11: keys generated in the token and never
+//!   extractable, RS256 tokens identical to the PEM backend's, PS256, clear start-up errors
+//!   (PIN, token, label, size, key type), 64 clients at once.
 //! - [`intercept`]: `HTTPS_PROXY` clients: `CONNECT`, TLS with the local CA, HTTP/2 in the
 //!   tunnel, passthrough, and the `CONNECT`s that must not be honoured.
 //! - [`layout`]: `src/` has no import cycle, and the stand-in is not part of the proxy.
@@ -39,6 +42,7 @@ mod cli;
 mod clients;
 mod e2e;
 mod hostile;
+mod hsm;
 mod intercept;
 mod layout;
 mod nginx;
