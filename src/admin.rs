@@ -207,3 +207,125 @@ pub async fn check_ready(address: SocketAddr, timeout: Duration) -> Result<(), S
         )
     })?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::keys::{Account, Accounts, KeyStore};
+    use crate::token::{Algorithm, Signer};
+
+    const PEM: &str = include_str!("../tests/fixtures/rsa-2048-pkcs1.pem");
+    const A: &str = "AC00000000000000000000000000000001";
+    const B: &str = "AC00000000000000000000000000000002";
+    const K1: &str = "SK00000000000000000000000000000001";
+    const K2: &str = "SK00000000000000000000000000000002";
+
+    fn account(sid: &str, keys: &[&str]) -> Account {
+        let credential = "CR00000000000000000000000000000001";
+        Account {
+            account_sid: sid.into(),
+            credential_sid: credential.into(),
+            api_key_sids: keys.iter().map(|k| k.to_string()).collect(),
+            signer: Signer::from_pem(PEM.as_bytes(), credential, Algorithm::Rs256).unwrap(),
+        }
+    }
+
+    /// A token failing while running, injected at the signing-key abstraction: its account
+    /// answers 503 79053 at once and shows as degraded; the other account keeps signing; both
+    /// sign again once the device is back.
+    #[test]
+    fn a_lost_device_degrades_only_its_account_until_it_returns() {
+        use crate::canonical::body_hash;
+        use crate::config::RawConfig;
+        use crate::signing_key::testing::flaky;
+        use std::sync::atomic::Ordering;
+
+        let (key, device_on, _) = flaky();
+        let in_hsm = Account {
+            signer: Signer::new(
+                Arc::new(key),
+                "CR00000000000000000000000000000001",
+                Algorithm::Rs256,
+            ),
+            ..account(A, &[K1])
+        };
+        let store = Arc::new(KeyStore::new(
+            Accounts::new([in_hsm, account(B, &[K2])]).unwrap(),
+        ));
+        let readiness = Readiness::new(store.clone(), vec![]);
+        let signer = crate::sign::RequestSigner::new(
+            &Config::from_raw(RawConfig::default()).unwrap(),
+            store,
+        );
+        let mint = |api_key: &str| {
+            let mut request = http::Request::get("/2010-04-01/Accounts.json")
+                .body(())
+                .unwrap();
+            let credentials = base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("{api_key}:secret"),
+            );
+            request.headers_mut().insert(
+                http::header::AUTHORIZATION,
+                format!("Basic {credentials}").parse().unwrap(),
+            );
+            let (parts, ()) = request.into_parts();
+            let target = signer.resolve(&parts, None).unwrap();
+            let hash = target.canonical(&parts.method, body_hash(b"")).hash();
+            let job = signer.mint_job(&target, hash, 1_700_000_000);
+            (job.blocks(), job.run())
+        };
+
+        let (blocks, token) = mint(K1);
+        assert!(blocks, "a device key signs on the signing pool");
+        token.unwrap();
+        assert_eq!(readiness.report().0, http::StatusCode::OK);
+
+        device_on.store(false, Ordering::SeqCst);
+        let err = mint(K1).1.unwrap_err();
+        assert_eq!((err.status().as_u16(), err.code()), (503, 79053));
+        let (blocks, other) = mint(K2);
+        assert!(!blocks && other.is_ok(), "the PEM account is unaffected");
+        let (status, body) = readiness.report();
+        assert_eq!(
+            status,
+            http::StatusCode::OK,
+            "another account can still sign"
+        );
+        assert_eq!(body["degraded"], serde_json::json!([A]));
+
+        device_on.store(true, Ordering::SeqCst);
+        for _ in 0..300 {
+            if mint(K1).1.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        mint(K1).1.unwrap();
+        assert_eq!(readiness.report().1["degraded"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn readiness_fails_when_no_account_can_sign() {
+        use crate::signing_key::testing::flaky;
+        use std::sync::atomic::Ordering;
+        let (key, device_on, _) = flaky();
+        let only = Account {
+            signer: Signer::new(
+                Arc::new(key),
+                "CR00000000000000000000000000000001",
+                Algorithm::Rs256,
+            ),
+            ..account(A, &[])
+        };
+        let store = Arc::new(KeyStore::new(Accounts::new([only]).unwrap()));
+        let readiness = Readiness::new(store.clone(), vec![]);
+        device_on.store(false, Ordering::SeqCst);
+        let account = store.snapshot().get(A).unwrap().clone();
+        assert!(account.signer.key().sign(Algorithm::Rs256, b"a.b").is_err());
+        let (status, body) = readiness.report();
+        assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["degraded"], serde_json::json!([A]));
+    }
+}

@@ -723,7 +723,7 @@ impl SigningSettings {
     /// How many signing threads run: `pool_threads`, or one per core.
     pub fn threads(&self) -> usize {
         match self.pool_threads {
-            0 => crate::signing_pool::default_threads(),
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
             threads => threads,
         }
     }
@@ -814,15 +814,8 @@ impl Config {
 /// expanded from the environment, and an error when it is unset (a unit that forgot
 /// `LoadCredential=` must not fall back to a path relative to the working directory).
 pub fn expand_credentials(path: &Path) -> Result<PathBuf, ConfigError> {
-    const VARIABLE: &str = "${CREDENTIALS_DIRECTORY}";
-    let Some(text) = path.to_str().filter(|text| text.contains(VARIABLE)) else {
-        return Ok(path.to_path_buf());
-    };
-    let directory = std::env::var("CREDENTIALS_DIRECTORY")
-        .ok()
-        .filter(|value| !value.is_empty())
-        .ok_or_else(|| ConfigError::NoCredentialsDirectory(path.to_path_buf()))?;
-    Ok(PathBuf::from(text.replace(VARIABLE, &directory)))
+    crate::files::expand_credentials(path)
+        .map_err(|_| ConfigError::NoCredentialsDirectory(path.to_path_buf()))
 }
 
 /// Every path setting with `${CREDENTIALS_DIRECTORY}` expanded.

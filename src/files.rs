@@ -69,6 +69,9 @@ pub enum FileError {
         /// The file.
         path: Shown,
     },
+    /// A path names `${CREDENTIALS_DIRECTORY}` but systemd did not set it.
+    #[error("{0} names ${{CREDENTIALS_DIRECTORY}}, which is not set: run the proxy under systemd with LoadCredential= for it")]
+    NoCredentialsDirectory(Shown),
     /// A private key others may read.
     #[error("{path} is readable by others (mode {mode:04o}): run chmod 600 on it (or 640 for a group the proxy runs with; in Kubernetes, defaultMode: 0440)")]
     ReadableByOthers {
@@ -87,6 +90,21 @@ pub enum FileError {
         /// Its group.
         gid: u32,
     },
+}
+
+/// `${CREDENTIALS_DIRECTORY}` in a path setting, as systemd's `LoadCredential=` provides it:
+/// expanded from the environment, and an error when it is unset (a unit that forgot
+/// `LoadCredential=` must not fall back to a path relative to the working directory).
+pub fn expand_credentials(path: &Path) -> Result<PathBuf, FileError> {
+    const VARIABLE: &str = "${CREDENTIALS_DIRECTORY}";
+    let Some(text) = path.to_str().filter(|text| text.contains(VARIABLE)) else {
+        return Ok(path.to_path_buf());
+    };
+    let directory = std::env::var("CREDENTIALS_DIRECTORY")
+        .ok()
+        .filter(|value| !value.is_empty())
+        .ok_or_else(|| FileError::NoCredentialsDirectory(path.into()))?;
+    Ok(PathBuf::from(text.replace(VARIABLE, &directory)))
 }
 
 /// Reads a certificate or bundle: a regular file of at most [`MAX_FILE_BYTES`].

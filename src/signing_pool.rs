@@ -80,11 +80,6 @@ impl Drop for SigningPool {
     }
 }
 
-/// One thread per core, the default size of the pool.
-pub(crate) fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, usize::from)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
 
 use crate::canonical::{HexDigest, SIGNED_HEADERS};
+pub use crate::signing_key::{Algorithm, KeyError, MIN_RSA_BITS};
 use crate::signing_key::{PemKey, SignError, SigningKey};
 
 /// The content type Twilio requires in the JWT header.
@@ -29,70 +29,6 @@ pub const HEADER_NAME: &str = "twilio-client-validation";
 
 /// Twilio refuses tokens that live longer than this.
 pub const MAX_TTL_SECS: u64 = 300;
-
-/// The smallest RSA modulus Twilio (and this proxy) accepts.
-pub const MIN_RSA_BITS: usize = 2048;
-
-/// The JWS algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum Algorithm {
-    /// RSASSA-PKCS1-v1_5 with SHA-256 (what the SDKs use).
-    #[default]
-    #[serde(rename = "RS256")]
-    Rs256,
-    /// RSASSA-PSS with SHA-256.
-    #[serde(rename = "PS256")]
-    Ps256,
-}
-
-impl Algorithm {
-    /// The `alg` header value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::Rs256 => "RS256",
-            Algorithm::Ps256 => "PS256",
-        }
-    }
-}
-
-/// What is wrong with a private key's contents.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum KeyError {
-    /// No PEM private key block.
-    #[error(
-        "holds no PEM private key (expected PKCS#8 'PRIVATE KEY' or PKCS#1 'RSA PRIVATE KEY')"
-    )]
-    NotPem,
-    /// A private key, but not RSA.
-    #[error("is not an RSA private key (PKCV signs with RSA)")]
-    NotRsa,
-    /// Under 2048 bits.
-    #[error("is an RSA key of {} bits; at least {MIN_RSA_BITS} bits are required", .bits.map_or_else(|| "fewer than 2048".to_owned(), |bits| bits.to_string()))]
-    TooSmall {
-        /// Its modulus size, where known.
-        bits: Option<usize>,
-    },
-    /// An RSA key the crypto library refused.
-    #[error("is not a usable RSA private key: {0}")]
-    Invalid(&'static str),
-}
-
-impl From<aws_lc_rs::error::KeyRejected> for KeyError {
-    /// aws-lc names its reasons like Rust identifiers (`TooSmall`, `WrongAlgorithm`); these
-    /// are the sentences for a person.
-    fn from(rejected: aws_lc_rs::error::KeyRejected) -> Self {
-        match rejected.description_() {
-            "TooSmall" => KeyError::TooSmall { bits: None },
-            "WrongAlgorithm" => KeyError::NotRsa,
-            "InvalidEncoding" => KeyError::Invalid("its encoding is invalid"),
-            "InconsistentComponents" => KeyError::Invalid("its components do not belong together"),
-            "TooLarge" => KeyError::Invalid("it is larger than supported (at most 8192 bits)"),
-            "PublicKeyIsMissing" => KeyError::Invalid("its public half is missing"),
-            _ => KeyError::Invalid("it was rejected"),
-        }
-    }
-}
 
 /// Why a key could not be loaded or a token not minted.
 #[derive(Debug, thiserror::Error)]

@@ -21,7 +21,7 @@ use super::{module, Pkcs11Error, Pkcs11Settings, Pkcs11Uri};
 use crate::signing_key::{
     rsa_spki_der, verify_rsa, Backend, Device, DeviceError, DeviceKey, DeviceKeyInfo, SigningKey,
 };
-use crate::token::{Algorithm, MIN_RSA_BITS};
+use crate::signing_key::{Algorithm, MIN_RSA_BITS};
 
 /// The DER prefix of a SHA-256 `DigestInfo` (RFC 8017 §9.2, note 1).
 const SHA256_DIGEST_INFO: [u8; 19] = [

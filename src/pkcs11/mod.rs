@@ -124,7 +124,7 @@ pub enum Pkcs11Error {
     /// The key is under 2048 bits.
     #[error(
         "{uri} is an RSA key of {bits} bits; at least {} bits are required",
-        crate::token::MIN_RSA_BITS
+        crate::signing_key::MIN_RSA_BITS
     )]
     TooSmall {
         /// The URI.
@@ -192,8 +192,7 @@ impl Pkcs11Settings {
     /// reconnect.
     pub fn pin_for(&self, uri: &Pkcs11Uri) -> Result<AuthPin, Pkcs11Error> {
         if let Some(file) = uri.pin_file.as_deref().or(self.pin_file.as_deref()) {
-            let file = crate::config::expand_credentials(file)
-                .map_err(|err| Pkcs11Error::Call(err.to_string()))?;
+            let file = crate::files::expand_credentials(file)?;
             let bytes = crate::files::read_private(&file)?;
             let text = String::from_utf8_lossy(&bytes);
             return Ok(AuthPin::from(

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::Algorithm;
 use super::{Backend, SignError, SigningKey};
-use crate::token::Algorithm;
 
 /// A device that holds a private key and signs with it. Every call may block.
 pub trait Device: Send + Sync + 'static {

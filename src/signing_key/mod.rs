@@ -22,7 +22,71 @@ pub(crate) use device::testing;
 pub use device::{Device, DeviceError, DeviceKey, DeviceKeyInfo, Retry};
 pub use pem::PemKey;
 
-use crate::token::Algorithm;
+use serde::{Deserialize, Serialize};
+
+/// The smallest RSA modulus Twilio (and this proxy) accepts.
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// The JWS algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Algorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (what the SDKs use).
+    #[default]
+    #[serde(rename = "RS256")]
+    Rs256,
+    /// RSASSA-PSS with SHA-256.
+    #[serde(rename = "PS256")]
+    Ps256,
+}
+
+impl Algorithm {
+    /// The `alg` header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Rs256 => "RS256",
+            Algorithm::Ps256 => "PS256",
+        }
+    }
+}
+
+/// What is wrong with a private key's contents.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// No PEM private key block.
+    #[error(
+        "holds no PEM private key (expected PKCS#8 'PRIVATE KEY' or PKCS#1 'RSA PRIVATE KEY')"
+    )]
+    NotPem,
+    /// A private key, but not RSA.
+    #[error("is not an RSA private key (PKCV signs with RSA)")]
+    NotRsa,
+    /// Under 2048 bits.
+    #[error("is an RSA key of {} bits; at least {MIN_RSA_BITS} bits are required", .bits.map_or_else(|| "fewer than 2048".to_owned(), |bits| bits.to_string()))]
+    TooSmall {
+        /// Its modulus size, where known.
+        bits: Option<usize>,
+    },
+    /// An RSA key the crypto library refused.
+    #[error("is not a usable RSA private key: {0}")]
+    Invalid(&'static str),
+}
+
+impl From<aws_lc_rs::error::KeyRejected> for KeyError {
+    /// aws-lc names its reasons like Rust identifiers (`TooSmall`, `WrongAlgorithm`); these
+    /// are the sentences for a person.
+    fn from(rejected: aws_lc_rs::error::KeyRejected) -> Self {
+        match rejected.description_() {
+            "TooSmall" => KeyError::TooSmall { bits: None },
+            "WrongAlgorithm" => KeyError::NotRsa,
+            "InvalidEncoding" => KeyError::Invalid("its encoding is invalid"),
+            "InconsistentComponents" => KeyError::Invalid("its components do not belong together"),
+            "TooLarge" => KeyError::Invalid("it is larger than supported (at most 8192 bits)"),
+            "PublicKeyIsMissing" => KeyError::Invalid("its public half is missing"),
+            _ => KeyError::Invalid("it was rejected"),
+        }
+    }
+}
 
 /// Which kind of backend signs: the `backend` label of the signing metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

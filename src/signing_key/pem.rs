@@ -6,8 +6,8 @@ use aws_lc_rs::signature::{KeyPair, RsaKeyPair, RSA_PKCS1_SHA256, RSA_PSS_SHA256
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 
+use super::{Algorithm, KeyError, MIN_RSA_BITS};
 use super::{Backend, SignError, SigningKey};
-use crate::token::{Algorithm, KeyError, MIN_RSA_BITS};
 
 /// An RSA private key held in memory, parsed once: parsing costs more than signing.
 pub struct PemKey {

@@ -446,3 +446,132 @@ async fn sixty_four_clients_sign_through_the_hsm_at_once() {
     let errors = proxy.metric(r#"pkcv_proxy_sign_errors_total{account="ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d4",reason="failed"}"#).await;
     assert_eq!(errors, None, "no signing errors");
 }
+
+/// `subaccount create --pkcs11` and `keys rotate --pkcs11`: the subaccount's keys are made in
+/// the token, the running proxy (watching `accounts_dir`) signs for it with the HSM, and after
+/// the rotation with the new HSM key, the old credential gone.
+#[tokio::test]
+async fn the_subaccount_workflow_keeps_its_keys_in_the_hsm() {
+    let hsm = SoftHsm::new();
+    let standin = StandIn::start(registry(&[TestAccount::a()])).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = dir.path().join("accounts");
+    std::fs::create_dir(&accounts).unwrap();
+    let main = TestAccount::a();
+    let mut raw = proxy_config(
+        &standin,
+        dir.path(),
+        &hsm,
+        PrivateKey::File(main.private_key_file.clone()),
+    );
+    raw.accounts_dir = Some(accounts.clone());
+    raw.server.reload_interval_ms = 200;
+    let proxy = start_proxy(&raw, dir.path(), &hsm).await;
+    let config = dir.path().join("pkcv-proxy.toml");
+    let conf = hsm.conf();
+    let env = [
+        ("TWILIO_ACCOUNT_SID", main.account_sid.as_str()),
+        ("TWILIO_MAIN_KEY", main.api_key_sid.as_str()),
+        ("TWILIO_MAIN_SECRET", main.secret.as_str()),
+        ("SOFTHSM2_CONF", conf.as_str()),
+    ];
+
+    let created = run_pkcv(
+        &[
+            "subaccount",
+            "create",
+            "--friendly-name",
+            "hsm",
+            "--pkcs11",
+            "pkcs11:token=pkcv;object=sub-1",
+            "--json",
+        ],
+        Some(&config),
+        &env,
+    )
+    .await;
+    assert!(created.status.success(), "{}", text(&created));
+    let json: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&created.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["private_key"], "pkcs11:token=pkcv;object=sub-1");
+    let (account, api_key) = (
+        json["account_sid"].as_str().unwrap(),
+        json["api_key_sid"].as_str().unwrap(),
+    );
+    let secret = std::fs::read_to_string(json["secret_file"].as_str().unwrap()).unwrap();
+    let account_file = std::fs::read_to_string(accounts.join(format!("{account}.toml"))).unwrap();
+    assert!(
+        account_file.contains(r#"private_key = "pkcs11:token=pkcv;object=sub-1""#),
+        "{account_file}"
+    );
+    assert!(!account_file.contains("private_key_file"));
+    // No private key file anywhere under the directory.
+    let pem_files = walk(dir.path())
+        .into_iter()
+        .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("PRIVATE KEY")))
+        .count();
+    assert_eq!(pem_files, 0, "a private key was written to disk");
+
+    let path = format!("/2010-04-01/Accounts/{account}/Messages.json");
+    let as_sub = crate::support::basic(api_key, &secret);
+    let signed = crate::support::wait_until(Duration::from_secs(10), || async {
+        proxy.get(&path, &as_sub).await == 200
+    })
+    .await;
+    assert!(
+        signed,
+        "the running proxy never signed for the subaccount with its HSM key"
+    );
+
+    let rotated = run_pkcv(
+        &[
+            "keys",
+            "rotate",
+            "--account",
+            account,
+            "--pkcs11",
+            "pkcs11:token=pkcv;object=sub-2",
+            "--grace-secs",
+            "0",
+        ],
+        Some(&config),
+        &env,
+    )
+    .await;
+    assert!(rotated.status.success(), "{}", text(&rotated));
+    let rotation: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&rotated.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rotation["private_key"], "pkcs11:token=pkcv;object=sub-2");
+    let old = json["credential_sid"].as_str().unwrap();
+    let registry = standin.registry().await;
+    assert!(
+        !registry.credentials.contains_key(old),
+        "the old credential was not deleted"
+    );
+    assert_eq!(proxy.get(&path, &as_sub).await, 200);
+    assert_eq!(standin.rejected(), 0);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

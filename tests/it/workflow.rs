@@ -192,7 +192,7 @@ async fn created_and_picked_up(h: &Harness) -> Subaccount {
     let api_key = json["api_key_sid"].as_str().unwrap().to_owned();
     let credential = json["credential_sid"].as_str().unwrap().to_owned();
     let secret_file = PathBuf::from(json["secret_file"].as_str().unwrap());
-    let private_key = PathBuf::from(json["private_key_file"].as_str().unwrap());
+    let private_key = PathBuf::from(json["private_key"].as_str().unwrap());
     let secret = std::fs::read_to_string(&secret_file).unwrap();
     assert_eq!((mode(&secret_file), mode(&private_key)), (0o600, 0o600));
     assert!(!text(&created).contains(&secret), "the secret was printed");
@@ -388,7 +388,7 @@ async fn reuse_main_key_seeds_the_main_public_key() {
     )
     .await;
     assert_eq!(
-        PathBuf::from(json["private_key_file"].as_str().unwrap()),
+        PathBuf::from(json["private_key"].as_str().unwrap()),
         std::path::absolute(TestAccount::a().private_key_file).unwrap()
     );
     assert!(json["secret_file"].is_null());
