@@ -402,3 +402,6 @@ impl Running {
         let _ = self.task.await;
     }
 }
+
+#[cfg(test)]
+mod tests;

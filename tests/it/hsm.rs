@@ -490,14 +490,7 @@ async fn the_subaccount_workflow_keeps_its_keys_in_the_hsm() {
         &env,
     )
     .await;
-    assert!(created.status.success(), "{}", text(&created));
-    let json: serde_json::Value = serde_json::from_str(
-        String::from_utf8_lossy(&created.stdout)
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
+    let json = succeeded(&created);
     assert_eq!(json["private_key"], "pkcs11:token=pkcv;object=sub-1");
     let (account, api_key) = (
         json["account_sid"].as_str().unwrap(),
@@ -510,12 +503,11 @@ async fn the_subaccount_workflow_keeps_its_keys_in_the_hsm() {
         "{account_file}"
     );
     assert!(!account_file.contains("private_key_file"));
-    // No private key file anywhere under the directory.
-    let pem_files = walk(dir.path())
-        .into_iter()
-        .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("PRIVATE KEY")))
-        .count();
-    assert_eq!(pem_files, 0, "a private key was written to disk");
+    assert_eq!(
+        private_key_files(dir.path()),
+        0,
+        "a private key was written"
+    );
 
     let path = format!("/2010-04-01/Accounts/{account}/Messages.json");
     let as_sub = crate::support::basic(api_key, &secret);
@@ -528,6 +520,20 @@ async fn the_subaccount_workflow_keeps_its_keys_in_the_hsm() {
         "the running proxy never signed for the subaccount with its HSM key"
     );
 
+    let old = json["credential_sid"].as_str().unwrap();
+    rotated_in_hsm(&proxy, &standin, (&config, &env), (account, old), &as_sub).await;
+}
+
+/// `keys rotate --pkcs11` onto a new label: the old credential deleted, the proxy signing
+/// with the new key.
+async fn rotated_in_hsm(
+    proxy: &ProxyProcess,
+    standin: &StandIn,
+    (config, env): (&Path, &[(&str, &str)]),
+    (account, old): (&str, &str),
+    as_sub: &str,
+) {
+    let path = format!("/2010-04-01/Accounts/{account}/Messages.json");
     let rotated = run_pkcv(
         &[
             "keys",
@@ -539,27 +545,34 @@ async fn the_subaccount_workflow_keeps_its_keys_in_the_hsm() {
             "--grace-secs",
             "0",
         ],
-        Some(&config),
-        &env,
+        Some(config),
+        env,
     )
     .await;
-    assert!(rotated.status.success(), "{}", text(&rotated));
-    let rotation: serde_json::Value = serde_json::from_str(
-        String::from_utf8_lossy(&rotated.stdout)
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
+    let rotation = succeeded(&rotated);
     assert_eq!(rotation["private_key"], "pkcs11:token=pkcv;object=sub-2");
-    let old = json["credential_sid"].as_str().unwrap();
     let registry = standin.registry().await;
     assert!(
         !registry.credentials.contains_key(old),
         "the old credential was not deleted"
     );
-    assert_eq!(proxy.get(&path, &as_sub).await, 200);
+    assert_eq!(proxy.get(&path, as_sub).await, 200);
     assert_eq!(standin.rejected(), 0);
+}
+
+/// The JSON object on the last line of a command that must have succeeded.
+fn succeeded(output: &std::process::Output) -> serde_json::Value {
+    assert!(output.status.success(), "{}", text(output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+/// How many files under `dir` hold a PEM private key.
+fn private_key_files(dir: &Path) -> usize {
+    walk(dir)
+        .into_iter()
+        .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("PRIVATE KEY")))
+        .count()
 }
 
 /// Every file under `dir`.
