@@ -61,6 +61,12 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) pem_on_pool: bool,
 
+    /// Sign through PKCS#11 with a key generated inside a SoftHSM2 token made for the run
+    /// (needs softhsm2; the module at /usr/lib/softhsm/libsofthsm2.so): the HSM backend's
+    /// throughput beside the in-process one.
+    #[arg(long)]
+    pub(crate) pkcs11_softhsm: bool,
+
     /// Where load.txt, load.csv, load.json and load.svg go.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     pub(crate) out_dir: PathBuf,

@@ -46,6 +46,9 @@ impl Proxy {
         let ports = Ports { listen, admin };
         let config = write_files(dir.path(), upstream, ports, settings)?;
         let mut command = Command::new(binary);
+        if settings.pkcs11_softhsm {
+            command.env("SOFTHSM2_CONF", softhsm_token(binary, dir.path())?);
+        }
         command
             .arg("serve")
             .arg("--config")
@@ -127,6 +130,75 @@ pub(crate) struct Settings {
     pub(crate) http2: bool,
     /// `signing.pem_on_pool = true`.
     pub(crate) pem_on_pool: bool,
+    /// The key in a SoftHSM2 token, signing through PKCS#11.
+    pub(crate) pkcs11_softhsm: bool,
+}
+
+/// SoftHSM2's module as Debian installs it.
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A SoftHSM2 token store in `dir` with one token and an RSA-2048 key generated in it by
+/// the proxy's own `keygen --pkcs11`; returns the `SOFTHSM2_CONF` to run the proxy with.
+fn softhsm_token(binary: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir(&tokens)?;
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )?;
+    let pin = dir.join("hsm-pin");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&pin)?
+        .write_all(b"1234\n")?;
+    let run = |program: &Path, args: &[&str]| -> anyhow::Result<()> {
+        let output = std::process::Command::new(program)
+            .args(args)
+            .env("SOFTHSM2_CONF", &conf)
+            .output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "{} {args:?}: {}",
+            program.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    };
+    run(
+        Path::new("softhsm2-util"),
+        &[
+            "--init-token",
+            "--free",
+            "--label",
+            "bench",
+            "--pin",
+            "1234",
+            "--so-pin",
+            "12345678",
+        ],
+    )?;
+    let uri = format!(
+        "pkcs11:token=bench;object=bench?module-path={SOFTHSM_MODULE}&pin-source=file:{}",
+        pin.display()
+    );
+    let public = dir.join("public");
+    run(
+        binary,
+        &[
+            "keygen",
+            "--pkcs11",
+            &uri,
+            "--out-dir",
+            &public.display().to_string(),
+        ],
+    )?;
+    Ok(conf)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -201,9 +273,18 @@ fn config_text(
     let _ = writeln!(text, "[log]\nlevel = \"warn\"\n");
     let _ = writeln!(
         text,
-        "[[accounts]]\naccount_sid = \"{ACCOUNT_SID}\"\ncredential_sid = \"{CREDENTIAL_SID}\"\nprivate_key_file = {}",
-        toml_string(key)
+        "[[accounts]]\naccount_sid = \"{ACCOUNT_SID}\"\ncredential_sid = \"{CREDENTIAL_SID}\""
     );
+    if settings.pkcs11_softhsm {
+        let pin = key.with_file_name("hsm-pin");
+        let uri = format!(
+            "pkcs11:token=bench;object=bench?module-path={SOFTHSM_MODULE}&pin-source=file:{}",
+            pin.display()
+        );
+        let _ = writeln!(text, "private_key = {}", toml_string(Path::new(&uri)));
+    } else {
+        let _ = writeln!(text, "private_key_file = {}", toml_string(key));
+    }
     text
 }
 

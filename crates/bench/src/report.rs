@@ -63,6 +63,9 @@ pub(crate) struct Report {
     /// Whether the proxy signed on its signing pool (`signing.pem_on_pool = true`).
     #[serde(default)]
     pub(crate) proxy_pem_on_pool: bool,
+    /// Whether the key was in a SoftHSM2 token, signing through PKCS#11.
+    #[serde(default)]
+    pub(crate) proxy_pkcs11_softhsm: bool,
     /// How long the upstream waits before each answer.
     pub(crate) upstream_delay_ms: u64,
     pub(crate) warmup_secs: f64,
@@ -185,13 +188,15 @@ impl Report {
 
     fn header(&self, out: &mut String) {
         let _ = writeln!(out, "machine: {}", self.machine);
-        let _ = writeln!(
+        let _ =
+            writeln!(
             out,
-            "proxy: {} (RS256, RSA-2048, upstream.http2 = {}, signing.pem_on_pool = {})\n\
+            "proxy: {} (RS256, RSA-2048, upstream.http2 = {}, signing.pem_on_pool = {}, key: {})\n\
              upstream: loopback TLS offering {}, answering after {} ms",
             self.proxy_binary,
             self.proxy_upstream_http2,
             self.proxy_pem_on_pool,
+            if self.proxy_pkcs11_softhsm { "PKCS#11 (SoftHSM2)" } else { "PEM" },
             self.upstream_alpn,
             self.upstream_delay_ms
         );

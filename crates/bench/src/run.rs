@@ -70,6 +70,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         max_clients,
         http2: args.proxy_http2,
         pem_on_pool: args.pem_on_pool,
+        pkcs11_softhsm: args.pkcs11_softhsm,
     };
     let proxy = Proxy::start(&binary, &upstream, settings).await?;
     let idle = proxy.usage()?;
@@ -193,6 +194,7 @@ fn build_report(
         .to_owned(),
         proxy_upstream_http2: args.proxy_http2,
         proxy_pem_on_pool: args.pem_on_pool,
+        proxy_pkcs11_softhsm: args.pkcs11_softhsm,
         upstream_delay_ms: args.upstream_delay_ms,
         warmup_secs: args.warmup().as_secs_f64(),
         measure_secs: args.measure().as_secs_f64(),
