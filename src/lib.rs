@@ -24,7 +24,9 @@
 //!   alike), [`keys`] (which account signs, one snapshot per request) — then mint the token
 //!   over exactly what is forwarded.
 //! - [`canonical`]: the canonical request string and its SHA-256 (`rqh`); [`token`]: the JWT
-//!   from a key parsed once.
+//!   around one signature; [`signing_key`]: that signature, from a PEM key in memory or from a
+//!   device that may block and go away ([`pkcs11`]: an HSM, whose signatures run on the
+//!   signing pool and whose loss answers 503 `79053` for its account only).
 //! - [`error`]: every error a client can get, turned into Twilio-style JSON in one place.
 //!
 //! Around it: [`config`] (a pure, validated value: figment file + env), [`intercept`] (the
@@ -35,7 +37,8 @@
 //! # Which way dependencies point
 //!
 //! Downward only: `app` → `server` → `connect` → `proxy` → `sign` → `route`, `auth`,
-//! `normalize`, `keys` → `canonical`, `token` → `error`, with `config` a value every layer
+//! `normalize`, `keys` → `canonical`, `token` → `pkcs11` → `signing_key`, and `error`, with
+//! `config` a value every layer
 //! may read. No module reaches up; the test suite checks that no import cycle exists.
 //!
 //! The Twilio stand-in the tests and the demo verify against is another crate

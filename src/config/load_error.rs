@@ -17,7 +17,26 @@ pub(super) fn describe(error: &figment::Error) -> String {
         }
         text.push_str(&sentence(&one));
     }
-    text
+    redact_pin_values(&text)
+}
+
+/// A TOML syntax error quotes the offending line; a line with a PKCS#11 URI's `pin-value`
+/// (refused, but someone may write one) must not put the PIN into a log.
+fn redact_pin_values(text: &str) -> String {
+    const NAME: &str = "pin-value=";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(NAME) {
+        out.push_str(&rest[..at + NAME.len()]);
+        out.push_str("<redacted>");
+        rest = &rest[at + NAME.len()..];
+        let end = rest
+            .find(|c: char| matches!(c, '&' | '"' | '\'' | ';') || c.is_whitespace())
+            .unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn sentence(error: &figment::Error) -> String {
@@ -165,6 +184,16 @@ fn actual_for_people(actual: &Actual) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pin_values_are_redacted_from_quoted_lines() {
+        assert_eq!(
+            redact_pin_values("4 | x = \"pkcs11:object=k?pin-value=1234&module-path=/m\" y"),
+            "4 | x = \"pkcs11:object=k?pin-value=<redacted>&module-path=/m\" y"
+        );
+        assert_eq!(redact_pin_values("pin-value=1234"), "pin-value=<redacted>");
+        assert_eq!(redact_pin_values("nothing"), "nothing");
+    }
     use figment::providers::{Format, Serialized, Toml};
     use figment::Figment;
 

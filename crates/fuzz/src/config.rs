@@ -12,7 +12,10 @@
 //! - a configuration that validates has a non-empty allow-list of canonical patterns, no
 //!   wildcard over fewer than two labels, a canonical `default_host` on its own allow-list,
 //!   passthrough patterns that match no host an allowed pattern matches, a TTL of 1–300 s,
-//!   `max_buffered_bytes` ≥ `max_body_bytes`, well-formed and distinct account SIDs;
+//!   `max_buffered_bytes` ≥ `max_body_bytes`, well-formed and distinct account SIDs, and
+//!   each account's key is a file or a parsed `pkcs11:` URI (never both);
+//! - no refusal repeats a PIN given as a URI's `pin-value` (every `pin-value=` in a read error
+//!   is followed by `<redacted>`);
 //! - its `RawConfig` written back as TOML reads and validates again to the same allow-list,
 //!   default host, passthrough list and TTL.
 
@@ -34,6 +37,12 @@ pub const DICTIONARY: &[&str] = &[
     "\n[signing]\n",
     "\n[log]\n",
     "\n[intercept]\n",
+    "\n[pkcs11]\n",
+    "private_key = ",
+    "\"pkcs11:",
+    ";object=",
+    "?pin-value=",
+    "&pin-source=file:",
     "\n[[accounts]]\n",
     "allowed_hosts = ",
     "default_host = ",
@@ -130,11 +139,21 @@ const SECTIONS: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     (
+        "[pkcs11]",
+        &[
+            ("module", Kind::Path),
+            ("pin_file", Kind::Path),
+            ("pin_env", Kind::ClientName),
+            ("reconnect_min_ms", Kind::Number),
+            ("reconnect_max_secs", Kind::Number),
+        ],
+    ),
+    (
         "[[accounts]]",
         &[
             ("account_sid", Kind::Sid),
             ("credential_sid", Kind::Sid),
-            ("private_key_file", Kind::Path),
+            ("private_key_file", Kind::KeySource),
             ("api_key_sids", Kind::Sids),
         ],
     ),
@@ -164,7 +183,30 @@ enum Kind {
     Sids,
     ClientName,
     Digest,
+    /// `private_key_file = PATH` or `private_key = "pkcs11:…"` (now and then both).
+    KeySource,
 }
+
+/// A PIN that must never appear in an error message.
+const PIN: &str = "S3CRETPIN";
+
+/// `private_key` values: valid URIs, and every way to get one wrong.
+const URIS: &[&str] = &[
+    "pkcs11:token=pkcv;object=main-account;type=private",
+    "pkcs11:object=k?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/pin",
+    "pkcs11:token=The%20Token;id=%01%02;serial=;slot-id=3",
+    "pkcs11:object=k?pin-value=S3CRETPIN",
+    "pkcs11:object=k;object=k",
+    "pkcs11:object=%zz",
+    "pkcs11:object=%ff",
+    "pkcs11:colour=red",
+    "pkcs11:type=cert;object=k",
+    "pkcs11:slot-id=-1",
+    "pkcs11:object",
+    "pkcs11:",
+    "file:/k.pem",
+    "keys/pkcv-private.pem",
+];
 
 const HOSTS: &[&str] = &[
     "twilio.com",
@@ -271,6 +313,10 @@ fn document(u: &mut Unstructured<'_>) -> Result<String> {
                 if !u.ratio(keep.0, keep.1)? {
                     continue;
                 }
+                if matches!(kind, Kind::KeySource) {
+                    text.push_str(&key_source(u)?);
+                    continue;
+                }
                 let key = if u.ratio(1u8, 40)? {
                     gen::text(u, &[key], 3)?
                 } else {
@@ -283,6 +329,17 @@ fn document(u: &mut Unstructured<'_>) -> Result<String> {
     Ok(text)
 }
 
+/// An account's key lines: a file, a URI, or (rarely) both.
+fn key_source(u: &mut Unstructured<'_>) -> Result<String> {
+    let file = format!("private_key_file = {}\n", value(u, Kind::Path)?);
+    let uri = format!("private_key = {}\n", toml_string(u.choose(URIS)?));
+    Ok(match u.int_in_range(0u8..=8)? {
+        0..=3 => file,
+        4..=7 => uri,
+        _ => file + &uri,
+    })
+}
+
 /// A TOML value for `kind`: from its pool, or now and then a biased string.
 fn value(u: &mut Unstructured<'_>, kind: Kind) -> Result<String> {
     if u.ratio(1u8, 16)? {
@@ -292,7 +349,7 @@ fn value(u: &mut Unstructured<'_>, kind: Kind) -> Result<String> {
         Ok(toml_string(u.choose(pool)?))
     };
     Ok(match kind {
-        Kind::Path => quoted(u, &["accounts", "k.pem", "", "/run/x"])?,
+        Kind::Path | Kind::KeySource => quoted(u, &["accounts", "k.pem", "", "/run/x"])?,
         Kind::Address => quoted(u, ADDRESSES)?,
         Kind::Number if u.ratio(1u8, 12)? => (*u.choose(BAD_NUMBERS)?).to_owned(),
         Kind::Number => (*u.choose(NUMBERS)?).to_owned(),
@@ -363,7 +420,7 @@ pub fn check_text(text: &str) {
         Ok(config) => config,
         Err(err) => {
             stats::count("config.refused");
-            check_message(text, &err.to_string());
+            check_message(text, &err.to_string(), matches!(err, ConfigError::Load(_)));
             return;
         }
     };
@@ -385,8 +442,20 @@ pub fn check_text(text: &str) {
 
 /// A refusal is said for a person: some text, and none of figment's internals (its
 /// `default` profile in key paths).
-fn check_message(text: &str, message: &str) {
+fn check_message(text: &str, message: &str, read_error: bool) {
     assert!(!message.trim().is_empty(), "{text:?}: an empty error");
+    // A PIN written as a URI's pin-value is never repeated, even where a read error quotes
+    // the line it is on. (Validation errors quote the value of the setting they refuse,
+    // which for `private_key` is never the URI.)
+    for (at, _) in message.match_indices("pin-value=").filter(|_| read_error) {
+        assert!(
+            message[at + "pin-value=".len()..].starts_with("<redacted>"),
+            "{text:?}: a pin-value in {message:?}"
+        );
+    }
+    if read_error && text.matches(PIN).count() == 1 && text.contains(&format!("pin-value={PIN}")) {
+        assert!(!message.contains(PIN), "{text:?}: the PIN in {message:?}");
+    }
     assert!(
         !message.contains("for key \"default.") && !message.starts_with("default."),
         "{text:?}: figment's internals in {message:?}"
@@ -487,6 +556,14 @@ fn check_settings(config: &Config, text: &str) {
     let mut seen = std::collections::HashSet::new();
     for account in &config.accounts {
         assert!(account.validate().is_ok(), "{text:?}: {account:?}");
+        if let pkcv_proxy::config::PrivateKey::Pkcs11(uri) = &account.private_key {
+            assert!(uri.as_str().starts_with("pkcs11:"), "{text:?}: {uri}");
+            let query = uri.as_str().split_once('?').map_or("", |(_, query)| query);
+            assert!(
+                !query.split('&').any(|a| a.starts_with("pin-value=")),
+                "{text:?}: {uri}"
+            );
+        }
         assert!(
             seen.insert(account.account_sid.as_str()),
             "{text:?}: account {} twice",
