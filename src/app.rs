@@ -402,6 +402,3 @@ impl Running {
         let _ = self.task.await;
     }
 }
-
-#[cfg(test)]
-mod tests;

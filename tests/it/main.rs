@@ -9,6 +9,8 @@
 //! - [`clients`]: client authentication: `Proxy-Authorization` on requests and `CONNECT`s,
 //!   tunnels inheriting their client, per-client account limits, curl's `--proxy-user`,
 //!   clients reloaded on `SIGHUP`, and the warning for a network listener without clients.
+//! - [`device`]: a signing device that fails while the proxy runs (injected through the
+//!   public `Device` trait): 503 79053 for its account only, degraded readiness, recovery.
 //! - [`e2e`]: HTTP clients → proxy → the verifying stand-in: normalization, bodies, routing,
 //!   several accounts, refusals, upstream failures, pooling, PS256.
 //! - [`hostile`]: raw bytes: malformed request heads get the JSON error (79023, 79024), and
@@ -40,6 +42,7 @@ mod support;
 
 mod cli;
 mod clients;
+mod device;
 mod e2e;
 mod hostile;
 mod hsm;

@@ -1,8 +1,8 @@
-//! The whole proxy with a signing device that fails while it runs, injected at the
-//! signing-key abstraction (SoftHSM does not reliably fail open sessions when its files go
-//! away): its account answers 503 `79053` and shows as degraded, the other account keeps
-//! signing through the real server to the verifying stand-in, and the account recovers when
-//! the device returns.
+//! The whole proxy with a signing device that fails while it runs, injected through the
+//! public signing-key abstraction (SoftHSM does not reliably fail open sessions when its
+//! files go away): its account answers 503 `79053` and shows as degraded, the other account
+//! keeps signing through the real server to the verifying stand-in, and the account recovers
+//! when the device returns.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,16 +10,67 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use pkcv_proxy::config::{Config, RawConfig};
+use pkcv_proxy::keys::{Account, Accounts};
+use pkcv_proxy::signing_key::{
+    Algorithm, Backend, Device, DeviceError, DeviceKey, DeviceKeyInfo, PemKey, Retry, SigningKey,
+};
+use pkcv_proxy::token::Signer;
+use pkcv_proxy::App;
 use pkcv_standin::{Registry, StandIn};
 
-use super::App;
-use crate::config::{Config, RawConfig};
-use crate::keys::{Account, Accounts};
-use crate::signing_key::testing::flaky;
-use crate::signing_key::SigningKey;
-use crate::token::{Algorithm, Signer};
+const PEM: &str = include_str!("../fixtures/rsa-2048-pkcs1.pem");
 
-const PEM: &str = include_str!("../../tests/fixtures/rsa-2048-pkcs1.pem");
+/// A device that signs with a PEM key and can be switched off (every call then reports the
+/// device lost) and on again.
+struct Switchable {
+    key: PemKey,
+    on: Arc<AtomicBool>,
+}
+
+impl Device for Switchable {
+    type Session = ();
+
+    fn connect(&self) -> Result<(), DeviceError> {
+        if self.on.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(DeviceError::Lost("switched off".into()))
+        }
+    }
+
+    fn sign(
+        &self,
+        (): &mut (),
+        algorithm: Algorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>, DeviceError> {
+        self.connect()?;
+        self.key
+            .sign(algorithm, message)
+            .map_err(|err| DeviceError::Failed(err.to_string()))
+    }
+}
+
+fn switchable() -> (DeviceKey<Switchable>, Arc<AtomicBool>) {
+    let on = Arc::new(AtomicBool::new(true));
+    let key = PemKey::from_pem(PEM.as_bytes()).unwrap();
+    let info = DeviceKeyInfo {
+        description: "switchable test device".into(),
+        backend: Backend::Pkcs11,
+        modulus_len: key.modulus_len(),
+        public_spki: key.public_key_spki_der().to_vec(),
+    };
+    let retry = Retry {
+        first: Duration::from_millis(10),
+        max: Duration::from_millis(40),
+    };
+    let device = Switchable {
+        key,
+        on: on.clone(),
+    };
+    (DeviceKey::open(device, info, 2, retry).unwrap(), on)
+}
 const IN_HSM: (&str, &str, &str) = (
     "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     "CRaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
@@ -44,7 +95,7 @@ fn account(
 }
 
 async fn standin() -> StandIn {
-    let public = crate::signing_key::PemKey::from_pem(PEM.as_bytes()).unwrap();
+    let public = PemKey::from_pem(PEM.as_bytes()).unwrap();
     let public = pem::encode(&pem::Pem::new(
         "PUBLIC KEY",
         public.public_key_spki_der().to_vec(),
@@ -61,7 +112,10 @@ async fn standin() -> StandIn {
 
 /// The proxy in front of `standin`, signing for one account through a flaky device and one
 /// with a PEM key; the switch turns the device off and on.
-async fn start(standin: &StandIn, dir: &std::path::Path) -> (super::Running, Arc<AtomicBool>) {
+async fn start(
+    standin: &StandIn,
+    dir: &std::path::Path,
+) -> (pkcv_proxy::app::Running, Arc<AtomicBool>) {
     let mut raw = RawConfig::default();
     raw.server.listen = "127.0.0.1:0".into();
     raw.server.admin_listen = "127.0.0.1:0".into();
@@ -71,8 +125,8 @@ async fn start(standin: &StandIn, dir: &std::path::Path) -> (super::Running, Arc
     standin.write_ca(&ca_file).unwrap();
     raw.upstream.route_all_to(standin.addr(), ca_file);
     let app = App::build(Config::from_raw(raw).unwrap(), None).unwrap();
-    let (device, device_on, _) = flaky();
-    let in_file = crate::signing_key::PemKey::from_pem(PEM.as_bytes()).unwrap();
+    let (device, device_on) = switchable();
+    let in_file = PemKey::from_pem(PEM.as_bytes()).unwrap();
     let accounts = [
         account(IN_HSM, Arc::new(device)),
         account(IN_FILE, Arc::new(in_file)),
