@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 mod load_error;
 
-use crate::pkcs11::{Pkcs11Settings, Pkcs11Uri};
+use crate::pkcs11::{Digest, Pkcs11Settings, Pkcs11Uri};
 use crate::route::{HostPattern, HostPolicy};
 use crate::sid::is_sid;
 use crate::signing_key::Retry;
@@ -365,6 +365,8 @@ pub struct RawPkcs11 {
     pub reconnect_min_ms: u64,
     /// The longest wait between reconnection attempts, in seconds.
     pub reconnect_max_secs: u64,
+    /// Where the SHA-256 of what is signed is computed: `auto`, `token` or `proxy`.
+    pub digest: Digest,
 }
 
 impl Default for RawPkcs11 {
@@ -375,6 +377,7 @@ impl Default for RawPkcs11 {
             pin_env: None,
             reconnect_min_ms: 250,
             reconnect_max_secs: 30,
+            digest: Digest::Auto,
         }
     }
 }
@@ -1176,6 +1179,7 @@ fn pkcs11_settings(
             first: Duration::from_millis(first),
             max: Duration::from_secs(max).max(Duration::from_millis(first)),
         },
+        digest: raw.digest,
     })
 }
 

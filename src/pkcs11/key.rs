@@ -14,10 +14,10 @@ use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki::types::AuthPin;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use super::uri::ObjectType;
-use super::{module, Pkcs11Error, Pkcs11Settings, Pkcs11Uri};
+use super::{module, Digest, Pkcs11Error, Pkcs11Settings, Pkcs11Uri};
 use crate::signing_key::{
     rsa_spki_der, verify_rsa, Backend, Device, DeviceError, DeviceKey, DeviceKeyInfo, SigningKey,
 };
@@ -78,7 +78,7 @@ pub fn load(
     module::login(&session, &pin, &token)?;
     let key = find_key(&session, uri, &token)?;
     let (modulus, exponent) = check_key(&session, key, uri)?;
-    let scheme = scheme(&module, slot, algorithm, &token)?;
+    let scheme = scheme(&module, slot, algorithm, settings.digest, &token)?;
     let device = Pkcs11Device {
         module,
         uri: uri.clone(),
@@ -86,7 +86,11 @@ pub fn load(
         scheme,
     };
     let info = DeviceKeyInfo {
-        description: format!("PKCS#11 token {token}, object {}", uri.object_name()),
+        description: format!(
+            "PKCS#11 token {token}, object {} ({})",
+            uri.object_name(),
+            scheme.mechanism(algorithm)
+        ),
         backend: Backend::Pkcs11,
         modulus_len: modulus.len(),
         public_spki: rsa_spki_der(&modulus, &exponent),
@@ -221,40 +225,53 @@ fn strip_leading_zeros(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-/// The mechanism the token offers for `algorithm`: hashing in the token where it can.
+impl Scheme {
+    /// The PKCS#11 mechanism this scheme signs `algorithm` with, and its name.
+    fn mechanism_type(self, algorithm: Algorithm) -> (MechanismType, &'static str) {
+        match (algorithm, self) {
+            (Algorithm::Rs256, Scheme::Hashing) => {
+                (MechanismType::SHA256_RSA_PKCS, "CKM_SHA256_RSA_PKCS")
+            }
+            (Algorithm::Rs256, Scheme::Raw) => (MechanismType::RSA_PKCS, "CKM_RSA_PKCS"),
+            (Algorithm::Ps256, Scheme::Hashing) => (
+                MechanismType::SHA256_RSA_PKCS_PSS,
+                "CKM_SHA256_RSA_PKCS_PSS",
+            ),
+            (Algorithm::Ps256, Scheme::Raw) => (MechanismType::RSA_PKCS_PSS, "CKM_RSA_PKCS_PSS"),
+        }
+    }
+
+    fn mechanism(self, algorithm: Algorithm) -> &'static str {
+        self.mechanism_type(algorithm).1
+    }
+}
+
+/// How `algorithm` is signed in this token: as `digest` says, and for `auto` hashing in the
+/// token where it offers that.
 fn scheme(
     module: &Pkcs11,
     slot: cryptoki::slot::Slot,
     algorithm: Algorithm,
+    digest: Digest,
     token: &str,
 ) -> Result<Scheme, Pkcs11Error> {
     let offered = module.get_mechanism_list(slot)?;
-    let (hashing, raw, wanted, fallback) = match algorithm {
-        Algorithm::Rs256 => (
-            MechanismType::SHA256_RSA_PKCS,
-            MechanismType::RSA_PKCS,
-            "CKM_SHA256_RSA_PKCS",
-            "CKM_RSA_PKCS",
-        ),
-        Algorithm::Ps256 => (
-            MechanismType::SHA256_RSA_PKCS_PSS,
-            MechanismType::RSA_PKCS_PSS,
-            "CKM_SHA256_RSA_PKCS_PSS",
-            "CKM_RSA_PKCS_PSS",
-        ),
+    let offers = |scheme: Scheme| offered.contains(&scheme.mechanism_type(algorithm).0);
+    let (chosen, digest_name) = match digest {
+        Digest::Auto if offers(Scheme::Hashing) => (Scheme::Hashing, "auto"),
+        Digest::Auto => (Scheme::Raw, "auto"),
+        Digest::Token => (Scheme::Hashing, "token"),
+        Digest::Proxy => (Scheme::Raw, "proxy"),
     };
-    if offered.contains(&hashing) {
-        Ok(Scheme::Hashing)
-    } else if offered.contains(&raw) {
-        Ok(Scheme::Raw)
-    } else {
-        Err(Pkcs11Error::NoMechanism {
-            token: token.to_owned(),
-            wanted,
-            fallback,
-            algorithm: algorithm.as_str(),
-        })
+    if offers(chosen) {
+        return Ok(chosen);
     }
+    Err(Pkcs11Error::NoMechanism {
+        token: token.to_owned(),
+        wanted: chosen.mechanism(algorithm),
+        algorithm: algorithm.as_str(),
+        digest: digest_name,
+    })
 }
 
 impl Device for Pkcs11Device {

@@ -37,6 +37,22 @@ pub struct Pkcs11Settings {
     pub sessions: usize,
     /// The first and the longest wait between reconnection attempts.
     pub retry: crate::signing_key::Retry,
+    /// Where the SHA-256 of the signing input is computed.
+    pub digest: Digest,
+}
+
+/// Where the SHA-256 of what is signed is computed (`[pkcs11] digest`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Digest {
+    /// In the token where it offers `CKM_SHA256_RSA_PKCS` (`…_PSS`), else in the proxy.
+    #[default]
+    Auto,
+    /// In the token: `CKM_SHA256_RSA_PKCS` / `CKM_SHA256_RSA_PKCS_PSS`, required.
+    Token,
+    /// In the proxy: `CKM_RSA_PKCS` over a DigestInfo / `CKM_RSA_PKCS_PSS` over the hash
+    /// (for tokens whose hashing mechanisms are missing, slow or restricted).
+    Proxy,
 }
 
 /// Why an HSM key could not be used (each a start-up or reload error).
@@ -141,17 +157,19 @@ pub enum Pkcs11Error {
     /// Its public half could not be read.
     #[error("{0}: the public key (modulus and exponent) cannot be read from the token")]
     NoPublicKey(String),
-    /// The token offers no mechanism for the configured algorithm.
-    #[error("token {token} offers neither {wanted} nor {fallback} for {algorithm}")]
+    /// The token offers no mechanism for the configured algorithm (and `digest`).
+    #[error(
+        "token {token} does not offer {wanted} for {algorithm} ([pkcs11] digest = \"{digest}\")"
+    )]
     NoMechanism {
         /// The token's label.
         token: String,
         /// What was looked for.
         wanted: &'static str,
-        /// The alternative.
-        fallback: &'static str,
         /// The JWS algorithm.
         algorithm: &'static str,
+        /// The `digest` setting.
+        digest: &'static str,
     },
     /// The test signature did not verify against the key's public half.
     #[error("{0}: a test signature does not verify against the key's public key")]

@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use pkcv_proxy::config::{PrivateKey, RawConfig};
+use pkcv_proxy::pkcs11::Digest;
 use pkcv_proxy::token::Algorithm;
 use pkcv_standin::StandIn;
 
@@ -185,65 +186,63 @@ async fn an_imported_key_signs_byte_for_byte_as_the_pem_key() {
     assert_eq!(proxy.metric(metric).await, Some(1.0));
     drop(proxy);
 
-    // `pkcv-proxy sign` with the HSM and with the PEM file: the same token (RS256 is
-    // deterministic), retried if the two fall into different seconds.
-    let hsm_config = write_config(dir.path(), &toml::to_string(&raw).unwrap());
+    // `pkcv-proxy sign` with the HSM (hashing in the token, then in the proxy) and with the
+    // PEM file: the same token, RS256 being deterministic.
     let pem_dir = tempfile::tempdir().unwrap();
     let mut pem_raw = raw.clone();
     pem_raw.accounts[0].private_key = PrivateKey::File(test_private_key());
     let pem_config = write_config(pem_dir.path(), &toml::to_string(&pem_raw).unwrap());
     let env = hsm.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let user = format!(
-        "{}:{}",
-        TestAccount::a().api_key_sid,
-        TestAccount::a().secret
-    );
-    let sign = |config: PathBuf| {
-        let (user, env) = (user.clone(), env.clone());
-        async move {
-            let args = [
-                "sign",
-                "-X",
-                "POST",
-                "--url",
-                MESSAGES,
-                "-u",
-                &user,
-                "-d",
-                "To=%2B1&Body=hi",
-            ];
-            let output = run_pkcv(&args, Some(&config), &env).await;
-            assert!(output.status.success(), "{}", text(&output));
-            let shown = text(&output);
-            shown
-                .lines()
-                .find_map(|line| line.strip_prefix("Twilio-Client-Validation: "))
-                .unwrap()
-                .to_owned()
-        }
-    };
-    let mut same = false;
+    for digest in [Digest::Token, Digest::Proxy] {
+        let mut hsm_raw = raw.clone();
+        hsm_raw.pkcs11.digest = digest;
+        let hsm_dir = tempfile::tempdir().unwrap();
+        let hsm_config = write_config(hsm_dir.path(), &toml::to_string(&hsm_raw).unwrap());
+        assert_same_tokens(&hsm_config, &pem_config, &env).await;
+    }
+}
+
+/// The token `pkcv-proxy sign` prints for a fixed request with `config`.
+async fn signed_token(config: &Path, env: &[(&str, &str)]) -> String {
+    let a = TestAccount::a();
+    let user = format!("{}:{}", a.api_key_sid, a.secret);
+    let args = [
+        "sign",
+        "-X",
+        "POST",
+        "--url",
+        MESSAGES,
+        "-u",
+        &user,
+        "-d",
+        "To=%2B1&Body=hi",
+    ];
+    let output = run_pkcv(&args, Some(config), env).await;
+    assert!(output.status.success(), "{}", text(&output));
+    let shown = text(&output);
+    shown
+        .lines()
+        .find_map(|line| line.strip_prefix("Twilio-Client-Validation: "))
+        .unwrap()
+        .to_owned()
+}
+
+/// Both configs sign the same request into the same token (retried if the two fall into
+/// different seconds, when the claims differ).
+async fn assert_same_tokens(one: &Path, other: &Path, env: &[(&str, &str)]) {
     for _ in 0..3 {
-        let (from_hsm, from_pem) = (
-            sign(hsm_config.clone()).await,
-            sign(pem_config.clone()).await,
-        );
-        if from_hsm == from_pem {
-            same = true;
-            break;
+        let (first, second) = (signed_token(one, env).await, signed_token(other, env).await);
+        if first == second {
+            return;
         }
-        // Different only if a second passed between the two: the payloads differ then.
         assert_ne!(
-            from_hsm.split('.').nth(1),
-            from_pem.split('.').nth(1),
+            first.split('.').nth(1),
+            second.split('.').nth(1),
             "same claims, different signatures"
         );
     }
-    assert!(
-        same,
-        "the HSM's RS256 token never equalled the PEM backend's"
-    );
+    panic!("the HSM's RS256 token never equalled the PEM backend's");
 }
 
 #[tokio::test]
@@ -322,6 +321,12 @@ async fn keygen_makes_a_non_extractable_key_that_signs_ps256() {
     let proxy = start_proxy(&raw, dir.path(), &hsm).await;
     assert_eq!(proxy.get(MESSAGES, &a.basic_auth()).await, 200);
     assert_eq!((standin.verified(), standin.rejected()), (1, 0));
+    drop(proxy);
+    // And with the hash computed in the proxy (CKM_RSA_PKCS_PSS).
+    raw.pkcs11.digest = Digest::Proxy;
+    let proxy = start_proxy(&raw, dir.path(), &hsm).await;
+    assert_eq!(proxy.get(MESSAGES, &a.basic_auth()).await, 200);
+    assert_eq!((standin.verified(), standin.rejected()), (2, 0));
 }
 
 #[tokio::test]
@@ -364,7 +369,9 @@ async fn unusable_keys_and_tokens_are_clear_start_up_errors() {
     assert!(ok, "{shown}");
     assert!(shown.contains(r#""backend": "pkcs11""#), "{shown}");
     assert!(
-        shown.contains("PKCS#11 token pkcv, object good, RSA-2048, signing RS256"),
+        shown.contains(
+            "PKCS#11 token pkcv, object good (CKM_SHA256_RSA_PKCS), RSA-2048, signing RS256"
+        ),
         "{shown}"
     );
 

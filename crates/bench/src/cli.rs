@@ -61,6 +61,12 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) pem_on_pool: bool,
 
+    /// Set the proxy's `server.max_in_flight` (by default far above the clients, so nothing is
+    /// refused): an overload step, where requests beyond it get 503 (79050) at once; the
+    /// report gives the refusals' count and latency beside the admitted requests' p99.
+    #[arg(long)]
+    pub(crate) max_in_flight: Option<usize>,
+
     /// Sign through PKCS#11 with a key generated inside a SoftHSM2 token made for the run
     /// (needs softhsm2; the module at /usr/lib/softhsm/libsofthsm2.so): the HSM backend's
     /// throughput beside the in-process one.

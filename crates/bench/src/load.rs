@@ -43,6 +43,8 @@ pub(crate) struct Tally {
     /// were sent: a request slower than the window still counts, as in wrk).
     pub(crate) latency: Histogram<u64>,
     pub(crate) ok: u64,
+    /// Latency of 503 answers (overload refusals) inside the window, µs.
+    pub(crate) refused_latency: Histogram<u64>,
     /// Non-2xx responses by status.
     pub(crate) statuses: BTreeMap<u16, u64>,
     /// Requests that failed on the connection (reset, closed mid-request).
@@ -58,6 +60,7 @@ impl Tally {
         Tally {
             latency: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
             ok: 0,
+            refused_latency: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
             statuses: BTreeMap::new(),
             io_errors: 0,
             timeouts: 0,
@@ -70,6 +73,9 @@ impl Tally {
             .add(&other.latency)
             .expect("histograms with the same bounds");
         self.ok += other.ok;
+        self.refused_latency
+            .add(&other.refused_latency)
+            .expect("histograms with the same bounds");
         for (status, count) in &other.statuses {
             *self.statuses.entry(*status).or_default() += count;
         }
@@ -87,11 +93,14 @@ impl Tally {
         if !window.holds(done) {
             return;
         }
+        let micros = u64::try_from(done.duration_since(sent).as_micros()).unwrap_or(u64::MAX);
         if status.is_success() {
-            let micros = u64::try_from(done.duration_since(sent).as_micros()).unwrap_or(u64::MAX);
             self.latency.saturating_record(micros.max(1));
             self.ok += 1;
         } else {
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                self.refused_latency.saturating_record(micros.max(1));
+            }
             *self.statuses.entry(status.as_u16()).or_default() += 1;
         }
     }

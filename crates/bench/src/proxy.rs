@@ -132,6 +132,8 @@ pub(crate) struct Settings {
     pub(crate) pem_on_pool: bool,
     /// The key in a SoftHSM2 token, signing through PKCS#11.
     pub(crate) pkcs11_softhsm: bool,
+    /// `server.max_in_flight`, if set (else far above the clients).
+    pub(crate) max_in_flight: Option<usize>,
 }
 
 /// SoftHSM2's module as Debian installs it.
@@ -255,7 +257,9 @@ fn config_text(
         text,
         "max_connections = {}\nmax_in_flight = {}\nshutdown_grace_secs = 1\n",
         (4 * max_clients).max(10_000),
-        (4 * max_clients).max(4_096)
+        settings
+            .max_in_flight
+            .unwrap_or((4 * max_clients).max(4_096))
     );
     let _ = writeln!(
         text,

@@ -49,6 +49,13 @@ pub(crate) struct Row {
     /// Non-2xx statuses, I/O errors, timeouts and failed connects, spelled out.
     pub(crate) error_detail: String,
     pub(crate) connect_secs: f64,
+    /// 503 answers (overload refusals) in the window, and their p50 and p99 latency, µs.
+    #[serde(default)]
+    pub(crate) refused: u64,
+    #[serde(default)]
+    pub(crate) refused_p50_us: u64,
+    #[serde(default)]
+    pub(crate) refused_p99_us: u64,
 }
 
 /// Everything one run measured.
@@ -66,6 +73,9 @@ pub(crate) struct Report {
     /// Whether the key was in a SoftHSM2 token, signing through PKCS#11.
     #[serde(default)]
     pub(crate) proxy_pkcs11_softhsm: bool,
+    /// `server.max_in_flight`, when the run set it (an overload run).
+    #[serde(default)]
+    pub(crate) proxy_max_in_flight: Option<usize>,
     /// How long the upstream waits before each answer.
     pub(crate) upstream_delay_ms: u64,
     pub(crate) warmup_secs: f64,
@@ -117,6 +127,9 @@ impl Row {
             errors: tally.errors(),
             error_detail: error_detail(step),
             connect_secs: step.connect_time.as_secs_f64(),
+            refused: tally.refused_latency.len(),
+            refused_p50_us: tally.refused_latency.value_at_quantile(0.5),
+            refused_p99_us: tally.refused_latency.value_at_quantile(0.99),
         }
     }
 }
@@ -183,6 +196,18 @@ impl Report {
              accepted during the step (h2 or h1 by ALPN); \
              RSS: the proxy's, at the end of the window."
         );
+        for row in self.rows.iter().filter(|row| row.refused > 0) {
+            let _ = writeln!(
+                out,
+                "c={} {}: {} refused with 503 in the window ({:.0}/s), answered in p50 {:.2} ms, p99 {:.2} ms; the admitted requests' latency is the row's",
+                row.clients,
+                row.mode,
+                row.refused,
+                row.refused as f64 / self.measure_secs.max(f64::EPSILON),
+                row.refused_p50_us as f64 / 1000.0,
+                row.refused_p99_us as f64 / 1000.0,
+            );
+        }
         out
     }
 
@@ -200,6 +225,9 @@ impl Report {
             self.upstream_alpn,
             self.upstream_delay_ms
         );
+        if let Some(limit) = self.proxy_max_in_flight {
+            let _ = writeln!(out, "overload run: server.max_in_flight = {limit}");
+        }
         let _ = writeln!(
             out,
             "RSA-2048 sign (aws-lc-rs, 1 thread, median of {}): {:.0} µs -> ceiling {} cores / sign = {:.0} req/s",

@@ -146,6 +146,7 @@ const SECTIONS: &[(&str, &[(&str, Kind)])] = &[
             ("pin_env", Kind::ClientName),
             ("reconnect_min_ms", Kind::Number),
             ("reconnect_max_secs", Kind::Number),
+            ("digest", Kind::HashIn),
         ],
     ),
     (
@@ -183,6 +184,8 @@ enum Kind {
     Sids,
     ClientName,
     Digest,
+    /// `[pkcs11] digest`: where the hash is computed.
+    HashIn,
     /// `private_key_file = PATH` or `private_key = "pkcs11:…"` (now and then both).
     KeySource,
 }
@@ -373,6 +376,7 @@ fn value(u: &mut Unstructured<'_>, kind: Kind) -> Result<String> {
         ),
         Kind::Algorithm => quoted(u, &["RS256", "PS256", "RS256", "PS256", "HS256", "rs256"])?,
         Kind::Format => quoted(u, &["human", "json", "human", "json", "xml"])?,
+        Kind::HashIn => quoted(u, &["auto", "token", "proxy", "Token", "sha256"])?,
         Kind::Level => quoted(u, LEVELS)?,
         Kind::Bool => (*u.choose(&["true", "false", "true", "false", "1"])?).to_owned(),
         Kind::Sid => quoted(u, SIDS)?,
