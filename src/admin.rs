@@ -212,24 +212,9 @@ pub async fn check_ready(address: SocketAddr, timeout: Duration) -> Result<(), S
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::keys::tests::{account, A, B, K1, K2};
     use crate::keys::{Account, Accounts, KeyStore};
     use crate::token::{Algorithm, Signer};
-
-    const PEM: &str = include_str!("../tests/fixtures/rsa-2048-pkcs1.pem");
-    const A: &str = "AC00000000000000000000000000000001";
-    const B: &str = "AC00000000000000000000000000000002";
-    const K1: &str = "SK00000000000000000000000000000001";
-    const K2: &str = "SK00000000000000000000000000000002";
-
-    fn account(sid: &str, keys: &[&str]) -> Account {
-        let credential = "CR00000000000000000000000000000001";
-        Account {
-            account_sid: sid.into(),
-            credential_sid: credential.into(),
-            api_key_sids: keys.iter().map(|k| k.to_string()).collect(),
-            signer: Signer::from_pem(PEM.as_bytes(), credential, Algorithm::Rs256).unwrap(),
-        }
-    }
 
     /// A token failing while running, injected at the signing-key abstraction: its account
     /// answers 503 79053 at once and shows as degraded; the other account keeps signing; both

@@ -268,18 +268,19 @@ impl KeyStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::token::Algorithm;
 
     const PEM: &str = include_str!("../../tests/fixtures/rsa-2048-pkcs1.pem");
-    const A: &str = "AC00000000000000000000000000000001";
-    const B: &str = "AC00000000000000000000000000000002";
-    const K1: &str = "SK00000000000000000000000000000001";
-    const K2: &str = "SK00000000000000000000000000000002";
+    pub(crate) const A: &str = "AC00000000000000000000000000000001";
+    pub(crate) const B: &str = "AC00000000000000000000000000000002";
+    pub(crate) const K1: &str = "SK00000000000000000000000000000001";
+    pub(crate) const K2: &str = "SK00000000000000000000000000000002";
     const K3: &str = "SK00000000000000000000000000000003";
 
-    fn account(sid: &str, keys: &[&str]) -> Account {
+    /// An account `sid` with the fixture key, listing `keys`.
+    pub(crate) fn account(sid: &str, keys: &[&str]) -> Account {
         let credential = "CR00000000000000000000000000000001";
         Account {
             account_sid: sid.into(),

@@ -29,6 +29,9 @@ const SHA256_DIGEST_INFO: [u8; 19] = [
     0x00, 0x04, 0x20,
 ];
 
+/// An RSA public key's modulus and exponent, big-endian.
+type RsaComponents = (Vec<u8>, Vec<u8>);
+
 /// How the token makes the configured algorithm's signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scheme {
@@ -142,7 +145,7 @@ fn check_key(
     session: &Session,
     key: ObjectHandle,
     uri: &Pkcs11Uri,
-) -> Result<(Vec<u8>, Vec<u8>), Pkcs11Error> {
+) -> Result<RsaComponents, Pkcs11Error> {
     let attributes = session.get_attributes(
         key,
         &[
@@ -197,7 +200,7 @@ fn check_key(
 }
 
 /// The modulus and exponent from the public key object with the same label and ID.
-fn public_half(session: &Session, uri: &Pkcs11Uri) -> Result<(Vec<u8>, Vec<u8>), Pkcs11Error> {
+fn public_half(session: &Session, uri: &Pkcs11Uri) -> Result<RsaComponents, Pkcs11Error> {
     let mut template = key_template(uri);
     template[0] = Attribute::Class(ObjectClass::PUBLIC_KEY);
     let missing = || Pkcs11Error::NoPublicKey(uri.to_string());
@@ -205,9 +208,17 @@ fn public_half(session: &Session, uri: &Pkcs11Uri) -> Result<(Vec<u8>, Vec<u8>),
         .find_objects(&template)?
         .first()
         .ok_or_else(missing)?;
+    rsa_components(session, handle)?.ok_or_else(missing)
+}
+
+/// An RSA key object's modulus and public exponent, if it holds both.
+pub(super) fn rsa_components(
+    session: &Session,
+    object: ObjectHandle,
+) -> Result<Option<RsaComponents>, Pkcs11Error> {
     let (mut modulus, mut exponent) = (None, None);
     for attribute in session.get_attributes(
-        handle,
+        object,
         &[AttributeType::Modulus, AttributeType::PublicExponent],
     )? {
         match attribute {
@@ -216,7 +227,7 @@ fn public_half(session: &Session, uri: &Pkcs11Uri) -> Result<(Vec<u8>, Vec<u8>),
             _ => {}
         }
     }
-    modulus.zip(exponent).ok_or_else(missing)
+    Ok(modulus.zip(exponent))
 }
 
 fn strip_leading_zeros(mut bytes: Vec<u8>) -> Vec<u8> {

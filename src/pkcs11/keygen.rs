@@ -3,7 +3,7 @@
 //! PEM for upload to Twilio.
 
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
+use cryptoki::object::{Attribute, ObjectHandle};
 
 use super::{module, Pkcs11Error, Pkcs11Settings, Pkcs11Uri};
 use crate::signing_key::rsa_spki_der;
@@ -73,19 +73,7 @@ fn public_pem(
     session: &cryptoki::session::Session,
     public: ObjectHandle,
 ) -> Result<String, Pkcs11Error> {
-    let (mut modulus, mut exponent) = (None, None);
-    for attribute in session.get_attributes(
-        public,
-        &[AttributeType::Modulus, AttributeType::PublicExponent],
-    )? {
-        match attribute {
-            Attribute::Modulus(value) => modulus = Some(value),
-            Attribute::PublicExponent(value) => exponent = Some(value),
-            _ => {}
-        }
-    }
-    let (modulus, exponent) = modulus
-        .zip(exponent)
+    let (modulus, exponent) = super::key::rsa_components(session, public)?
         .ok_or_else(|| Pkcs11Error::Call("the new public key cannot be read".to_owned()))?;
     let der = rsa_spki_der(&modulus, &exponent);
     Ok(pem::encode(&pem::Pem::new("PUBLIC KEY", der)))
