@@ -772,16 +772,21 @@ pub struct Config {
 impl Config {
     /// Reads `file` (if given) and `PKCV_…` variables over the defaults, then validates.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
-        if let Some(file) = file {
-            if !file.is_file() {
-                return Err(ConfigError::FileMissing(file.to_path_buf()));
-            }
-            figment = figment.merge(Toml::file_exact(file));
+        Config::from_raw(figment(file)?.extract()?)
+    }
+
+    /// Only `[pkcs11]` of `file` (and `PKCV_PKCS11__…`), validated: what `keygen --pkcs11`
+    /// needs before the accounts are complete (their `credential_sid` comes from uploading
+    /// the key it makes).
+    pub fn load_pkcs11(file: Option<&Path>) -> Result<Pkcs11Settings, ConfigError> {
+        let mut raw: RawPkcs11 = figment(file)?.extract_inner("pkcs11")?;
+        if let Some(module) = raw.module.as_mut() {
+            *module = expand_credentials(module)?;
         }
-        // PKCV_CONFIG names the file itself (see the CLI); it is not a config key.
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]));
-        Config::from_raw(figment.extract()?)
+        if let Some(pin_file) = raw.pin_file.as_mut() {
+            *pin_file = expand_credentials(pin_file)?;
+        }
+        pkcs11_settings(&raw, &signing_settings(&RawSigning::default())?)
     }
 
     /// Validates a raw configuration, one section at a time.
@@ -811,6 +816,19 @@ impl Config {
             raw,
         })
     }
+}
+
+/// The defaults, `file` over them (if given) and `PKCV_…` variables over that.
+fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+    if let Some(file) = file {
+        if !file.is_file() {
+            return Err(ConfigError::FileMissing(file.to_path_buf()));
+        }
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    // PKCV_CONFIG names the file itself (see the CLI); it is not a config key.
+    Ok(figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"])))
 }
 
 /// `${CREDENTIALS_DIRECTORY}` in a path setting, as systemd's `LoadCredential=` provides it:

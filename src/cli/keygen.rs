@@ -23,7 +23,7 @@ pub(crate) struct KeygenArgs {
     /// Generate the key pair inside the token this PKCS#11 URI names (its object= is the
     /// label; the private key is created sensitive and non-extractable). Module and PIN come
     /// from the URI's module-path and pin-source, or from --config's [pkcs11].
-    #[arg(long, value_name = "URI", value_parser = pkcv_proxy::pkcs11::uri::parse_boxed)]
+    #[arg(long, value_name = "URI", value_parser = super::Pkcs11UriArg)]
     pkcs11: Option<Box<Pkcs11Uri>>,
 }
 
@@ -51,20 +51,30 @@ fn in_token(
     let Some(label) = &uri.object else {
         anyhow::bail!("{uri} names no label: add object=LABEL");
     };
-    let config = pkcv_proxy::Config::load(config_path)?;
+    // Only [pkcs11]: the account this key is for may not be complete yet.
+    let settings = pkcv_proxy::Config::load_pkcs11(config_path)?;
     let public = public_file(&args.out_dir, label)?;
-    let public_pem = pkcv_proxy::pkcs11::keygen::generate(uri, &config.pkcs11, args.bits)?;
-    write_public(&public, &public_pem)?;
+    let public_pem = pkcv_proxy::pkcs11::keygen::generate(uri, &settings, args.bits)?;
+    write_public(&public, &public_pem).with_context(|| {
+        format!("the key pair exists in the token as {label}; its public key is printed above")
+    })?;
     eprintln!("private key: inside the token, {uri} (sensitive, non-extractable)");
     eprintln!("use it with:  private_key = \"{uri}\"");
     Ok(ExitCode::SUCCESS)
 }
 
 fn public_file(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    // The label becomes a file name: nothing that walks out of the directory.
-    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+    // The label becomes a file name: nothing that walks out of the directory, nothing a file
+    // system refuses once the key already exists in the token.
+    if name.is_empty() || name.contains(['/', '\\', '\0']) || name.starts_with('.') {
         anyhow::bail!(
             "{name:?} cannot be a file name: choose a label without '/' or a leading '.'"
+        );
+    }
+    if name.len() > 200 {
+        anyhow::bail!(
+            "the label is {} bytes long; keep it under 200 (it names the public key file)",
+            name.len()
         );
     }
     let public = dir.join(format!("{name}-public.pem"));
@@ -78,8 +88,8 @@ fn public_file(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn write_public(path: &Path, pem: &str) -> anyhow::Result<()> {
+    print!("{pem}");
     std::fs::write(path, pem).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("public key:  {} (upload it to Twilio: Console, or POST https://accounts.twilio.com/v1/Credentials/PublicKeys)", path.display());
-    print!("{pem}");
     Ok(())
 }

@@ -32,7 +32,7 @@ pub(crate) struct RotateArgs {
     key_dir: Option<PathBuf>,
     /// Generate the new key inside the HSM instead, as this PKCS#11 URI names it
     /// (e.g. pkcs11:token=pkcv;object=main-2027); module and PIN from the URI or [pkcs11].
-    #[arg(long, value_name = "URI", value_parser = pkcv_proxy::pkcs11::uri::parse_boxed)]
+    #[arg(long, value_name = "URI", value_parser = super::Pkcs11UriArg)]
     pkcs11: Option<Box<pkcv_proxy::pkcs11::Pkcs11Uri>>,
     /// The secret of the account's API key, to verify the new key with (default: AC….secret
     /// next to the current key; not needed for the main account).

@@ -174,3 +174,30 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Demo => runtime.block_on(demo::run()),
     }
 }
+
+/// `--pkcs11 URI`, parsed by clap but refused in the proxy's own words: clap's usual message
+/// repeats the value, and a refused URI may hold a `pin-value`.
+#[derive(Debug, Clone, Copy)]
+struct Pkcs11UriArg;
+
+impl clap::builder::TypedValueParser for Pkcs11UriArg {
+    type Value = Box<pkcv_proxy::pkcs11::Pkcs11Uri>;
+
+    fn parse_ref(
+        &self,
+        _command: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let refused = |reason: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("--pkcs11: the URI {reason}\n"),
+            )
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| refused("is not UTF-8".to_owned()))?;
+        pkcv_proxy::pkcs11::uri::parse_boxed(text).map_err(|err| refused(err.to_string()))
+    }
+}

@@ -29,7 +29,7 @@ pub(crate) struct CreateArgs {
     reuse_main_key: bool,
     /// Generate the new key inside the HSM, as this PKCS#11 URI names it
     /// (e.g. pkcs11:token=pkcv;object=sub-1); module and PIN from the URI or [pkcs11].
-    #[arg(long, value_name = "URI", value_parser = pkcv_proxy::pkcs11::uri::parse_boxed)]
+    #[arg(long, value_name = "URI", value_parser = super::Pkcs11UriArg)]
     pkcs11: Option<Box<pkcv_proxy::pkcs11::Pkcs11Uri>>,
     /// Where to write the new API key secret (0600; default KEY_DIR/AC….secret).
     #[arg(long)]

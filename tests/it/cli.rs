@@ -348,3 +348,37 @@ async fn systemd_credentials_directory_expands_in_path_settings() {
     .await;
     assert!(set.status.success(), "{}", text(&set));
 }
+
+/// A `--pkcs11` URI with a `pin-value` is refused without the PIN being repeated, and
+/// without touching any module.
+#[tokio::test]
+async fn a_pkcs11_uri_with_a_pin_is_refused_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("keys");
+    let uri = "pkcs11:token=pkcv;object=k?pin-value=73519";
+    for args in [
+        vec![
+            "keygen",
+            "--pkcs11",
+            uri,
+            "--out-dir",
+            out.to_str().unwrap(),
+        ],
+        vec!["keys", "rotate", "--account", "AC1", "--pkcs11", uri],
+        vec![
+            "subaccount",
+            "create",
+            "--friendly-name",
+            "x",
+            "--pkcs11",
+            uri,
+        ],
+    ] {
+        let output = run_pkcv(&args, None, &[]).await;
+        let shown = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {shown}");
+        assert!(shown.contains("sets pin-value"), "{args:?}: {shown}");
+        assert!(!shown.contains("73519"), "{args:?} echoed the PIN: {shown}");
+    }
+    assert!(!out.exists());
+}

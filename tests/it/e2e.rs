@@ -262,17 +262,14 @@ async fn every_routing_mode_reaches_the_right_host() {
     let path = format!("/2010-04-01/Accounts/{A}/Messages.json?PageSize=1");
 
     // Base URL = proxy, no host named: default_host.
-    let body = verified(&h, h.get(h.url(&path), &a.basic_auth()).await, A).await;
+    let body = verified(&h, h.get_as(&path, &a).await, A).await;
     assert_eq!(body["host"], "api.twilio.com");
 
     // Host as the first path segment, including a regional edge.
     let body = verified(
         &h,
-        h.get(
-            h.url(&format!("/api.dublin.ie1.twilio.com{path}")),
-            &a.basic_auth(),
-        )
-        .await,
+        h.get_as(&format!("/api.dublin.ie1.twilio.com{path}"), &a)
+            .await,
         A,
     )
     .await;
@@ -331,43 +328,29 @@ async fn several_accounts_sign_with_their_own_keys() {
     // B's key is not listed anywhere: B's path picks B.
     verified(
         &h,
-        h.get(
-            h.url(&format!("/2010-04-01/Accounts/{B}/Calls.json")),
-            &b.basic_auth(),
-        )
-        .await,
+        h.get_as(&format!("/2010-04-01/Accounts/{B}/Calls.json"), &b)
+            .await,
         B,
     )
     .await;
     // A's key is listed under A: it signs as A even on B's path (a Main key managing a subaccount).
     verified(
         &h,
-        h.get(
-            h.url(&format!("/2010-04-01/Accounts/{B}/Keys.json")),
-            &a.basic_auth(),
-        )
-        .await,
+        h.get_as(&format!("/2010-04-01/Accounts/{B}/Keys.json"), &a)
+            .await,
         A,
     )
     .await;
     // B's key on A's path: A lists only its own key.
     refused(
-        h.get(
-            h.url(&format!("/2010-04-01/Accounts/{A}/Calls.json")),
-            &b.basic_auth(),
-        )
-        .await,
+        h.get_as(&format!("/2010-04-01/Accounts/{A}/Calls.json"), &b)
+            .await,
         403,
         79006,
     )
     .await;
     // B's key with no account in the path: two accounts, none lists it.
-    refused(
-        h.get(h.url("/v1/Services"), &b.basic_auth()).await,
-        400,
-        79007,
-    )
-    .await;
+    refused(h.get_as("/v1/Services", &b).await, 400, 79007).await;
     h.stop().await;
 }
 
@@ -468,11 +451,7 @@ async fn targets_that_are_refused(h: &Harness) {
     let a = TestAccount::a();
     let messages = h.url(&format!("/2010-04-01/Accounts/{A}/Messages.json"));
     refused(
-        h.get(
-            h.url("/example.com/2010-04-01/Accounts.json"),
-            &a.basic_auth(),
-        )
-        .await,
+        h.get_as("/example.com/2010-04-01/Accounts.json", &a).await,
         403,
         79010,
     )
@@ -646,7 +625,7 @@ async fn upstream_failures_map_to_502_and_504() {
             .insert("api.twilio.com".into(), closed.to_string());
     })
     .await;
-    refused(h.get(h.url(&path), &a.basic_auth()).await, 502, 79040).await;
+    refused(h.get_as(&path, &a).await, 502, 79040).await;
     h.stop().await;
 
     // Accepts TCP but never answers TLS: the request timeout.
@@ -665,7 +644,7 @@ async fn upstream_failures_map_to_502_and_504() {
         raw.upstream.request_timeout_ms = 300;
     })
     .await;
-    refused(h.get(h.url(&path), &a.basic_auth()).await, 504, 79041).await;
+    refused(h.get_as(&path, &a).await, 504, 79041).await;
     h.stop().await;
     holder.abort();
 
@@ -674,7 +653,7 @@ async fn upstream_failures_map_to_502_and_504() {
         raw.upstream.extra_ca_file = None
     })
     .await;
-    let body = refused(h.get(h.url(&path), &a.basic_auth()).await, 502, 79040).await;
+    let body = refused(h.get_as(&path, &a).await, 502, 79040).await;
     assert!(
         body["message"]
             .as_str()
@@ -764,11 +743,8 @@ async fn ps256_and_a_shorter_ttl_are_honoured() {
     .await;
     verified(
         &h,
-        h.get(
-            h.url(&format!("/2010-04-01/Accounts/{A}/Messages.json")),
-            &a.basic_auth(),
-        )
-        .await,
+        h.get_as(&format!("/2010-04-01/Accounts/{A}/Messages.json"), &a)
+            .await,
         A,
     )
     .await;

@@ -307,6 +307,7 @@ async fn keygen_makes_a_non_extractable_key_that_signs_ps256() {
         text(&again)
     );
     assert!(!dir.path().join("again/main-account-public.pem").exists());
+    keygen_with_the_example_config(&hsm, &env).await;
 
     // Upload the public key to the stand-in; the proxy signs PS256 with the HSM key.
     let mut registry = registry(&[]);
@@ -565,6 +566,44 @@ async fn rotated_in_hsm(
     );
     assert_eq!(proxy.get(&path, as_sub).await, 200);
     assert_eq!(standin.rejected(), 0);
+}
+
+/// `keygen --pkcs11 -c` with the example config, `[pkcs11]` filled in and the account still
+/// the placeholder (its `credential_sid` comes from uploading this very key): only
+/// `[pkcs11]` is read, so it works.
+async fn keygen_with_the_example_config(hsm: &SoftHsm, env: &[(&str, &str)]) {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pkcv-proxy.example.toml"),
+    )
+    .unwrap();
+    let pin_line = format!("pin_file = {:?}", hsm.pin_file().display().to_string());
+    let filled = example
+        .replace(
+            &format!("# module = {MODULE:?}"),
+            &format!("module = {MODULE:?}"),
+        )
+        .replace("# pin_file = \"/run/secrets/hsm-pin\"", &pin_line);
+    assert_ne!(
+        filled, example,
+        "the example config's [pkcs11] lines changed"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &filled);
+    let out = dir.path().join("keys");
+    let args = [
+        "keygen",
+        "--pkcs11",
+        "pkcs11:token=pkcv;object=from-config",
+        "--out-dir",
+    ];
+    let made = run_pkcv(
+        &[&args[..], &[out.to_str().unwrap()]].concat(),
+        Some(&config),
+        env,
+    )
+    .await;
+    assert!(made.status.success(), "{}", text(&made));
+    assert!(out.join("from-config-public.pem").is_file());
 }
 
 /// The JSON object on the last line of a command that must have succeeded.

@@ -82,17 +82,9 @@ async fn admin_endpoints_and_metrics_after_known_traffic() {
     let h = Harness::start().await;
     let a = TestAccount::a();
     for _ in 0..2 {
-        assert_eq!(
-            h.get(h.url(A_ACCOUNTS), &a.basic_auth()).await.status(),
-            200
-        );
+        assert_eq!(h.get_as(A_ACCOUNTS, &a).await.status(), 200);
     }
-    assert_eq!(
-        h.get(h.url("/example.com/x"), &a.basic_auth())
-            .await
-            .status(),
-        403
-    );
+    assert_eq!(h.get_as("/example.com/x", &a).await.status(), 403);
 
     assert_eq!(h.admin_get("/healthz").await, (200, "ok\n".to_owned()));
     let (status, body) = h.admin_get("/readyz").await;
@@ -189,7 +181,7 @@ async fn request_ids_travel_both_ways_and_the_proxy_port_serves_no_admin_paths()
     assert!(record.headers.contains(&("x-request-id".into(), id)));
 
     // `/healthz` on the proxy port is a Twilio path like any other: signed and forwarded.
-    let (status, body) = json(h.get(h.url("/healthz"), &a.basic_auth()).await).await;
+    let (status, body) = json(h.get_as("/healthz", &a).await).await;
     assert_eq!(
         (status, body["verified"].as_bool()),
         (200, Some(true)),
@@ -201,7 +193,7 @@ async fn request_ids_travel_both_ways_and_the_proxy_port_serves_no_admin_paths()
     h.standin
         .fail_next("GET", A_ACCOUNTS, 429, 20429, "Too Many Requests")
         .await;
-    let (status, body) = json(h.get(h.url(A_ACCOUNTS), &a.basic_auth()).await).await;
+    let (status, body) = json(h.get_as(A_ACCOUNTS, &a).await).await;
     assert_eq!(
         (status, body["code"].as_u64()),
         (429, Some(20429)),
@@ -292,7 +284,7 @@ async fn in_flight_cap_answers_503_with_retry_after_then_serves_again() {
     .await;
     let a = TestAccount::a();
     let mut held = request_in_flight(&h).await;
-    let response = h.get(h.url(A_ACCOUNTS), &a.basic_auth()).await;
+    let response = h.get_as(A_ACCOUNTS, &a).await;
     assert_eq!(response.headers()["retry-after"], "1");
     let (status, body) = json(response).await;
     assert_eq!(
@@ -302,10 +294,7 @@ async fn in_flight_cap_answers_503_with_retry_after_then_serves_again() {
     );
     held.write_all(b"dy=Hello").await.unwrap();
     assert_eq!(read_response(&mut held).await.0, 201);
-    assert_eq!(
-        h.get(h.url(A_ACCOUNTS), &a.basic_auth()).await.status(),
-        200
-    );
+    assert_eq!(h.get_as(A_ACCOUNTS, &a).await.status(), 200);
     h.stop().await;
 }
 
@@ -315,10 +304,7 @@ async fn idempotent_requests_are_retried_with_a_fresh_token_and_posts_never() {
     let a = TestAccount::a();
     // The first connection fails before a byte is sent: the GET is signed anew and resent.
     h.standin.drop_next_connections(1);
-    assert_eq!(
-        h.get(h.url(A_ACCOUNTS), &a.basic_auth()).await.status(),
-        200
-    );
+    assert_eq!(h.get_as(A_ACCOUNTS, &a).await.status(), 200);
     assert_eq!(h.standin.connections_accepted(), 2);
     assert_eq!(h.standin.verified(), 1);
     assert_eq!(
@@ -441,10 +427,7 @@ async fn kubernetes_secret_mounts_load_and_reload_on_a_data_swap() {
     })
     .await;
     // A's key is a 0440 file behind two symlinks, readable through the proxy's own group.
-    assert_eq!(
-        h.get(h.url(A_ACCOUNTS), &a.basic_auth()).await.status(),
-        200
-    );
+    assert_eq!(h.get_as(A_ACCOUNTS, &a).await.status(), 200);
 
     // The Secret is updated: B arrives, and `..data` is swapped atomically.
     let b_path = "/2010-04-01/Accounts/ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.json";
@@ -465,7 +448,7 @@ async fn kubernetes_secret_mounts_load_and_reload_on_a_data_swap() {
         .await,
         "the ..data swap was not picked up"
     );
-    assert_eq!(h.get(h.url(b_path), &b.basic_auth()).await.status(), 200);
+    assert_eq!(h.get_as(b_path, &b).await.status(), 200);
     let status: Value = serde_json::from_slice(&std::fs::read(&status_file).unwrap()).unwrap();
     assert_eq!(
         status["accounts"][&b.account_sid],
@@ -491,7 +474,7 @@ async fn kubernetes_secret_mounts_load_and_reload_on_a_data_swap() {
         .await,
         "a world-readable key was not refused"
     );
-    assert_eq!(h.get(h.url(b_path), &b.basic_auth()).await.status(), 200);
+    assert_eq!(h.get_as(b_path, &b).await.status(), 200);
     assert_eq!(h.admin_get("/readyz").await.0, 200);
     h.stop().await;
 }
@@ -571,16 +554,9 @@ async fn upstream_connections_per_host_are_bounded_and_reused() {
     })
     .await;
     let a = TestAccount::a();
-    let client = h.client();
-    let requests = (0..20).map(|i| {
-        let request = client
-            .get(h.url(&format!("{A_ACCOUNTS}?Page={i}")))
-            .header("authorization", a.basic_auth());
-        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
-    });
-    for request in requests.collect::<Vec<_>>() {
-        assert_eq!(request.await.unwrap(), 200);
-    }
+    let pages = (0..20).map(|i| format!("{A_ACCOUNTS}?Page={i}")).collect();
+    let statuses = h.get_all_at_once(pages, &a).await;
+    assert!(statuses.iter().all(|&status| status == 200), "{statuses:?}");
     assert_eq!(h.standin.verified(), 20);
     let records = h.standin.records().await;
     let connections: std::collections::HashSet<u64> =
@@ -624,7 +600,7 @@ async fn a_request_that_finds_every_upstream_connection_busy_gets_503() {
         .await
     );
     let started = Instant::now();
-    let response = h.get(h.url(A_ACCOUNTS), &a.basic_auth()).await;
+    let response = h.get_as(A_ACCOUNTS, &a).await;
     assert_eq!(response.headers()["retry-after"], "1");
     let (status, body) = json(response).await;
     assert_eq!(
@@ -639,10 +615,7 @@ async fn a_request_that_finds_every_upstream_connection_busy_gets_503() {
     );
     assert_eq!(slow.await.unwrap(), 200);
     h.standin.set_delay(Duration::ZERO);
-    assert_eq!(
-        h.get(h.url(A_ACCOUNTS), &a.basic_auth()).await.status(),
-        200
-    );
+    assert_eq!(h.get_as(A_ACCOUNTS, &a).await.status(), 200);
     h.stop().await;
 }
 
@@ -654,16 +627,9 @@ async fn signatures_made_on_the_signing_pool_verify() {
     })
     .await;
     let a = TestAccount::a();
-    let client = h.client();
-    let requests = (0..16).map(|i| {
-        let request = client
-            .get(h.url(&format!("{A_ACCOUNTS}?Page={i}")))
-            .header("authorization", a.basic_auth());
-        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
-    });
-    for request in requests.collect::<Vec<_>>() {
-        assert_eq!(request.await.unwrap(), 200);
-    }
+    let pages = (0..16).map(|i| format!("{A_ACCOUNTS}?Page={i}")).collect();
+    let statuses = h.get_all_at_once(pages, &a).await;
+    assert!(statuses.iter().all(|&status| status == 200), "{statuses:?}");
     assert_eq!((h.standin.verified(), h.standin.rejected()), (16, 0));
     h.stop().await;
 }

@@ -301,6 +301,27 @@ impl Harness {
             .unwrap()
     }
 
+    /// `GET path` through the proxy (origin-form) with `account`'s API key.
+    pub async fn get_as(&self, path: &str, account: &TestAccount) -> reqwest::Response {
+        self.get(self.url(path), &account.basic_auth()).await
+    }
+
+    /// `GET` each of `paths` at once with `account`'s API key: the statuses, in order.
+    pub async fn get_all_at_once(&self, paths: Vec<String>, account: &TestAccount) -> Vec<u16> {
+        let client = self.client();
+        let requests = paths.into_iter().map(|path| {
+            let request = client
+                .get(self.url(&path))
+                .header("authorization", account.basic_auth());
+            tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+        });
+        let mut statuses = Vec::new();
+        for request in requests.collect::<Vec<_>>() {
+            statuses.push(request.await.unwrap());
+        }
+        statuses
+    }
+
     /// A client that talks to the proxy directly (origin-form).
     pub fn client(&self) -> reqwest::Client {
         reqwest::Client::builder()
