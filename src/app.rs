@@ -273,6 +273,8 @@ impl Bound {
             tls,
         } = self;
         let accounts = app.keys.snapshot().len();
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        app.metrics.serving_on(workers);
         let admin_listen = admin_addr.map(|addr| addr.to_string());
         tracing::info!(listen = %local_addr, admin = admin_listen.as_deref().unwrap_or("off"), accounts, "pkcv-proxy listening");
         for warning in &app.readiness.report().1["warnings"]

@@ -235,6 +235,8 @@ pub struct RawServer {
     pub max_buffered_bytes: u64,
     /// A keep-alive connection with no request in progress is closed after this, in seconds.
     pub idle_timeout_secs: u64,
+    /// Threads serving connections (the async runtime's workers); 0: one per core.
+    pub worker_threads: u64,
     /// Where a running proxy reports what it signs with (default
     /// `accounts_dir/.pkcv-proxy-loaded.json`).
     pub status_file: Option<PathBuf>,
@@ -263,6 +265,7 @@ impl Default for RawServer {
             max_in_flight: 1_024,
             max_buffered_bytes: 256 * 1024 * 1024,
             idle_timeout_secs: 60,
+            worker_threads: 0,
             status_file: None,
             tls_listen: String::new(),
             tls_cert_file: None,
@@ -667,6 +670,8 @@ pub struct ServerSettings {
     pub max_buffered_bytes: u64,
     /// Idle keep-alive connection timeout.
     pub idle_timeout: Duration,
+    /// The async runtime's worker threads (resolved: never 0).
+    pub worker_threads: usize,
     /// The status file, if any (explicit, or in `accounts_dir`).
     pub status_file: Option<PathBuf>,
     /// The mutual-TLS listener, if enabled.
@@ -964,9 +969,18 @@ fn server_settings(
         max_in_flight: limits("server.max_in_flight", raw.max_in_flight)?,
         max_buffered_bytes,
         idle_timeout: Duration::from_secs(idle),
+        worker_threads: worker_threads(raw.worker_threads)?,
         status_file,
         tls: tls_listener(raw, listen, admin_listen)?,
     })
+}
+
+/// `server.worker_threads`, 0 meaning one per core.
+fn worker_threads(configured: u64) -> Result<usize, ConfigError> {
+    match in_range("server.worker_threads", configured, 0..=1024, "0–1024")? {
+        0 => Ok(std::thread::available_parallelism().map_or(2, usize::from)),
+        threads => Ok(threads as usize),
+    }
 }
 
 /// The mutual-TLS listener: all of its settings, or none.
@@ -1338,6 +1352,7 @@ mod tests {
             ("[server]\nmax_connections = 0", "max_connections"),
             ("[server]\nmax_in_flight = 0", "max_in_flight"),
             ("[server]\nidle_timeout_secs = 0", "idle_timeout_secs"),
+            ("[server]\nworker_threads = 1025", "worker_threads"),
             ("[upstream]\nallowed_hosts = [\"*.co.uk\"]\ndefault_host = \"x.co.uk\"", "public suffix"),
             ("[upstream]\nallowed_hosts = [\"twilio.com\", \"github.io\"]", "public suffix"),
             ("[upstream]\nallowed_hosts = [\"api.twilio.com.\"]\ndefault_host = \"api.twilio.com\"", "ends with a dot"),

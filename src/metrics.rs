@@ -122,6 +122,7 @@ pub struct Metrics {
     rejected: Family<CodeLabels, Counter>,
     key_reloads: Family<ResultLabels, Counter>,
     accounts_loaded: Gauge,
+    runtime_workers: Gauge,
     key_last_reload: Gauge<f64, AtomicU64>,
     connections_open: Gauge,
     requests_in_flight: Gauge,
@@ -153,6 +154,7 @@ impl Metrics {
             rejected: Family::default(),
             key_reloads: Family::default(),
             accounts_loaded: Gauge::default(),
+            runtime_workers: Gauge::default(),
             key_last_reload: Gauge::default(),
             connections_open: Gauge::default(),
             requests_in_flight: Gauge::default(),
@@ -205,6 +207,11 @@ impl Metrics {
             "pkcv_proxy_key_reloads",
             "Account and key reloads, by result",
             self.key_reloads.clone(),
+        );
+        registry.register(
+            "pkcv_proxy_runtime_workers",
+            "Threads serving connections (server.worker_threads)",
+            self.runtime_workers.clone(),
         );
         registry.register(
             "pkcv_proxy_accounts_loaded",
@@ -315,7 +322,12 @@ impl Metrics {
         }
     }
 
-    /// The accounts loaded at start-up.
+    /// How many threads the async runtime serving connections has.
+    pub fn serving_on(&self, workers: usize) {
+        self.runtime_workers.set(gauge_value(workers));
+    }
+
+    /// The accounts loaded at start-up, and when.
     pub fn loaded(&self, accounts: usize, now_unix: u64) {
         self.accounts_loaded.set(gauge_value(accounts));
         self.key_last_reload.set(now_unix as f64);

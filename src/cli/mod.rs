@@ -148,17 +148,20 @@ fn workflow_session(
 /// Parses the command line and runs the subcommand.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let command = cli
         .command
         .unwrap_or(Command::Serve(ConfigArg { config: cli.config }));
+    // Only the commands that do I/O get a runtime; `serve` builds its own, sized by its config.
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
     match command {
-        Command::Serve(c) => runtime.block_on(serve::run(c.config.as_deref())),
+        Command::Serve(c) => serve::run(c.config.as_deref()),
         Command::CheckConfig(c) => check_config::run(c.config.as_deref()),
         Command::Healthcheck(c) => {
-            runtime.block_on(healthcheck::run(c.config.config.as_deref(), c.args))
+            runtime()?.block_on(healthcheck::run(c.config.config.as_deref(), c.args))
         }
         Command::Explain(args) => explain::run(args),
         Command::Completions(args) => completions::completions(args),
@@ -167,11 +170,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Ca(c) => ca::run(c.config.config.as_deref(), c.command),
         Command::Keygen(c) => keygen::run(c.config.config.as_deref(), c.args),
         Command::Subaccount(c) => {
-            runtime.block_on(subaccount::run(c.config.config.as_deref(), c.command))
+            runtime()?.block_on(subaccount::run(c.config.config.as_deref(), c.command))
         }
-        Command::Keys(c) => runtime.block_on(keys::run(c.config.config.as_deref(), c.command)),
+        Command::Keys(c) => runtime()?.block_on(keys::run(c.config.config.as_deref(), c.command)),
         #[cfg(feature = "demo")]
-        Command::Demo => runtime.block_on(demo::run()),
+        Command::Demo => runtime()?.block_on(demo::run()),
     }
 }
 

@@ -6,8 +6,17 @@ use std::process::ExitCode;
 
 use pkcv_proxy::{shutdown, telemetry, App, Config};
 
-pub(crate) async fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// Loads the config, then serves it on a runtime of `server.worker_threads` threads.
+pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.server.worker_threads)
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(config, config_path))
+}
+
+async fn serve(config: Config, config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     telemetry::check_env_filter().map_err(anyhow::Error::msg)?;
     telemetry::init(&config.log);
     let app = App::build(config, config_path.map(Path::to_path_buf))?;

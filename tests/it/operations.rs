@@ -633,3 +633,25 @@ async fn signatures_made_on_the_signing_pool_verify() {
     assert_eq!((h.standin.verified(), h.standin.rejected()), (16, 0));
     h.stop().await;
 }
+
+/// `server.worker_threads` sizes the runtime `serve` runs on (reported on `/metrics`), and
+/// a proxy on one worker still signs and forwards.
+#[tokio::test]
+async fn worker_threads_size_the_serving_runtime() {
+    let h = Harness::start_with(&[TestAccount::a()], |_| {}).await;
+    let workers = "pkcv_proxy_runtime_workers";
+    for (configured, expected) in [(1, 1.0), (3, 3.0)] {
+        let mut raw = h.raw.clone();
+        raw.server.worker_threads = configured;
+        let dir = tempfile::tempdir().unwrap();
+        let proxy = ProxyProcess::start(&raw, dir.path()).await;
+        assert_eq!(proxy.metric(workers).await, Some(expected));
+        assert_eq!(
+            proxy.get(A_ACCOUNTS, &TestAccount::a().basic_auth()).await,
+            200
+        );
+    }
+    // The in-process harness runs on the test's runtime: one worker, as #[tokio::test] has.
+    assert_eq!(h.metric(workers).await, Some(1.0));
+    h.stop().await;
+}

@@ -67,6 +67,11 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) max_in_flight: Option<usize>,
 
+    /// Set the proxy's `server.worker_threads` (default: one per core), to see what
+    /// cross-thread wake-ups cost.
+    #[arg(long)]
+    pub(crate) proxy_worker_threads: Option<usize>,
+
     /// Sign through PKCS#11 with a key generated inside a SoftHSM2 token made for the run
     /// (needs softhsm2; the module at /usr/lib/softhsm/libsofthsm2.so): the HSM backend's
     /// throughput beside the in-process one.

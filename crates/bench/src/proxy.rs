@@ -49,6 +49,7 @@ impl Proxy {
         if settings.pkcs11_softhsm {
             command.env("SOFTHSM2_CONF", softhsm_token(binary, dir.path())?);
         }
+
         command
             .arg("serve")
             .arg("--config")
@@ -134,6 +135,8 @@ pub(crate) struct Settings {
     pub(crate) pkcs11_softhsm: bool,
     /// `server.max_in_flight`, if set (else far above the clients).
     pub(crate) max_in_flight: Option<usize>,
+    /// `server.worker_threads`, if set.
+    pub(crate) worker_threads: Option<usize>,
 }
 
 /// SoftHSM2's module as Debian installs it.
@@ -255,12 +258,17 @@ fn config_text(
     // Room for every client at once: the benchmark measures signing, not admission.
     let _ = writeln!(
         text,
-        "max_connections = {}\nmax_in_flight = {}\nshutdown_grace_secs = 1\n",
+        "max_connections = {}\nmax_in_flight = {}\nshutdown_grace_secs = 1",
         (4 * max_clients).max(10_000),
         settings
             .max_in_flight
             .unwrap_or((4 * max_clients).max(4_096))
     );
+    // Only when asked: a proxy from before the setting existed refuses unknown keys.
+    if let Some(threads) = settings.worker_threads {
+        let _ = writeln!(text, "worker_threads = {threads}");
+    }
+    let _ = writeln!(text);
     let _ = writeln!(
         text,
         "[upstream]\nextra_ca_file = {}\nconnect_to = {{ \"{HOST}\" = \"{upstream}\" }}",

@@ -76,6 +76,9 @@ pub(crate) struct Report {
     /// `server.max_in_flight`, when the run set it (an overload run).
     #[serde(default)]
     pub(crate) proxy_max_in_flight: Option<usize>,
+    /// The proxy's runtime worker threads, when the run set them.
+    #[serde(default)]
+    pub(crate) proxy_worker_threads: Option<usize>,
     /// How long the upstream waits before each answer.
     pub(crate) upstream_delay_ms: u64,
     pub(crate) warmup_secs: f64,
@@ -225,6 +228,9 @@ impl Report {
             self.upstream_alpn,
             self.upstream_delay_ms
         );
+        if let Some(threads) = self.proxy_worker_threads {
+            let _ = writeln!(out, "proxy: server.worker_threads = {threads}");
+        }
         if let Some(limit) = self.proxy_max_in_flight {
             let _ = writeln!(out, "overload run: server.max_in_flight = {limit}");
         }

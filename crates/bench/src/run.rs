@@ -72,6 +72,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         pem_on_pool: args.pem_on_pool,
         pkcs11_softhsm: args.pkcs11_softhsm,
         max_in_flight: args.max_in_flight,
+        worker_threads: args.proxy_worker_threads,
     };
     let proxy = Proxy::start(&binary, &upstream, settings).await?;
     let idle = proxy.usage()?;
@@ -197,6 +198,7 @@ fn build_report(
         proxy_pem_on_pool: args.pem_on_pool,
         proxy_pkcs11_softhsm: args.pkcs11_softhsm,
         proxy_max_in_flight: args.max_in_flight,
+        proxy_worker_threads: args.proxy_worker_threads,
         upstream_delay_ms: args.upstream_delay_ms,
         warmup_secs: args.warmup().as_secs_f64(),
         measure_secs: args.measure().as_secs_f64(),

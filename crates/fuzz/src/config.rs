@@ -96,6 +96,7 @@ const SECTIONS: &[(&str, &[(&str, Kind)])] = &[
             ("max_connections", Kind::Number),
             ("max_in_flight", Kind::Number),
             ("idle_timeout_secs", Kind::Number),
+            ("worker_threads", Kind::Number),
             ("status_file", Kind::Path),
             ("tls_handshake_timeout_secs", Kind::Number),
             ("tls_listen", Kind::Address),
