@@ -1313,6 +1313,44 @@ mod tests {
     }
 
     #[test]
+    fn an_account_has_exactly_one_key_and_private_key_takes_only_pkcs11_uris() {
+        let account = |keys: &str| {
+            format!(
+                "[[accounts]]\naccount_sid = \"ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d4\"\n\
+                 credential_sid = \"CR9a8b7c6d9a8b7c6d9a8b7c6d9a8b7c6d\"\n{keys}"
+            )
+        };
+        let uri = r#"private_key = "pkcs11:token=pkcv;object=main;type=private""#;
+        let config = from_toml(&account(uri)).unwrap();
+        match &config.accounts[0].private_key {
+            PrivateKey::Pkcs11(uri) => assert_eq!(uri.object.as_deref(), Some("main")),
+            other => panic!("{other:?}"),
+        }
+        // Written back, it reads the same.
+        let written = toml::to_string(&config.raw).unwrap();
+        assert_eq!(from_toml(&written).unwrap().accounts, config.accounts);
+
+        let refused = |keys: &str| from_toml(&account(keys)).unwrap_err().to_string();
+        let both = format!("private_key_file = \"k.pem\"\n{uri}");
+        assert!(refused(&both).contains("not both"), "{}", refused(&both));
+        assert!(
+            refused("").contains("set private_key_file"),
+            "{}",
+            refused("")
+        );
+        let file = r#"private_key = "keys/k.pem""#;
+        assert!(
+            refused(file).contains("takes only a pkcs11: URI"),
+            "{}",
+            refused(file)
+        );
+        let pin = r#"private_key = "pkcs11:object=k?pin-value=8642""#;
+        assert!(refused(pin).contains("pin-value") && !refused(pin).contains("8642"));
+        let both_pins = "[pkcs11]\npin_file = \"p\"\npin_env = \"P\"";
+        assert!(matches!(from_toml(both_pins), Err(ConfigError::PinSources)));
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let config = from_toml("").unwrap();
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
