@@ -731,7 +731,7 @@ impl SigningSettings {
     /// How many signing threads run: `pool_threads`, or one per core.
     pub fn threads(&self) -> usize {
         match self.pool_threads {
-            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            0 => cores(),
             threads => threads,
         }
     }
@@ -785,12 +785,7 @@ impl Config {
     /// the key it makes).
     pub fn load_pkcs11(file: Option<&Path>) -> Result<Pkcs11Settings, ConfigError> {
         let mut raw: RawPkcs11 = figment(file)?.extract_inner("pkcs11")?;
-        if let Some(module) = raw.module.as_mut() {
-            *module = expand_credentials(module)?;
-        }
-        if let Some(pin_file) = raw.pin_file.as_mut() {
-            *pin_file = expand_credentials(pin_file)?;
-        }
+        expand_pkcs11_paths(&mut raw)?;
         pkcs11_settings(&raw, &signing_settings(&RawSigning::default())?)
     }
 
@@ -844,6 +839,14 @@ pub fn expand_credentials(path: &Path) -> Result<PathBuf, ConfigError> {
         .map_err(|_| ConfigError::NoCredentialsDirectory(path.to_path_buf()))
 }
 
+/// `[pkcs11]`'s path settings with `${CREDENTIALS_DIRECTORY}` expanded.
+fn expand_pkcs11_paths(raw: &mut RawPkcs11) -> Result<(), ConfigError> {
+    for path in [&mut raw.module, &mut raw.pin_file].into_iter().flatten() {
+        *path = expand_credentials(path)?;
+    }
+    Ok(())
+}
+
 /// Every path setting with `${CREDENTIALS_DIRECTORY}` expanded.
 fn expand_paths(mut raw: RawConfig) -> Result<RawConfig, ConfigError> {
     let expand = |path: &mut Option<PathBuf>| -> Result<(), ConfigError> {
@@ -860,8 +863,7 @@ fn expand_paths(mut raw: RawConfig) -> Result<RawConfig, ConfigError> {
     expand(&mut raw.server.client_ca_file)?;
     expand(&mut raw.server.status_file)?;
     expand(&mut raw.accounts_dir)?;
-    expand(&mut raw.pkcs11.module)?;
-    expand(&mut raw.pkcs11.pin_file)?;
+    expand_pkcs11_paths(&mut raw.pkcs11)?;
     for account in &mut raw.accounts {
         if let PrivateKey::File(file) = &mut account.private_key {
             *file = expand_credentials(file)?;
@@ -975,10 +977,15 @@ fn server_settings(
     })
 }
 
+/// The cores this process may use: what `0` means for the thread counts.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
 /// `server.worker_threads`, 0 meaning one per core.
 fn worker_threads(configured: u64) -> Result<usize, ConfigError> {
     match in_range("server.worker_threads", configured, 0..=1024, "0–1024")? {
-        0 => Ok(std::thread::available_parallelism().map_or(2, usize::from)),
+        0 => Ok(cores()),
         threads => Ok(threads as usize),
     }
 }

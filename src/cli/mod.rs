@@ -201,6 +201,9 @@ impl clap::builder::TypedValueParser for Pkcs11UriArg {
         let text = value
             .to_str()
             .ok_or_else(|| refused("is not UTF-8".to_owned()))?;
-        pkcv_proxy::pkcs11::uri::parse_boxed(text).map_err(|err| refused(err.to_string()))
+        // Boxed: the URI is large beside the other arguments.
+        pkcv_proxy::pkcs11::Pkcs11Uri::parse(text)
+            .map(Box::new)
+            .map_err(|err| refused(err.to_string()))
     }
 }

@@ -210,12 +210,6 @@ impl std::str::FromStr for Pkcs11Uri {
     }
 }
 
-/// [`Pkcs11Uri::parse`], boxed: for command-line arguments (the URI is large beside the
-/// other arguments).
-pub fn parse_boxed(text: &str) -> Result<Box<Pkcs11Uri>, UriError> {
-    Pkcs11Uri::parse(text).map(Box::new)
-}
-
 fn split_attribute(component: &str) -> Result<(&str, &str), UriError> {
     component
         .split_once('=')
