@@ -80,6 +80,9 @@ impl App {
         }
         let metrics = Arc::new(Metrics::new());
         metrics.loaded(accounts.len(), unix_now());
+        for load in accounts.outcomes() {
+            metrics.account_loaded(load.backend.as_str(), "loaded");
+        }
         let max_connections = fit_open_files(config.server.max_connections);
         let keys = Arc::new(KeyStore::new(accounts));
         let admission = Arc::new(Admission::new(
@@ -284,7 +287,7 @@ impl Bound {
         {
             tracing::warn!("{}", warning.as_str().unwrap_or_default());
         }
-        let (threads, pem_on_pool) = app.server.proxy.signing_threads();
+        let (threads, pem_on_pool) = app.server.proxy.signer().signing_threads();
         tracing::info!(
             threads,
             pem_on_pool,

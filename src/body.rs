@@ -82,23 +82,58 @@ impl BodyBudget {
     }
 }
 
-impl BufferedBody {
-    /// A body of one chunk.
-    pub fn from_bytes(bytes: impl Into<Bytes>) -> Self {
-        let bytes = bytes.into();
-        let len = bytes.len() as u64;
-        let chunks = if bytes.is_empty() {
-            VecDeque::new()
-        } else {
-            VecDeque::from([bytes])
-        };
-        BufferedBody {
+/// A complete body and its hash, computed once as the chunks arrived. Only this module makes
+/// one ([`buffer`] for a body that streams in, [`hashed`] for one already in memory), so a body
+/// that reaches the signing step has been hashed exactly once, and a retry reuses that hash.
+#[derive(Debug, Clone)]
+pub struct HashedBody {
+    body: BufferedBody,
+    hash: Option<HexDigest>,
+}
+
+impl HashedBody {
+    /// The body hash for the canonical request: `None` for an empty body.
+    pub fn hash(&self) -> Option<HexDigest> {
+        self.hash
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.body.len
+    }
+
+    /// True for an empty body.
+    pub fn is_empty(&self) -> bool {
+        self.body.len == 0
+    }
+
+    /// The chunks to send, exactly those that were hashed.
+    pub(crate) fn into_body(self) -> BufferedBody {
+        self.body
+    }
+}
+
+/// A body already held in memory (the CLI's, the workflow's), hashed once.
+pub fn hashed(bytes: Bytes) -> HashedBody {
+    let mut hasher = BodyHasher::default();
+    hasher.update(&bytes);
+    let len = bytes.len() as u64;
+    let chunks = if bytes.is_empty() {
+        VecDeque::new()
+    } else {
+        VecDeque::from([bytes])
+    };
+    HashedBody {
+        body: BufferedBody {
             chunks,
             len,
             _reserved: None,
-        }
+        },
+        hash: hasher.finish(),
     }
+}
 
+impl BufferedBody {
     /// Its length in bytes.
     pub fn len(&self) -> u64 {
         self.len
@@ -140,7 +175,7 @@ pub async fn buffer<B>(
     declared_len: Option<u64>,
     limit: u64,
     budget: Option<&BodyBudget>,
-) -> Result<(BufferedBody, Option<HexDigest>), ProxyError>
+) -> Result<HashedBody, ProxyError>
 where
     B: Body<Data = Bytes>,
     B::Error: std::fmt::Display,
@@ -179,7 +214,10 @@ where
         len,
         _reserved: reserved.map(Arc::new),
     };
-    Ok((body, hasher.finish()))
+    Ok(HashedBody {
+        body,
+        hash: hasher.finish(),
+    })
 }
 
 /// Reads and drops up to `max_bytes` more of `body`, for at most `time`: the rest of an
@@ -253,27 +291,29 @@ mod tests {
 
     #[tokio::test]
     async fn chunks_are_kept_and_hashed() {
-        let (body, hash) = buffer(chunked(&[b"ab", b"", b"c"]), None, 10, None)
+        let hashed = buffer(chunked(&[b"ab", b"", b"c"]), None, 10, None)
             .await
             .unwrap();
-        assert_eq!(body.len(), 3);
-        assert_eq!(hash, body_hash(b"abc"));
-        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(hashed.len(), 3);
+        assert_eq!(hashed.hash(), body_hash(b"abc"));
+        let collected = hashed.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&collected[..], b"abc");
     }
 
     #[tokio::test]
     async fn tiny_chunks_are_gathered_and_large_ones_kept() {
         let tiny: Vec<&'static [u8]> = vec![b"x"; 10_000];
-        let (body, hash) = buffer(chunked(&tiny), None, 1 << 20, None).await.unwrap();
-        assert_eq!(body.len(), 10_000);
+        let hashed = buffer(chunked(&tiny), None, 1 << 20, None).await.unwrap();
+        assert_eq!(hashed.len(), 10_000);
+        assert_eq!(hashed.hash(), body_hash(&[b'x'; 10_000]));
+        let body = hashed.into_body();
         assert!(body.chunks.len() <= 3, "{} chunks kept", body.chunks.len());
-        assert_eq!(hash, body_hash(&[b'x'; 10_000]));
 
         static BIG: [u8; 8192] = [7; 8192];
-        let (body, _) = buffer(chunked(&[b"ab", &BIG, b"c"]), None, 1 << 20, None)
+        let body = buffer(chunked(&[b"ab", &BIG, b"c"]), None, 1 << 20, None)
             .await
-            .unwrap();
+            .unwrap()
+            .into_body();
         assert_eq!(body.chunks.len(), 3);
         assert_eq!(
             body.chunks[1].as_ptr(),
@@ -297,7 +337,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, ProxyError::BodyTooLarge { .. }));
-        let (body, hash) = buffer(
+        let body = buffer(
             Full::new(Bytes::from_static(b"0123456789")),
             Some(10),
             10,
@@ -305,17 +345,20 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!((body.len(), hash.is_some()), (10, true));
-        let (body, hash) = buffer(Full::new(Bytes::new()), None, 10, None)
+        assert_eq!((body.len(), body.hash().is_some()), (10, true));
+        let body = buffer(Full::new(Bytes::new()), None, 10, None)
             .await
             .unwrap();
-        assert!(body.is_empty() && hash.is_none());
+        assert!(body.is_empty() && body.hash().is_none());
+        let in_memory = hashed(Bytes::from_static(b"0123456789"));
+        assert_eq!(in_memory.hash(), body_hash(b"0123456789"));
+        assert!(hashed(Bytes::new()).hash().is_none());
     }
 
     #[tokio::test]
     async fn the_budget_bounds_bodies_held_at_once() {
         let budget = BodyBudget::new(10);
-        let (held, _) = buffer(
+        let held = buffer(
             Full::new(Bytes::from_static(b"0123456")),
             Some(7),
             10,
@@ -339,7 +382,7 @@ mod tests {
         let retry = held.clone();
         drop(held);
         drop(retry);
-        let (_, hash) = buffer(
+        let again = buffer(
             Full::new(Bytes::from_static(b"abcdefg")),
             None,
             10,
@@ -347,6 +390,6 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(hash, body_hash(b"abcdefg"));
+        assert_eq!(again.hash(), body_hash(b"abcdefg"));
     }
 }

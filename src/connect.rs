@@ -123,7 +123,9 @@ impl Tunnels {
         log: &mut RequestLog,
     ) -> Result<Tunnel, ProxyError> {
         // An unknown client learns nothing, not even which hosts are allowed.
-        let client = self.proxy.client(request.headers(), origin)?;
+        let client = self
+            .proxy
+            .client(&self.proxy.keys().snapshot(), request.headers(), origin)?;
         log.client = client.map(|client| client.name.clone());
         let (host, port) = connect_target(request)?;
         log.host = Some(host.clone());

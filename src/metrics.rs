@@ -103,6 +103,12 @@ struct BackendLabels {
     backend: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccountLoadLabels {
+    backend: &'static str,
+    result: &'static str,
+}
+
 /// Bounded by the configured accounts and three reasons.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SignErrorLabels {
@@ -121,6 +127,7 @@ pub struct Metrics {
     upstream_duration: Histogram,
     rejected: Family<CodeLabels, Counter>,
     key_reloads: Family<ResultLabels, Counter>,
+    account_loads: Family<AccountLoadLabels, Counter>,
     accounts_loaded: Gauge,
     runtime_workers: Gauge,
     key_last_reload: Gauge<f64, AtomicU64>,
@@ -153,6 +160,7 @@ impl Metrics {
             upstream_duration: duration_histogram(),
             rejected: Family::default(),
             key_reloads: Family::default(),
+            account_loads: Family::default(),
             accounts_loaded: Gauge::default(),
             runtime_workers: Gauge::default(),
             key_last_reload: Gauge::default(),
@@ -207,6 +215,11 @@ impl Metrics {
             "pkcv_proxy_key_reloads",
             "Account and key reloads, by result",
             self.key_reloads.clone(),
+        );
+        registry.register(
+            "pkcv_proxy_account_loads",
+            "What each load or reload did with each configured account, by backend and result (loaded: its key loaded now; unchanged: its live key kept, no new HSM login; failed: kept at its previous version or left out, see /readyz)",
+            self.account_loads.clone(),
         );
         registry.register(
             "pkcv_proxy_runtime_workers",
@@ -325,6 +338,14 @@ impl Metrics {
     /// How many threads the async runtime serving connections has.
     pub fn serving_on(&self, workers: usize) {
         self.runtime_workers.set(gauge_value(workers));
+    }
+
+    /// What a load did with one account: `loaded` (its key loaded now, by backend),
+    /// `unchanged` (its live key kept), `failed` (kept at its previous version or left out).
+    pub fn account_loaded(&self, backend: &'static str, result: &'static str) {
+        self.account_loads
+            .get_or_create(&AccountLoadLabels { backend, result })
+            .inc();
     }
 
     /// The accounts loaded at start-up, and when.

@@ -4,8 +4,12 @@
 //!
 //! Everything that can refuse a request without reading its body (overload, a host off the
 //! allow-list, Auth Token credentials, a malformed target) runs before the body is read, and
-//! nothing is ever sent upstream unsigned: the only way to the [`Upstream`] is through
-//! [`RequestSigner::sign`].
+//! nothing is ever sent upstream unsigned: [`Upstream::send`] takes only a
+//! [`crate::sign::SignedRequest`], which only [`RequestSigner::sign`] makes.
+//!
+//! A request reads the key store once: the client check and the signing account come from
+//! that one snapshot, so a reload in between cannot authorize against one account set and
+//! sign with another.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,20 +24,18 @@ use hyper::body::Incoming;
 
 use crate::access_log::{ProxyBody, RequestLog, REQUEST_ID};
 use crate::admission::Admission;
-use crate::body::{self, BodyBudget, BufferedBody};
-use crate::canonical::HexDigest;
+use crate::body::{self, BodyBudget, HashedBody};
 use crate::clients::Client;
 use crate::clock_skew::ClockSkew;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::head;
 use crate::hop;
-use crate::keys::KeyStore;
+use crate::keys::{Accounts, KeyStore};
 use crate::metrics::Metrics;
 use crate::response::{self, Stalling};
 use crate::sign::{RequestSigner, Target};
-use crate::signing_pool::SigningPool;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{Failure, Upstream, UpstreamError};
 
 /// Where a request came from, as far as signing is concerned.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +50,7 @@ pub(crate) struct Origin {
 /// The signing proxy: shared by every connection and every tunnel.
 #[derive(Debug)]
 pub(crate) struct Proxy {
+    keys: Arc<KeyStore>,
     signer: RequestSigner,
     upstream: Upstream,
     metrics: Arc<Metrics>,
@@ -57,9 +60,6 @@ pub(crate) struct Proxy {
     body_read_timeout: Duration,
     response_idle_timeout: Duration,
     clock_skew: ClockSkew,
-    /// Where blocking (HSM) signatures run, and PEM ones when `signing.pem_on_pool`.
-    pool: SigningPool,
-    pem_on_pool: bool,
 }
 
 impl Proxy {
@@ -71,7 +71,9 @@ impl Proxy {
         metrics: Arc<Metrics>,
     ) -> Result<Proxy, ProxyBuildError> {
         Ok(Proxy {
-            signer: RequestSigner::new(config, keys),
+            keys,
+            signer: RequestSigner::new(config, metrics.clone())
+                .map_err(ProxyBuildError::SigningPool)?,
             upstream: Upstream::new(&config.upstream, metrics.clone())?,
             admission,
             budget: BodyBudget::new(config.server.max_buffered_bytes),
@@ -79,20 +81,18 @@ impl Proxy {
             body_read_timeout: config.server.body_read_timeout,
             response_idle_timeout: config.upstream.response_idle_timeout,
             clock_skew: ClockSkew::new(metrics.clone()),
-            pool: SigningPool::new(config.signing.threads(), config.signing.pool_queue)?,
-            pem_on_pool: config.signing.pem_on_pool,
             metrics,
         })
     }
 
-    /// The signer: what resolves and signs requests, and the key store behind it.
+    /// The signer: what resolves and signs requests.
     pub(crate) fn signer(&self) -> &RequestSigner {
         &self.signer
     }
 
-    /// How many signing threads there are, and whether PEM keys sign on them too.
-    pub(crate) fn signing_threads(&self) -> (usize, bool) {
-        (self.pool.threads(), self.pem_on_pool)
+    /// The live account set, one snapshot per request.
+    pub(crate) fn keys(&self) -> &Arc<KeyStore> {
+        &self.keys
     }
 
     /// The metrics every request is counted in.
@@ -130,8 +130,11 @@ impl Proxy {
         B::Error: std::fmt::Display,
     {
         let (mut parts, body) = request.into_parts();
+        // The one snapshot of the key store this request uses, for the client check and
+        // the signing account alike.
+        let accounts = self.keys.snapshot();
         // Who is asking comes first: nothing is routed or read for an unknown client.
-        let client = self.client(&parts.headers, origin)?;
+        let client = self.client(&accounts, &parts.headers, origin)?;
         log.client = client.as_ref().map(|client| client.name.clone());
         forwarded_method(&parts)?;
         // Hop-by-hop headers go first: one named in `Connection` (even `Authorization`) is not
@@ -139,7 +142,10 @@ impl Proxy {
         hop::strip(&mut parts.headers);
         hop::strip_client_network(&mut parts.headers);
         parts.headers.insert(REQUEST_ID, log.request_id.clone());
-        let target = self.signer.resolve(&parts, origin.tunnel_host.as_deref())?;
+        let target = self
+            .signer
+            .resolve(&accounts, &parts, origin.tunnel_host.as_deref())?;
+        drop(accounts);
         log.host = Some(target.host.clone());
         log.host_pattern = self
             .signer
@@ -157,11 +163,12 @@ impl Proxy {
             });
         }
 
-        let (body, body_hash) = self.read_body(&parts, body).await?;
+        let body = self.read_body(&parts, body).await?;
         // A place among the host's connections first, so the token is minted fresh when
         // the request can really leave.
         let permit = self.upstream.permit(&target.host).await?;
-        let response = self.send(parts, &target, body, body_hash).await?;
+        let target = Arc::new(target);
+        let response = self.send(parts, target.clone(), body).await?;
         self.clock_skew.observe(response.headers().get(DATE));
         response::prepare(response, &target.host, self.response_idle_timeout, permit)
     }
@@ -183,10 +190,10 @@ impl Proxy {
     /// client certificate), or the one its `Proxy-Authorization` proves; else 407.
     pub(crate) fn client(
         &self,
+        accounts: &Accounts,
         headers: &http::HeaderMap,
         origin: &Origin,
     ) -> Result<Option<Arc<Client>>, ProxyError> {
-        let accounts = self.signer.keys().snapshot();
         let clients = accounts.clients();
         if clients.is_empty() {
             return Ok(None);
@@ -205,7 +212,7 @@ impl Proxy {
         &self,
         parts: &Parts,
         body: B,
-    ) -> Result<(BufferedBody, Option<HexDigest>), ProxyError>
+    ) -> Result<HashedBody, ProxyError>
     where
         B: Body<Data = Bytes>,
         B::Error: std::fmt::Display,
@@ -237,64 +244,29 @@ impl Proxy {
     async fn send(
         &self,
         parts: Parts,
-        target: &Target,
-        body: BufferedBody,
-        body_hash: Option<HexDigest>,
+        target: Arc<Target>,
+        body: HashedBody,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let retry = is_idempotent(&parts.method).then(|| (parts.clone(), body.clone()));
-        let first = self.sign_and_send(parts, target, body, body_hash).await;
-        match (first, retry) {
-            (Err(failure), Some((parts, body))) if failure.nothing_sent => {
-                tracing::debug!(host = %target.host, error = %failure.error, "connection failed before sending; retrying once with a fresh token");
-                self.sign_and_send(parts, target, body, body_hash)
-                    .await
-                    .map_err(|failure| failure.error)
-            }
-            (outcome, _) => outcome.map_err(|failure| failure.error),
-        }
-    }
-
-    async fn sign_and_send(
-        &self,
-        parts: Parts,
-        target: &Target,
-        body: BufferedBody,
-        body_hash: Option<HexDigest>,
-    ) -> Result<Response<Incoming>, crate::upstream::Failure> {
-        let account = &target.account;
-        if !account.can_sign() {
-            // Refused before queueing: the device is being reconnected.
-            self.metrics
-                .sign_failed(&account.account_sid, "unavailable");
-            return Err(ProxyError::KeyUnavailable(account.account_sid.clone()).into());
-        }
-        let signing = Instant::now();
-        let hash = target.canonical(&parts.method, body_hash).hash();
-        let job = self.signer.mint_job(target, hash, crate::token::unix_now());
-        let minted = if job.blocks() || self.pem_on_pool {
-            self.pool.mint(job).await
-        } else {
-            job.run()
-        };
-        let token = match minted {
-            Ok(token) => token,
-            Err(err) => {
-                let reason = match err {
-                    ProxyError::KeyUnavailable(_) => "unavailable",
-                    ProxyError::Overloaded(_) => "queue_full",
-                    _ => "failed",
-                };
-                self.metrics.sign_failed(&account.account_sid, reason);
-                return Err(err.into());
-            }
-        };
-        let request = self.signer.signed_request(parts, target, &token, body)?;
-        self.metrics
-            .signed(account.signer.key().backend().as_str(), signing.elapsed());
+        let signed = self.signer.sign(parts, target, body).await?;
         let sending = Instant::now();
-        let response = self.upstream.send(request, &target.host).await;
+        let first = self.upstream.send(signed).await;
         self.metrics.upstream(sending.elapsed());
-        response
+        let unsent = match first {
+            Ok(response) => return Ok(response),
+            Err(Failure {
+                unsent: Some(unsent),
+                error,
+            }) => {
+                tracing::debug!(error = %error, "connection failed before sending; retrying once with a fresh token");
+                unsent
+            }
+            Err(failure) => return Err(failure.error),
+        };
+        let signed = self.signer.sign_again(unsent).await?;
+        let sending = Instant::now();
+        let again = self.upstream.send(signed).await;
+        self.metrics.upstream(sending.elapsed());
+        again.map_err(|failure| failure.error)
     }
 }
 
@@ -329,11 +301,6 @@ pub enum ProxyBuildError {
 /// for how long at most: past either, the stream is reset under the answer.
 const DISCARD_AT_MOST: u64 = 64 * 1024 * 1024;
 const DISCARD_FOR: Duration = Duration::from_secs(5);
-
-/// Methods a retry cannot turn into a second effect.
-fn is_idempotent(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::DELETE)
-}
 
 /// The client's `Content-Length`, if it sent one.
 fn declared_length(parts: &Parts) -> Result<Option<u64>, ProxyError> {

@@ -130,7 +130,7 @@ impl Server {
                 return None;
             }
         };
-        let accounts = self.proxy.signer().keys().snapshot();
+        let accounts = self.proxy.keys().snapshot();
         let client = names
             .iter()
             .find(|name| accounts.clients().get(name).is_some())

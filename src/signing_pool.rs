@@ -14,8 +14,6 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, TrySendError};
 
-use crate::error::ProxyError;
-use crate::sign::MintJob;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -54,20 +52,37 @@ impl SigningPool {
         self.threads.len()
     }
 
-    /// Mints on a pool thread; 503 at once when the queue is full.
-    pub(crate) async fn mint(&self, job: MintJob) -> Result<String, ProxyError> {
+    /// Runs `job` on a pool thread and awaits its result; refused at once when the queue is
+    /// full.
+    pub(crate) async fn run<T, F>(&self, job: F) -> Result<T, PoolError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let work: Job = Box::new(move || {
             // The requester may have gone (client disconnected): nothing to do then.
-            let _ = reply.send(job.run());
+            let _ = reply.send(job());
         });
-        let queue = self.queue.as_ref().ok_or(ProxyError::Signing)?;
+        let queue = self.queue.as_ref().ok_or(PoolError::Stopped)?;
         queue.try_send(work).map_err(|err| match err {
-            TrySendError::Full(_) => ProxyError::Overloaded("the signing queue is full"),
-            TrySendError::Disconnected(_) => ProxyError::Signing,
+            TrySendError::Full(_) => PoolError::Full,
+            TrySendError::Disconnected(_) => PoolError::Stopped,
         })?;
-        answer.await.map_err(|_| ProxyError::Signing)?
+        answer.await.map_err(|_| PoolError::Stopped)
     }
+}
+
+/// Why a job did not run on the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// The queue is full: overload.
+    #[error("the signing queue is full")]
+    Full,
+    /// The pool's threads have stopped (the proxy is shutting down).
+    #[error("the signing threads have stopped")]
+    Stopped,
 }
 
 impl Drop for SigningPool {
@@ -84,75 +99,60 @@ impl Drop for SigningPool {
 mod tests {
     use super::*;
     use crate::canonical::body_hash;
-    use crate::config::{Config, RawConfig};
-    use crate::keys::{Account, Accounts, KeyStore};
-    use crate::token::{Algorithm, Signer};
+    use crate::token::{Algorithm, Claims, Signer};
     use std::sync::Arc;
 
     const PEM: &str = include_str!("../tests/fixtures/rsa-2048-pkcs1.pem");
+    const CR: &str = "CR9a8b7c6d9a8b7c6d9a8b7c6d9a8b7c6d";
 
-    fn signer_and_target() -> (crate::sign::RequestSigner, crate::sign::Target) {
-        let account = Account {
-            account_sid: "ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d4".into(),
-            credential_sid: "CR9a8b7c6d9a8b7c6d9a8b7c6d9a8b7c6d".into(),
-            api_key_sids: vec![],
-            signer: Signer::from_pem(
-                PEM.as_bytes(),
-                "CR9a8b7c6d9a8b7c6d9a8b7c6d9a8b7c6d",
-                Algorithm::Rs256,
-            )
-            .unwrap(),
-        };
-        let keys = Arc::new(KeyStore::new(Accounts::new([account]).unwrap()));
-        let config = Config::from_raw(RawConfig::default()).unwrap();
-        let signer = crate::sign::RequestSigner::new(&config, keys);
-        let mut request = http::Request::get("/2010-04-01/Accounts.json")
-            .body(())
-            .unwrap();
-        request.headers_mut().insert(
-            http::header::AUTHORIZATION,
-            http::HeaderValue::from_static(
-                "Basic U0swZjFlMmQzYzBmMWUyZDNjMGYxZTJkM2MwZjFlMmQzYzp4",
-            ),
-        );
-        let (parts, ()) = request.into_parts();
-        let target = signer.resolve(&parts, None).unwrap();
-        (signer, target)
+    fn mint(signer: &Signer) -> String {
+        let hash = body_hash(b"x").unwrap();
+        signer
+            .mint(&Claims {
+                api_key_sid: "SK0f1e2d3c0f1e2d3c0f1e2d3c0f1e2d3c",
+                account_sid: "ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d4",
+                request_hash: &hash,
+                issued_at: 1_700_000_000,
+                ttl_secs: 300,
+            })
+            .unwrap()
     }
 
     #[tokio::test]
     async fn the_pool_mints_what_inline_signing_mints() {
-        let (signer, target) = signer_and_target();
-        let hash = target.canonical(&http::Method::GET, body_hash(b"")).hash();
+        let signer = Arc::new(Signer::from_pem(PEM.as_bytes(), CR, Algorithm::Rs256).unwrap());
         let pool = SigningPool::new(2, 8).unwrap();
         assert_eq!(pool.threads(), 2);
-        let pooled = pool
-            .mint(signer.mint_job(&target, hash, 1_700_000_000))
+        let on_pool = signer.clone();
+        let pooled = pool.run(move || mint(&on_pool)).await.unwrap();
+        // RS256 is deterministic: the same token either way.
+        assert_eq!(pooled, mint(&signer));
+        let thread = pool
+            .run(|| std::thread::current().name().map(str::to_owned))
             .await
             .unwrap();
-        let inline = signer.mint(&target, &hash, 1_700_000_000).unwrap();
-        // RS256 is deterministic: the same token either way.
-        assert_eq!(pooled, inline);
+        assert!(thread.is_some_and(|name| name.starts_with("pkcv-sign-")));
     }
 
     #[tokio::test]
     async fn a_full_queue_is_overload_not_a_wait() {
-        let (signer, target) = signer_and_target();
-        let hash = target.canonical(&http::Method::GET, body_hash(b"")).hash();
-        // One thread, a queue of one: of many signatures asked for at once, some must be
-        // refused at once with 503 rather than queue without bound.
+        // One thread, a queue of one: of many jobs asked for at once, some must be refused at
+        // once rather than queue without bound.
         let pool = Arc::new(SigningPool::new(1, 1).unwrap());
         let asks = (0..64).map(|_| {
-            let (pool, job) = (pool.clone(), signer.mint_job(&target, hash, 1_700_000_000));
-            tokio::spawn(async move { pool.mint(job).await })
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.run(|| std::thread::sleep(std::time::Duration::from_millis(2)))
+                    .await
+            })
         });
         let mut refused = 0;
         for ask in asks.collect::<Vec<_>>() {
             if let Err(err) = ask.await.unwrap() {
-                assert_eq!((err.status().as_u16(), err.code()), (503, 79050));
+                assert_eq!(err, PoolError::Full);
                 refused += 1;
             }
         }
-        assert!(refused > 0, "no signature was refused with a queue of one");
+        assert!(refused > 0, "no job was refused with a queue of one");
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response, Uri};
+use http::{Response, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -33,6 +33,7 @@ use crate::config::UpstreamSettings;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::route::HostPattern;
+use crate::sign::{SignedRequest, Unsent};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -169,31 +170,31 @@ impl Upstream {
         }
     }
 
-    /// Sends a request (its URI `https://host/…`) and waits for the response headers. The
-    /// body streams afterwards.
-    pub(crate) async fn send(
-        &self,
-        request: Request<BufferedBody>,
-        host: &str,
-    ) -> Result<Response<Incoming>, Failure> {
+    /// Sends a signed request and waits for the response headers (the body streams
+    /// afterwards). Nothing else can be sent: a [`SignedRequest`] is made only by the signing
+    /// step. A request whose connection failed before a byte was written comes back in the
+    /// failure, to be signed again if it may be retried.
+    pub(crate) async fn send(&self, signed: SignedRequest) -> Result<Response<Incoming>, Failure> {
+        let host = signed.target().host.clone();
+        let (request, unsent) = signed.into_request();
         match tokio::time::timeout(self.request_timeout, self.client.request(request)).await {
             Err(_) => Err(Failure {
                 error: ProxyError::UpstreamTimeout {
-                    host: host.to_owned(),
+                    host,
                     timeout: self.request_timeout,
                 },
-                nothing_sent: false,
+                unsent: None,
             }),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(Failure {
-                nothing_sent: err.is_connect(),
-                error: self.classify(err, host),
+                error: self.classify(&err, &host),
+                unsent: unsent.filter(|_| err.is_connect()),
             }),
         }
     }
 
-    fn classify(&self, err: hyper_util::client::legacy::Error, host: &str) -> ProxyError {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    fn classify(&self, err: &hyper_util::client::legacy::Error, host: &str) -> ProxyError {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
         let mut reason = String::new();
         while let Some(current) = source {
             if matches!(
@@ -229,23 +230,14 @@ impl Upstream {
     }
 }
 
-/// A request that did not get a response, and whether it can be sent again safely.
+/// A request that did not get a response.
 #[derive(Debug)]
 pub(crate) struct Failure {
     /// What the client is told.
     pub(crate) error: ProxyError,
-    /// True when the connection failed before any byte of the request was written.
-    pub(crate) nothing_sent: bool,
-}
-
-impl From<ProxyError> for Failure {
-    /// A failure before anything was attempted (signing).
-    fn from(error: ProxyError) -> Self {
-        Failure {
-            error,
-            nothing_sent: false,
-        }
-    }
+    /// The request, when its connection failed before any byte of it was written and its
+    /// method may be retried: it can be signed afresh and sent once more.
+    pub(crate) unsent: Option<Unsent>,
 }
 
 fn root_store(settings: &UpstreamSettings) -> Result<RootCertStore, UpstreamError> {

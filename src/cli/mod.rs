@@ -166,7 +166,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Explain(args) => explain::run(args),
         Command::Completions(args) => completions::completions(args),
         Command::Man => completions::man(),
-        Command::Sign(c) => sign::run(c.config.config.as_deref(), c.args),
+        Command::Sign(c) => runtime()?.block_on(sign::run(c.config.config.as_deref(), c.args)),
         Command::Ca(c) => ca::run(c.config.config.as_deref(), c.command),
         Command::Keygen(c) => keygen::run(c.config.config.as_deref(), c.args),
         Command::Subaccount(c) => {

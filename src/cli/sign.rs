@@ -12,11 +12,13 @@ use base64::Engine;
 use clap::Args;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use http::{Method, Request};
-use pkcv_proxy::canonical::{body_hash, SIGNED_HEADERS};
-use pkcv_proxy::keys::{Accounts, KeyStore};
+use bytes::Bytes;
+use pkcv_proxy::body;
+use pkcv_proxy::canonical::SIGNED_HEADERS;
+use pkcv_proxy::keys::Accounts;
+use pkcv_proxy::metrics::Metrics;
 use pkcv_proxy::sign::RequestSigner;
-use pkcv_proxy::token::unix_now;
-use pkcv_proxy::Config;
+use pkcv_proxy::{Config, ProxyError};
 
 #[derive(Debug, Args)]
 pub(crate) struct SignArgs {
@@ -40,10 +42,11 @@ pub(crate) struct SignArgs {
     show_secrets: bool,
 }
 
-pub(crate) fn run(config_path: Option<&Path>, args: SignArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(config_path: Option<&Path>, args: SignArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
-    let accounts = Accounts::load(&config.accounts, &config.signing, &config.pkcs11)?;
-    let signer = RequestSigner::new(&config, Arc::new(KeyStore::new(accounts)));
+    // The accounts `serve` signs for: `[[accounts]]` with `accounts_dir` merged over them.
+    let accounts = Accounts::from_config(&config)?;
+    let signer = RequestSigner::new(&config, Arc::new(Metrics::new()))?;
 
     let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
         .context("invalid method")?;
@@ -67,19 +70,22 @@ pub(crate) fn run(config_path: Option<&Path>, args: SignArgs) -> anyhow::Result<
             .insert(AUTHORIZATION, HeaderValue::from_str(&value)?);
     }
     let (parts, ()) = request.into_parts();
-    let target = match signer.resolve(&parts, None) {
-        Ok(target) => target,
-        Err(err) => {
-            eprintln!("refused ({} {}): {err}", err.status().as_u16(), err.code());
-            return Ok(ExitCode::FAILURE);
-        }
+    let refused = |err: ProxyError| {
+        eprintln!("refused ({} {}): {err}", err.status().as_u16(), err.code());
+        Ok(ExitCode::FAILURE)
     };
-    let body = args.data.unwrap_or_default();
-    let canonical = target.canonical(&method, body_hash(body.as_bytes()));
-    let rqh = canonical.hash();
-    let token = signer.mint(&target, &rqh, unix_now())?;
+    let target = match signer.resolve(&accounts, &parts, None) {
+        Ok(target) => Arc::new(target),
+        Err(err) => return refused(err),
+    };
+    let body = body::hashed(Bytes::from(args.data.unwrap_or_default()));
+    // The same step the proxy signs with: what it prints is what `serve` would forward.
+    let signed = match signer.sign(parts, target.clone(), body).await {
+        Ok(signed) => signed,
+        Err(failure) => return refused(failure.into()),
+    };
 
-    let mut shown = canonical.to_canonical_string();
+    let mut shown = signed.canonical_string();
     if !args.show_secrets {
         shown = shown.replace(
             &target.auth.authorization,
@@ -92,11 +98,11 @@ pub(crate) fn run(config_path: Option<&Path>, args: SignArgs) -> anyhow::Result<
         target.account.credential_sid
     );
     out!("api key (iss):     {}", target.auth.api_key_sid);
-    out!("forwarded request: {method} {}", target.uri()?);
+    out!("forwarded request: {method} {}", signed.uri());
     out!("host header:       {}", target.host);
     out!("canonical request:\n----\n{shown}\n----");
     out!("hrh: {SIGNED_HEADERS}");
-    out!("rqh: {rqh}");
-    out!("Twilio-Client-Validation: {token}");
+    out!("rqh: {}", signed.rqh());
+    out!("Twilio-Client-Validation: {}", signed.token());
     Ok(ExitCode::SUCCESS)
 }

@@ -57,16 +57,27 @@ pub fn configured_accounts(config: &Config) -> Result<Vec<AccountConfig>, Accoun
     let mut accounts = config.accounts.clone();
     if let Some(dir) = &config.accounts_dir {
         for account in read_accounts(dir)? {
-            match accounts
-                .iter_mut()
-                .find(|a| a.account_sid == account.account_sid)
-            {
-                Some(existing) => *existing = account,
-                None => accounts.push(account),
-            }
+            accounts = with_override(accounts, account);
         }
     }
     Ok(accounts)
+}
+
+/// `accounts` with `account` in place of the entry with its SID, or added: how an
+/// `accounts_dir` file overrides `[[accounts]]`, and how a rotation's new version replaces
+/// the old.
+fn with_override(
+    mut accounts: Vec<AccountConfig>,
+    account: AccountConfig,
+) -> Vec<AccountConfig> {
+    match accounts
+        .iter_mut()
+        .find(|a| a.account_sid == account.account_sid)
+    {
+        Some(existing) => *existing = account,
+        None => accounts.push(account),
+    }
+    accounts
 }
 
 /// The file that holds `account_sid` in `dir`.

@@ -2,8 +2,17 @@
 //!
 //! Keys are parsed once into an immutable [`Accounts`] snapshot held in a [`KeyStore`]. A
 //! request takes one snapshot (a lock-free `ArcSwap` load) and uses it to the end; a reload
-//! builds a whole new snapshot and swaps it in, so a bad key file never half-replaces the
-//! good state and no request ever sees a mix of old and new accounts.
+//! builds a whole new snapshot and swaps it in, so no request ever sees a mix of old and new
+//! accounts.
+//!
+//! [`Accounts::from_config`] is the one loader: `[[accounts]]` with `accounts_dir` merged over
+//! them and the clients, exactly what `serve` signs for; `check-config`, `sign` and the
+//! workflow see the same set. At start-up any account that does not load is an error. A
+//! reload ([`Accounts::reload`]) isolates accounts instead: an unchanged account keeps its
+//! live key (no new HSM session, no new login), a changed account that fails to load keeps
+//! its previous version, and a new one that fails is left out, each reported in
+//! [`Accounts::problems`]; only a config or `accounts_dir` that cannot be read keeps the
+//! whole previous snapshot.
 
 pub mod dir;
 pub mod reload;
@@ -12,11 +21,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
 
 use crate::clients::Clients;
 use crate::config::{AccountConfig, Config, PrivateKey, SigningSettings};
 use crate::error::ProxyError;
 use crate::pkcs11::Pkcs11Settings;
+use crate::signing_key::Backend;
 use crate::token::{Signer, TokenError};
 
 /// One account the proxy can sign for.
@@ -30,22 +41,48 @@ pub struct Account {
     pub api_key_sids: Vec<String>,
     /// The parsed private key.
     pub signer: Signer,
+    /// What it was loaded from (its entry, its key file's bytes, its HSM settings and PIN):
+    /// a reload keeps this very account while that stays the same.
+    source: Option<[u8; 32]>,
 }
 
 impl Account {
+    /// An account around a key loaded elsewhere (tests, an injected device). A reload
+    /// never treats it as unchanged: it has no source to compare.
+    pub fn new(
+        account_sid: &str,
+        credential_sid: &str,
+        api_key_sids: Vec<String>,
+        signer: Signer,
+    ) -> Account {
+        Account {
+            account_sid: account_sid.to_owned(),
+            credential_sid: credential_sid.to_owned(),
+            api_key_sids,
+            signer,
+            source: None,
+        }
+    }
+
     /// Loads the account's private key: parses its PEM file, or finds and checks it in its
     /// HSM.
-    pub fn load(
+    pub(crate) fn load(
         config: &AccountConfig,
         signing: &SigningSettings,
         pkcs11: &Pkcs11Settings,
-    ) -> Result<Account, TokenError> {
+    ) -> Result<Account, KeyStoreError> {
+        let failed = |source| KeyStoreError::Key {
+            account: config.account_sid.clone(),
+            source,
+        };
         let signer = match &config.private_key {
             PrivateKey::File(file) => {
-                Signer::from_pem_file(file, &config.credential_sid, signing.algorithm)?
+                Signer::from_pem_file(file, &config.credential_sid, signing.algorithm)
+                    .map_err(failed)?
             }
             PrivateKey::Pkcs11(uri) => Signer::new(
-                crate::pkcs11::key::load(uri, pkcs11, signing.algorithm)?,
+                crate::pkcs11::key::load(uri, pkcs11, signing.algorithm)
+                    .map_err(|err| failed(err.into()))?,
                 &config.credential_sid,
                 signing.algorithm,
             ),
@@ -55,6 +92,7 @@ impl Account {
             credential_sid: config.credential_sid.clone(),
             api_key_sids: config.api_key_sids.clone(),
             signer,
+            source: Some(source(config, signing, pkcs11)),
         })
     }
 
@@ -69,6 +107,63 @@ impl Account {
     }
 }
 
+/// A digest of everything an account's live key depends on: its entry, the algorithm, and
+/// its key file's bytes or its HSM settings and PIN. Unreadable parts hash as absent, so a
+/// key file that vanishes counts as a change.
+fn source(config: &AccountConfig, signing: &SigningSettings, pkcs11: &Pkcs11Settings) -> [u8; 32] {
+    let mut sha = Sha256::new();
+    sha.update(serde_json::to_vec(config).unwrap_or_default());
+    sha.update(signing.algorithm.as_str());
+    match &config.private_key {
+        PrivateKey::File(file) => {
+            sha.update(b"file\0");
+            sha.update(crate::files::read_private(file).unwrap_or_default());
+        }
+        PrivateKey::Pkcs11(uri) => {
+            sha.update(b"pkcs11\0");
+            sha.update(format!("{pkcs11:?}"));
+            sha.update(pkcs11.pin_digest(uri).unwrap_or_default());
+        }
+    }
+    sha.finalize().into()
+}
+
+/// What became of one configured account when a set was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountLoad {
+    /// The account.
+    pub account_sid: String,
+    /// Where its key lives, as configured.
+    pub backend: Backend,
+    /// What happened.
+    pub outcome: LoadOutcome,
+}
+
+/// What a load did with one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadOutcome {
+    /// Its key was loaded now.
+    Loaded,
+    /// Unchanged: the live key was kept as it was.
+    Unchanged,
+    /// It changed but did not load: its previous version keeps signing.
+    KeptPrevious(String),
+    /// It is new and did not load: it is left out until it does.
+    Skipped(String),
+}
+
+/// An account that a reload could not apply, and why (no secret: key errors name files and
+/// causes, never contents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountProblem {
+    /// The account.
+    pub account_sid: String,
+    /// Why it did not load.
+    pub error: String,
+    /// True when its previous version keeps signing; false when it is left out.
+    pub kept_previous: bool,
+}
+
 /// An immutable set of accounts, indexed by account SID and by listed API key SID, with the
 /// clients allowed to use them: reloaded, and swapped, together.
 #[derive(Debug, Default)]
@@ -76,15 +171,19 @@ pub struct Accounts {
     by_account: HashMap<String, Arc<Account>>,
     by_api_key: HashMap<String, Arc<Account>>,
     clients: Clients,
+    outcomes: Vec<AccountLoad>,
 }
 
 impl Accounts {
     /// Indexes `accounts`. Config validation has already refused duplicate account SIDs; an
     /// API key listed under two accounts would make `iss`/`sub` ambiguous and is refused.
     pub fn new(accounts: impl IntoIterator<Item = Account>) -> Result<Accounts, KeyStoreError> {
+        Accounts::index(accounts.into_iter().map(Arc::new))
+    }
+
+    fn index(accounts: impl IntoIterator<Item = Arc<Account>>) -> Result<Accounts, KeyStoreError> {
         let mut set = Accounts::default();
         for account in accounts {
-            let account = Arc::new(account);
             for key in &account.api_key_sids {
                 if let Some(other) = set.by_api_key.insert(key.clone(), account.clone()) {
                     return Err(KeyStoreError::ApiKeyListedTwice {
@@ -107,26 +206,32 @@ impl Accounts {
         Ok(set)
     }
 
-    /// Loads every configured account's key.
-    pub fn load(
+    /// Loads every account in `configs`; any that does not load is an error.
+    pub(crate) fn load(
         configs: &[AccountConfig],
         signing: &SigningSettings,
         pkcs11: &Pkcs11Settings,
     ) -> Result<Accounts, KeyStoreError> {
         let accounts = configs
             .iter()
-            .map(|config| {
-                Account::load(config, signing, pkcs11).map_err(|source| KeyStoreError::Key {
-                    account: config.account_sid.clone(),
-                    source,
-                })
-            })
+            .map(|config| Account::load(config, signing, pkcs11))
             .collect::<Result<Vec<_>, _>>()?;
-        Accounts::new(accounts)
+        let outcomes = accounts
+            .iter()
+            .map(|a| AccountLoad {
+                account_sid: a.account_sid.clone(),
+                backend: a.signer.key().backend(),
+                outcome: LoadOutcome::Loaded,
+            })
+            .collect();
+        let mut set = Accounts::new(accounts)?;
+        set.outcomes = outcomes;
+        Ok(set)
     }
 
-    /// Loads every account the config describes now: `[[accounts]]`, with `accounts_dir`
-    /// read afresh over them.
+    /// The one loader: every account the config describes now (`[[accounts]]`, with
+    /// `accounts_dir` read afresh over them) and the clients — what `serve` signs for. Any
+    /// account that does not load is an error (start-up, `check-config`, `sign`).
     pub fn from_config(config: &Config) -> Result<Accounts, KeyStoreError> {
         let accounts = Accounts::load(
             &dir::configured_accounts(config)?,
@@ -134,6 +239,56 @@ impl Accounts {
             &config.pkcs11,
         )?;
         Ok(accounts.with_clients(Clients::load(&config.clients)?))
+    }
+
+    /// What a reload of `config` makes of `previous`, account by account: unchanged accounts
+    /// keep their live keys, a changed account that fails keeps its previous version, a new
+    /// one that fails is left out (see [`Accounts::problems`]). An error only when the set
+    /// itself cannot be read (`accounts_dir`, duplicates, clients): then nothing changes.
+    pub fn reload(config: &Config, previous: &Accounts) -> Result<Accounts, KeyStoreError> {
+        Accounts::reload_with(config, previous, Account::load)
+    }
+
+    /// [`Accounts::reload`] with the key loader given: the seam tests use to make a device
+    /// fail.
+    pub(crate) fn reload_with(
+        config: &Config,
+        previous: &Accounts,
+        load: impl Fn(&AccountConfig, &SigningSettings, &Pkcs11Settings) -> Result<Account, KeyStoreError>,
+    ) -> Result<Accounts, KeyStoreError> {
+        let configs = dir::configured_accounts(config)?;
+        let mut accounts = Vec::with_capacity(configs.len());
+        let mut outcomes = Vec::with_capacity(configs.len());
+        for entry in &configs {
+            let old = previous.get(&entry.account_sid);
+            let unchanged = old.filter(|old| {
+                old.source.is_some()
+                    && old.source == Some(source(entry, &config.signing, &config.pkcs11))
+            });
+            let (account, outcome) = if let Some(old) = unchanged {
+                (Some(old.clone()), LoadOutcome::Unchanged)
+            } else {
+                match (load(entry, &config.signing, &config.pkcs11), old) {
+                    (Ok(account), _) => (Some(Arc::new(account)), LoadOutcome::Loaded),
+                    (Err(err), Some(old)) => {
+                        (Some(old.clone()), LoadOutcome::KeptPrevious(err.to_string()))
+                    }
+                    (Err(err), None) => (None, LoadOutcome::Skipped(err.to_string())),
+                }
+            };
+            accounts.extend(account);
+            outcomes.push(AccountLoad {
+                account_sid: entry.account_sid.clone(),
+                backend: match entry.private_key {
+                    PrivateKey::File(_) => Backend::Pem,
+                    PrivateKey::Pkcs11(_) => Backend::Pkcs11,
+                },
+                outcome,
+            });
+        }
+        let mut set = Accounts::index(accounts)?;
+        set.outcomes = outcomes;
+        Ok(set.with_clients(Clients::load(&config.clients)?))
     }
 
     /// The same accounts, used by `clients`.
@@ -145,6 +300,28 @@ impl Accounts {
     /// Who may use the proxy (none configured: anyone who can connect).
     pub fn clients(&self) -> &Clients {
         &self.clients
+    }
+
+    /// What became of each configured account when this set was loaded.
+    pub fn outcomes(&self) -> &[AccountLoad] {
+        &self.outcomes
+    }
+
+    /// The configured accounts this set could not apply: each kept at its previous version
+    /// or left out.
+    pub fn problems(&self) -> impl Iterator<Item = AccountProblem> + '_ {
+        self.outcomes.iter().filter_map(|load| {
+            let (error, kept_previous) = match &load.outcome {
+                LoadOutcome::KeptPrevious(error) => (error, true),
+                LoadOutcome::Skipped(error) => (error, false),
+                _ => return None,
+            };
+            Some(AccountProblem {
+                account_sid: load.account_sid.clone(),
+                error: error.clone(),
+                kept_previous,
+            })
+        })
     }
 
     /// Every account, in no particular order.
@@ -219,6 +396,7 @@ pub enum KeyStoreError {
         /// The account.
         account: String,
         /// Why.
+        #[source]
         source: TokenError,
     },
     /// One API key appears under two accounts.
@@ -282,12 +460,12 @@ pub(crate) mod tests {
     /// An account `sid` with the fixture key, listing `keys`.
     pub(crate) fn account(sid: &str, keys: &[&str]) -> Account {
         let credential = "CR00000000000000000000000000000001";
-        Account {
-            account_sid: sid.into(),
-            credential_sid: credential.into(),
-            api_key_sids: keys.iter().map(|k| k.to_string()).collect(),
-            signer: Signer::from_pem(PEM.as_bytes(), credential, Algorithm::Rs256).unwrap(),
-        }
+        Account::new(
+            sid,
+            credential,
+            keys.iter().map(|k| k.to_string()).collect(),
+            Signer::from_pem(PEM.as_bytes(), credential, Algorithm::Rs256).unwrap(),
+        )
     }
 
     fn pick(accounts: &Accounts, key: &str, path: Option<&str>) -> Result<String, ProxyError> {

@@ -4,11 +4,16 @@
 //!
 //! `SIGHUP` (or [`Reloader::reload_now`]'s handle) triggers the same reload at once.
 //!
-//! A file that does not parse or a key that does not load leaves the old set in place (and is
-//! logged and counted as a failed reload); the change is retried on every tick until it
-//! loads, so an account file that arrives before its key is picked up once the key is there.
-//! Requests in flight finish with the snapshot they started with. Settings other than
-//! accounts and clients need a restart.
+//! Accounts are isolated ([`Accounts::reload`]): an unchanged account keeps its live key (no
+//! new HSM session or login), a changed account whose key does not load keeps its previous
+//! version, and a new one that does not load is left out; each is logged, counted
+//! (`pkcv_proxy_account_loads_total{result="failed"}`) and shown in `/readyz`. Only a config
+//! file or `accounts_dir` file that does not parse leaves the whole old set in place (a
+//! failed reload). Changes are noticed by the files' size, modification time and inode, so a
+//! broken file is not read again until it changes; an account file that arrives before its
+//! key is picked up once the key is there (the key file is watched too). Requests in flight
+//! finish with the snapshot they started with. Settings other than accounts and clients
+//! need a restart.
 //!
 //! After every successful load the proxy writes the status file (`server.status_file`,
 //! default [`STATUS_FILE`] in `accounts_dir`): which credential it signs with for each
@@ -25,8 +30,8 @@ use sha2::{Digest, Sha256};
 
 use tokio::sync::Notify;
 
-use super::{Accounts, KeyStore};
-use crate::config::Config;
+use super::{AccountProblem, Accounts, KeyStore, LoadOutcome};
+use crate::config::{Config, PrivateKey};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::token::unix_now;
@@ -87,10 +92,14 @@ fn current_config(base: &Config, config_path: Option<&Path>) -> Result<Config, R
     })
 }
 
-/// The config and the whole account set it describes now.
-fn load(base: &Config, config_path: Option<&Path>) -> Result<(Config, Accounts), ReloadError> {
+/// The config and the account set it describes now, built over `previous`.
+fn load(
+    base: &Config,
+    config_path: Option<&Path>,
+    previous: &Accounts,
+) -> Result<(Config, Accounts), ReloadError> {
     let config = current_config(base, config_path)?;
-    let accounts = Accounts::from_config(&config)?;
+    let accounts = Accounts::reload(&config, previous)?;
     Ok((config, accounts))
 }
 
@@ -103,7 +112,12 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     now: Arc<Notify>,
     status_unwritable: bool,
+    /// The accounts the last reload could not apply.
+    problems: Vec<AccountProblem>,
 }
+
+/// How often accounts that did not load are tried again while nothing changes.
+const RETRY_FAILED_ACCOUNTS: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Asks a running [`Reloader`] to reload at once.
 #[derive(Debug, Clone)]
@@ -131,6 +145,7 @@ impl Reloader {
             metrics,
             now: Arc::new(Notify::new()),
             status_unwritable: false,
+            problems: Vec::new(),
         }
     }
 
@@ -147,6 +162,9 @@ impl Reloader {
         let mut hangup = hangup_signals();
         let mut seen = self.fingerprint().await;
         let mut failed: Option<[u8; 32]> = None;
+        // Accounts that did not load (a token down) are tried again now and then even when no
+        // file changes; a broken file is not read again until it changes.
+        let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
             let forced = tokio::select! {
                 _ = tokio::time::sleep(interval) => false,
@@ -159,13 +177,16 @@ impl Reloader {
                 crate::notify::reloading();
             }
             let now = self.fingerprint().await;
-            if now == seen && !forced {
+            let retry_due = retry_at.is_some_and(|at| tokio::time::Instant::now() >= at);
+            if !forced && !retry_due && (now == seen || failed == Some(now)) {
                 continue;
             }
             let loaded = self.reload(forced || failed != Some(now)).await;
             if loaded {
                 seen = now;
                 failed = None;
+                retry_at = (!self.problems.is_empty())
+                    .then(|| tokio::time::Instant::now() + RETRY_FAILED_ACCOUNTS.max(interval));
             } else {
                 failed = Some(now);
             }
@@ -182,11 +203,14 @@ impl Reloader {
         // Reading files and parsing RSA keys blocks: keep it off the runtime's threads.
         let loaded = {
             let (base, config_path) = (self.base.clone(), self.config_path.clone());
-            tokio::task::spawn_blocking(move || load(&base, config_path.as_deref())).await
+            let previous = self.store.snapshot();
+            tokio::task::spawn_blocking(move || load(&base, config_path.as_deref(), &previous))
+                .await
         };
         let error = match loaded {
             Ok(Ok((config, accounts))) => {
                 let count = accounts.len();
+                self.report(&accounts, log_failure);
                 self.write_status(&config, &accounts);
                 self.store.replace(accounts);
                 self.metrics.reloaded(Some(count), unix_now());
@@ -204,6 +228,32 @@ impl Reloader {
             tracing::error!(error = %error, "accounts not reloaded; the previous set stays in use");
         }
         false
+    }
+
+    /// Counts what the reload did with each account, and logs the accounts it could not
+    /// apply (when asked for, and whenever that list changes).
+    fn report(&mut self, accounts: &Accounts, log_failure: bool) {
+        for load in accounts.outcomes() {
+            let result = match load.outcome {
+                LoadOutcome::Loaded => "loaded",
+                LoadOutcome::Unchanged => "unchanged",
+                LoadOutcome::KeptPrevious(_) | LoadOutcome::Skipped(_) => "failed",
+            };
+            self.metrics.account_loaded(load.backend.as_str(), result);
+        }
+        let problems: Vec<AccountProblem> = accounts.problems().collect();
+        let changed = problems != self.problems;
+        self.problems = problems;
+        if !log_failure && !changed {
+            return;
+        }
+        for problem in &self.problems {
+            if problem.kept_previous {
+                tracing::error!(account = %problem.account_sid, error = %problem.error, "account not reloaded; its previous version keeps signing");
+            } else {
+                tracing::error!(account = %problem.account_sid, error = %problem.error, "new account not loaded; its requests are refused until it loads");
+            }
+        }
     }
 
     async fn fingerprint(&self) -> [u8; 32] {
@@ -253,15 +303,16 @@ fn hangup_signals() -> tokio::sync::mpsc::Receiver<()> {
     receiver
 }
 
-/// The config file, each account file, and each private key file named by the accounts as
-/// they stand now (so a key that appears or is replaced in place is noticed too).
+/// The config file, each account file, each private key file and each PIN file named by
+/// the accounts as they stand now (so a key that appears or is replaced in place is noticed
+/// too), by size, modification time and inode: nothing is read but metadata, so a huge or
+/// broken file costs nothing until it changes.
 fn fingerprint(base: &Config, config_path: Option<&Path>) -> [u8; 32] {
     let mut sha = Sha256::new();
     let mut add = |path: &Path| {
         sha.update(path.to_string_lossy().as_bytes());
         sha.update([0]);
-        sha.update(std::fs::read(path).unwrap_or_default());
-        sha.update([0]);
+        sha.update(file_stamp(path));
     };
     if let Some(path) = config_path {
         add(path);
@@ -276,17 +327,46 @@ fn fingerprint(base: &Config, config_path: Option<&Path>) -> [u8; 32] {
             add(file);
         }
     }
-    let accounts = current_config(base, config_path)
-        .ok()
-        .and_then(|config| super::dir::configured_accounts(&config).ok())
-        .unwrap_or_default();
-    for account in &accounts {
-        // An HSM key has no file; its PIN file is not watched (a new PIN needs a reload).
-        if let Some(file) = account.private_key.file() {
-            add(file);
+    let Ok(config) = current_config(base, config_path) else {
+        return sha.finalize().into();
+    };
+    if let Some(pin_file) = &config.pkcs11.pin_file {
+        add(pin_file);
+    }
+    for account in super::dir::configured_accounts(&config).unwrap_or_default() {
+        match &account.private_key {
+            PrivateKey::File(file) => add(file),
+            PrivateKey::Pkcs11(uri) => {
+                if let Some(pin_file) = &uri.pin_file {
+                    add(pin_file);
+                }
+            }
         }
     }
     sha.finalize().into()
+}
+
+/// What tells a file's versions apart without reading it: size, modification time (ns),
+/// inode and change time; all zero when it is missing.
+fn file_stamp(path: &Path) -> [u8; 40] {
+    let mut stamp = [0u8; 40];
+    let Ok(meta) = std::fs::metadata(path) else {
+        return stamp;
+    };
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |since| since.as_nanos());
+    stamp[..8].copy_from_slice(&meta.len().to_le_bytes());
+    stamp[8..24].copy_from_slice(&modified.to_le_bytes());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        stamp[24..32].copy_from_slice(&meta.ino().to_le_bytes());
+        stamp[32..40].copy_from_slice(&meta.ctime_nsec().to_le_bytes());
+    }
+    stamp
 }
 
 /// Writes the status file through a temporary file and a rename, so a reader sees the old

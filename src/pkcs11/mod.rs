@@ -209,19 +209,32 @@ impl Pkcs11Settings {
     /// Read when a key is loaded and kept (zeroized on drop) to log in again after a
     /// reconnect.
     pub fn pin_for(&self, uri: &Pkcs11Uri) -> Result<AuthPin, Pkcs11Error> {
+        self.read_pin(uri).map(AuthPin::from)
+    }
+
+    /// A digest of the PIN `uri` would log in with (not the PIN): a reload compares it to
+    /// tell an unchanged HSM account from one whose PIN changed. `None` when there is none.
+    pub fn pin_digest(&self, uri: &Pkcs11Uri) -> Option<[u8; 32]> {
+        use sha2::Digest as _;
+        let pin = self.read_pin(uri).ok()?;
+        let digest = sha2::Sha256::digest(pin.as_bytes()).into();
+        let mut bytes = pin.into_bytes();
+        bytes.fill(0);
+        std::hint::black_box(&bytes);
+        Some(digest)
+    }
+
+    fn read_pin(&self, uri: &Pkcs11Uri) -> Result<String, Pkcs11Error> {
         if let Some(file) = uri.pin_file.as_deref().or(self.pin_file.as_deref()) {
             let file = crate::files::expand_credentials(file)?;
             let bytes = crate::files::read_private(&file)?;
             let text = String::from_utf8_lossy(&bytes);
-            return Ok(AuthPin::from(
-                text.trim_end_matches(['\r', '\n']).to_owned(),
-            ));
+            return Ok(text.trim_end_matches(['\r', '\n']).to_owned());
         }
         if let Some(variable) = &self.pin_env {
             return std::env::var(variable)
                 .ok()
                 .filter(|pin| !pin.is_empty())
-                .map(AuthPin::from)
                 .ok_or_else(|| Pkcs11Error::PinEnv(variable.clone()));
         }
         Err(Pkcs11Error::NoPin)

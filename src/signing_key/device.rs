@@ -263,8 +263,8 @@ impl<D: Device> SigningKey for DeviceKey<D> {
         self.shared.up.load(Ordering::Acquire)
     }
 
-    fn blocks(&self) -> bool {
-        true
+    fn call_mode(&self) -> super::CallMode {
+        super::CallMode::Blocking
     }
 }
 
@@ -317,6 +317,12 @@ pub(crate) mod testing {
             algorithm: Algorithm,
             message: &[u8],
         ) -> Result<Vec<u8>, DeviceError> {
+            // The promise the signing step keeps: a device is never called on an async
+            // runtime thread (the signing pool's threads run outside any runtime).
+            assert!(
+                tokio::runtime::Handle::try_current().is_err(),
+                "a device key was called on a runtime thread"
+            );
             if !self.on.load(Ordering::SeqCst) {
                 return Err(DeviceError::Lost("switched off".into()));
             }
@@ -381,7 +387,7 @@ mod tests {
             2,
             "one session per signing thread"
         );
-        assert!(key.is_available() && key.blocks());
+        assert!(key.is_available() && key.call_mode() == crate::signing_key::CallMode::Blocking);
         key.sign(Algorithm::Rs256, b"a.b").unwrap();
         // A failure of one operation leaves the key up.
         assert!(matches!(

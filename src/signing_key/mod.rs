@@ -9,9 +9,10 @@
 //!   [`crate::pkcs11`]). Each signature is a blocking call into the device, and the device can
 //!   go away (restart, network) and come back.
 //!
-//! The request path knows neither. It asks two questions: does the key [block](SigningKey::blocks)
-//! (then it signs on the signing pool, never on an async runtime thread), and is it
-//! [available](SigningKey::is_available) (else 503 `79053` at once, without queueing).
+//! The request path knows neither. It asks two questions: how must the key be
+//! [called](SigningKey::call_mode) (a key that may block signs on the signing pool, never on an
+//! async runtime thread), and is it [available](SigningKey::is_available) (else 503 `79053`
+//! at once, without queueing).
 
 mod device;
 mod pem;
@@ -138,10 +139,21 @@ pub trait SigningKey: Send + Sync + std::fmt::Debug + std::fmt::Display {
         true
     }
 
-    /// Whether [`SigningKey::sign`] may block its thread (then it runs on the signing pool).
-    fn blocks(&self) -> bool {
-        false
-    }
+    /// How [`SigningKey::sign`] must be called; the signing step (`sign::RequestSigner`)
+    /// honours it.
+    fn call_mode(&self) -> CallMode;
+}
+
+/// How a key's signature must be called. The signing step matches on it exhaustively, so a
+/// new kind of key (a network signer, awaited under a concurrency limit) cannot be added
+/// without deciding where it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallMode {
+    /// Never blocks (a key in memory): signs on the connection's own thread.
+    Inline,
+    /// May block its thread (a device): signs on the signing pool, never on a runtime thread.
+    Blocking,
 }
 
 /// Checks that `signature` over `message` verifies with the RSA public key (`modulus`,
@@ -223,6 +235,6 @@ mod tests {
             ));
         }
         assert_eq!(key.to_string(), "PEM file, RSA-2048");
-        assert!(key.is_available() && !key.blocks());
+        assert!(key.is_available() && key.call_mode() == CallMode::Inline);
     }
 }

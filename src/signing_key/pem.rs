@@ -69,6 +69,10 @@ impl SigningKey for PemKey {
         &self.public_spki
     }
 
+    fn call_mode(&self) -> super::CallMode {
+        super::CallMode::Inline
+    }
+
     fn backend(&self) -> Backend {
         Backend::Pem
     }

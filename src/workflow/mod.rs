@@ -27,8 +27,6 @@ use http::{Method, Request};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
-use crate::body::BufferedBody;
-use crate::canonical::body_hash;
 use crate::config::{AccountConfig, Config, PrivateKey};
 use crate::error::ProxyError;
 use crate::keygen;
@@ -144,6 +142,9 @@ pub enum WorkflowError {
     /// The upstream client could not be built.
     #[error(transparent)]
     Upstream(#[from] crate::upstream::UpstreamError),
+    /// The signing threads could not be started.
+    #[error("cannot start the signing threads: {0}")]
+    SigningPool(#[source] std::io::Error),
     /// A request could not be built.
     #[error("{step}: cannot build the request: {source}")]
     Request {
@@ -291,9 +292,12 @@ impl Session {
             return Err(WorkflowError::MainAccountNotConfigured(main.account_sid));
         };
         let store = Arc::new(KeyStore::new(Accounts::default()));
-        let signer = RequestSigner::new(&config, store.clone());
-        // The workflow's own connections are not the running proxy's: nothing exports these.
-        let upstream = Upstream::new(&config.upstream, Arc::new(Metrics::new()))?;
+        // The workflow's own signatures and connections are not the running proxy's:
+        // nothing exports these metrics.
+        let metrics = Arc::new(Metrics::new());
+        let signer =
+            RequestSigner::new(&config, metrics.clone()).map_err(WorkflowError::SigningPool)?;
+        let upstream = Upstream::new(&config.upstream, metrics)?;
         let session = Session {
             config,
             main,
@@ -405,14 +409,14 @@ impl Session {
         parts: http::request::Parts,
         body: Bytes,
     ) -> Result<(http::StatusCode, Bytes), ProxyError> {
-        let target = self.signer.resolve(&parts, None)?;
-        let hash = body_hash(&body);
-        let request = self
+        let target = self.signer.resolve(&self.store.snapshot(), &parts, None)?;
+        let signed = self
             .signer
-            .sign(parts, &target, BufferedBody::from_bytes(body), hash)?;
+            .sign(parts, Arc::new(target), crate::body::hashed(body))
+            .await?;
         let response = self
             .upstream
-            .send(request, &target.host)
+            .send(signed)
             .await
             .map_err(|failure| failure.error)?;
         let status = response.status();

@@ -8,7 +8,7 @@ use http::Method;
 use serde::Serialize;
 
 use super::{sid_field, Session, WorkflowError};
-use crate::config::{AccountConfig, PrivateKey};
+use crate::config::{AccountConfig, Config, PrivateKey};
 use crate::keys::reload::LoadedStatus;
 use crate::keys::{dir, Accounts, KeyStoreError};
 use crate::pkcs11::Pkcs11Uri;
@@ -191,23 +191,8 @@ impl Session {
         })
     }
 
-    /// Before switching: the whole account set as it will be after the switch must load
-    /// (every account file parses, every key loads), or a running proxy would refuse it and
-    /// keep signing with the old key.
     fn check_switch(&self, rotated: &AccountConfig) -> Result<(), WorkflowError> {
-        let not_reloadable = |source: KeyStoreError| WorkflowError::WouldNotReload { source };
-        let mut accounts =
-            dir::configured_accounts(&self.config).map_err(|err| not_reloadable(err.into()))?;
-        match accounts
-            .iter_mut()
-            .find(|a| a.account_sid == rotated.account_sid)
-        {
-            Some(account) => *account = rotated.clone(),
-            None => accounts.push(rotated.clone()),
-        }
-        Accounts::load(&accounts, &self.config.signing, &self.config.pkcs11)
-            .map(drop)
-            .map_err(not_reloadable)
+        check_switch(&self.config, rotated)
     }
 
     /// Waits until the proxy running on `accounts_dir` reports signing with `new` for the
@@ -262,5 +247,54 @@ impl Session {
         ));
         tokio::time::sleep(grace).await;
         Ok(())
+    }
+}
+
+/// Before switching: the account set as it will be after the switch must read (every account
+/// file parses), and the rotated account must load. A running proxy's reload keeps an account
+/// whose new version does not load at its previous version, so without this check it would go
+/// on signing with the old key, which step 5 deletes.
+fn check_switch(config: &Config, rotated: &AccountConfig) -> Result<(), WorkflowError> {
+    let not_reloadable = |source: KeyStoreError| WorkflowError::WouldNotReload { source };
+    dir::configured_accounts(config).map_err(|err| not_reloadable(err.into()))?;
+    Accounts::load(
+        std::slice::from_ref(rotated),
+        &config.signing,
+        &config.pkcs11,
+    )
+    .map(drop)
+    .map_err(not_reloadable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+
+    #[test]
+    fn a_switch_to_a_key_that_does_not_load_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, include_str!("../../tests/fixtures/rsa-2048-pkcs1.pem")).unwrap();
+        #[cfg(unix)]
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let config = Config::from_raw(RawConfig::default()).unwrap();
+        let rotated = AccountConfig {
+            account_sid: "AC00000000000000000000000000000001".into(),
+            credential_sid: "CR00000000000000000000000000000002".into(),
+            private_key: PrivateKey::File(key),
+            api_key_sids: vec![],
+        };
+        check_switch(&config, &rotated).unwrap();
+        let missing = AccountConfig {
+            private_key: PrivateKey::File(dir.path().join("missing.pem")),
+            ..rotated
+        };
+        let err = check_switch(&config, &missing).unwrap_err();
+        assert!(
+            matches!(err, WorkflowError::WouldNotReload { .. }) && err.to_string().contains("missing.pem"),
+            "{err}"
+        );
     }
 }

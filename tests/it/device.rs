@@ -86,12 +86,12 @@ fn account(
     (account_sid, credential_sid, api_key): (&str, &str, &str),
     key: Arc<dyn SigningKey>,
 ) -> Account {
-    Account {
-        account_sid: account_sid.into(),
-        credential_sid: credential_sid.into(),
-        api_key_sids: vec![api_key.into()],
-        signer: Signer::new(key, credential_sid, Algorithm::Rs256),
-    }
+    Account::new(
+        account_sid,
+        credential_sid,
+        vec![api_key.into()],
+        Signer::new(key, credential_sid, Algorithm::Rs256),
+    )
 }
 
 async fn standin() -> StandIn {

@@ -467,15 +467,26 @@ async fn kubernetes_secret_mounts_load_and_reload_on_a_data_swap() {
     h.reload_now();
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            h.metric(r#"pkcv_proxy_key_reloads_total{result="failure"}"#)
+            h.metric(r#"pkcv_proxy_account_loads_total{backend="pem",result="failed"}"#)
                 .await
                 >= Some(1.0)
         })
         .await,
         "a world-readable key was not refused"
     );
+    // Only that account is held back, at its previous version, and says so.
     assert_eq!(h.get_as(b_path, &b).await.status(), 200);
-    assert_eq!(h.admin_get("/readyz").await.0, 200);
+    let (status, ready) = h.admin_get("/readyz").await;
+    assert_eq!(status, 200);
+    let ready: Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["not_loaded"][0]["account"], b.account_sid.as_str());
+    assert_eq!(ready["not_loaded"][0]["kept_previous"], true);
+    assert!(
+        ready["not_loaded"][0]["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("b-key.pem")),
+        "{ready}"
+    );
     h.stop().await;
 }
 
