@@ -208,11 +208,7 @@ impl Proxy {
     }
 
     /// The whole body, hashed, within the body deadline and the memory budget.
-    async fn read_body<B>(
-        &self,
-        parts: &Parts,
-        body: B,
-    ) -> Result<HashedBody, ProxyError>
+    async fn read_body<B>(&self, parts: &Parts, body: B) -> Result<HashedBody, ProxyError>
     where
         B: Body<Data = Bytes>,
         B::Error: std::fmt::Display,

@@ -14,7 +14,6 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, TrySendError};
 
-
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The pool's threads and the queue that feeds them.

@@ -66,10 +66,7 @@ pub fn configured_accounts(config: &Config) -> Result<Vec<AccountConfig>, Accoun
 /// `accounts` with `account` in place of the entry with its SID, or added: how an
 /// `accounts_dir` file overrides `[[accounts]]`, and how a rotation's new version replaces
 /// the old.
-fn with_override(
-    mut accounts: Vec<AccountConfig>,
-    account: AccountConfig,
-) -> Vec<AccountConfig> {
+fn with_override(mut accounts: Vec<AccountConfig>, account: AccountConfig) -> Vec<AccountConfig> {
     match accounts
         .iter_mut()
         .find(|a| a.account_sid == account.account_sid)

@@ -254,7 +254,11 @@ impl Accounts {
     pub(crate) fn reload_with(
         config: &Config,
         previous: &Accounts,
-        load: impl Fn(&AccountConfig, &SigningSettings, &Pkcs11Settings) -> Result<Account, KeyStoreError>,
+        load: impl Fn(
+            &AccountConfig,
+            &SigningSettings,
+            &Pkcs11Settings,
+        ) -> Result<Account, KeyStoreError>,
     ) -> Result<Accounts, KeyStoreError> {
         let configs = dir::configured_accounts(config)?;
         let mut accounts = Vec::with_capacity(configs.len());
@@ -270,9 +274,10 @@ impl Accounts {
             } else {
                 match (load(entry, &config.signing, &config.pkcs11), old) {
                     (Ok(account), _) => (Some(Arc::new(account)), LoadOutcome::Loaded),
-                    (Err(err), Some(old)) => {
-                        (Some(old.clone()), LoadOutcome::KeptPrevious(err.to_string()))
-                    }
+                    (Err(err), Some(old)) => (
+                        Some(old.clone()),
+                        LoadOutcome::KeptPrevious(err.to_string()),
+                    ),
                     (Err(err), None) => (None, LoadOutcome::Skipped(err.to_string())),
                 }
             };
@@ -510,6 +515,98 @@ pub(crate) mod tests {
     fn a_key_under_two_accounts_is_refused() {
         let err = Accounts::new([account(A, &[K1]), account(B, &[K1])]).unwrap_err();
         assert!(matches!(err, KeyStoreError::ApiKeyListedTwice { .. }));
+    }
+
+    /// A reload with one HSM token down: the HSM account, unchanged, keeps its live key
+    /// (nothing is asked of the token), a new PEM account is applied beside it; had the HSM
+    /// account changed, its previous version would keep signing. The HSM key is the scripted
+    /// device, and the loader fails every `pkcs11:` key as a token that is down would.
+    #[test]
+    fn a_reload_with_a_token_down_still_applies_an_unrelated_new_account() {
+        use crate::config::RawConfig;
+        use crate::signing_key::testing::flaky;
+
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("b.pem");
+        std::fs::write(&pem, PEM).unwrap();
+        #[cfg(unix)]
+        std::fs::set_permissions(&pem, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let credential = "CR00000000000000000000000000000001";
+        let in_hsm = AccountConfig {
+            account_sid: A.into(),
+            credential_sid: credential.into(),
+            private_key: PrivateKey::Pkcs11(Box::new("pkcs11:token=t;object=o".parse().unwrap())),
+            api_key_sids: vec![K1.into()],
+        };
+        let new_pem = AccountConfig {
+            account_sid: B.into(),
+            credential_sid: credential.into(),
+            private_key: PrivateKey::File(pem),
+            api_key_sids: vec![K2.into()],
+        };
+        let mut raw = RawConfig::default();
+        raw.accounts = vec![in_hsm.clone(), new_pem];
+        let config = Config::from_raw(raw).unwrap();
+        let (device, _on, connects) = flaky();
+        let live = Arc::new(Account {
+            source: Some(source(&in_hsm, &config.signing, &config.pkcs11)),
+            ..Account::new(
+                A,
+                credential,
+                vec![K1.into()],
+                Signer::new(Arc::new(device), credential, Algorithm::Rs256),
+            )
+        });
+        let previous = Accounts::index([live.clone()]).unwrap();
+        let token_down =
+            |entry: &AccountConfig, signing: &SigningSettings, pkcs11: &Pkcs11Settings| match entry
+                .private_key
+            {
+                PrivateKey::Pkcs11(_) => {
+                    Err(KeyStoreError::AccountListedTwice("token down".into()))
+                }
+                PrivateKey::File(_) => Account::load(entry, signing, pkcs11),
+            };
+        let connected = connects.load(std::sync::atomic::Ordering::SeqCst);
+
+        let reloaded = Accounts::reload_with(&config, &previous, token_down).unwrap();
+        assert!(
+            Arc::ptr_eq(reloaded.get(A).unwrap(), &live),
+            "the live HSM key was kept"
+        );
+        assert_eq!(
+            connects.load(std::sync::atomic::Ordering::SeqCst),
+            connected
+        );
+        assert!(reloaded.get(B).is_some(), "the new PEM account was applied");
+        assert_eq!(reloaded.problems().count(), 0);
+        let outcomes: Vec<_> = reloaded
+            .outcomes()
+            .iter()
+            .map(|l| l.outcome.clone())
+            .collect();
+        assert_eq!(outcomes, [LoadOutcome::Unchanged, LoadOutcome::Loaded]);
+
+        // The HSM account changed while its token is down: the previous version keeps signing.
+        let mut raw = RawConfig::default();
+        raw.accounts = vec![AccountConfig {
+            api_key_sids: vec![K1.into(), K2.into()],
+            ..in_hsm
+        }];
+        let changed = Config::from_raw(raw).unwrap();
+        let reloaded = Accounts::reload_with(&changed, &previous, token_down).unwrap();
+        assert!(Arc::ptr_eq(reloaded.get(A).unwrap(), &live));
+        let problem = reloaded.problems().next().unwrap();
+        assert!(
+            problem.kept_previous && problem.account_sid == A,
+            "{problem:?}"
+        );
+        // A new account that does not load is left out, and said so.
+        let empty = Accounts::default();
+        let reloaded = Accounts::reload_with(&changed, &empty, token_down).unwrap();
+        assert!(reloaded.get(A).is_none());
+        assert!(!reloaded.problems().next().unwrap().kept_previous);
     }
 
     #[test]

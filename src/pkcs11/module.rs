@@ -90,10 +90,36 @@ pub fn find_token(module: &Pkcs11, uri: &Pkcs11Uri) -> Result<(Slot, String), Pk
 }
 
 /// Logs the application in as the token's user. Login state is per token and application,
-/// shared by all its sessions, so "already logged in" is success.
+/// shared by all its sessions, so "already logged in" is success — with the PIN the token was
+/// logged in with. Another PIN cannot be checked without logging every session out, so it is
+/// refused: a PIN changed on disk takes effect with a restart, and a reload reports it.
 pub fn login(session: &Session, pin: &AuthPin, token: &str) -> Result<(), Pkcs11Error> {
+    use secrecy::ExposeSecret;
+    use sha2::Digest as _;
+    static LOGGED_IN: OnceLock<ArcSwap<HashMap<String, [u8; 32]>>> = OnceLock::new();
+    let logged_in = LOGGED_IN.get_or_init(ArcSwap::default);
+    let digest: [u8; 32] = sha2::Sha256::digest(pin.expose_secret().as_bytes()).into();
+    let remember = || {
+        logged_in.rcu(|table| {
+            let mut table = HashMap::clone(table);
+            table.insert(token.to_owned(), digest);
+            table
+        });
+    };
     match session.login(UserType::User, Some(pin)) {
-        Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Ok(()) => {
+            remember();
+            Ok(())
+        }
+        Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+            match logged_in.load().get(token) {
+                Some(known) if *known != digest => Err(Pkcs11Error::Login {
+                    token: token.to_owned(),
+                    reason: "the token is logged in with another PIN; a new PIN takes effect when the proxy restarts".to_owned(),
+                }),
+                _ => Ok(()),
+            }
+        }
         Err(Error::Pkcs11(rv, _)) => Err(Pkcs11Error::Login {
             token: token.to_owned(),
             reason: match rv {

@@ -38,7 +38,11 @@ async fn a_signed_request_carries_exactly_what_was_hashed() {
     let parts = request(Method::POST, K1);
     let target = Arc::new(signer.resolve(&accounts, &parts, None).unwrap());
     let signed = signer
-        .sign(parts, target.clone(), hashed(bytes::Bytes::from_static(b"To=%2B1")))
+        .sign(
+            parts,
+            target.clone(),
+            hashed(bytes::Bytes::from_static(b"To=%2B1")),
+        )
         .await
         .unwrap();
 
@@ -67,12 +71,18 @@ async fn a_signed_request_carries_exactly_what_was_hashed() {
         .unwrap()
         .claims;
     assert_eq!(claims["rqh"], signed.rqh().as_str());
-    assert_eq!((claims["sub"].as_str(), claims["iss"].as_str()), (Some(A), Some(K1)));
+    assert_eq!(
+        (claims["sub"].as_str(), claims["iss"].as_str()),
+        (Some(A), Some(K1))
+    );
 
     let (request, retry) = signed.into_request();
     assert!(retry.is_none(), "a POST is never kept to be sent twice");
     let headers = request.headers();
-    assert!(headers.get(HOST).is_none(), "the host travels as the URI's authority");
+    assert!(
+        headers.get(HOST).is_none(),
+        "the host travels as the URI's authority"
+    );
     assert_eq!(headers["x-client"], "kept");
     assert_eq!(headers[CONTENT_LENGTH], "7");
     assert!(headers[token::HEADER_NAME].is_sensitive());
@@ -125,7 +135,11 @@ async fn a_device_key_signs_on_the_pool_and_its_loss_is_its_own() {
     let sign = |api_key: &'static str| {
         let (signer, parts) = (signer.clone(), request(Method::GET, api_key));
         let target = Arc::new(signer.resolve(&accounts, &parts, None).unwrap());
-        async move { signer.sign(parts, target, hashed(bytes::Bytes::new())).await }
+        async move {
+            signer
+                .sign(parts, target, hashed(bytes::Bytes::new()))
+                .await
+        }
     };
     sign(K1).await.unwrap();
 
@@ -186,7 +200,10 @@ async fn one_snapshot_serves_the_client_check_and_the_signing_account() {
     );
     let client = held.clients().authenticate(&parts.headers).unwrap().clone();
     let target = signer().resolve(&held, &parts, None).unwrap();
-    assert_eq!(target.account.account_sid, A, "signs with the held snapshot");
+    assert_eq!(
+        target.account.account_sid, A,
+        "signs with the held snapshot"
+    );
     assert!(client.may_sign_for(&target.account.account_sid));
     let fresh = store.snapshot();
     let fresh_target = signer().resolve(&fresh, &parts, None).unwrap();

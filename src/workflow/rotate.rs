@@ -275,7 +275,11 @@ mod tests {
     fn a_switch_to_a_key_that_does_not_load_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key.pem");
-        std::fs::write(&key, include_str!("../../tests/fixtures/rsa-2048-pkcs1.pem")).unwrap();
+        std::fs::write(
+            &key,
+            include_str!("../../tests/fixtures/rsa-2048-pkcs1.pem"),
+        )
+        .unwrap();
         #[cfg(unix)]
         std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap();
@@ -293,7 +297,8 @@ mod tests {
         };
         let err = check_switch(&config, &missing).unwrap_err();
         assert!(
-            matches!(err, WorkflowError::WouldNotReload { .. }) && err.to_string().contains("missing.pem"),
+            matches!(err, WorkflowError::WouldNotReload { .. })
+                && err.to_string().contains("missing.pem"),
             "{err}"
         );
     }

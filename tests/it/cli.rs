@@ -153,6 +153,51 @@ async fn start_up_refuses_unsafe_configs() {
     );
 }
 
+/// `sign` loads accounts as `serve` does: one that lives only in `accounts_dir` (the Debian
+/// and Kubernetes layouts) signs, and a file there overrides an `[[accounts]]` entry.
+#[tokio::test]
+async fn sign_sees_the_accounts_in_accounts_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestAccount::a();
+    let accounts = dir.path().join("accounts");
+    pkcv_proxy::keys::dir::write_account(&accounts, &a.config()).unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("accounts_dir = {:?}\n", accounts.display().to_string()),
+    );
+    let url = format!(
+        "https://api.twilio.com/2010-04-01/Accounts/{}.json",
+        a.account_sid
+    );
+    let user = format!("{}:not-a-real-secret", a.api_key_sid);
+    let output = run_pkcv(&["sign", "--url", &url, "-u", &user], Some(&config), &[]).await;
+    let out = text(&output);
+    assert!(output.status.success(), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{} (credential {})",
+            a.account_sid, a.credential_sid
+        )),
+        "{out}"
+    );
+
+    // An inline entry with another credential, overridden by the directory's file.
+    let inline = config_for_a(
+        dir.path(),
+        &format!("accounts_dir = {:?}", accounts.display().to_string()),
+        &test_private_key(),
+    );
+    let mut overriding = a.config();
+    overriding.credential_sid = "CR0000000000000000000000000000000f".into();
+    pkcv_proxy::keys::dir::write_account(&accounts, &overriding).unwrap();
+    let output = run_pkcv(&["sign", "--url", &url, "-u", &user], Some(&inline), &[]).await;
+    assert!(
+        text(&output).contains("(credential CR0000000000000000000000000000000f)"),
+        "{}",
+        text(&output)
+    );
+}
+
 #[tokio::test]
 async fn sign_prints_the_vector_hash_and_redacts_the_secret() {
     let dir = tempfile::tempdir().unwrap();

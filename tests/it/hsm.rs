@@ -16,7 +16,7 @@ use pkcv_proxy::token::Algorithm;
 use pkcv_standin::StandIn;
 
 use crate::support::{
-    registry, run_pkcv, test_private_key, text, write_config, ProxyProcess, TestAccount,
+    registry, run_pkcv, test_private_key, text, wait_until, write_config, ProxyProcess, TestAccount,
 };
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -453,6 +453,67 @@ async fn sixty_four_clients_sign_through_the_hsm_at_once() {
     assert_eq!((standin.verified(), standin.rejected()), (64 * 8, 0));
     let errors = proxy.metric(r#"pkcv_proxy_sign_errors_total{account="ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d4",reason="failed"}"#).await;
     assert_eq!(errors, None, "no signing errors");
+}
+
+/// A reload that leaves an HSM account as it was keeps its live key (no new session, no new
+/// login: the `pkcs11` account is never loaded again while a PEM account is added); a PIN
+/// file changed to a wrong PIN fails that account's reload alone, and its old session keeps
+/// signing.
+#[tokio::test]
+async fn a_reload_keeps_an_unchanged_hsm_key_and_isolates_a_wrong_pin() {
+    let hsm = SoftHsm::new();
+    hsm.import(&test_private_key(), "imported", "01");
+    let (a, b) = (TestAccount::a(), TestAccount::b());
+    let standin = StandIn::start(registry(&[a.clone(), b.clone()]))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = dir.path().join("accounts");
+    let mut raw = proxy_config(&standin, dir.path(), &hsm, uri("imported"));
+    raw.accounts_dir = Some(accounts.clone());
+    raw.server.reload_interval_ms = 100;
+    let proxy = start_proxy(&raw, dir.path(), &hsm).await;
+    assert_eq!(proxy.get(MESSAGES, &a.basic_auth()).await, 200);
+    let loads = |backend: &str, result: &str| {
+        format!(r#"pkcv_proxy_account_loads_total{{backend="{backend}",result="{result}"}}"#)
+    };
+    assert_eq!(proxy.metric(&loads("pkcs11", "loaded")).await, Some(1.0));
+
+    // A PEM account arrives: applied, while the HSM account keeps its session.
+    pkcv_proxy::keys::dir::write_account(&accounts, &b.config()).unwrap();
+    let b_messages = format!("/2010-04-01/Accounts/{}/Messages.json", b.account_sid);
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            proxy.get(&b_messages, &b.basic_auth()).await == 200
+        })
+        .await,
+        "the new PEM account was not applied"
+    );
+    assert_eq!(proxy.metric(&loads("pem", "loaded")).await, Some(1.0));
+    assert_eq!(
+        proxy.metric(&loads("pkcs11", "loaded")).await,
+        Some(1.0),
+        "the unchanged HSM account was loaded (logged in) again"
+    );
+    assert!(proxy.metric(&loads("pkcs11", "unchanged")).await >= Some(1.0));
+
+    // A wrong PIN: that account's reload fails, its old session keeps signing.
+    std::fs::write(hsm.pin_file(), "0000\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            proxy.metric(&loads("pkcs11", "failed")).await >= Some(1.0)
+        })
+        .await,
+        "a wrong PIN was not reported"
+    );
+    assert_eq!(proxy.get(MESSAGES, &a.basic_auth()).await, 200);
+    let (status, ready) = proxy.admin_get("/readyz").await;
+    assert_eq!(status, 200);
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["not_loaded"][0]["account"], a.account_sid.as_str());
+    assert_eq!(ready["not_loaded"][0]["kept_previous"], true);
+    assert!(!ready.to_string().contains("0000"), "{ready}");
+    assert_eq!(standin.rejected(), 0);
 }
 
 /// `subaccount create --pkcs11` and `keys rotate --pkcs11`: the subaccount's keys are made in

@@ -311,6 +311,18 @@ async fn rotated_under_load(h: &Harness, sub: &Subaccount) {
             .status(),
         201
     );
+    // `pkcv-proxy sign` sees what `serve` sees: the rotation's file in accounts_dir.
+    let url = format!(
+        "https://api.twilio.com/2010-04-01/Accounts/{}.json",
+        sub.account
+    );
+    let user = format!("{}:{}", sub.api_key, sub.secret);
+    let signed = pkcv(h, &["sign", "--url", &url, "-u", &user]).await;
+    assert!(
+        text(&signed).contains(&format!("{} (credential {new_credential})", sub.account)),
+        "{}",
+        text(&signed)
+    );
 }
 
 #[tokio::test]
@@ -587,7 +599,10 @@ async fn rotation_switches_although_another_account_does_not_load() {
     let out = text(&rotated);
     assert!(rotated.status.success(), "{out}");
     let new_credential = loaded(&h).accounts.get(&account).cloned().unwrap();
-    assert_ne!(new_credential, credential, "the proxy still signs with the old key");
+    assert_ne!(
+        new_credential, credential,
+        "the proxy still signs with the old key"
+    );
     let registry = h.standin.registry().await;
     assert!(
         !registry.credentials.contains_key(&credential),
