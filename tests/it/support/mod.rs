@@ -20,9 +20,9 @@ use pkcv_proxy::{App, Config};
 use pkcv_standin::{Registry, StandIn};
 use serde::Deserialize;
 
-/// `../shared/vectors`, what the official SDKs computed.
+/// `tests/vectors`, what the official SDKs computed (its README says how).
 pub fn vectors_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,7 +94,7 @@ pub fn token_vectors() -> TokenVectors {
 }
 
 /// The vectors' throwaway private key, as a private (0600) copy: the proxy refuses a key
-/// others can read, and `../shared` and git checkouts hand files out world-readable.
+/// others can read, and git checkouts hand files out world-readable.
 pub fn test_private_key() -> PathBuf {
     private_copy(&vectors_dir().join("test-keys/pkcv-test-private.pem"))
 }
