@@ -60,7 +60,7 @@ async fn client(url: String, authorization: String, until: Instant, tally: Arc<T
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a soak of SOAK_SECS (default 60): run by .ci/run"]
+#[ignore = "a soak of SOAK_SECS seconds (default 60); .ci/run runs it as a step of its own"]
 async fn soak_with_reloads_and_a_rotation() {
     let secs: u64 = std::env::var("SOAK_SECS")
         .ok()
