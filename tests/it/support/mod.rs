@@ -390,6 +390,8 @@ impl Harness {
 }
 
 /// The proxy binary running as a separate process (`serve`), for signals and exit codes.
+/// Its stderr (the log) goes to a temporary file, so a passing test prints nothing; a
+/// failing one prints the log's end when the process is dropped during the panic.
 pub struct ProxyProcess {
     child: tokio::process::Child,
     /// Where it listens.
@@ -397,7 +399,25 @@ pub struct ProxyProcess {
     /// Its admin listener.
     pub admin: SocketAddr,
     client: reqwest::Client,
+    log: tempfile::NamedTempFile,
 }
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // `eprintln!` in a test thread is captured by the test harness and shown with
+            // the failure.
+            eprintln!(
+                "--- pkcv-proxy serve (pid {:?}) log, last {LOG_TAIL} bytes at most:\n{}",
+                self.child.id(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// How much of a proxy process's log a failure shows.
+const LOG_TAIL: u64 = 64 * 1024;
 
 impl ProxyProcess {
     /// Runs `pkcv-proxy serve` with `raw` (its listen and admin addresses replaced by free
@@ -423,12 +443,14 @@ impl ProxyProcess {
         raw.server.listen = listen.to_string();
         raw.server.admin_listen = admin.to_string();
         let config = write_config(dir, &toml::to_string(&raw).unwrap());
+        let log = tempfile::NamedTempFile::new().unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pkcv-proxy"))
             .args(["serve", "--config"])
             .arg(&config)
             .env_remove("PKCV_CONFIG")
             .env("RUST_LOG", "warn")
             .envs(envs.iter().copied())
+            .stderr(log.as_file().try_clone().unwrap())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
@@ -437,6 +459,7 @@ impl ProxyProcess {
             listen,
             admin,
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            log,
         };
         let up = wait_until(Duration::from_secs(15), || async {
             process.admin_get("/healthz").await.0 == 200
@@ -444,6 +467,20 @@ impl ProxyProcess {
         .await;
         assert!(up, "pkcv-proxy serve did not come up");
         process
+    }
+
+    /// What the process has logged so far (its stderr), the last [`LOG_TAIL`] bytes at most.
+    pub fn log(&self) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        // An independent handle: the child's offset in the file is not moved.
+        let Ok(mut file) = self.log.reopen() else {
+            return String::from("(the log file cannot be opened)");
+        };
+        let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = file.seek(SeekFrom::Start(length.saturating_sub(LOG_TAIL)));
+        let mut bytes = Vec::new();
+        let _ = file.take(LOG_TAIL).read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// `GET http://admin{path}`: status and body (status 0 when it does not answer).
