@@ -30,6 +30,8 @@
 //! - [`operations`]: the admin port and metrics after known traffic, readiness during a drain,
 //!   `SIGHUP` through the real binary, Kubernetes-style Secret mounts, the connection and
 //!   in-flight caps, the idempotent retry, and the idle and head deadlines.
+//! - [`packaging`]: the man page and completions committed for the Debian package are what
+//!   the binary prints now.
 //! - [`sdk`]: the official twilio-python and twilio-node through the proxy (`#[ignore]`d:
 //!   `tests/sdk/setup.sh` installs them).
 //! - [`soak`]: a bounded soak (`#[ignore]`d; a step of its own in `.ci/run`): hundreds of
@@ -53,6 +55,7 @@ mod layout;
 mod nginx;
 mod normalize_props;
 mod operations;
+mod packaging;
 mod sdk;
 mod soak;
 mod standin;
