@@ -515,14 +515,19 @@ impl ProxyProcess {
         self.child.id().expect("the proxy is running")
     }
 
-    /// Sends a signal (`HUP`, `TERM`, …) to the process.
+    /// Sends a signal (`HUP`, `TERM`, `INT`) to the process: with a system call, not the
+    /// `kill` program, which a slim machine may lack.
     pub fn signal(&self, name: &str) {
-        let pid = self.child.id().expect("the proxy is running").to_string();
-        let sent = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
+        use rustix::process::{kill_process, Pid, Signal};
+        let signal = match name {
+            "HUP" => Signal::HUP,
+            "TERM" => Signal::TERM,
+            "INT" => Signal::INT,
+            other => panic!("no signal {other} in the test support"),
+        };
+        let pid = self.child.id().expect("the proxy is running");
+        let pid = Pid::from_raw(i32::try_from(pid).unwrap()).expect("a process id is not 0");
+        kill_process(pid, signal).unwrap_or_else(|e| panic!("kill -{name} {pid:?}: {e}"));
     }
 
     /// Waits (at most `timeout`) for the process to exit.
