@@ -407,10 +407,14 @@ impl Drop for ProxyProcess {
         if std::thread::panicking() {
             // `eprintln!` in a test thread is captured by the test harness and shown with
             // the failure.
+            let pid = self
+                .child
+                .id()
+                .map_or_else(|| "exited".to_owned(), |pid| pid.to_string());
+            let log = self.log();
+            let log = if log.is_empty() { "(empty)" } else { &log };
             eprintln!(
-                "--- pkcv-proxy serve (pid {:?}) log, last {LOG_TAIL} bytes at most:\n{}",
-                self.child.id(),
-                self.log()
+                "--- pkcv-proxy serve (pid {pid}) log, its last {LOG_TAIL} bytes at most:\n{log}"
             );
         }
     }
