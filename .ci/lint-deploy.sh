@@ -152,6 +152,8 @@ tree = []
 for root, dirs, files in os.walk("."):
     dirs[:] = [d for d in dirs if d != "node_modules" and not (root == "." and d in ("target", ".git"))]
     tree += [os.path.relpath(os.path.join(root, f), ".") for f in files]
+# In a git worktree `.git` is a file, not a directory: ".git/config" is planted below instead.
+tree = [path for path in tree if path != ".git"]
 planted = [
     "keys/pkcv-private.pem", "keys/pkcv-public.pem", "accounts/ACx.toml", "accounts/keys/ACx.secret",
     "accounts/keys/ACx-private.pem", "ca/pkcv-proxy-ca.pem", "ca/pkcv-proxy-ca-key.pem",

@@ -14,15 +14,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "== package: release build without the demo"
-cargo build --locked --release --no-default-features -p pkcv-proxy --bin pkcv-proxy
-mkdir -p target/deb-assets
-bin=target/release/pkcv-proxy
-"$bin" man | gzip -9n > target/deb-assets/pkcv-proxy.1.gz
-"$bin" completions bash > target/deb-assets/pkcv-proxy.bash
-"$bin" completions zsh > target/deb-assets/_pkcv-proxy
-"$bin" completions fish > target/deb-assets/pkcv-proxy.fish
-deb=$(cargo deb --locked --no-build -p pkcv-proxy 2>/dev/null | tail -n 1)
+echo "== package: cargo deb, the one command docs/operations.md shows"
+# cargo-deb builds the release binary without the demo ([package.metadata.deb]) and takes the
+# man page and completions committed under deploy/debian/; it prints the .deb's path last.
+deb=$(cargo deb | tail -n 1)
+[ -f "$deb" ] || { echo "cargo deb did not name a package: $deb"; exit 1; }
 echo "built $deb ($(du -h "$deb" | cut -f1))"
 
 echo "== package: install and check"
@@ -43,6 +39,11 @@ for file in /usr/share/doc/pkcv-proxy/README.md /usr/share/doc/pkcv-proxy/pkcv-p
   [ -f "$file" ] || fail "missing $file"
 done
 man -w pkcv-proxy >/dev/null || fail "man -w pkcv-proxy finds no page"
+[ "$(man -w pkcv-proxy)" = /usr/share/man/man1/pkcv-proxy.1.gz ] || fail "the man page is not gzipped: $(man -w pkcv-proxy)"
+# The packaged documentation is the packaged binary's: no demo (the committed files are
+# checked against the binary by tests/it/packaging.rs).
+zcat /usr/share/man/man1/pkcv-proxy.1.gz | grep -qi 'pkcv-proxy demo' && fail "the man page documents the demo"
+grep -q demo /usr/share/bash-completion/completions/pkcv-proxy && fail "the bash completions offer the demo"
 # The conffile starts cleanly: no accounts, an accounts_dir that may not exist yet.
 /usr/bin/pkcv-proxy check-config -c /etc/pkcv-proxy/pkcv-proxy.toml >/dev/null || fail "the shipped config does not check"
 systemctl is-enabled pkcv-proxy >/dev/null 2>&1 && fail "the unit was enabled by the package"

@@ -18,7 +18,7 @@ pub(crate) struct CompletionsArgs {
 }
 
 pub(crate) fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
-    let mut command = Cli::command();
+    let mut command = documented();
     let mut out = Vec::new();
     clap_complete::generate(args.shell, &mut command, "pkcv-proxy", &mut out);
     write_stdout(&out)
@@ -26,7 +26,7 @@ pub(crate) fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
 
 /// The man page (roff): every subcommand, the config file and the environment.
 pub(crate) fn man() -> anyhow::Result<ExitCode> {
-    let command = Cli::command().after_long_help(MAN_EXTRA);
+    let command = documented().after_long_help(MAN_EXTRA);
     let mut out = Vec::new();
     clap_mangen::Man::new(command.clone()).render(&mut out)?;
     // Every subcommand's own synopsis and options, as sections of the one page.
@@ -40,6 +40,44 @@ pub(crate) fn man() -> anyhow::Result<ExitCode> {
         page.render_options_section(&mut out)?;
     }
     write_stdout(&out)
+}
+
+/// The command line the man page and the completions describe: the packaged binary's, which
+/// is built without the demo. So they print the same with or without the `demo` feature, and
+/// the copies committed under `deploy/debian/` (what `cargo deb` packages) match either build.
+fn documented() -> clap::Command {
+    let full = Cli::command();
+    if full.find_subcommand("demo").is_none() {
+        return full;
+    }
+    // clap cannot drop a subcommand: the root is rebuilt around all the others, with every
+    // property the generators read (checked against the full command in the tests below).
+    // The name and version as `#[command(name, version)]` on `Cli` sets them (clap takes
+    // only static strings here).
+    let mut root = clap::Command::new("pkcv-proxy")
+        .version(env!("CARGO_PKG_VERSION"))
+        .args(full.get_arguments().cloned())
+        .subcommands(
+            full.get_subcommands()
+                .filter(|sub| sub.get_name() != "demo")
+                .cloned(),
+        );
+    if let Some(about) = full.get_about() {
+        root = root.about(about.clone());
+    }
+    if let Some(about) = full.get_long_about() {
+        root = root.long_about(about.clone());
+    }
+    if let Some(help) = full.get_after_help() {
+        root = root.after_help(help.clone());
+    }
+    if let Some(help) = full.get_after_long_help() {
+        root = root.after_long_help(help.clone());
+    }
+    if let Some(help) = full.get_before_help() {
+        root = root.before_help(help.clone());
+    }
+    root
 }
 
 fn write_stdout(bytes: &[u8]) -> anyhow::Result<ExitCode> {
@@ -70,3 +108,42 @@ SIGNALS
 
 SEE ALSO
   pkcv-proxy explain CODE, the README and docs/ shipped in /usr/share/doc/pkcv-proxy/.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn man(command: clap::Command) -> String {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(command).render(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_documented_command_is_the_full_one_without_the_demo() {
+        let full = Cli::command();
+        let documented = documented();
+        assert!(documented.find_subcommand("demo").is_none());
+        assert_eq!(documented.get_name(), full.get_name());
+        assert_eq!(documented.get_version(), full.get_version());
+        let names = |c: &clap::Command| -> Vec<String> {
+            c.get_subcommands()
+                .map(|s| s.get_name().to_owned())
+                .filter(|n| n != "demo")
+                .collect()
+        };
+        assert_eq!(names(&documented), names(&full));
+        assert!(names(&documented).len() > 5);
+        let ids = |c: &clap::Command| -> Vec<String> {
+            c.get_arguments().map(|a| a.get_id().to_string()).collect()
+        };
+        assert_eq!(ids(&documented), ids(&full));
+        // The rendered root page equals the full command's with the demo hidden.
+        let shown = if full.find_subcommand("demo").is_some() {
+            full.mut_subcommand("demo", |demo| demo.hide(true))
+        } else {
+            full
+        };
+        assert_eq!(man(documented), man(shown));
+    }
+}

@@ -164,6 +164,7 @@ async fn tunnels_need_a_client_and_inherit_it() {
 }
 
 #[tokio::test]
+#[ignore = "needs curl (apt-get install curl)"]
 async fn curl_with_proxy_user_is_signed() {
     let (h, _ca_dir, ca_file) = with_clients().await;
     let a = TestAccount::a();

@@ -164,6 +164,7 @@ async fn start_proxy(raw: &RawConfig, dir: &Path, hsm: &SoftHsm) -> ProxyProcess
 const MESSAGES: &str = "/2010-04-01/Accounts/ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d4/Messages.json";
 
 #[tokio::test]
+#[ignore = "needs SoftHSM2 and OpenSC (apt-get install softhsm2 opensc)"]
 async fn an_imported_key_signs_byte_for_byte_as_the_pem_key() {
     let hsm = SoftHsm::new();
     hsm.import(&test_private_key(), "imported", "01");
@@ -246,6 +247,7 @@ async fn assert_same_tokens(one: &Path, other: &Path, env: &[(&str, &str)]) {
 }
 
 #[tokio::test]
+#[ignore = "needs SoftHSM2 and OpenSC (apt-get install softhsm2 opensc)"]
 async fn keygen_makes_a_non_extractable_key_that_signs_ps256() {
     let hsm = SoftHsm::new();
     let dir = tempfile::tempdir().unwrap();
@@ -331,6 +333,7 @@ async fn keygen_makes_a_non_extractable_key_that_signs_ps256() {
 }
 
 #[tokio::test]
+#[ignore = "needs SoftHSM2 and OpenSC (apt-get install softhsm2 opensc)"]
 async fn unusable_keys_and_tokens_are_clear_start_up_errors() {
     let hsm = SoftHsm::new();
     hsm.import(&test_private_key(), "good", "01");
@@ -415,6 +418,7 @@ async fn unusable_keys_and_tokens_are_clear_start_up_errors() {
 }
 
 #[tokio::test]
+#[ignore = "needs SoftHSM2 and OpenSC (apt-get install softhsm2 opensc)"]
 async fn sixty_four_clients_sign_through_the_hsm_at_once() {
     let hsm = SoftHsm::new();
     hsm.import(&test_private_key(), "imported", "01");
@@ -520,6 +524,7 @@ async fn a_reload_keeps_an_unchanged_hsm_key_and_isolates_a_wrong_pin() {
 /// the token, the running proxy (watching `accounts_dir`) signs for it with the HSM, and after
 /// the rotation with the new HSM key, the old credential gone.
 #[tokio::test]
+#[ignore = "needs SoftHSM2 and OpenSC (apt-get install softhsm2 opensc)"]
 async fn the_subaccount_workflow_keeps_its_keys_in_the_hsm() {
     let hsm = SoftHsm::new();
     let standin = StandIn::start(registry(&[TestAccount::a()])).await.unwrap();

@@ -257,6 +257,7 @@ async fn one_tunnel_carries_a_hundred_sequential_requests() {
 }
 
 #[tokio::test]
+#[ignore = "needs curl (apt-get install curl)"]
 async fn curl_through_https_proxy_is_signed() {
     let (h, _ca_dir, ca_file) = intercepting_harness(|_| {}).await;
     let a = TestAccount::a();
@@ -398,6 +399,7 @@ async fn http2_inside_the_tunnel() {
 }
 
 #[tokio::test]
+#[ignore = "needs curl (apt-get install curl)"]
 async fn an_oversized_http2_upload_in_a_tunnel_gets_the_413_json() {
     let (h, ca_dir, ca_file) = intercepting_harness(|raw| {
         raw.server.max_body_bytes = 1024;

@@ -1,5 +1,7 @@
 //! The integration tests, one binary (as ripgrep's `tests/`), so the support module and the
-//! crate are compiled once:
+//! crate are compiled once. Tests that need a server or tool from Debian or PyPI/npm are
+//! `#[ignore]`d with what to install in the reason; `cargo test --all-targets --
+//! --include-ignored` runs them too, and there a missing tool fails the test, never skips it.
 //!
 //! - [`support`]: the SDK vectors, test accounts, the proxy-before-stand-in harness, and one
 //!   helper each for Basic auth, running the `pkcv-proxy` binary, writing a config, waiting
@@ -17,21 +19,23 @@
 //!   every head on a keep-alive connection is checked.
 //! - [`hsm`]: key custody in SoftHSM2 through PKCS#11: keys generated in the token and never
 //!   extractable, RS256 tokens identical to the PEM backend's, PS256, clear start-up errors
-//!   (PIN, token, label, size, key type), 64 clients at once.
+//!   (PIN, token, label, size, key type), 64 clients at once (`#[ignore]`d: SoftHSM2, OpenSC).
 //! - [`intercept`]: `HTTPS_PROXY` clients: `CONNECT`, TLS with the local CA, HTTP/2 in the
 //!   tunnel, passthrough, and the `CONNECT`s that must not be honoured.
 //! - [`layout`]: `src/` has no import cycle, and the stand-in is not part of the proxy.
 //! - [`nginx`]: what goes upstream, against nginx as a strict HTTP/2 server: HTTP/1.1 by
-//!   default, `:authority` alone with `upstream.http2`.
+//!   default, `:authority` alone with `upstream.http2` (`#[ignore]`d: nginx-light).
 //! - [`normalize_props`]: property tests: normalization is idempotent and canonical under
 //!   twilio-java's, twilio-python's and twilio-node's rules.
 //! - [`operations`]: the admin port and metrics after known traffic, readiness during a drain,
 //!   `SIGHUP` through the real binary, Kubernetes-style Secret mounts, the connection and
 //!   in-flight caps, the idempotent retry, and the idle and head deadlines.
-//! - [`sdk`]: the official twilio-python and twilio-node through the proxy (`#[ignore]`d; run
-//!   by `.ci/run` with `cargo test --test it -- --ignored sdk::`).
-//! - [`soak`]: a bounded soak (`#[ignore]`d; run by `.ci/run`): hundreds of clients, a
-//!   stream of `SIGHUP`s and a key rotation; nothing unsigned or stale, RSS flat.
+//! - [`packaging`]: the man page and completions committed for the Debian package are what
+//!   the binary prints now.
+//! - [`sdk`]: the official twilio-python and twilio-node through the proxy (`#[ignore]`d:
+//!   `tests/sdk/setup.sh` installs them).
+//! - [`soak`]: a bounded soak (`#[ignore]`d; a step of its own in `.ci/run`): hundreds of
+//!   clients, a stream of `SIGHUP`s and a key rotation; nothing unsigned or stale, RSS flat.
 //! - [`standin`]: the stand-in itself refuses what Twilio refuses.
 //! - [`systemd`]: `READY=1`, `RELOADING=1`, `STOPPING=1` on `NOTIFY_SOCKET`.
 //! - [`vectors`]: the official SDKs' canonical requests and tokens, reproduced byte for byte.
@@ -51,6 +55,7 @@ mod layout;
 mod nginx;
 mod normalize_props;
 mod operations;
+mod packaging;
 mod sdk;
 mod soak;
 mod standin;

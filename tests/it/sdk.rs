@@ -1,7 +1,7 @@
 //! The official Twilio SDKs, unmodified and configured only through environment variables,
 //! through the proxy to the verifying stand-in. They need the pinned SDKs that
 //! `tests/sdk/setup.sh` installs, so they are `#[ignore]`d in a plain `cargo test`;
-//! `.ci/run` installs the SDKs and runs them with `cargo test --test it -- --ignored sdk::`.
+//! `.ci/run` installs the SDKs and runs them with the rest (`-- --include-ignored`).
 //! A rejection by the stand-in is a failure, never a skip.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use crate::support::{client_config, enable_interception, test_private_key, Harness, TestAccount};
 
-const NEEDS_SDKS: &str = "needs the official SDKs from tests/sdk/setup.sh (run by .ci/run)";
+const NEEDS_SDKS: &str =
+    "needs the official SDKs (apt-get install nodejs npm python3-venv; bash tests/sdk/setup.sh)";
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -101,7 +102,7 @@ async fn intercepting() -> (Harness, tempfile::TempDir, PathBuf) {
 }
 
 #[tokio::test]
-#[ignore = "needs the official SDKs from tests/sdk/setup.sh (run by .ci/run)"]
+#[ignore = "needs the official SDKs (apt-get install nodejs npm python3-venv; bash tests/sdk/setup.sh)"]
 async fn twilio_python_through_https_proxy() {
     let (h, _ca_dir, ca) = intercepting().await;
     run_sdk(
@@ -142,7 +143,7 @@ fn proxy_url_with(h: &Harness, user_secret: &str) -> String {
 }
 
 #[tokio::test]
-#[ignore = "needs the official SDKs from tests/sdk/setup.sh (run by .ci/run)"]
+#[ignore = "needs the official SDKs (apt-get install nodejs npm python3-venv; bash tests/sdk/setup.sh)"]
 async fn sdks_authenticate_to_the_proxy_with_credentials_in_the_proxy_url() {
     let (h, _ca_dir, ca) = intercepting_with_clients().await;
     run_sdk(
@@ -168,7 +169,7 @@ async fn sdks_authenticate_to_the_proxy_with_credentials_in_the_proxy_url() {
 }
 
 #[tokio::test]
-#[ignore = "needs the official SDKs from tests/sdk/setup.sh (run by .ci/run)"]
+#[ignore = "needs the official SDKs (apt-get install nodejs npm python3-venv; bash tests/sdk/setup.sh)"]
 async fn sdks_without_the_right_proxy_credentials_are_refused() {
     let (h, _ca_dir, ca) = intercepting_with_clients().await;
     for (proxy, refusal) in [
@@ -215,7 +216,7 @@ async fn sdks_without_the_right_proxy_credentials_are_refused() {
 }
 
 #[tokio::test]
-#[ignore = "needs the official SDKs from tests/sdk/setup.sh (run by .ci/run)"]
+#[ignore = "needs the official SDKs (apt-get install nodejs npm python3-venv; bash tests/sdk/setup.sh)"]
 async fn twilio_node_through_http_proxy() {
     let (h, _ca_dir, ca) = intercepting().await;
     // twilio-node reads only HTTP_PROXY (for https URLs too) and trusts NODE_EXTRA_CA_CERTS.
@@ -251,7 +252,7 @@ fn validation_client_env(h: &Harness) -> Vec<(&'static str, String)> {
 }
 
 #[tokio::test]
-#[ignore = "needs the official SDKs from tests/sdk/setup.sh (run by .ci/run)"]
+#[ignore = "needs the official SDKs (apt-get install nodejs npm python3-venv; bash tests/sdk/setup.sh)"]
 async fn twilio_pythons_own_validation_client_is_accepted_by_the_stand_in() {
     // No proxy: twilio-python signs by itself. This proves the stand-in accepts exactly what
     // Twilio's SDK produces, so its acceptance of the proxy's requests means something.
@@ -268,7 +269,7 @@ async fn twilio_pythons_own_validation_client_is_accepted_by_the_stand_in() {
 }
 
 #[tokio::test]
-#[ignore = "needs the official SDKs from tests/sdk/setup.sh (run by .ci/run)"]
+#[ignore = "needs the official SDKs (apt-get install nodejs npm python3-venv; bash tests/sdk/setup.sh)"]
 async fn a_plus_in_a_validation_client_query_fails_without_the_proxy() {
     let h = Harness::start_with(&[TestAccount::a()], |_| {}).await;
     let output = spawn_sdk(

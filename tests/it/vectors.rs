@@ -1,4 +1,4 @@
-//! The official SDKs' own outputs (`../shared/vectors`), reproduced byte for byte.
+//! The official SDKs' own outputs (`tests/vectors`), reproduced byte for byte.
 
 use crate::support::{canonical_vectors, registry, test_private_key, token_vectors, TestAccount};
 use http::Method;

@@ -6,7 +6,7 @@
 use pkcv_proxy::canonical::CanonicalRequest;
 use pkcv_standin::canonical::{java_canonical_request, ReceivedRequest};
 
-/// Account A's `Authorization` value from the shared vectors.
+/// Account A's `Authorization` value from the SDK vectors (`tests/vectors/`).
 pub const AUTH: &str =
     "Basic U0swZjFlMmQzYzBmMWUyZDNjMGYxZTJkM2MwZjFlMmQzYzpub3QtYS1yZWFsLXNlY3JldA==";
 /// The host every model signs.

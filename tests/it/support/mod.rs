@@ -20,9 +20,9 @@ use pkcv_proxy::{App, Config};
 use pkcv_standin::{Registry, StandIn};
 use serde::Deserialize;
 
-/// `../shared/vectors`, what the official SDKs computed.
+/// `tests/vectors`, what the official SDKs computed (its README says how).
 pub fn vectors_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,7 +94,7 @@ pub fn token_vectors() -> TokenVectors {
 }
 
 /// The vectors' throwaway private key, as a private (0600) copy: the proxy refuses a key
-/// others can read, and `../shared` and git checkouts hand files out world-readable.
+/// others can read, and git checkouts hand files out world-readable.
 pub fn test_private_key() -> PathBuf {
     private_copy(&vectors_dir().join("test-keys/pkcv-test-private.pem"))
 }
@@ -390,6 +390,8 @@ impl Harness {
 }
 
 /// The proxy binary running as a separate process (`serve`), for signals and exit codes.
+/// Its stderr (the log) goes to a temporary file, so a passing test prints nothing; a
+/// failing one prints the log's end when the process is dropped during the panic.
 pub struct ProxyProcess {
     child: tokio::process::Child,
     /// Where it listens.
@@ -397,7 +399,29 @@ pub struct ProxyProcess {
     /// Its admin listener.
     pub admin: SocketAddr,
     client: reqwest::Client,
+    log: tempfile::NamedTempFile,
 }
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // `eprintln!` in a test thread is captured by the test harness and shown with
+            // the failure.
+            let pid = self
+                .child
+                .id()
+                .map_or_else(|| "exited".to_owned(), |pid| pid.to_string());
+            let log = self.log();
+            let log = if log.is_empty() { "(empty)" } else { &log };
+            eprintln!(
+                "--- pkcv-proxy serve (pid {pid}) log, its last {LOG_TAIL} bytes at most:\n{log}"
+            );
+        }
+    }
+}
+
+/// How much of a proxy process's log a failure shows.
+const LOG_TAIL: u64 = 64 * 1024;
 
 impl ProxyProcess {
     /// Runs `pkcv-proxy serve` with `raw` (its listen and admin addresses replaced by free
@@ -423,12 +447,14 @@ impl ProxyProcess {
         raw.server.listen = listen.to_string();
         raw.server.admin_listen = admin.to_string();
         let config = write_config(dir, &toml::to_string(&raw).unwrap());
+        let log = tempfile::NamedTempFile::new().unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pkcv-proxy"))
             .args(["serve", "--config"])
             .arg(&config)
             .env_remove("PKCV_CONFIG")
             .env("RUST_LOG", "warn")
             .envs(envs.iter().copied())
+            .stderr(log.as_file().try_clone().unwrap())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
@@ -437,6 +463,7 @@ impl ProxyProcess {
             listen,
             admin,
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            log,
         };
         let up = wait_until(Duration::from_secs(15), || async {
             process.admin_get("/healthz").await.0 == 200
@@ -444,6 +471,20 @@ impl ProxyProcess {
         .await;
         assert!(up, "pkcv-proxy serve did not come up");
         process
+    }
+
+    /// What the process has logged so far (its stderr), the last [`LOG_TAIL`] bytes at most.
+    pub fn log(&self) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        // An independent handle: the child's offset in the file is not moved.
+        let Ok(mut file) = self.log.reopen() else {
+            return String::from("(the log file cannot be opened)");
+        };
+        let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = file.seek(SeekFrom::Start(length.saturating_sub(LOG_TAIL)));
+        let mut bytes = Vec::new();
+        let _ = file.take(LOG_TAIL).read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// `GET http://admin{path}`: status and body (status 0 when it does not answer).
@@ -478,14 +519,19 @@ impl ProxyProcess {
         self.child.id().expect("the proxy is running")
     }
 
-    /// Sends a signal (`HUP`, `TERM`, …) to the process.
+    /// Sends a signal (`HUP`, `TERM`, `INT`) to the process: with a system call, not the
+    /// `kill` program, which a slim machine may lack.
     pub fn signal(&self, name: &str) {
-        let pid = self.child.id().expect("the proxy is running").to_string();
-        let sent = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
+        use rustix::process::{kill_process, Pid, Signal};
+        let signal = match name {
+            "HUP" => Signal::HUP,
+            "TERM" => Signal::TERM,
+            "INT" => Signal::INT,
+            other => panic!("no signal {other} in the test support"),
+        };
+        let pid = self.child.id().expect("the proxy is running");
+        let pid = Pid::from_raw(i32::try_from(pid).unwrap()).expect("a process id is not 0");
+        kill_process(pid, signal).unwrap_or_else(|e| panic!("kill -{name} {pid:?}: {e}"));
     }
 
     /// Waits (at most `timeout`) for the process to exit.
