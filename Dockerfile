@@ -30,7 +30,7 @@
 #   -e PKCV_SERVER__ADMIN_LISTEN=0.0.0.0:9090 -p 127.0.0.1:9090:9090
 # (unauthenticated, no secrets; keep it on loopback or a private network).
 #
-# See deploy/README.md and "Docker" in README.md.
+# See deploy/README.md and "Docker" in docs/operations.md.
 
 # ---- build ------------------------------------------------------------------------------
 # The same Rust release as the project's CI toolchain; bookworm, to match the glibc of the
@@ -96,10 +96,12 @@ COPY --from=builder /src/target/release/pkcv-proxy /pkcv-proxy
 WORKDIR /etc/pkcv-proxy
 
 # Inside a container the proxy must listen on all interfaces to be reachable at all; this
-# overrides [server] listen from the config file. The proxy does not authenticate its
-# clients: anyone who can reach the port can send requests signed with the configured keys,
-# using their own API key. Keep the port unpublished (container-to-container only), or
-# publish it on loopback / a private network only (e.g. -p 127.0.0.1:8080:8080).
+# overrides [server] listen from the config file. Without [[clients]] in the config, anyone
+# who can reach the port can send requests signed with the configured keys, using their own
+# API key: add [[clients]] (proxy credentials, or client certificates on the tls_listen
+# listener; docs/operations.md, "Client authentication"), and keep the port unpublished
+# (container-to-container only) or published on loopback / a private network only
+# (e.g. -p 127.0.0.1:8080:8080).
 ENV PKCV_SERVER__LISTEN=0.0.0.0:8080
 # The admin listener, on the container's loopback: the HEALTHCHECK runs inside the
 # container. Set here (rather than left to the config file) so that `serve` and
