@@ -464,6 +464,7 @@ async fn sixty_four_clients_sign_through_the_hsm_at_once() {
 /// file changed to a wrong PIN fails that account's reload alone, and its old session keeps
 /// signing.
 #[tokio::test]
+#[ignore = "needs SoftHSM2 and OpenSC (apt-get install softhsm2 opensc)"]
 async fn a_reload_keeps_an_unchanged_hsm_key_and_isolates_a_wrong_pin() {
     let hsm = SoftHsm::new();
     hsm.import(&test_private_key(), "imported", "01");
