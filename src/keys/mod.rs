@@ -559,15 +559,13 @@ pub(crate) mod tests {
             )
         });
         let previous = Accounts::index([live.clone()]).unwrap();
-        let token_down =
-            |entry: &AccountConfig, signing: &SigningSettings, pkcs11: &Pkcs11Settings| match entry
-                .private_key
-            {
-                PrivateKey::Pkcs11(_) => {
-                    Err(KeyStoreError::AccountListedTwice("token down".into()))
-                }
-                PrivateKey::File(_) => Account::load(entry, signing, pkcs11),
-            };
+        let token_down = |entry: &AccountConfig,
+                          signing: &SigningSettings,
+                          pkcs11: &Pkcs11Settings| match entry.private_key
+        {
+            PrivateKey::Pkcs11(_) => Err(KeyStoreError::AccountListedTwice("token down".into())),
+            PrivateKey::File(_) => Account::load(entry, signing, pkcs11),
+        };
         let connected = connects.load(std::sync::atomic::Ordering::SeqCst);
 
         let reloaded = Accounts::reload_with(&config, &previous, token_down).unwrap();

@@ -7,8 +7,27 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::load::Tally;
 use crate::machine::Machine;
-use crate::run::Measured;
+
+/// One step's raw measurements.
+pub(crate) struct Measured {
+    pub(crate) clients: usize,
+    pub(crate) mode: &'static str,
+    pub(crate) tally: Tally,
+    /// The window's length, between the two probes.
+    pub(crate) seconds: f64,
+    pub(crate) proxy_cpu: Duration,
+    pub(crate) bench_cpu: Duration,
+    /// Busy CPU time of the whole machine in the window.
+    pub(crate) machine_busy: Duration,
+    pub(crate) proxy_rss: u64,
+    pub(crate) proxy_threads: u64,
+    pub(crate) upstream_accepted: u64,
+    pub(crate) upstream_h2: u64,
+    pub(crate) proxy_opened: Option<u64>,
+    pub(crate) connect_time: Duration,
+}
 
 const MIB: f64 = 1024.0 * 1024.0;
 

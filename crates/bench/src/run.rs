@@ -4,35 +4,16 @@ use std::time::Duration;
 
 use crate::cli::Args;
 use crate::client::Target;
-use crate::load::{self, Tally, Timing};
+use crate::load::{self, Timing};
 use crate::machine::Machine;
 use crate::procfs::{self, Usage};
 use crate::proxy::{self, Proxy};
-use crate::report::{self, Report, Row};
+use crate::report::{self, Measured, Report, Row};
 use crate::rsa::SignTimes;
 use crate::upstream::Upstream;
 
 const OPENED: &str = "pkcv_proxy_upstream_connections_opened_total";
 const MIB: f64 = 1024.0 * 1024.0;
-
-/// One step's raw measurements.
-pub(crate) struct Measured {
-    pub(crate) clients: usize,
-    pub(crate) mode: &'static str,
-    pub(crate) tally: Tally,
-    /// The window's length, between the two probes.
-    pub(crate) seconds: f64,
-    pub(crate) proxy_cpu: Duration,
-    pub(crate) bench_cpu: Duration,
-    /// Busy CPU time of the whole machine in the window.
-    pub(crate) machine_busy: Duration,
-    pub(crate) proxy_rss: u64,
-    pub(crate) proxy_threads: u64,
-    pub(crate) upstream_accepted: u64,
-    pub(crate) upstream_h2: u64,
-    pub(crate) proxy_opened: Option<u64>,
-    pub(crate) connect_time: Duration,
-}
 
 /// The proxy and this process, at one instant.
 #[derive(Default)]
