@@ -28,6 +28,9 @@
 //! - [`operations`]: the admin port and metrics after known traffic, readiness during a drain,
 //!   `SIGHUP` through the real binary, Kubernetes-style Secret mounts, the connection and
 //!   in-flight caps, the idempotent retry, and the idle and head deadlines.
+//! - [`recipes`]: every client recipe of docs/clients.md run for real (Java's three HTTP
+//!   clients, Go, Ruby, PHP, Python async), with and without client authentication
+//!   (`#[ignore]`d; toolchains from `tests/sdk/clients-setup.sh`).
 //! - [`sdk`]: the official twilio-python and twilio-node through the proxy (`#[ignore]`d; run
 //!   by `.ci/run` with `cargo test --test it -- --ignored sdk::`).
 //! - [`soak`]: a bounded soak (`#[ignore]`d; run by `.ci/run`): hundreds of clients, a
@@ -51,6 +54,7 @@ mod layout;
 mod nginx;
 mod normalize_props;
 mod operations;
+mod recipes;
 mod sdk;
 mod soak;
 mod standin;
