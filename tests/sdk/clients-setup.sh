@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what tests/it/recipes.rs needs to run the docs/clients.md recipes for real: one
-# apt-get for the JDK with Apache HttpClient 4.5, Go, Ruby and PHP with curl; aiohttp (for
-# twilio-python's AsyncTwilioHttpClient) into the SDK virtualenv that tests/sdk/setup.sh makes.
+# apt-get for the JDK with Apache HttpClient 4.5, Go, Ruby and PHP with curl (only the packages
+# not yet installed; `apt-get update` first only if the install fails on stale lists).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 packages=(default-jdk-headless libhttpclient-java golang-go ruby php-cli php-curl)
@@ -14,9 +14,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
     || { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
 fi
-if [ ! -x target/sdk-venv/bin/python ]; then
-  mkdir -p target
-  python3 -m venv target/sdk-venv
+# aiohttp (pinned beside twilio-python, which depends on it) for the Python async recipe, into
+# the virtualenv tests/sdk/setup.sh makes; run that first.
+if [ -x target/sdk-venv/bin/python ]; then
+  target/sdk-venv/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/python/requirements.txt
+else
+  echo "no target/sdk-venv: run tests/sdk/setup.sh first for the Python async recipe" >&2
 fi
-target/sdk-venv/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/python/requirements-async.txt
-echo "clients ready: $(java -version 2>&1 | head -1), $(go version), $(ruby --version | cut -d' ' -f1-2), PHP $(php -r 'echo PHP_VERSION, " curl ", curl_version()["version"];'), aiohttp $(target/sdk-venv/bin/python -c 'import aiohttp; print(aiohttp.__version__)')"
+echo "clients ready: $(java -version 2>&1 | head -1), $(go version), $(ruby --version | cut -d' ' -f1-2), PHP $(php -r 'echo PHP_VERSION, " curl ", curl_version()["version"];'), aiohttp $(target/sdk-venv/bin/python -c 'import aiohttp; print(aiohttp.__version__)' 2>/dev/null || echo missing)"
