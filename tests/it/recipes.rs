@@ -13,8 +13,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::OnceLock;
 use std::time::Duration;
+
+use tokio::sync::OnceCell;
 
 use crate::support::{client_config, enable_interception, text, Harness, TestAccount};
 
@@ -75,12 +76,14 @@ async fn run(program: &Path, args: &[OsString], env: &[(&str, String)], needs: &
         .unwrap_or_else(|e| panic!("cannot run {}: {e} ({needs}: {SETUP})", program.display()))
 }
 
-/// Runs a build step (javac, go build, keytool) to completion; failing it fails the test.
-fn build(program: &str, args: &[&std::ffi::OsStr], needs: &str) {
-    let output = std::process::Command::new(program)
-        .args(args)
-        .current_dir(repo(""))
-        .output()
+/// Runs a build step (javac, go build, keytool) to completion, bounded in time; failing it
+/// fails the test.
+async fn build(program: &str, args: &[&std::ffi::OsStr], needs: &str) {
+    let mut command = tokio::process::Command::new(program);
+    command.args(args).current_dir(repo("")).kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} {args:?} ran for more than 120 s"))
         .unwrap_or_else(|e| panic!("cannot run {program}: {e} ({needs}: {SETUP})"));
     assert!(
         output.status.success(),
@@ -180,29 +183,21 @@ const JAVA: &str = "needs default-jdk-headless and libhttpclient-java";
 const APACHE_CLASSPATH: &str = "/usr/share/java/httpclient.jar:/usr/share/java/httpcore.jar:/usr/share/java/commons-logging.jar:/usr/share/java/commons-codec.jar";
 
 /// `tests/sdk/java/Recipes.java`, compiled once per test process.
-fn java_classes() -> &'static Path {
-    static CLASSES: OnceLock<tempfile::TempDir> = OnceLock::new();
-    CLASSES
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            build(
-                "javac",
-                &[
-                    "-d".as_ref(),
-                    dir.path().as_os_str(),
-                    "-cp".as_ref(),
-                    APACHE_CLASSPATH.as_ref(),
-                    repo("tests/sdk/java/Recipes.java").as_os_str(),
-                ],
-                JAVA,
-            );
-            dir
-        })
-        .path()
+async fn java_classes() -> &'static Path {
+    static CLASSES: OnceCell<tempfile::TempDir> = OnceCell::const_new();
+    let compile = || async {
+        let dir = tempfile::tempdir().unwrap();
+        let source = repo("tests/sdk/java/Recipes.java");
+        let args = ["-d".as_ref(), dir.path().as_os_str(), "-cp".as_ref()];
+        let args = [&args[..], &[APACHE_CLASSPATH.as_ref(), source.as_os_str()]].concat();
+        build("javac", &args, JAVA).await;
+        dir
+    };
+    CLASSES.get_or_init(compile).await.path()
 }
 
 /// The docs' truststore: the CA imported with `keytool`.
-fn truststore(ca: &Path, dir: &Path) -> PathBuf {
+async fn truststore(ca: &Path, dir: &Path) -> PathBuf {
     let store = dir.join("pkcv-truststore.jks");
     build(
         "keytool",
@@ -219,7 +214,8 @@ fn truststore(ca: &Path, dir: &Path) -> PathBuf {
             "-noprompt".as_ref(),
         ],
         JAVA,
-    );
+    )
+    .await;
     store
 }
 
@@ -239,7 +235,7 @@ async fn java(h: &Harness, store: &Path, client: &str, extra: &[String]) -> Outp
     let port = h.proxy.port();
     let mut args: Vec<OsString> = vec![
         "-cp".into(),
-        format!("{}:{APACHE_CLASSPATH}", java_classes().display()).into(),
+        format!("{}:{APACHE_CLASSPATH}", java_classes().await.display()).into(),
         "-Dhttps.proxyHost=127.0.0.1".into(),
         format!("-Dhttps.proxyPort={port}").into(),
         format!("-Djavax.net.ssl.trustStore={}", store.display()).into(),
@@ -255,9 +251,9 @@ const JAVA_CLIENTS: [&str; 3] = ["jdk", "urlconnection", "apache"];
 #[tokio::test]
 #[ignore = "needs default-jdk-headless libhttpclient-java (bash tests/sdk/clients-setup.sh)"]
 async fn java_clients_through_https_proxy() {
-    java_classes();
+    java_classes().await;
     let (h, ca_dir, ca) = proxy(false).await;
-    let store = truststore(&ca, ca_dir.path());
+    let store = truststore(&ca, ca_dir.path()).await;
     for client in JAVA_CLIENTS {
         let output = java(&h, &store, client, &[]).await;
         assert_both_calls_succeeded(&format!("java {client}"), &output);
@@ -269,9 +265,9 @@ async fn java_clients_through_https_proxy() {
 #[tokio::test]
 #[ignore = "needs default-jdk-headless libhttpclient-java (bash tests/sdk/clients-setup.sh)"]
 async fn java_clients_with_client_authentication() {
-    java_classes();
+    java_classes().await;
     let (h, ca_dir, ca) = proxy(true).await;
-    let store = truststore(&ca, ca_dir.path());
+    let store = truststore(&ca, ca_dir.path()).await;
     let credentials = java_credentials();
     for client in JAVA_CLIENTS {
         let refused = java(&h, &store, client, &[]).await;
@@ -299,23 +295,21 @@ async fn java_clients_with_client_authentication() {
 const GO: &str = "needs golang-go";
 
 /// `tests/sdk/go/recipe.go`, built once per test process.
-fn go_recipe() -> PathBuf {
-    static BUILT: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
+async fn go_recipe() -> PathBuf {
+    static BUILT: OnceCell<tempfile::TempDir> = OnceCell::const_new();
+    let compile = || async {
         let dir = tempfile::tempdir().unwrap();
-        build(
-            "go",
-            &[
-                "build".as_ref(),
-                "-o".as_ref(),
-                dir.path().join("recipe").as_os_str(),
-                repo("tests/sdk/go/recipe.go").as_os_str(),
-            ],
-            GO,
-        );
+        let (out, source) = (dir.path().join("recipe"), repo("tests/sdk/go/recipe.go"));
+        let args = [
+            "build".as_ref(),
+            "-o".as_ref(),
+            out.as_os_str(),
+            source.as_os_str(),
+        ];
+        build("go", &args, GO).await;
         dir
-    });
-    dir.path().join("recipe")
+    };
+    BUILT.get_or_init(compile).await.path().join("recipe")
 }
 
 async fn go(h: &Harness, ca: &Path, credentials: bool) -> Output {
@@ -323,13 +317,13 @@ async fn go(h: &Harness, ca: &Path, credentials: bool) -> Output {
         ("HTTPS_PROXY", proxy_url(h, credentials)),
         ("SSL_CERT_FILE", ca.display().to_string()),
     ];
-    run(&go_recipe(), &[], &env, GO).await
+    run(&go_recipe().await, &[], &env, GO).await
 }
 
 #[tokio::test]
 #[ignore = "needs golang-go (bash tests/sdk/clients-setup.sh)"]
 async fn go_net_http_through_https_proxy() {
-    go_recipe();
+    go_recipe().await;
     let (h, _ca_dir, ca) = proxy(false).await;
     let output = go(&h, &ca, false).await;
     assert_both_calls_succeeded("go", &output);
@@ -346,7 +340,7 @@ async fn go_net_http_through_https_proxy() {
 #[tokio::test]
 #[ignore = "needs golang-go (bash tests/sdk/clients-setup.sh)"]
 async fn go_net_http_with_client_authentication() {
-    go_recipe();
+    go_recipe().await;
     let (h, _ca_dir, ca) = proxy(true).await;
     assert_refused_by_the_proxy("go", &go(&h, &ca, false).await);
     assert_both_calls_succeeded("go with credentials", &go(&h, &ca, true).await);
