@@ -287,6 +287,9 @@ async fn java_clients_with_client_authentication() {
     }
     // Apache HttpClient passed twice.
     assert_verified(&h, JAVA_CLIENTS.len() + 1).await;
+    // java.net.http sent the API key only once challenged by the proxy's 401.
+    let challenged = h.metric(r#"pkcv_proxy_rejected_total{code="79001"}"#).await;
+    assert!(challenged >= Some(1.0), "{challenged:?}");
     h.stop().await;
 }
 
