@@ -322,6 +322,17 @@ impl ProxyError {
         }
         if matches!(
             self,
+            ProxyError::MissingAuthorization | ProxyError::MalformedAuthorization(_)
+        ) {
+            // Twilio's own challenge: clients that send credentials only when challenged
+            // (the JDK's `Authenticator`, .NET's credential cache) answer it with the API key.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Twilio API\""),
+            );
+        }
+        if matches!(
+            self,
             ProxyError::Overloaded(_)
                 | ProxyError::UpstreamBusy { .. }
                 | ProxyError::KeyUnavailable(_)
@@ -363,5 +374,26 @@ mod tests {
             json["more_info"],
             "run `pkcv-proxy explain 79003`, or see docs/error-codes.md"
         );
+        // Refused credentials are not a challenge: nothing to answer with.
+        assert!(!response_has_challenge(&ProxyError::AuthTokenNotAllowed));
+    }
+
+    fn response_has_challenge(error: &ProxyError) -> bool {
+        let response: Response<Full<Bytes>> = error.to_response();
+        match response.headers().get(header::WWW_AUTHENTICATE) {
+            Some(value) => {
+                assert_eq!(value, "Basic realm=\"Twilio API\"");
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[test]
+    fn missing_or_malformed_api_key_credentials_are_challenged_as_twilio_does() {
+        assert!(response_has_challenge(&ProxyError::MissingAuthorization));
+        let malformed = ProxyError::MalformedAuthorization("not Basic");
+        assert!(response_has_challenge(&malformed));
+        assert_eq!(malformed.status(), StatusCode::UNAUTHORIZED);
     }
 }

@@ -32,6 +32,9 @@
 //!   in-flight caps, the idempotent retry, and the idle and head deadlines.
 //! - [`packaging`]: the man page and completions committed for the Debian package are what
 //!   the binary prints now.
+//! - [`recipes`]: every client recipe of docs/clients.md run for real (Java's three HTTP
+//!   clients, Go, Ruby, PHP, Python async), with and without client authentication
+//!   (`#[ignore]`d; toolchains from `tests/sdk/clients-setup.sh`).
 //! - [`sdk`]: the official twilio-python and twilio-node through the proxy (`#[ignore]`d:
 //!   `tests/sdk/setup.sh` installs them).
 //! - [`soak`]: a bounded soak (`#[ignore]`d; a step of its own in `.ci/run`): hundreds of
@@ -56,6 +59,7 @@ mod nginx;
 mod normalize_props;
 mod operations;
 mod packaging;
+mod recipes;
 mod sdk;
 mod soak;
 mod standin;
