@@ -45,9 +45,6 @@ pub enum TokenError {
         /// What is wrong with it.
         source: KeyError,
     },
-    /// The public key could not be encoded.
-    #[error("the public key cannot be encoded")]
-    Encode,
     /// The signature operation failed, or the key's device is unavailable.
     #[error("RSA signing: {0}")]
     Sign(#[source] SignError),
@@ -141,8 +138,8 @@ impl Signer {
     }
 
     /// The public key as DER `SubjectPublicKeyInfo`, for upload to Twilio or a stand-in.
-    pub fn public_key_spki_der(&self) -> Result<Vec<u8>, TokenError> {
-        Ok(self.key.public_key_spki_der().to_vec())
+    pub fn public_key_spki_der(&self) -> Vec<u8> {
+        self.key.public_key_spki_der().to_vec()
     }
 
     /// Mints a token. This is the one place a request is signed.

@@ -99,12 +99,12 @@ pub fn load(
         public_spki: rsa_spki_der(&modulus, &exponent),
     };
     let key = DeviceKey::open(device, info, settings.sessions, settings.retry)
-        .map_err(|err| Pkcs11Error::Call(err.to_string()))?;
+        .map_err(Pkcs11Error::Open)?;
     // Trust the key only once the token has signed with it and the signature verifies.
     let probe = b"pkcv-proxy key check";
     let signature = key
         .sign(algorithm, probe)
-        .map_err(|err| Pkcs11Error::Call(format!("test signature: {err}")))?;
+        .map_err(Pkcs11Error::TestSignature)?;
     if !verify_rsa(algorithm, &modulus, &exponent, probe, &signature) {
         return Err(Pkcs11Error::CheckFailed(uri.to_string()));
     }
@@ -289,7 +289,7 @@ impl Device for Pkcs11Device {
     type Session = KeySession;
 
     fn connect(&self) -> Result<KeySession, DeviceError> {
-        let lost = |err: Pkcs11Error| DeviceError::Lost(err.to_string());
+        let lost = |err: Pkcs11Error| DeviceError::Lost(Box::new(err));
         // Slots are looked up again: their numbers can change when a token comes back.
         let (slot, token) = module::find_token(&self.module, &self.uri).map_err(lost)?;
         let session = self
@@ -358,8 +358,8 @@ fn classify(error: Error) -> DeviceError {
             | RvError::CryptokiNotInitialized
             | RvError::GeneralError,
             _,
-        ) => DeviceError::Lost(error.to_string()),
-        _ => DeviceError::Failed(error.to_string()),
+        ) => DeviceError::Lost(Box::new(error)),
+        _ => DeviceError::Failed(Box::new(error)),
     }
 }
 

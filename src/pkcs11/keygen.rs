@@ -36,8 +36,12 @@ pub fn generate(
     }
     let id = match &uri.id {
         Some(id) => id.clone(),
-        None => hex::decode(crate::sid::random_hex::<8>())
-            .map_err(|_| Pkcs11Error::Call("random id".to_owned()))?,
+        None => {
+            // A fresh CKA_ID per key: an RNG failure must not give every key the same id.
+            let mut id = vec![0u8; 8];
+            aws_lc_rs::rand::fill(&mut id).map_err(|_| Pkcs11Error::Random)?;
+            id
+        }
     };
     let public_template = [
         Attribute::Token(true),
@@ -73,8 +77,8 @@ fn public_pem(
     session: &cryptoki::session::Session,
     public: ObjectHandle,
 ) -> Result<String, Pkcs11Error> {
-    let (modulus, exponent) = super::key::rsa_components(session, public)?
-        .ok_or_else(|| Pkcs11Error::Call("the new public key cannot be read".to_owned()))?;
+    let (modulus, exponent) =
+        super::key::rsa_components(session, public)?.ok_or(Pkcs11Error::NewPublicKeyUnreadable)?;
     let der = rsa_spki_der(&modulus, &exponent);
     Ok(pem::encode(&pem::Pem::new("PUBLIC KEY", der)))
 }

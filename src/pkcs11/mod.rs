@@ -187,13 +187,22 @@ pub enum Pkcs11Error {
     Size(u32),
     /// Any other PKCS#11 failure.
     #[error("PKCS#11 {0}")]
-    Call(String),
-}
-
-impl From<cryptoki::error::Error> for Pkcs11Error {
-    fn from(error: cryptoki::error::Error) -> Self {
-        Pkcs11Error::Call(error.to_string())
-    }
+    Call(#[from] cryptoki::error::Error),
+    /// The key's sessions could not be opened.
+    #[error("opening the key's sessions: {0}")]
+    Open(#[source] crate::signing_key::DeviceError),
+    /// The key's first signature failed.
+    #[error("test signature: {0}")]
+    TestSignature(#[source] crate::signing_key::SignError),
+    /// No random bytes for a new key's id.
+    #[error("the system's random number generator failed")]
+    Random,
+    /// A key pair was made but its public half cannot be read back.
+    #[error("the new public key cannot be read")]
+    NewPublicKeyUnreadable,
+    /// A blocking task was lost (the runtime is shutting down).
+    #[error("the HSM task did not finish: {0}")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 impl Pkcs11Settings {

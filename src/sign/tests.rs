@@ -62,7 +62,7 @@ async fn a_signed_request_carries_exactly_what_was_hashed() {
     );
 
     // The token verifies with the account's public key and claims that very hash.
-    let spki = account(A, &[]).signer.public_key_spki_der().unwrap();
+    let spki = account(A, &[]).signer.public_key_spki_der();
     let key = jsonwebtoken::DecodingKey::from_rsa_der(&rsa_public_key_of(&spki));
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.validate_exp = false;

@@ -38,15 +38,19 @@ pub trait Device: Send + Sync + 'static {
 }
 
 /// How a device call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DeviceError {
     /// The device or the session is gone: reconnect.
     #[error("device lost: {0}")]
-    Lost(String),
+    Lost(#[source] BoxError),
     /// This one operation failed; the session is still good.
     #[error("{0}")]
-    Failed(String),
+    Failed(#[source] BoxError),
 }
+
+/// A device's own error, kept with its type for whoever inspects the chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Waits between reconnection attempts: `first`, doubling up to `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +160,7 @@ impl<D: Device> Shared<D> {
 
     /// The device is gone (as seen by a session of `generation`): drop every session, mark
     /// the key down and start reconnecting, once.
-    fn lost(self: &Arc<Self>, generation: u64, reason: &str) {
+    fn lost(self: &Arc<Self>, generation: u64, reason: &(dyn std::error::Error + 'static)) {
         if self
             .generation
             .compare_exchange(
@@ -172,7 +176,7 @@ impl<D: Device> Shared<D> {
         }
         self.up.store(false, Ordering::Release);
         while self.idle.try_recv().is_ok() {}
-        tracing::error!(key = %self.info.description, reason, "signing device lost; its account answers 503 (79053) until it is back");
+        tracing::error!(key = %self.info.description, reason = %reason, "signing device lost; its account answers 503 (79053) until it is back");
         if self.reconnecting.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -225,7 +229,7 @@ impl<D: Device> SigningKey for DeviceKey<D> {
         let (generation, mut session) = match shared.take_session() {
             Ok(session) => session,
             Err(DeviceError::Lost(reason)) => {
-                shared.lost(shared.generation.load(Ordering::Acquire), &reason);
+                shared.lost(shared.generation.load(Ordering::Acquire), reason.as_ref());
                 return Err(SignError::Unavailable);
             }
             Err(DeviceError::Failed(reason)) => return Err(SignError::Failed(reason)),
@@ -241,7 +245,7 @@ impl<D: Device> SigningKey for DeviceKey<D> {
             }
             Err(DeviceError::Lost(reason)) => {
                 drop(session);
-                shared.lost(generation, &reason);
+                shared.lost(generation, reason.as_ref());
                 Err(SignError::Unavailable)
             }
         }
@@ -331,7 +335,7 @@ pub(crate) mod testing {
             }
             self.key
                 .sign(algorithm, message)
-                .map_err(|err| DeviceError::Failed(err.to_string()))
+                .map_err(|err| DeviceError::Failed(Box::new(err)))
         }
     }
 

@@ -20,7 +20,7 @@ mod pem;
 #[cfg(test)]
 pub(crate) use device::testing;
 
-pub use device::{Device, DeviceError, DeviceKey, DeviceKeyInfo, Retry};
+pub use device::{BoxError, Device, DeviceError, DeviceKey, DeviceKeyInfo, Retry};
 pub use pem::PemKey;
 
 use serde::{Deserialize, Serialize};
@@ -117,7 +117,7 @@ pub enum SignError {
     Unavailable,
     /// The backend refused or failed this one signature.
     #[error("the signature failed: {0}")]
-    Failed(String),
+    Failed(#[source] BoxError),
 }
 
 /// One RSA private key that signs JWTs.

@@ -57,7 +57,7 @@ impl SigningKey for PemKey {
         let mut signature = vec![0u8; self.key.public_modulus_len()];
         self.key
             .sign(encoding, &self.rng, message, &mut signature)
-            .map_err(|_| SignError::Failed("aws-lc refused to sign".to_owned()))?;
+            .map_err(|err| SignError::Failed(Box::new(err)))?;
         Ok(signature)
     }
 

@@ -99,7 +99,7 @@ fn token_has_the_sdk_layout_and_verifies() {
     assert_eq!(claims["nbf"], 1_000);
     assert_eq!(claims["rqh"], hash.as_str());
 
-    let spki = signer.public_key_spki_der().unwrap();
+    let spki = signer.public_key_spki_der();
     let pem = pem::encode(&pem::Pem::new("PUBLIC KEY", spki));
     let public = jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::PS256);

@@ -547,9 +547,7 @@ impl Session {
                 crate::pkcs11::keygen::generate(&uri, &settings, 2048).map(|pem| (uri, pem))
             })
             .await
-            .map_err(|err| {
-                WorkflowError::Pkcs11(crate::pkcs11::Pkcs11Error::Call(err.to_string()))
-            })??;
+            .map_err(|err| WorkflowError::Pkcs11(crate::pkcs11::Pkcs11Error::Task(err)))??;
             return Ok((PrivateKey::Pkcs11(Box::new(public.0)), public.1));
         }
         std::fs::create_dir_all(key_dir).map_err(WorkflowError::file(key_dir))?;
@@ -596,7 +594,7 @@ fn sid_field(json: &Option<Value>, prefix: &str, step: &str) -> Result<String, W
 }
 
 fn spki_pem(signer: &Signer) -> Result<String, WorkflowError> {
-    let der = signer.public_key_spki_der()?;
+    let der = signer.public_key_spki_der();
     Ok(pem::encode(&pem::Pem::new("PUBLIC KEY", der)))
 }
 

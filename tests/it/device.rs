@@ -48,7 +48,7 @@ impl Device for Switchable {
         self.connect()?;
         self.key
             .sign(algorithm, message)
-            .map_err(|err| DeviceError::Failed(err.to_string()))
+            .map_err(|err| DeviceError::Failed(Box::new(err)))
     }
 }
 

@@ -187,7 +187,7 @@ impl TestAccount {
             Algorithm::Rs256,
         )
         .unwrap();
-        let der = signer.public_key_spki_der().unwrap();
+        let der = signer.public_key_spki_der();
         pem::encode(&pem::Pem::new("PUBLIC KEY", der)).into_bytes()
     }
 
