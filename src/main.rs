@@ -5,9 +5,14 @@ mod cli;
 
 use std::process::ExitCode;
 
+use cli::Outcome;
+
 fn main() -> ExitCode {
     match cli::run() {
-        Ok(code) => code,
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::FAILURE,
+        // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
         // The reader of stdout went away (`check-config | head`): not a failure.
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {

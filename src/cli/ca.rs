@@ -2,12 +2,13 @@
 //! environment each kind of client needs to use it.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use pkcv_proxy::intercept::init_ca;
 use pkcv_proxy::Config;
+
+use super::Outcome;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum CaCommand {
@@ -28,7 +29,7 @@ pub(crate) struct InitArgs {
     days: i64,
 }
 
-pub(crate) fn run(config_path: Option<&Path>, command: CaCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config_path: Option<&Path>, command: CaCommand) -> anyhow::Result<Outcome> {
     let CaCommand::Init(args) = command;
     let listen = match config_path {
         Some(path) => Config::load(Some(path))?.server.listen.to_string(),
@@ -59,5 +60,5 @@ pub(crate) fn run(config_path: Option<&Path>, command: CaCommand) -> anyhow::Res
     out!("# A bundle variable replaces the app's default roots: for other HTTPS services, give it");
     out!("# a bundle of the system roots plus this certificate.");
     out!("# Java: keytool -importcert -alias pkcv-proxy -file {cert} -keystore <truststore>");
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Success)
 }

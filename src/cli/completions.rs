@@ -1,12 +1,12 @@
 //! `pkcv-proxy completions SHELL` and `pkcv-proxy man`: shell completions and the man page,
 //! generated from the command-line definitions themselves, so they never drift from them.
 
-use std::process::ExitCode;
-
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
 use super::Cli;
+
+use super::Outcome;
 
 #[derive(Debug, Args)]
 #[command(
@@ -17,7 +17,7 @@ pub(crate) struct CompletionsArgs {
     shell: Shell,
 }
 
-pub(crate) fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn completions(args: CompletionsArgs) -> anyhow::Result<Outcome> {
     let mut command = Cli::command();
     let mut out = Vec::new();
     clap_complete::generate(args.shell, &mut command, "pkcv-proxy", &mut out);
@@ -25,7 +25,7 @@ pub(crate) fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The man page (roff): every subcommand, the config file and the environment.
-pub(crate) fn man() -> anyhow::Result<ExitCode> {
+pub(crate) fn man() -> anyhow::Result<Outcome> {
     let command = Cli::command().after_long_help(MAN_EXTRA);
     let mut out = Vec::new();
     clap_mangen::Man::new(command.clone()).render(&mut out)?;
@@ -42,10 +42,10 @@ pub(crate) fn man() -> anyhow::Result<ExitCode> {
     write_stdout(&out)
 }
 
-fn write_stdout(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<Outcome> {
     use std::io::Write as _;
     std::io::stdout().lock().write_all(bytes)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Success)
 }
 
 /// What the man page says beyond the options: the config file and the environment.

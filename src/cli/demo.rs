@@ -9,7 +9,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -27,6 +26,8 @@ use pkcv_proxy::workflow::{CreateOptions, MainKey, Session};
 use pkcv_proxy::{keygen, App, Config};
 use pkcv_standin::{random_hex, random_sid};
 use pkcv_standin::{Registry, StandIn};
+
+use super::Outcome;
 
 struct Step {
     title: &'static str,
@@ -63,7 +64,7 @@ struct DemoSubaccount {
     secret: String,
 }
 
-pub(crate) async fn run() -> anyhow::Result<ExitCode> {
+pub(crate) async fn run() -> anyhow::Result<Outcome> {
     out!("pkcv-proxy demo — everything runs on 127.0.0.1; nothing leaves this machine.\n");
     let demo = Demo::start().await?;
     let session = Session::new(
@@ -295,7 +296,7 @@ impl Demo {
     }
 
     /// Stops everything, removes the throwaway files and says what to do next.
-    async fn finish(self, failures: usize) -> anyhow::Result<ExitCode> {
+    async fn finish(self, failures: usize) -> anyhow::Result<Outcome> {
         self.proxy.stop().await;
         let _ = std::fs::remove_dir_all(&self.dir);
         let verdict = if failures == 0 {
@@ -309,7 +310,7 @@ impl Demo {
             self.standin.rejected(),
         );
         if failures != 0 {
-            return Ok(ExitCode::FAILURE);
+            return Ok(Outcome::Failed);
         }
         out!(
             "\nNext, with your own Twilio account (README, \"Running it for real\"):\n\
@@ -319,7 +320,7 @@ impl Demo {
              4. pkcv-proxy serve -c pkcv-proxy.toml\n\
              5. point an SDK at it: HTTP_PROXY=http://127.0.0.1:8080, or its base URL"
         );
-        Ok(ExitCode::SUCCESS)
+        Ok(Outcome::Success)
     }
 }
 

@@ -2,9 +2,9 @@
 //! the error-code table built into the binary (`docs/error-codes.md`), so the answer is there
 //! wherever the proxy runs, with no network.
 
-use std::process::ExitCode;
-
 use clap::Args;
+
+use super::Outcome;
 
 /// The error-code reference, as shipped.
 const TABLE: &str = include_str!("../../docs/error-codes.md");
@@ -25,7 +25,7 @@ fn rows() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
     })
 }
 
-pub(crate) fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: ExplainArgs) -> anyhow::Result<Outcome> {
     let code = args.code.to_string();
     match rows().find(|(row, _, _)| *row == code) {
         Some((code, status, meaning)) => {
@@ -34,7 +34,7 @@ pub(crate) fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
                 status => format!("HTTP {status}"),
             };
             out!("{code} ({status}): {meaning}");
-            Ok(ExitCode::SUCCESS)
+            Ok(Outcome::Success)
         }
         None => {
             let known: Vec<&str> = rows().map(|(code, _, _)| code).collect();
@@ -42,7 +42,7 @@ pub(crate) fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
                 "pkcv-proxy: {code} is not one of the proxy's error codes ({}); codes outside 79000–79999 come from Twilio: https://www.twilio.com/docs/errors/{code}",
                 known.join(", ")
             );
-            Ok(ExitCode::FAILURE)
+            Ok(Outcome::Failed)
         }
     }
 }

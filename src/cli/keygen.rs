@@ -2,12 +2,13 @@
 //! half printed for upload.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
 use pkcv_proxy::keygen;
 use pkcv_proxy::pkcs11::Pkcs11Uri;
+
+use super::Outcome;
 
 #[derive(Debug, Args)]
 pub(crate) struct KeygenArgs {
@@ -27,7 +28,7 @@ pub(crate) struct KeygenArgs {
     pkcs11: Option<Box<Pkcs11Uri>>,
 }
 
-pub(crate) fn run(config_path: Option<&Path>, args: KeygenArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config_path: Option<&Path>, args: KeygenArgs) -> anyhow::Result<Outcome> {
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("creating {}", args.out_dir.display()))?;
     if let Some(uri) = &args.pkcs11 {
@@ -39,7 +40,7 @@ pub(crate) fn run(config_path: Option<&Path>, args: KeygenArgs) -> anyhow::Resul
     keygen::write_new_private(&private, &key.private_pem)?;
     write_public(&public, &key.public_pem)?;
     eprintln!("private key: {} (0600, PKCS#8)", private.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Success)
 }
 
 /// The key pair made in the HSM: nothing secret is written, only the public key.
@@ -47,7 +48,7 @@ fn in_token(
     config_path: Option<&Path>,
     uri: &Pkcs11Uri,
     args: &KeygenArgs,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Outcome> {
     let Some(label) = &uri.object else {
         anyhow::bail!("{uri} names no label: add object=LABEL");
     };
@@ -60,7 +61,7 @@ fn in_token(
     })?;
     eprintln!("private key: inside the token, {uri} (sensitive, non-extractable)");
     eprintln!("use it with:  private_key = \"{uri}\"");
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Success)
 }
 
 fn public_file(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {

@@ -2,10 +2,11 @@
 //! moment in which the proxy signs with a key Twilio does not know.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+
+use super::Outcome;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysCommand {
@@ -47,7 +48,7 @@ pub(crate) struct RotateArgs {
 pub(crate) async fn run(
     config_path: Option<&Path>,
     command: KeysCommand,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Outcome> {
     let (config, session) = super::workflow_session(config_path)?;
     match command {
         KeysCommand::List(args) => {
@@ -85,7 +86,7 @@ pub(crate) async fn run(
             out!("{}", serde_json::to_string(&rotation)?);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Success)
 }
 
 fn parse_grace(text: &str) -> Result<f64, String> {

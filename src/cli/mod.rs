@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand. Errors surface as `anyhow` here, at the edge;
-//! `main` turns them into an exit code.
+//! a subcommand returns an [`Outcome`], and `main` alone turns it (or an error) into an exit
+//! code.
 
 /// `println!` that returns a write error instead of panicking, so `check-config | head`
 /// ends quietly when the reader goes away (`main` maps a broken pipe to success).
@@ -24,7 +25,6 @@ mod sign;
 mod subaccount;
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -145,8 +145,20 @@ fn workflow_session(
     Ok((config, session))
 }
 
+/// How a subcommand ended. `main` maps each to an exit code; an `Err` is a failure too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It did what was asked.
+    Success,
+    /// It did not, and has already said why: a refused request (`sign`), an unknown code
+    /// (`explain`), a proxy that is not ready (`healthcheck`), a failed demo or workflow step.
+    Failed,
+    /// A second SIGINT/SIGTERM cut `serve`'s drain short.
+    Interrupted,
+}
+
 /// Parses the command line and runs the subcommand.
-pub fn run() -> anyhow::Result<ExitCode> {
+pub fn run() -> anyhow::Result<Outcome> {
     let cli = Cli::parse();
     let command = cli
         .command

@@ -3,7 +3,6 @@
 //! string unless `--show-secrets` is given (the hash is always over the real value).
 
 use std::path::Path;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -17,6 +16,8 @@ use pkcv_proxy::keys::{Accounts, KeyStore};
 use pkcv_proxy::sign::RequestSigner;
 use pkcv_proxy::token::unix_now;
 use pkcv_proxy::Config;
+
+use super::Outcome;
 
 #[derive(Debug, Args)]
 pub(crate) struct SignArgs {
@@ -40,7 +41,7 @@ pub(crate) struct SignArgs {
     show_secrets: bool,
 }
 
-pub(crate) fn run(config_path: Option<&Path>, args: SignArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config_path: Option<&Path>, args: SignArgs) -> anyhow::Result<Outcome> {
     let config = Config::load(config_path)?;
     let accounts = Accounts::load(&config.accounts, &config.signing, &config.pkcs11)?;
     let signer = RequestSigner::new(&config, Arc::new(KeyStore::new(accounts)));
@@ -71,7 +72,7 @@ pub(crate) fn run(config_path: Option<&Path>, args: SignArgs) -> anyhow::Result<
         Ok(target) => target,
         Err(err) => {
             eprintln!("refused ({} {}): {err}", err.status().as_u16(), err.code());
-            return Ok(ExitCode::FAILURE);
+            return Ok(Outcome::Failed);
         }
     };
     let body = args.data.unwrap_or_default();
@@ -98,5 +99,5 @@ pub(crate) fn run(config_path: Option<&Path>, args: SignArgs) -> anyhow::Result<
     out!("hrh: {SIGNED_HEADERS}");
     out!("rqh: {rqh}");
     out!("Twilio-Client-Validation: {token}");
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Success)
 }

@@ -2,10 +2,11 @@
 //! Main API key from the environment (see `pkcv_proxy::workflow`).
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use pkcv_proxy::workflow::{CreateFailure, CreateOptions, Subaccount};
+
+use super::Outcome;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SubaccountCommand {
@@ -55,7 +56,7 @@ pub(crate) struct CleanupArgs {
 pub(crate) async fn run(
     config_path: Option<&Path>,
     command: SubaccountCommand,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Outcome> {
     let (config, session) = super::workflow_session(config_path)?;
     match command {
         SubaccountCommand::Create(args) => {
@@ -85,12 +86,12 @@ pub(crate) async fn run(
                 eprintln!("{line}");
             }
             eprintln!("{} is cleaned up", args.account);
-            Ok(ExitCode::SUCCESS)
+            Ok(Outcome::Success)
         }
     }
 }
 
-fn report_created(subaccount: &Subaccount, json: bool) -> anyhow::Result<ExitCode> {
+fn report_created(subaccount: &Subaccount, json: bool) -> anyhow::Result<Outcome> {
     eprintln!(
         "subaccount {} is ready; the proxy signs for it with {}",
         subaccount.account_sid, subaccount.credential_sid
@@ -108,7 +109,7 @@ fn report_created(subaccount: &Subaccount, json: bool) -> anyhow::Result<ExitCod
     if json {
         out!("{}", serde_json::to_string(subaccount)?);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Success)
 }
 
 /// Says what failed, what already exists, and the command that undoes it.
@@ -116,7 +117,7 @@ fn report_failure(
     failure: &CreateFailure,
     config_path: Option<&Path>,
     json: bool,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Outcome> {
     eprintln!("FAILED at {}", failure.error);
     let created = &failure.created;
     let made: Vec<String> = [
@@ -163,5 +164,5 @@ fn report_failure(
             serde_json::json!({"error": failure.error.to_string(), "created": created})
         );
     }
-    Ok(ExitCode::FAILURE)
+    Ok(Outcome::Failed)
 }

@@ -1,9 +1,11 @@
 //! The binary as a user runs it: `demo`, `check-config`, `sign`, and start-up refusals.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::support::{
-    canonical_vectors, fixture_key, run_pkcv, test_private_key, text, write_config, TestAccount,
+    canonical_vectors, fixture_key, run_pkcv, test_private_key, text, wait_until, write_config,
+    Harness, ProxyProcess, TestAccount,
 };
 
 /// A config with `extra` first and account A signing with `key`, written to `dir`.
@@ -381,4 +383,44 @@ async fn a_pkcs11_uri_with_a_pin_is_refused_without_echoing_it() {
         assert!(!shown.contains("73519"), "{args:?} echoed the PIN: {shown}");
     }
     assert!(!out.exists());
+}
+
+#[tokio::test]
+async fn a_second_signal_during_the_drain_exits_130_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let h = Harness::start_with(&[TestAccount::a()], |raw| {
+        raw.server.shutdown_grace_secs = 60;
+    })
+    .await;
+    let proxy = ProxyProcess::start(&h.raw, h.dir.path()).await;
+    // A request whose body never finishes keeps the drain waiting.
+    let mut held = tokio::net::TcpStream::connect(proxy.listen).await.unwrap();
+    let head = format!(
+        "POST /2010-04-01/Accounts/{}/Messages.json HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Length: 18\r\n\r\nTo=",
+        TestAccount::a().account_sid,
+        proxy.listen,
+        TestAccount::a().basic_auth()
+    );
+    held.write_all(head.as_bytes()).await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            proxy.metric("pkcv_proxy_requests_in_flight").await == Some(1.0)
+        })
+        .await,
+        "the request never got in flight"
+    );
+    proxy.signal("TERM");
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            proxy.admin_get("/readyz").await.0 == 503
+        })
+        .await,
+        "the first signal did not start the drain"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.signal("TERM");
+    let exit = proxy.exit(Duration::from_secs(5)).await;
+    assert_eq!(exit.code(), Some(130), "{exit:?}");
+    drop(held);
+    h.stop().await;
 }
