@@ -424,3 +424,46 @@ async fn a_second_signal_during_the_drain_exits_130_at_once() {
     drop(held);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn serve_says_first_that_no_config_file_was_given() {
+    let output = run_pkcv(&["serve"], None, &[]).await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.starts_with("pkcv-proxy: no config file given: use -c or PKCV_CONFIG"),
+        "{shown}"
+    );
+    assert!(!shown.contains("accounts"), "{shown}");
+    // The same with no subcommand at all.
+    let bare = run_pkcv(&[], None, &[]).await;
+    assert_eq!(text(&bare), shown);
+}
+
+#[tokio::test]
+async fn a_taken_port_names_the_setting_and_how_to_change_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for_a(dir.path(), "", &test_private_key());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    for (setting, env) in [
+        ("listen", "PKCV_SERVER__LISTEN"),
+        ("admin_listen", "PKCV_SERVER__ADMIN_LISTEN"),
+    ] {
+        let mut envs = vec![
+            ("PKCV_SERVER__LISTEN", "127.0.0.1:0"),
+            ("PKCV_SERVER__ADMIN_LISTEN", "127.0.0.1:0"),
+        ];
+        envs.retain(|(name, _)| *name != env);
+        envs.push((env, &address));
+        let output = run_pkcv(&["serve"], Some(&config), &envs).await;
+        let shown = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{shown}");
+        assert!(
+            shown.contains(&format!(
+                "pkcv-proxy: server.{setting} {address} is in use: set [server] {setting} or {env}\n"
+            )),
+            "{shown}"
+        );
+    }
+}
