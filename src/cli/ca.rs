@@ -13,6 +13,9 @@ use super::Outcome;
 #[derive(Debug, Subcommand)]
 pub(crate) enum CaCommand {
     /// Create a CA (key 0600, name-constrained to Twilio's domain, path length 0).
+    #[command(
+        after_help = "Example:\n  pkcv-proxy ca init -c config/pkcv-proxy.toml --out-dir ca    # then set [intercept] ca_cert_file and ca_key_file"
+    )]
     Init(InitArgs),
 }
 

@@ -11,8 +11,14 @@ use super::Outcome;
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysCommand {
     /// The account's API keys and the credential the proxy signs with.
+    #[command(
+        after_help = "Example:\n  pkcv-proxy keys list -c config/pkcv-proxy.toml --account AC..."
+    )]
     List(ListArgs),
     /// Generate a new key pair, upload it, verify it, switch signing to it, delete the old one.
+    #[command(
+        after_help = "Example, with TWILIO_ACCOUNT_SID, TWILIO_MAIN_KEY and TWILIO_MAIN_SECRET in the environment:\n  pkcv-proxy keys rotate -c config/pkcv-proxy.toml --account AC..."
+    )]
     Rotate(RotateArgs),
 }
 

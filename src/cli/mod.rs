@@ -120,6 +120,7 @@ enum Command {
     /// Run everything on loopback with no Twilio account: a verifying Twilio stand-in,
     /// throwaway keys, the proxy, and requests through it.
     #[cfg(feature = "demo")]
+    #[command(after_help = "Example:\n  pkcv-proxy demo")]
     Demo,
 }
 

@@ -12,8 +12,14 @@ use super::Outcome;
 pub(crate) enum SubaccountCommand {
     /// Create a subaccount, seed it with an API key and a public key, prove a signed request
     /// works, and register it with the proxy (accounts_dir).
+    #[command(
+        after_help = "Example, with TWILIO_ACCOUNT_SID, TWILIO_MAIN_KEY and TWILIO_MAIN_SECRET in the environment:\n  pkcv-proxy subaccount create -c config/pkcv-proxy.toml --friendly-name billing"
+    )]
     Create(CreateArgs),
     /// Delete a subaccount's API keys and public key, close it, and unregister it.
+    #[command(
+        after_help = "Example:\n  pkcv-proxy subaccount cleanup -c config/pkcv-proxy.toml --account AC..."
+    )]
     Cleanup(CleanupArgs),
 }
 

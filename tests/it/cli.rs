@@ -482,3 +482,51 @@ async fn a_taken_port_names_the_setting_and_how_to_change_it() {
         );
     }
 }
+
+/// The subcommands a `--help` text lists under `Commands:` (without `help`).
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|line| *line != "Commands:")
+        .skip(1)
+        .take_while(|line| !line.trim().is_empty())
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn every_subcommands_help_shows_an_example() {
+    let mut pending = vec![Vec::<String>::new()];
+    let mut seen = 0;
+    while let Some(path) = pending.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let output = run_pkcv(&args, None, &[]).await;
+        let help = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{args:?}: {}", text(&output));
+        let children = subcommands(&help);
+        let example = help
+            .lines()
+            .skip_while(|line| !line.starts_with("Example"))
+            .skip(1)
+            .take_while(|line| line.starts_with("  "))
+            .any(|line| {
+                line.trim()
+                    .starts_with(&format!("pkcv-proxy {}", path.join(" ")))
+            });
+        assert!(
+            example,
+            "`pkcv-proxy {}` --help shows no example of itself:\n{help}",
+            path.join(" ")
+        );
+        for child in children {
+            let mut next = path.clone();
+            next.push(child);
+            pending.push(next);
+        }
+        seen += 1;
+    }
+    // The top level, its subcommands, and the groups' own (ca init, keys list, ...).
+    assert!(seen >= 17, "only {seen} help texts found");
+}
