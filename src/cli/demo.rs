@@ -312,13 +312,18 @@ impl Demo {
         if failures != 0 {
             return Ok(Outcome::Failed);
         }
+        // Every path here is one .gitignore covers: what these steps write includes secrets.
         out!(
             "\nNext, with your own Twilio account (README, \"Running it for real\"):\n\
-             1. pkcv-proxy keygen --out-dir keys          # a key pair; upload the public half to Twilio\n\
-             2. cp config/pkcv-proxy.example.toml pkcv-proxy.toml   # set account_sid, credential_sid, private_key_file\n\
-             3. pkcv-proxy check-config -c pkcv-proxy.toml\n\
-             4. pkcv-proxy serve -c pkcv-proxy.toml\n\
-             5. point an SDK at it: HTTP_PROXY=http://127.0.0.1:8080, or its base URL"
+             1. pkcv-proxy keygen --out-dir keys    # upload keys/pkcv-public.pem to Twilio\n\
+             2. cp config/pkcv-proxy.example.toml config/pkcv-proxy.toml\n   \
+                # set account_sid, credential_sid and private_key_file\n\
+             3. pkcv-proxy ca init -c config/pkcv-proxy.toml --out-dir ca\n   \
+                # for HTTPS_PROXY clients (the SDKs): then enable [intercept] with these files\n\
+             4. pkcv-proxy check-config -c config/pkcv-proxy.toml\n\
+             5. pkcv-proxy serve -c config/pkcv-proxy.toml\n\
+             6. point an SDK at it: HTTPS_PROXY=http://127.0.0.1:8080 (with [intercept]),\n   \
+                or the proxy as its base URL: http://127.0.0.1:8080/api.twilio.com/..."
         );
         Ok(Outcome::Success)
     }

@@ -39,6 +39,30 @@ async fn demo_runs_offline_and_verifies() {
         assert!(out.contains(step), "{step}: {out}");
     }
     assert!(!out.contains("UNEXPECTED"), "{out}");
+    // The next steps name files .gitignore keeps out of git, and the variable the SDKs
+    // (https:// URLs) read.
+    let next = &out[out.find("Next,").expect("next steps")..];
+    let ignored =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".gitignore")).unwrap();
+    for (written, rule) in [
+        ("--out-dir keys", "/keys/"),
+        (
+            "cp config/pkcv-proxy.example.toml config/pkcv-proxy.toml",
+            "/config/pkcv-proxy.toml",
+        ),
+        ("--out-dir ca", "/ca/"),
+    ] {
+        assert!(next.contains(written), "{written}: {next}");
+        assert!(
+            ignored.lines().any(|line| line == rule),
+            "{rule} is not in .gitignore"
+        );
+    }
+    assert!(
+        next.contains("HTTPS_PROXY=http://127.0.0.1:8080 (with [intercept])"),
+        "{next}"
+    );
+    assert!(!next.contains(" HTTP_PROXY"), "{next}");
 }
 
 #[tokio::test]
