@@ -554,3 +554,36 @@ async fn every_subcommands_help_shows_an_example() {
     // The top level, its subcommands, and the groups' own (ca init, keys list, ...).
     assert!(seen >= 17, "only {seen} help texts found");
 }
+
+#[tokio::test]
+async fn keygen_refuses_to_overwrite_and_says_how_to_write_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let first = run_pkcv(&["keygen", "--out-dir", out], None, &[]).await;
+    assert!(first.status.success(), "{}", text(&first));
+    let private = dir.path().join("pkcv-private.pem");
+    let before = std::fs::read(&private).unwrap();
+    // Either half of the pair existing is enough to refuse, before a key is made.
+    for remove in [None, Some("pkcv-public.pem")] {
+        if let Some(name) = remove {
+            std::fs::remove_file(dir.path().join(name)).unwrap();
+        }
+        let again = run_pkcv(&["keygen", "--out-dir", out], None, &[]).await;
+        let shown = text(&again);
+        assert_eq!(again.status.code(), Some(1), "{shown}");
+        assert!(
+            shown.contains(
+                "exists: refusing to overwrite a key pair; choose another --name or --out-dir"
+            ),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("BEGIN PUBLIC KEY"),
+            "a key was made: {shown}"
+        );
+    }
+    assert_eq!(std::fs::read(&private).unwrap(), before);
+    let beside = run_pkcv(&["keygen", "--out-dir", out, "--name", "next"], None, &[]).await;
+    assert!(beside.status.success(), "{}", text(&beside));
+    assert!(dir.path().join("next-private.pem").exists());
+}
