@@ -108,7 +108,18 @@ async fn start_up_refuses_unsafe_configs() {
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .unwrap();
-    let cases: [Refusal; 8] = [
+    // The other half of the pair, readable by all as a public key is.
+    let public = dir.path().join("pkcv-public.pem");
+    std::fs::write(&public, crate::support::test_public_key_pem()).unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(&public, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let cases: [Refusal; 9] = [
+        (
+            "",
+            &public,
+            &[],
+            "pkcv-public.pem holds a public key, not a private key",
+        ),
         (
             "[signing]\nttl_secs = 301",
             &test_private_key(),
