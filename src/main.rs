@@ -1,5 +1,7 @@
 //! `pkcv-proxy`: parse the command line, run, map the outcome to an exit code. Exit codes
-//! and the printing of a top-level error live here and nowhere else.
+//! and the printing of a top-level error live here and nowhere else (tests/it/layout.rs
+//! checks it): 0 success, 1 an error or [`Outcome::Failed`], 130 [`Outcome::Interrupted`]
+//! (clap exits 2 for a wrong command line itself). The man page's EXIT STATUS says the same.
 
 mod cli;
 

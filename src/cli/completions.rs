@@ -68,5 +68,13 @@ SIGNALS
   SIGHUP reloads accounts, keys and clients; SIGTERM/SIGINT drain (shutdown_grace_secs)
   and exit 0; a second signal exits at once.
 
+EXIT STATUS
+  0    done (serve: drained after SIGTERM/SIGINT)
+  1    an error, or a command that said why it did not do what was asked (sign refused the
+       request, explain does not know the code, healthcheck found the proxy not ready, a
+       workflow step or the demo failed)
+  2    the command line is wrong
+  130  serve: a second signal cut the drain short
+
 SEE ALSO
   pkcv-proxy explain CODE, the README and docs/ shipped in /usr/share/doc/pkcv-proxy/.";

@@ -677,6 +677,20 @@ async fn a_fresh_proxy_exports_every_static_series_at_zero() {
             "{series} is not at 0:\n{text}"
         );
     }
+    // Every signing backend, whatever the config uses (exhaustive: a new backend does not
+    // compile here until it is handled).
+    use pkcv_proxy::signing_key::Backend;
+    for backend in [Backend::Pem, Backend::Pkcs11] {
+        match backend {
+            Backend::Pem | Backend::Pkcs11 => {
+                let series = format!(
+                    r#"pkcv_proxy_sign_duration_seconds_count{{backend="{}"}} 0"#,
+                    backend.as_str()
+                );
+                assert!(text.lines().any(|line| line == series), "{series}:\n{text}");
+            }
+        }
+    }
     // Open label sets are not listed ahead: no account, host or Twilio code.
     assert!(!text.contains("pkcv_proxy_requests_total{"), "{text}");
     assert!(!text.contains("account=\""), "{text}");
