@@ -108,18 +108,7 @@ async fn start_up_refuses_unsafe_configs() {
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .unwrap();
-    // The other half of the pair, readable by all as a public key is.
-    let public = dir.path().join("pkcv-public.pem");
-    std::fs::write(&public, crate::support::test_public_key_pem()).unwrap();
-    #[cfg(unix)]
-    std::fs::set_permissions(&public, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let cases: [Refusal; 9] = [
-        (
-            "",
-            &public,
-            &[],
-            "pkcv-public.pem holds a public key, not a private key",
-        ),
+    let cases: [Refusal; 8] = [
         (
             "[signing]\nttl_secs = 301",
             &test_private_key(),
@@ -597,4 +586,25 @@ async fn keygen_refuses_to_overwrite_and_says_how_to_write_beside_it() {
     let beside = run_pkcv(&["keygen", "--out-dir", out, "--name", "next"], None, &[]).await;
     assert!(beside.status.success(), "{}", text(&beside));
     assert!(dir.path().join("next-private.pem").exists());
+}
+
+#[tokio::test]
+async fn a_public_key_given_as_the_private_key_is_called_what_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    // The other half of the pair, readable by all as a public key is.
+    let public = dir.path().join("pkcv-public.pem");
+    std::fs::write(&public, crate::support::test_public_key_pem()).unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(&public, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let config = config_for_a(dir.path(), "", &public);
+    for command in ["check-config", "serve"] {
+        let output = run_pkcv(&[command], Some(&config), &[]).await;
+        let shown = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{command}: {shown}");
+        assert!(
+            shown.contains("pkcv-public.pem holds a public key, not a private key"),
+            "{command}: {shown}"
+        );
+        assert!(!shown.contains("chmod"), "{command}: {shown}");
+    }
 }
