@@ -156,11 +156,25 @@ pub enum Outcome {
     Failed,
     /// A second SIGINT/SIGTERM cut `serve`'s drain short.
     Interrupted,
+    /// The command line was wrong; clap has said how.
+    Usage,
 }
 
 /// Parses the command line and runs the subcommand.
 pub fn run() -> anyhow::Result<Outcome> {
-    let cli = Cli::parse();
+    // Not `Cli::parse()`, which would exit by itself: the exit code is main's to choose.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            err.print()?;
+            // `--help` and `--version` end here too, successfully.
+            return Ok(if err.use_stderr() {
+                Outcome::Usage
+            } else {
+                Outcome::Success
+            });
+        }
+    };
     let command = cli
         .command
         .unwrap_or(Command::Serve(ConfigArg { config: cli.config }));
