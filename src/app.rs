@@ -47,13 +47,21 @@ pub enum AppError {
     /// The mutual-TLS listener could not be set up.
     #[error(transparent)]
     Mtls(#[from] MtlsError),
-    /// An address could not be bound.
-    #[error("cannot listen on {address}: {source}")]
+    /// A listener's address could not be bound. The message names the setting and how to
+    /// change it; the OS error is in it (not a `source`, so a caller printing the chain does
+    /// not say "in use" twice).
+    #[error(
+        "server.{setting} {address} {}: set [server] {setting} or PKCV_SERVER__{}",
+        bind_problem(.error),
+        .setting.to_ascii_uppercase()
+    )]
     Listen {
+        /// The setting under `[server]`: `listen`, `admin_listen` or `tls_listen`.
+        setting: &'static str,
         /// The address.
         address: SocketAddr,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -138,13 +146,13 @@ impl App {
     /// Binds `server.listen` and, if enabled, `server.admin_listen` and `server.tls_listen`.
     pub async fn bind(self) -> Result<Bound, AppError> {
         let server = &self.config.server;
-        let (listener, local_addr) = bind(server.listen).await?;
+        let (listener, local_addr) = bind("listen", server.listen).await?;
         let admin = match server.admin_listen {
-            Some(address) => Some(bind(address).await?),
+            Some(address) => Some(bind("admin_listen", address).await?),
             None => None,
         };
         let tls = match &server.tls {
-            Some(tls) => Some(bind(tls.listen).await?),
+            Some(tls) => Some(bind("tls_listen", tls.listen).await?),
             None => None,
         };
         Ok(Bound {
@@ -212,9 +220,29 @@ fn warnings(config: &Config) -> Vec<String> {
     warnings
 }
 
-/// A listener on `address`, and the address it really got (the port, when `address` named 0).
-async fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), AppError> {
-    let listen_error = |source| AppError::Listen { address, source };
+/// Why an address could not be bound, in the words a person acts on.
+fn bind_problem(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => "is in use".to_owned(),
+        std::io::ErrorKind::AddrNotAvailable => "is not an address of this machine".to_owned(),
+        std::io::ErrorKind::PermissionDenied => {
+            "may not be bound by this user (ports below 1024 need CAP_NET_BIND_SERVICE)".to_owned()
+        }
+        _ => format!("cannot be bound ({error})"),
+    }
+}
+
+/// A listener on `address` (the value of `server.{setting}`), and the address it really got
+/// (the port, when `address` named 0).
+async fn bind(
+    setting: &'static str,
+    address: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), AppError> {
+    let listen_error = |error| AppError::Listen {
+        setting,
+        address,
+        error,
+    };
     let listener = TcpListener::bind(address).await.map_err(listen_error)?;
     let local = listener.local_addr().map_err(listen_error)?;
     Ok((listener, local))

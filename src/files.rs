@@ -80,6 +80,14 @@ pub enum FileError {
         /// Its permission bits.
         mode: u32,
     },
+    /// A public key or certificate where a private key belongs: the other half of the pair.
+    #[error("{path} holds a {found}, not a private key: name the private half of the pair here (pkcv-proxy keygen writes it as NAME-private.pem)")]
+    NotPrivate {
+        /// The file.
+        path: Shown,
+        /// What it holds: "public key" or "certificate".
+        found: &'static str,
+    },
     /// A private key a group the proxy is not in may read.
     #[error("{path} is readable by group {gid}, which the proxy does not run with (mode {mode:04o}): run chmod 600 on it, or give it the proxy's group (in Kubernetes, the pod's fsGroup)")]
     ReadableByForeignGroup {
@@ -189,6 +197,15 @@ fn read_limited(path: &Path, metadata: &std::fs::Metadata) -> Result<Vec<u8>, Fi
 fn check_private(path: &Path, metadata: &std::fs::Metadata) -> Result<(), FileError> {
     use std::os::unix::fs::MetadataExt;
     let mode = metadata.mode() & 0o7777;
+    // A public half is readable by all, as it should be: "chmod 600" would be the wrong advice.
+    if mode & 0o077 != 0 {
+        if let Some(found) = public_pem(path) {
+            return Err(FileError::NotPrivate {
+                path: path.into(),
+                found,
+            });
+        }
+    }
     if mode & 0o007 != 0 {
         return Err(FileError::ReadableByOthers {
             path: path.into(),
@@ -203,6 +220,26 @@ fn check_private(path: &Path, metadata: &std::fs::Metadata) -> Result<(), FileEr
         });
     }
     Ok(())
+}
+
+/// What a PEM file that is not private holds, from its first line only (the label): a
+/// private key's body is never read here.
+#[cfg(unix)]
+fn public_pem(path: &Path) -> Option<&'static str> {
+    let mut start = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(40).read_to_end(&mut start))
+        .ok()?;
+    let start = start.trim_ascii_start();
+    if start.starts_with(b"-----BEGIN PUBLIC KEY-----")
+        || start.starts_with(b"-----BEGIN RSA PUBLIC KEY-----")
+    {
+        Some("public key")
+    } else if start.starts_with(b"-----BEGIN CERTIFICATE-----") {
+        Some("certificate")
+    } else {
+        None
+    }
 }
 
 #[cfg(not(unix))]
@@ -245,6 +282,26 @@ mod tests {
         );
         assert!(err.to_string().contains("chmod 600"), "{err}");
         assert!(err.to_string().contains("defaultMode: 0440"), "{err}");
+    }
+
+    #[test]
+    fn a_public_key_named_as_a_private_key_is_called_what_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pkcv-public.pem");
+        std::fs::write(&path, b"-----BEGIN PUBLIC KEY-----\nMIIB\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_private(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FileError::NotPrivate {
+                    found: "public key",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("chmod"), "{err}");
     }
 
     #[test]

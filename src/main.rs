@@ -1,13 +1,23 @@
 //! `pkcv-proxy`: parse the command line, run, map the outcome to an exit code. Exit codes
-//! and the printing of a top-level error live here and nowhere else.
+//! and the printing of a top-level error live here and nowhere else (tests/it/layout.rs
+//! checks it): 0 success, 1 an error or [`Outcome::Failed`], 2 a wrong command line
+//! ([`Outcome::Usage`]), 130 [`Outcome::Interrupted`]. The man page's EXIT STATUS says the
+//! same.
 
 mod cli;
 
 use std::process::ExitCode;
 
+use cli::Outcome;
+
 fn main() -> ExitCode {
     match cli::run() {
-        Ok(code) => code,
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::FAILURE,
+        // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
+        // What clap itself would exit with.
+        Ok(Outcome::Usage) => ExitCode::from(2),
         // The reader of stdout went away (`check-config | head`): not a failure.
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {

@@ -108,6 +108,23 @@ struct AccountLoadLabels {
     backend: &'static str,
     result: &'static str,
 }
+/// The values of the static labels, exported at 0 from the start so `rate()` and alerts
+/// have a series before the first event. Labels with open sets (account, host, status,
+/// Twilio's codes) are never listed ahead.
+///
+/// Every 790xx code a request can be refused with (`ProxyError::code`), and 79051 (a
+/// connection closed at `max_connections`); the admin port's own 79090/79091 are not counted.
+const REJECTION_CODES: &[u32] = &[
+    79001, 79002, 79003, 79004, 79005, 79006, 79007, 79008, 79010, 79011, 79012, 79013, 79014,
+    79015, 79016, 79017, 79018, 79019, 79020, 79021, 79022, 79023, 79024, 79026, 79030, 79031,
+    79040, 79041, 79042, 79043, 79050, 79051, 79052, 79053, 79060, 79061,
+];
+/// `pkcv_proxy_key_reloads_total`'s results.
+const RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
+/// The signing backends (`signing_key::Backend::as_str`).
+const BACKENDS: [&str; 2] = ["pem", "pkcs11"];
+/// `pkcv_proxy_account_loads_total`'s results.
+const ACCOUNT_LOAD_RESULTS: [&str; 3] = ["loaded", "unchanged", "failed"];
 
 /// Bounded by the configured accounts and three reasons.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -150,7 +167,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A registry with every metric at zero, and `build_info` set.
+    /// A registry with every metric at zero (each static label value too), and `build_info`
+    /// set.
     pub fn new() -> Metrics {
         let mut metrics = Metrics {
             requests: Family::default(),
@@ -171,6 +189,26 @@ impl Metrics {
             upstream_connections_opened: Counter::default(),
             registry: Registry::default(),
         };
+        for &code in REJECTION_CODES {
+            drop(metrics.rejected.get_or_create(&CodeLabels { code }));
+        }
+        for result in RELOAD_RESULTS {
+            drop(metrics.key_reloads.get_or_create(&ResultLabels { result }));
+        }
+        for backend in BACKENDS {
+            drop(
+                metrics
+                    .sign_duration
+                    .get_or_create(&BackendLabels { backend }),
+            );
+            for result in ACCOUNT_LOAD_RESULTS {
+                drop(
+                    metrics
+                        .account_loads
+                        .get_or_create(&AccountLoadLabels { backend, result }),
+                );
+            }
+        }
         let mut registry = Registry::default();
         metrics.register_into(&mut registry);
         metrics.registry = registry;
@@ -404,6 +442,52 @@ impl Drop for GaugeGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn static_label_values_are_exported_at_zero_from_the_start() {
+        let text = Metrics::new().encode();
+        let mut expected: Vec<String> = REJECTION_CODES
+            .iter()
+            .map(|code| format!(r#"pkcv_proxy_rejected_total{{code="{code}"}} 0"#))
+            .collect();
+        for result in RELOAD_RESULTS {
+            expected.push(format!(
+                r#"pkcv_proxy_key_reloads_total{{result="{result}"}} 0"#
+            ));
+        }
+        for backend in BACKENDS {
+            expected.push(format!(
+                r#"pkcv_proxy_sign_duration_seconds_count{{backend="{backend}"}} 0"#
+            ));
+        }
+        for line in expected {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_static_label_lists_are_complete() {
+        // (The backends are checked against `signing_key::Backend` in tests/it/operations.rs:
+        // naming it here would make metrics depend on the signing layer.)
+        // Every code the error mapping names (the admin port's own aside).
+        let source = include_str!("error.rs");
+        let mapping = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
+        for code in mapping
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|n| n.len() == 5 && n.starts_with("790"))
+        {
+            let code: u32 = code.parse().unwrap();
+            assert!(
+                REJECTION_CODES.contains(&code) || matches!(code, 79090 | 79091),
+                "{code} is in error.rs but not in REJECTION_CODES"
+            );
+        }
+        // server::CONNECTION_CAP_CODE, counted for connections closed at the cap.
+        assert!(REJECTION_CODES.contains(&79051));
+    }
 
     #[test]
     fn names_types_and_units_follow_prometheus_conventions() {

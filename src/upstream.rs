@@ -194,7 +194,10 @@ impl Upstream {
     }
 
     fn classify(&self, err: &hyper_util::client::legacy::Error, host: &str) -> ProxyError {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+        // The legacy client's own message ("client error (Connect)") only says which step
+        // failed, which the error code already says: start at its cause when it has one.
+        let outer: &(dyn std::error::Error + 'static) = err;
+        let mut source = Some(outer.source().unwrap_or(outer));
         let mut reason = String::new();
         while let Some(current) = source {
             if matches!(

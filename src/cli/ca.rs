@@ -2,16 +2,20 @@
 //! environment each kind of client needs to use it.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use pkcv_proxy::intercept::init_ca;
 use pkcv_proxy::Config;
 
+use super::Outcome;
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum CaCommand {
     /// Create a CA (key 0600, name-constrained to Twilio's domain, path length 0).
+    #[command(
+        after_help = "Example:\n  pkcv-proxy ca init -c config/pkcv-proxy.toml --out-dir ca    # then set [intercept] ca_cert_file and ca_key_file"
+    )]
     Init(InitArgs),
 }
 
@@ -28,7 +32,7 @@ pub(crate) struct InitArgs {
     days: i64,
 }
 
-pub(crate) fn run(config_path: Option<&Path>, command: CaCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config_path: Option<&Path>, command: CaCommand) -> anyhow::Result<Outcome> {
     let CaCommand::Init(args) = command;
     let listen = match config_path {
         Some(path) => Config::load(Some(path))?.server.listen.to_string(),
@@ -59,5 +63,5 @@ pub(crate) fn run(config_path: Option<&Path>, command: CaCommand) -> anyhow::Res
     out!("# A bundle variable replaces the app's default roots: for other HTTPS services, give it");
     out!("# a bundle of the system roots plus this certificate.");
     out!("# Java: keytool -importcert -alias pkcv-proxy -file {cert} -keystore <truststore>");
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Success)
 }

@@ -3,12 +3,13 @@
 //! summarized, never printed.
 
 use std::path::Path;
-use std::process::ExitCode;
 
 use pkcv_proxy::{App, Config};
 use serde_json::json;
 
-pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+use super::Outcome;
+
+pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<Outcome> {
     let config = Config::load(config_path)?;
     // Everything `serve` does before binding: accounts and keys loaded, the upstream client
     // and the interception CA built.
@@ -50,5 +51,5 @@ pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
         accounts.len(),
         accounts.clients().len()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Success)
 }

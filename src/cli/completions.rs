@@ -1,12 +1,12 @@
 //! `pkcv-proxy completions SHELL` and `pkcv-proxy man`: shell completions and the man page,
 //! generated from the command-line definitions themselves, so they never drift from them.
 
-use std::process::ExitCode;
-
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
 use super::Cli;
+
+use super::Outcome;
 
 #[derive(Debug, Args)]
 #[command(
@@ -17,7 +17,7 @@ pub(crate) struct CompletionsArgs {
     shell: Shell,
 }
 
-pub(crate) fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn completions(args: CompletionsArgs) -> anyhow::Result<Outcome> {
     let mut command = documented();
     let mut out = Vec::new();
     clap_complete::generate(args.shell, &mut command, "pkcv-proxy", &mut out);
@@ -25,7 +25,7 @@ pub(crate) fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The man page (roff): every subcommand, the config file and the environment.
-pub(crate) fn man() -> anyhow::Result<ExitCode> {
+pub(crate) fn man() -> anyhow::Result<Outcome> {
     let command = documented().after_long_help(MAN_EXTRA);
     let mut out = Vec::new();
     clap_mangen::Man::new(command.clone()).render(&mut out)?;
@@ -80,10 +80,10 @@ fn documented() -> clap::Command {
     root
 }
 
-fn write_stdout(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<Outcome> {
     use std::io::Write as _;
     std::io::stdout().lock().write_all(bytes)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Success)
 }
 
 /// What the man page says beyond the options: the config file and the environment.
@@ -105,6 +105,14 @@ ENVIRONMENT
 SIGNALS
   SIGHUP reloads accounts, keys and clients; SIGTERM/SIGINT drain (shutdown_grace_secs)
   and exit 0; a second signal exits at once.
+
+EXIT STATUS
+  0    done (serve: drained after SIGTERM/SIGINT)
+  1    an error, or a command that said why it did not do what was asked (sign refused the
+       request, explain does not know the code, healthcheck found the proxy not ready, a
+       workflow step or the demo failed)
+  2    the command line is wrong
+  130  serve: a second signal cut the drain short
 
 SEE ALSO
   pkcv-proxy explain CODE, the README and docs/ shipped in /usr/share/doc/pkcv-proxy/.";

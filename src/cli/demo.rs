@@ -9,7 +9,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -27,6 +26,8 @@ use pkcv_proxy::workflow::{CreateOptions, MainKey, Session};
 use pkcv_proxy::{keygen, App, Config};
 use pkcv_standin::{random_hex, random_sid};
 use pkcv_standin::{Registry, StandIn};
+
+use super::Outcome;
 
 struct Step {
     title: &'static str,
@@ -63,7 +64,7 @@ struct DemoSubaccount {
     secret: String,
 }
 
-pub(crate) async fn run() -> anyhow::Result<ExitCode> {
+pub(crate) async fn run() -> anyhow::Result<Outcome> {
     out!("pkcv-proxy demo — everything runs on 127.0.0.1; nothing leaves this machine.\n");
     let demo = Demo::start().await?;
     let session = Session::new(
@@ -295,7 +296,7 @@ impl Demo {
     }
 
     /// Stops everything, removes the throwaway files and says what to do next.
-    async fn finish(self, failures: usize) -> anyhow::Result<ExitCode> {
+    async fn finish(self, failures: usize) -> anyhow::Result<Outcome> {
         self.proxy.stop().await;
         let _ = std::fs::remove_dir_all(&self.dir);
         let verdict = if failures == 0 {
@@ -309,17 +310,22 @@ impl Demo {
             self.standin.rejected(),
         );
         if failures != 0 {
-            return Ok(ExitCode::FAILURE);
+            return Ok(Outcome::Failed);
         }
+        // Every path here is one .gitignore covers: what these steps write includes secrets.
         out!(
             "\nNext, with your own Twilio account (README, \"Running it for real\"):\n\
-             1. pkcv-proxy keygen --out-dir keys          # a key pair; upload the public half to Twilio\n\
-             2. cp config/pkcv-proxy.example.toml pkcv-proxy.toml   # set account_sid, credential_sid, private_key_file\n\
-             3. pkcv-proxy check-config -c pkcv-proxy.toml\n\
-             4. pkcv-proxy serve -c pkcv-proxy.toml\n\
-             5. point an SDK at it: HTTP_PROXY=http://127.0.0.1:8080, or its base URL"
+             1. pkcv-proxy keygen --out-dir keys    # upload keys/pkcv-public.pem to Twilio\n\
+             2. cp config/pkcv-proxy.example.toml config/pkcv-proxy.toml\n   \
+                # set account_sid, credential_sid and private_key_file\n\
+             3. pkcv-proxy ca init -c config/pkcv-proxy.toml --out-dir ca\n   \
+                # for HTTPS_PROXY clients (the SDKs): then enable [intercept] with these files\n\
+             4. pkcv-proxy check-config -c config/pkcv-proxy.toml\n\
+             5. pkcv-proxy serve -c config/pkcv-proxy.toml\n\
+             6. point an SDK at it: HTTPS_PROXY=http://127.0.0.1:8080 (with [intercept]),\n   \
+                or the proxy as its base URL: http://127.0.0.1:8080/api.twilio.com/..."
         );
-        Ok(ExitCode::SUCCESS)
+        Ok(Outcome::Success)
     }
 }
 

@@ -2,9 +2,9 @@
 //! the error-code table built into the binary (`docs/error-codes.md`), so the answer is there
 //! wherever the proxy runs, with no network.
 
-use std::process::ExitCode;
-
 use clap::Args;
+
+use super::Outcome;
 
 /// The error-code reference, as shipped.
 const TABLE: &str = include_str!("../../docs/error-codes.md");
@@ -16,33 +16,46 @@ pub(crate) struct ExplainArgs {
     code: u32,
 }
 
-/// One row of the table: code, HTTP status, meaning.
-fn rows() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+/// One row of the table: code, HTTP status, meaning, what to do.
+struct Row {
+    code: &'static str,
+    status: &'static str,
+    meaning: &'static str,
+    what_to_do: &'static str,
+}
+
+fn rows() -> impl Iterator<Item = Row> {
     TABLE.lines().filter_map(|line| {
         let mut cells = line.strip_prefix('|')?.split('|').map(str::trim);
-        let (code, status, meaning) = (cells.next()?, cells.next()?, cells.next()?);
-        code.starts_with("790").then_some((code, status, meaning))
+        let row = Row {
+            code: cells.next()?,
+            status: cells.next()?,
+            meaning: cells.next()?,
+            what_to_do: cells.next()?,
+        };
+        row.code.starts_with("790").then_some(row)
     })
 }
 
-pub(crate) fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: ExplainArgs) -> anyhow::Result<Outcome> {
     let code = args.code.to_string();
-    match rows().find(|(row, _, _)| *row == code) {
-        Some((code, status, meaning)) => {
-            let status = match status {
+    match rows().find(|row| row.code == code) {
+        Some(row) => {
+            let status = match row.status {
                 "—" | "-" => "no HTTP answer".to_owned(),
                 status => format!("HTTP {status}"),
             };
-            out!("{code} ({status}): {meaning}");
-            Ok(ExitCode::SUCCESS)
+            out!("{} ({status}): {}", row.code, row.meaning);
+            out!("What to do: {}", row.what_to_do);
+            Ok(Outcome::Success)
         }
         None => {
-            let known: Vec<&str> = rows().map(|(code, _, _)| code).collect();
+            let known: Vec<&str> = rows().map(|row| row.code).collect();
             eprintln!(
                 "pkcv-proxy: {code} is not one of the proxy's error codes ({}); codes outside 79000–79999 come from Twilio: https://www.twilio.com/docs/errors/{code}",
                 known.join(", ")
             );
-            Ok(ExitCode::FAILURE)
+            Ok(Outcome::Failed)
         }
     }
 }

@@ -3,11 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 use pkcv_proxy::Config;
+
+use super::Outcome;
 
 #[derive(Debug, Args)]
 pub(crate) struct HealthcheckArgs {
@@ -22,16 +23,16 @@ pub(crate) struct HealthcheckArgs {
 pub(crate) async fn run(
     config_path: Option<&Path>,
     args: HealthcheckArgs,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Outcome> {
     let address = match args.admin {
         Some(address) => address,
         None => admin_address(config_path)?,
     };
     match pkcv_proxy::admin::check_ready(address, Duration::from_secs(args.timeout)).await {
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(()) => Ok(Outcome::Success),
         Err(reason) => {
             eprintln!("pkcv-proxy healthcheck: {reason}");
-            Ok(ExitCode::FAILURE)
+            Ok(Outcome::Failed)
         }
     }
 }

@@ -2,12 +2,13 @@
 //! half printed for upload.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
 use pkcv_proxy::keygen;
 use pkcv_proxy::pkcs11::Pkcs11Uri;
+
+use super::Outcome;
 
 #[derive(Debug, Args)]
 pub(crate) struct KeygenArgs {
@@ -27,19 +28,21 @@ pub(crate) struct KeygenArgs {
     pkcs11: Option<Box<Pkcs11Uri>>,
 }
 
-pub(crate) fn run(config_path: Option<&Path>, args: KeygenArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config_path: Option<&Path>, args: KeygenArgs) -> anyhow::Result<Outcome> {
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("creating {}", args.out_dir.display()))?;
     if let Some(uri) = &args.pkcs11 {
         return in_token(config_path, uri, &args);
     }
-    let key = keygen::generate(args.bits)?;
+    const FIX: &str = "choose another --name or --out-dir";
     let private = args.out_dir.join(format!("{}-private.pem", args.name));
-    let public = public_file(&args.out_dir, &args.name)?;
+    refuse_existing(&private, FIX)?;
+    let public = public_file(&args.out_dir, &args.name, FIX)?;
+    let key = keygen::generate(args.bits)?;
     keygen::write_new_private(&private, &key.private_pem)?;
     write_public(&public, &key.public_pem)?;
     eprintln!("private key: {} (0600, PKCS#8)", private.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Success)
 }
 
 /// The key pair made in the HSM: nothing secret is written, only the public key.
@@ -47,23 +50,28 @@ fn in_token(
     config_path: Option<&Path>,
     uri: &Pkcs11Uri,
     args: &KeygenArgs,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Outcome> {
     let Some(label) = &uri.object else {
         anyhow::bail!("{uri} names no label: add object=LABEL");
     };
     // Only [pkcs11]: the account this key is for may not be complete yet.
     let settings = pkcv_proxy::Config::load_pkcs11(config_path)?;
-    let public = public_file(&args.out_dir, label)?;
+    let public = public_file(
+        &args.out_dir,
+        label,
+        "choose another --out-dir (the file is named after the URI's object= label)",
+    )?;
     let public_pem = pkcv_proxy::pkcs11::keygen::generate(uri, &settings, args.bits)?;
     write_public(&public, &public_pem).with_context(|| {
         format!("the key pair exists in the token as {label}; its public key is printed above")
     })?;
     eprintln!("private key: inside the token, {uri} (sensitive, non-extractable)");
     eprintln!("use it with:  private_key = \"{uri}\"");
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Success)
 }
 
-fn public_file(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+/// `NAME-public.pem` in `dir`, refused (saying `fix`) if it exists.
+fn public_file(dir: &Path, name: &str, fix: &str) -> anyhow::Result<PathBuf> {
     // The label becomes a file name: nothing that walks out of the directory, nothing a file
     // system refuses once the key already exists in the token.
     if name.is_empty() || name.contains(['/', '\\', '\0']) || name.starts_with('.') {
@@ -78,13 +86,20 @@ fn public_file(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
         );
     }
     let public = dir.join(format!("{name}-public.pem"));
-    if public.exists() {
+    refuse_existing(&public, fix)?;
+    Ok(public)
+}
+
+/// Refuses a file that exists (a dangling link too), before any key is made: a key pair is
+/// never overwritten, and the message says how to write a new one beside it.
+fn refuse_existing(path: &Path, fix: &str) -> anyhow::Result<()> {
+    if path.symlink_metadata().is_ok() {
         anyhow::bail!(
-            "{} exists: refusing to overwrite a key pair",
-            public.display()
+            "{} exists: refusing to overwrite a key pair; {fix}",
+            path.display()
         );
     }
-    Ok(public)
+    Ok(())
 }
 
 fn write_public(path: &Path, pem: &str) -> anyhow::Result<()> {

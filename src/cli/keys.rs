@@ -2,16 +2,23 @@
 //! moment in which the proxy signs with a key Twilio does not know.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+use super::Outcome;
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysCommand {
     /// The account's API keys and the credential the proxy signs with.
+    #[command(
+        after_help = "Example:\n  pkcv-proxy keys list -c config/pkcv-proxy.toml --account AC..."
+    )]
     List(ListArgs),
     /// Generate a new key pair, upload it, verify it, switch signing to it, delete the old one.
+    #[command(
+        after_help = "Example, with TWILIO_ACCOUNT_SID, TWILIO_MAIN_KEY and TWILIO_MAIN_SECRET in the environment:\n  pkcv-proxy keys rotate -c config/pkcv-proxy.toml --account AC..."
+    )]
     Rotate(RotateArgs),
 }
 
@@ -47,7 +54,7 @@ pub(crate) struct RotateArgs {
 pub(crate) async fn run(
     config_path: Option<&Path>,
     command: KeysCommand,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Outcome> {
     let (config, session) = super::workflow_session(config_path)?;
     match command {
         KeysCommand::List(args) => {
@@ -85,7 +92,7 @@ pub(crate) async fn run(
             out!("{}", serde_json::to_string(&rotation)?);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Success)
 }
 
 fn parse_grace(text: &str) -> Result<f64, String> {

@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand. Errors surface as `anyhow` here, at the edge;
-//! `main` turns them into an exit code.
+//! a subcommand returns an [`Outcome`], and `main` alone turns it (or an error) into an exit
+//! code.
 
 /// `println!` that returns a write error instead of panicking, so `check-config | head`
 /// ends quietly when the reader goes away (`main` maps a broken pipe to success).
@@ -24,7 +25,6 @@ mod sign;
 mod subaccount;
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -120,6 +120,7 @@ enum Command {
     /// Run everything on loopback with no Twilio account: a verifying Twilio stand-in,
     /// throwaway keys, the proxy, and requests through it.
     #[cfg(feature = "demo")]
+    #[command(after_help = "Example:\n  pkcv-proxy demo")]
     Demo,
 }
 
@@ -145,9 +146,35 @@ fn workflow_session(
     Ok((config, session))
 }
 
+/// How a subcommand ended. `main` maps each to an exit code; an `Err` is a failure too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It did what was asked.
+    Success,
+    /// It did not, and has already said why: a refused request (`sign`), an unknown code
+    /// (`explain`), a proxy that is not ready (`healthcheck`), a failed demo or workflow step.
+    Failed,
+    /// A second SIGINT/SIGTERM cut `serve`'s drain short.
+    Interrupted,
+    /// The command line was wrong; clap has said how.
+    Usage,
+}
+
 /// Parses the command line and runs the subcommand.
-pub fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+pub fn run() -> anyhow::Result<Outcome> {
+    // Not `Cli::parse()`, which would exit by itself: the exit code is main's to choose.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            err.print()?;
+            // `--help` and `--version` end here too, successfully.
+            return Ok(if err.use_stderr() {
+                Outcome::Usage
+            } else {
+                Outcome::Success
+            });
+        }
+    };
     let command = cli
         .command
         .unwrap_or(Command::Serve(ConfigArg { config: cli.config }));

@@ -3,7 +3,6 @@
 //! string unless `--show-secrets` is given (the hash is always over the real value).
 
 use std::path::Path;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -19,6 +18,8 @@ use pkcv_proxy::keys::Accounts;
 use pkcv_proxy::metrics::Metrics;
 use pkcv_proxy::sign::RequestSigner;
 use pkcv_proxy::{Config, ProxyError};
+
+use super::Outcome;
 
 #[derive(Debug, Args)]
 pub(crate) struct SignArgs {
@@ -42,7 +43,7 @@ pub(crate) struct SignArgs {
     show_secrets: bool,
 }
 
-pub(crate) async fn run(config_path: Option<&Path>, args: SignArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(config_path: Option<&Path>, args: SignArgs) -> anyhow::Result<Outcome> {
     let config = Config::load(config_path)?;
     // The accounts `serve` signs for: `[[accounts]]` with `accounts_dir` merged over them.
     let accounts = Accounts::from_config(&config)?;
@@ -72,7 +73,7 @@ pub(crate) async fn run(config_path: Option<&Path>, args: SignArgs) -> anyhow::R
     let (parts, ()) = request.into_parts();
     let refused = |err: ProxyError| {
         eprintln!("refused ({} {}): {err}", err.status().as_u16(), err.code());
-        Ok(ExitCode::FAILURE)
+        Ok(Outcome::Failed)
     };
     let target = match signer.resolve(&accounts, &parts, None) {
         Ok(target) => Arc::new(target),
@@ -104,5 +105,5 @@ pub(crate) async fn run(config_path: Option<&Path>, args: SignArgs) -> anyhow::R
     out!("hrh: {SIGNED_HEADERS}");
     out!("rqh: {}", signed.rqh());
     out!("Twilio-Client-Validation: {}", signed.token());
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Success)
 }

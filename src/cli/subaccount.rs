@@ -2,17 +2,24 @@
 //! Main API key from the environment (see `pkcv_proxy::workflow`).
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use pkcv_proxy::workflow::{CreateFailure, CreateOptions, Subaccount};
+
+use super::Outcome;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SubaccountCommand {
     /// Create a subaccount, seed it with an API key and a public key, prove a signed request
     /// works, and register it with the proxy (accounts_dir).
+    #[command(
+        after_help = "Example, with TWILIO_ACCOUNT_SID, TWILIO_MAIN_KEY and TWILIO_MAIN_SECRET in the environment:\n  pkcv-proxy subaccount create -c config/pkcv-proxy.toml --friendly-name billing"
+    )]
     Create(CreateArgs),
     /// Delete a subaccount's API keys and public key, close it, and unregister it.
+    #[command(
+        after_help = "Example:\n  pkcv-proxy subaccount cleanup -c config/pkcv-proxy.toml --account AC..."
+    )]
     Cleanup(CleanupArgs),
 }
 
@@ -55,7 +62,7 @@ pub(crate) struct CleanupArgs {
 pub(crate) async fn run(
     config_path: Option<&Path>,
     command: SubaccountCommand,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Outcome> {
     let (config, session) = super::workflow_session(config_path)?;
     match command {
         SubaccountCommand::Create(args) => {
@@ -85,12 +92,12 @@ pub(crate) async fn run(
                 eprintln!("{line}");
             }
             eprintln!("{} is cleaned up", args.account);
-            Ok(ExitCode::SUCCESS)
+            Ok(Outcome::Success)
         }
     }
 }
 
-fn report_created(subaccount: &Subaccount, json: bool) -> anyhow::Result<ExitCode> {
+fn report_created(subaccount: &Subaccount, json: bool) -> anyhow::Result<Outcome> {
     eprintln!(
         "subaccount {} is ready; the proxy signs for it with {}",
         subaccount.account_sid, subaccount.credential_sid
@@ -108,7 +115,7 @@ fn report_created(subaccount: &Subaccount, json: bool) -> anyhow::Result<ExitCod
     if json {
         out!("{}", serde_json::to_string(subaccount)?);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Success)
 }
 
 /// Says what failed, what already exists, and the command that undoes it.
@@ -116,7 +123,7 @@ fn report_failure(
     failure: &CreateFailure,
     config_path: Option<&Path>,
     json: bool,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Outcome> {
     eprintln!("FAILED at {}", failure.error);
     let created = &failure.created;
     let made: Vec<String> = [
@@ -163,5 +170,5 @@ fn report_failure(
             serde_json::json!({"error": failure.error.to_string(), "created": created})
         );
     }
-    Ok(ExitCode::FAILURE)
+    Ok(Outcome::Failed)
 }

@@ -1,9 +1,11 @@
 //! The binary as a user runs it: `demo`, `check-config`, `sign`, and start-up refusals.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::support::{
-    canonical_vectors, fixture_key, run_pkcv, test_private_key, text, write_config, TestAccount,
+    canonical_vectors, fixture_key, run_pkcv, test_private_key, text, wait_until, write_config,
+    Harness, ProxyProcess, TestAccount,
 };
 
 /// A config with `extra` first and account A signing with `key`, written to `dir`.
@@ -37,6 +39,30 @@ async fn demo_runs_offline_and_verifies() {
         assert!(out.contains(step), "{step}: {out}");
     }
     assert!(!out.contains("UNEXPECTED"), "{out}");
+    // The next steps name files .gitignore keeps out of git, and the variable the SDKs
+    // (https:// URLs) read.
+    let next = &out[out.find("Next,").expect("next steps")..];
+    let ignored =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".gitignore")).unwrap();
+    for (written, rule) in [
+        ("--out-dir keys", "/keys/"),
+        (
+            "cp config/pkcv-proxy.example.toml config/pkcv-proxy.toml",
+            "/config/pkcv-proxy.toml",
+        ),
+        ("--out-dir ca", "/ca/"),
+    ] {
+        assert!(next.contains(written), "{written}: {next}");
+        assert!(
+            ignored.lines().any(|line| line == rule),
+            "{rule} is not in .gitignore"
+        );
+    }
+    assert!(
+        next.contains("HTTPS_PROXY=http://127.0.0.1:8080 (with [intercept])"),
+        "{next}"
+    );
+    assert!(!next.contains(" HTTP_PROXY"), "{next}");
 }
 
 #[tokio::test]
@@ -313,27 +339,42 @@ async fn explain_prints_a_codes_entry_and_every_code_the_proxy_makes_is_document
         printed.starts_with("79006 (HTTP 403): The API key is not in"),
         "{printed}"
     );
+    assert!(
+        printed.contains("\nWhat to do: Add the API key SID to that account's `api_key_sids`"),
+        "{printed}"
+    );
     let unknown = run_pkcv(&["explain", "20003"], None, &[]).await;
-    assert!(!unknown.status.success());
+    assert_eq!(unknown.status.code(), Some(1));
     assert!(
         text(&unknown).contains("come from Twilio"),
         "{}",
         text(&unknown)
     );
-    // Every code in the source's error mapping has an entry.
+    // Every code in the source's error mapping has an entry, and the entry says what to do.
     let source =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/error.rs"))
             .unwrap();
-    let table =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/error-codes.md"))
-            .unwrap();
-    for code in source
+    let mut codes: Vec<&str> = source
         .split(|c: char| !c.is_ascii_digit())
         .filter(|n| n.len() == 5 && n.starts_with("790"))
-    {
+        .collect();
+    codes.sort_unstable();
+    codes.dedup();
+    assert!(codes.len() > 30, "{codes:?}");
+    for code in codes {
+        let output = run_pkcv(&["explain", code], None, &[]).await;
+        let printed = text(&output);
         assert!(
-            table.contains(&format!("| {code} |")),
-            "{code} is not in docs/error-codes.md"
+            output.status.success(),
+            "{code} is not in docs/error-codes.md: {printed}"
+        );
+        let what_to_do = printed
+            .lines()
+            .find_map(|line| line.strip_prefix("What to do: "))
+            .unwrap_or_default();
+        assert!(
+            what_to_do.len() > 10,
+            "{code} says nothing about what to do: {printed}"
         );
     }
 }
@@ -426,4 +467,189 @@ async fn a_pkcs11_uri_with_a_pin_is_refused_without_echoing_it() {
         assert!(!shown.contains("73519"), "{args:?} echoed the PIN: {shown}");
     }
     assert!(!out.exists());
+}
+
+#[tokio::test]
+async fn a_second_signal_during_the_drain_exits_130_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let h = Harness::start_with(&[TestAccount::a()], |raw| {
+        raw.server.shutdown_grace_secs = 60;
+    })
+    .await;
+    let proxy = ProxyProcess::start(&h.raw, h.dir.path()).await;
+    // A request whose body never finishes keeps the drain waiting.
+    let mut held = tokio::net::TcpStream::connect(proxy.listen).await.unwrap();
+    let head = format!(
+        "POST /2010-04-01/Accounts/{}/Messages.json HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Length: 18\r\n\r\nTo=",
+        TestAccount::a().account_sid,
+        proxy.listen,
+        TestAccount::a().basic_auth()
+    );
+    held.write_all(head.as_bytes()).await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            proxy.metric("pkcv_proxy_requests_in_flight").await == Some(1.0)
+        })
+        .await,
+        "the request never got in flight"
+    );
+    proxy.signal("TERM");
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            proxy.admin_get("/readyz").await.0 == 503
+        })
+        .await,
+        "the first signal did not start the drain"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.signal("TERM");
+    let exit = proxy.exit(Duration::from_secs(5)).await;
+    assert_eq!(exit.code(), Some(130), "{exit:?}");
+    drop(held);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn serve_says_first_that_no_config_file_was_given() {
+    let output = run_pkcv(&["serve"], None, &[]).await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.starts_with("pkcv-proxy: no config file given: use -c or PKCV_CONFIG"),
+        "{shown}"
+    );
+    assert!(!shown.contains("accounts"), "{shown}");
+    // The same with no subcommand at all.
+    let bare = run_pkcv(&[], None, &[]).await;
+    assert_eq!(text(&bare), shown);
+}
+
+#[tokio::test]
+async fn a_taken_port_names_the_setting_and_how_to_change_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for_a(dir.path(), "", &test_private_key());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    for (setting, env) in [
+        ("listen", "PKCV_SERVER__LISTEN"),
+        ("admin_listen", "PKCV_SERVER__ADMIN_LISTEN"),
+    ] {
+        let mut envs = vec![
+            ("PKCV_SERVER__LISTEN", "127.0.0.1:0"),
+            ("PKCV_SERVER__ADMIN_LISTEN", "127.0.0.1:0"),
+        ];
+        envs.retain(|(name, _)| *name != env);
+        envs.push((env, &address));
+        let output = run_pkcv(&["serve"], Some(&config), &envs).await;
+        let shown = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{shown}");
+        assert!(
+            shown.contains(&format!(
+                "pkcv-proxy: server.{setting} {address} is in use: set [server] {setting} or {env}\n"
+            )),
+            "{shown}"
+        );
+    }
+}
+
+/// The subcommands a `--help` text lists under `Commands:` (without `help`).
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|line| *line != "Commands:")
+        .skip(1)
+        .take_while(|line| !line.trim().is_empty())
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn every_subcommands_help_shows_an_example() {
+    let mut pending = vec![Vec::<String>::new()];
+    let mut seen = 0;
+    while let Some(path) = pending.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let output = run_pkcv(&args, None, &[]).await;
+        let help = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{args:?}: {}", text(&output));
+        let children = subcommands(&help);
+        let example = help
+            .lines()
+            .skip_while(|line| !line.starts_with("Example"))
+            .skip(1)
+            .take_while(|line| line.starts_with("  "))
+            .any(|line| {
+                line.trim()
+                    .starts_with(&format!("pkcv-proxy {}", path.join(" ")))
+            });
+        assert!(
+            example,
+            "`pkcv-proxy {}` --help shows no example of itself:\n{help}",
+            path.join(" ")
+        );
+        for child in children {
+            let mut next = path.clone();
+            next.push(child);
+            pending.push(next);
+        }
+        seen += 1;
+    }
+    // The top level, its subcommands, and the groups' own (ca init, keys list, ...).
+    assert!(seen >= 17, "only {seen} help texts found");
+}
+
+#[tokio::test]
+async fn keygen_refuses_to_overwrite_and_says_how_to_write_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let first = run_pkcv(&["keygen", "--out-dir", out], None, &[]).await;
+    assert!(first.status.success(), "{}", text(&first));
+    let private = dir.path().join("pkcv-private.pem");
+    let before = std::fs::read(&private).unwrap();
+    // Either half of the pair existing is enough to refuse, before a key is made.
+    for remove in [None, Some("pkcv-public.pem")] {
+        if let Some(name) = remove {
+            std::fs::remove_file(dir.path().join(name)).unwrap();
+        }
+        let again = run_pkcv(&["keygen", "--out-dir", out], None, &[]).await;
+        let shown = text(&again);
+        assert_eq!(again.status.code(), Some(1), "{shown}");
+        assert!(
+            shown.contains(
+                "exists: refusing to overwrite a key pair; choose another --name or --out-dir"
+            ),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("BEGIN PUBLIC KEY"),
+            "a key was made: {shown}"
+        );
+    }
+    assert_eq!(std::fs::read(&private).unwrap(), before);
+    let beside = run_pkcv(&["keygen", "--out-dir", out, "--name", "next"], None, &[]).await;
+    assert!(beside.status.success(), "{}", text(&beside));
+    assert!(dir.path().join("next-private.pem").exists());
+}
+
+#[tokio::test]
+async fn a_public_key_given_as_the_private_key_is_called_what_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    // The other half of the pair, readable by all as a public key is.
+    let public = dir.path().join("pkcv-public.pem");
+    std::fs::write(&public, crate::support::test_public_key_pem()).unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(&public, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let config = config_for_a(dir.path(), "", &public);
+    for command in ["check-config", "serve"] {
+        let output = run_pkcv(&[command], Some(&config), &[]).await;
+        let shown = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{command}: {shown}");
+        assert!(
+            shown.contains("pkcv-public.pem holds a public key, not a private key"),
+            "{command}: {shown}"
+        );
+        assert!(!shown.contains("chmod"), "{command}: {shown}");
+    }
 }

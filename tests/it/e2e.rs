@@ -625,7 +625,14 @@ async fn upstream_failures_map_to_502_and_504() {
             .insert("api.twilio.com".into(), closed.to_string());
     })
     .await;
-    refused(h.get_as(&path, &a).await, 502, 79040).await;
+    let body = refused(h.get_as(&path, &a).await, 502, 79040).await;
+    let message = body["message"].as_str().unwrap();
+    // The cause, said once, without the HTTP client's own wrapper.
+    assert!(
+        message.starts_with("could not connect to api.twilio.com: ")
+            && !message.contains("client error"),
+        "{body}"
+    );
     h.stop().await;
 
     // Accepts TCP but never answers TLS: the request timeout.

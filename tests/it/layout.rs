@@ -141,3 +141,27 @@ fn the_stand_in_is_not_part_of_the_proxy() {
         }
     }
 }
+
+#[test]
+fn only_main_chooses_an_exit_code() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    assert!(files.len() > 10, "the scan found too few files: {files:?}");
+    let mut found = Vec::new();
+    for file in files {
+        if file == src.join("main.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for name in ["ExitCode", "process::exit"] {
+            if text.contains(name) {
+                found.push(format!("{} names {name}", file.display()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "exit codes are main.rs's alone (subcommands return an Outcome): {found:?}"
+    );
+}

@@ -666,3 +666,44 @@ async fn worker_threads_size_the_serving_runtime() {
     assert_eq!(h.metric(workers).await, Some(1.0));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_fresh_proxy_exports_every_static_series_at_zero() {
+    let h = Harness::start().await;
+    let (status, text) = h.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    // Before any request: the series `rate()` and alerts need exist, at zero.
+    for series in [
+        r#"pkcv_proxy_rejected_total{code="79006"}"#,
+        r#"pkcv_proxy_rejected_total{code="79040"}"#,
+        r#"pkcv_proxy_rejected_total{code="79051"}"#,
+        r#"pkcv_proxy_rejected_total{code="79053"}"#,
+        r#"pkcv_proxy_key_reloads_total{result="success"}"#,
+        r#"pkcv_proxy_key_reloads_total{result="failure"}"#,
+        r#"pkcv_proxy_sign_duration_seconds_count{backend="pem"}"#,
+        r#"pkcv_proxy_sign_duration_seconds_count{backend="pkcs11"}"#,
+    ] {
+        assert!(
+            text.lines().any(|line| line == format!("{series} 0")),
+            "{series} is not at 0:\n{text}"
+        );
+    }
+    // Every signing backend, whatever the config uses (exhaustive: a new backend does not
+    // compile here until it is handled).
+    use pkcv_proxy::signing_key::Backend;
+    for backend in [Backend::Pem, Backend::Pkcs11] {
+        match backend {
+            Backend::Pem | Backend::Pkcs11 => {
+                let series = format!(
+                    r#"pkcv_proxy_sign_duration_seconds_count{{backend="{}"}} 0"#,
+                    backend.as_str()
+                );
+                assert!(text.lines().any(|line| line == series), "{series}:\n{text}");
+            }
+        }
+    }
+    // Open label sets are not listed ahead: no account, host or Twilio code.
+    assert!(!text.contains("pkcv_proxy_requests_total{"), "{text}");
+    assert!(!text.contains("account=\""), "{text}");
+    h.stop().await;
+}
