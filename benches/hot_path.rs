@@ -15,8 +15,9 @@ use aws_lc_rs::signature::{RsaKeyPair, RSA_PKCS1_SHA256, RSA_PSS_SHA256};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pkcv_proxy::canonical::{BodyHasher, CanonicalRequest, HexDigest};
 use pkcv_proxy::normalize::{normalize_path, normalize_query};
+use pkcv_proxy::signing_key::Algorithm;
 use pkcv_proxy::signing_key::PemKey;
-use pkcv_proxy::token::{Algorithm, Claims, Signer};
+use pkcv_proxy::token::{Claims, TokenMinter};
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -127,7 +128,7 @@ fn mint(c: &mut Criterion) {
             (Algorithm::Ps256, &RSA_PSS_SHA256),
         ] {
             let (signer, raw) = (
-                Signer::new(
+                TokenMinter::new(
                     Arc::new(PemKey::new(parse()).unwrap()),
                     CREDENTIAL,
                     algorithm,
@@ -161,7 +162,7 @@ fn mint(c: &mut Criterion) {
 fn jsonwebtoken(c: &mut Criterion) {
     let hash = request_hash();
     let claims = claims(&hash);
-    let signer = Signer::from_pem(KEY_2048.as_bytes(), CREDENTIAL, Algorithm::Rs256).unwrap();
+    let signer = TokenMinter::from_pem(KEY_2048.as_bytes(), CREDENTIAL, Algorithm::Rs256).unwrap();
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(KEY_2048.as_bytes()).unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some(CREDENTIAL.into());

@@ -226,7 +226,8 @@ mod tests {
     use super::*;
     use crate::keys::tests::{account, A, B, K1, K2};
     use crate::keys::{Account, Accounts, KeyStore};
-    use crate::token::{Algorithm, Signer};
+    use crate::signing_key::Algorithm;
+    use crate::token::TokenMinter;
 
     /// A device lost while running shows its account as degraded; readiness stays up while
     /// another account can sign, and the account is back once the device is. (What a request
@@ -241,7 +242,7 @@ mod tests {
             A,
             "CR00000000000000000000000000000001",
             vec![K1.into()],
-            Signer::new(
+            TokenMinter::new(
                 Arc::new(key),
                 "CR00000000000000000000000000000001",
                 Algorithm::Rs256,
@@ -255,7 +256,7 @@ mod tests {
         let device = store.snapshot().get(A).unwrap().clone();
 
         device_on.store(false, Ordering::SeqCst);
-        assert!(device.signer.key().sign(Algorithm::Rs256, b"a.b").is_err());
+        assert!(device.minter.key().sign(Algorithm::Rs256, b"a.b").is_err());
         let (status, body) = readiness.report();
         assert_eq!(
             status,
@@ -283,7 +284,7 @@ mod tests {
             A,
             "CR00000000000000000000000000000001",
             vec![],
-            Signer::new(
+            TokenMinter::new(
                 Arc::new(key),
                 "CR00000000000000000000000000000001",
                 Algorithm::Rs256,
@@ -293,7 +294,7 @@ mod tests {
         let readiness = Readiness::new(store.clone(), vec![]);
         device_on.store(false, Ordering::SeqCst);
         let account = store.snapshot().get(A).unwrap().clone();
-        assert!(account.signer.key().sign(Algorithm::Rs256, b"a.b").is_err());
+        assert!(account.minter.key().sign(Algorithm::Rs256, b"a.b").is_err());
         let (status, body) = readiness.report();
         assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["degraded"], serde_json::json!([A]));

@@ -21,8 +21,9 @@ mod load_error;
 use crate::pkcs11::{Digest, Pkcs11Settings, Pkcs11Uri};
 use crate::route::{HostPattern, HostPolicy};
 use crate::sid::is_sid;
+use crate::signing_key::Algorithm;
 use crate::signing_key::Retry;
-use crate::token::{Algorithm, MAX_TTL_SECS};
+use crate::token::MAX_TTL_SECS;
 
 /// The status file's name in `accounts_dir` when `server.status_file` is not set.
 pub const STATUS_FILE_NAME: &str = ".pkcv-proxy-loaded.json";

@@ -87,13 +87,14 @@ pub fn write_new_private(path: &Path, contents: &str) -> Result<(), KeygenError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::{Algorithm, Signer};
+    use crate::signing_key::Algorithm;
+    use crate::token::TokenMinter;
 
     #[test]
     fn generated_keys_load_and_are_not_overwritten() {
         let key = generate(2048).unwrap();
         assert!(key.public_pem.starts_with("-----BEGIN PUBLIC KEY-----"));
-        Signer::from_pem(
+        TokenMinter::from_pem(
             key.private_pem.as_bytes(),
             "CR00000000000000000000000000000001",
             Algorithm::Rs256,

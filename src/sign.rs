@@ -328,7 +328,7 @@ impl RequestSigner {
     /// signature or its failure.
     async fn mint(&self, target: &Target, rqh: HexDigest) -> Result<String, SignFailure> {
         let account = &target.account;
-        let key = account.signer.key();
+        let key = account.minter.key();
         let started = Instant::now();
         let minted = if !key.is_available() {
             // Refused before queueing: the device is being reconnected.
@@ -394,7 +394,7 @@ impl MintJob {
             ttl_secs: self.ttl_secs,
         };
         self.account
-            .signer
+            .minter
             .mint(&claims)
             .map_err(|source| match source {
                 TokenError::Sign(SignError::Unavailable) => SignFailure::Unavailable {

@@ -98,13 +98,14 @@ impl Drop for SigningPool {
 mod tests {
     use super::*;
     use crate::canonical::body_hash;
-    use crate::token::{Algorithm, Claims, Signer};
+    use crate::signing_key::Algorithm;
+    use crate::token::{Claims, TokenMinter};
     use std::sync::Arc;
 
     const PEM: &str = include_str!("../tests/fixtures/rsa-2048-pkcs1.pem");
     const CR: &str = "CR9a8b7c6d9a8b7c6d9a8b7c6d9a8b7c6d";
 
-    fn mint(signer: &Signer) -> String {
+    fn mint(signer: &TokenMinter) -> String {
         let hash = body_hash(b"x").unwrap();
         signer
             .mint(&Claims {
@@ -119,7 +120,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_pool_mints_what_inline_signing_mints() {
-        let signer = Arc::new(Signer::from_pem(PEM.as_bytes(), CR, Algorithm::Rs256).unwrap());
+        let signer = Arc::new(TokenMinter::from_pem(PEM.as_bytes(), CR, Algorithm::Rs256).unwrap());
         let pool = SigningPool::new(2, 8).unwrap();
         assert_eq!(pool.threads(), 2);
         let on_pool = signer.clone();

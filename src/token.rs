@@ -1,6 +1,6 @@
 //! Minting the `Twilio-Client-Validation` JWT from a private key parsed once.
 //!
-//! Parsing an RSA key costs more than signing with it, so a [`Signer`] parses at load time
+//! Parsing an RSA key costs more than signing with it, so a [`TokenMinter`] parses at load time
 //! and keeps the parsed key; every request then pays for one RSA signature and nothing else.
 //! `jsonwebtoken` re-parses the DER key on each `encode` (882 µs against ~353 µs for a sign
 //! with a cached key, see BENCHMARKS.md), so minting is done here directly and
@@ -18,7 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use crate::canonical::{HexDigest, SIGNED_HEADERS};
-pub use crate::signing_key::{Algorithm, KeyError, MIN_RSA_BITS};
+use crate::signing_key::{Algorithm, KeyError};
 use crate::signing_key::{PemKey, SignError, SigningKey};
 
 /// The content type Twilio requires in the JWT header.
@@ -70,17 +70,17 @@ pub struct Claims<'a> {
 
 /// A private key bound to its credential SID, ready to mint tokens: the JWT layout is here,
 /// the signature is the [`SigningKey`]'s, wherever that key lives.
-pub struct Signer {
+pub struct TokenMinter {
     key: Arc<dyn SigningKey>,
     algorithm: Algorithm,
     /// base64url of the JWT header, the same for every token of this key.
     encoded_header: String,
 }
 
-impl std::fmt::Debug for Signer {
+impl std::fmt::Debug for TokenMinter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material (no backend's Debug does).
-        f.debug_struct("Signer")
+        f.debug_struct("TokenMinter")
             .field("algorithm", &self.algorithm)
             .field("key", &self.key)
             .finish_non_exhaustive()
@@ -88,13 +88,13 @@ impl std::fmt::Debug for Signer {
 }
 
 /// What a person needs to know about a key: where it lives, its size and the algorithm.
-impl std::fmt::Display for Signer {
+impl std::fmt::Display for TokenMinter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}, signing {}", self.key, self.algorithm.as_str())
     }
 }
 
-impl Signer {
+impl TokenMinter {
     /// Loads a PEM private key (PKCS#8 or PKCS#1) for the credential `credential_sid`.
     pub fn from_pem_file(
         path: &Path,
@@ -125,7 +125,7 @@ impl Signer {
             r#"{{"alg":"{}","cty":"{CONTENT_TYPE}","kid":"{credential_sid}","typ":"JWT"}}"#,
             algorithm.as_str()
         );
-        Signer {
+        TokenMinter {
             key,
             algorithm,
             encoded_header: URL_SAFE_NO_PAD.encode(header),

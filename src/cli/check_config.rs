@@ -21,9 +21,9 @@ pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<Outcome> {
             json!({
                 "account_sid": account.account_sid,
                 "credential_sid": account.credential_sid,
-                "key": account.signer.to_string(),
-                "backend": account.signer.key().backend().as_str(),
-                "bits": account.signer.key().modulus_len() * 8,
+                "key": account.minter.to_string(),
+                "backend": account.minter.key().backend().as_str(),
+                "bits": account.minter.key().modulus_len() * 8,
             })
         })
         .collect();

@@ -28,7 +28,7 @@ use crate::config::{AccountConfig, Config, PrivateKey, SigningSettings};
 use crate::error::ProxyError;
 use crate::pkcs11::Pkcs11Settings;
 use crate::signing_key::Backend;
-use crate::token::{Signer, TokenError};
+use crate::token::{TokenError, TokenMinter};
 
 /// One account the proxy can sign for.
 #[derive(Debug)]
@@ -40,7 +40,7 @@ pub struct Account {
     /// If non-empty, the only API keys allowed to sign as this account.
     pub api_key_sids: Vec<String>,
     /// The parsed private key.
-    pub signer: Signer,
+    pub minter: TokenMinter,
     /// What it was loaded from (its entry, its key file's bytes, its HSM settings and PIN):
     /// a reload keeps this very account while that stays the same.
     source: Option<[u8; 32]>,
@@ -53,13 +53,13 @@ impl Account {
         account_sid: &str,
         credential_sid: &str,
         api_key_sids: Vec<String>,
-        signer: Signer,
+        minter: TokenMinter,
     ) -> Account {
         Account {
             account_sid: account_sid.to_owned(),
             credential_sid: credential_sid.to_owned(),
             api_key_sids,
-            signer,
+            minter,
             source: None,
         }
     }
@@ -75,12 +75,12 @@ impl Account {
             account: config.account_sid.clone(),
             source,
         };
-        let signer = match &config.private_key {
+        let minter = match &config.private_key {
             PrivateKey::File(file) => {
-                Signer::from_pem_file(file, &config.credential_sid, signing.algorithm)
+                TokenMinter::from_pem_file(file, &config.credential_sid, signing.algorithm)
                     .map_err(failed)?
             }
-            PrivateKey::Pkcs11(uri) => Signer::new(
+            PrivateKey::Pkcs11(uri) => TokenMinter::new(
                 crate::pkcs11::key::load(uri, pkcs11, signing.algorithm)
                     .map_err(|err| failed(err.into()))?,
                 &config.credential_sid,
@@ -91,7 +91,7 @@ impl Account {
             account_sid: config.account_sid.clone(),
             credential_sid: config.credential_sid.clone(),
             api_key_sids: config.api_key_sids.clone(),
-            signer,
+            minter,
             source: Some(source(config, signing, pkcs11)),
         })
     }
@@ -99,7 +99,7 @@ impl Account {
     /// Whether its key can sign right now. A key in a file always can; an HSM's may be
     /// unreachable for a while.
     pub fn can_sign(&self) -> bool {
-        self.signer.key().is_available()
+        self.minter.key().is_available()
     }
 
     fn allows(&self, api_key_sid: &str) -> bool {
@@ -220,7 +220,7 @@ impl Accounts {
             .iter()
             .map(|a| AccountLoad {
                 account_sid: a.account_sid.clone(),
-                backend: a.signer.key().backend(),
+                backend: a.minter.key().backend(),
                 outcome: LoadOutcome::Loaded,
             })
             .collect();
@@ -453,7 +453,7 @@ impl KeyStore {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::token::Algorithm;
+    use crate::signing_key::Algorithm;
 
     const PEM: &str = include_str!("../../tests/fixtures/rsa-2048-pkcs1.pem");
     pub(crate) const A: &str = "AC00000000000000000000000000000001";
@@ -469,7 +469,7 @@ pub(crate) mod tests {
             sid,
             credential,
             keys.iter().map(|k| k.to_string()).collect(),
-            Signer::from_pem(PEM.as_bytes(), credential, Algorithm::Rs256).unwrap(),
+            TokenMinter::from_pem(PEM.as_bytes(), credential, Algorithm::Rs256).unwrap(),
         )
     }
 
@@ -555,7 +555,7 @@ pub(crate) mod tests {
                 A,
                 credential,
                 vec![K1.into()],
-                Signer::new(Arc::new(device), credential, Algorithm::Rs256),
+                TokenMinter::new(Arc::new(device), credential, Algorithm::Rs256),
             )
         });
         let previous = Accounts::index([live.clone()]).unwrap();

@@ -4,7 +4,8 @@ use crate::config::RawConfig;
 use crate::keys::tests::{account, A, B, K1, K2};
 use crate::keys::KeyStore;
 use crate::signing_key::testing::flaky;
-use crate::token::{Algorithm, Signer};
+use crate::signing_key::Algorithm;
+use crate::token::TokenMinter;
 use std::sync::atomic::Ordering;
 
 fn signer() -> RequestSigner {
@@ -62,7 +63,7 @@ async fn a_signed_request_carries_exactly_what_was_hashed() {
     );
 
     // The token verifies with the account's public key and claims that very hash.
-    let spki = account(A, &[]).signer.public_key_spki_der();
+    let spki = account(A, &[]).minter.public_key_spki_der();
     let key = jsonwebtoken::DecodingKey::from_rsa_der(&rsa_public_key_of(&spki));
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.validate_exp = false;
@@ -128,7 +129,7 @@ async fn a_device_key_signs_on_the_pool_and_its_loss_is_its_own() {
         A,
         credential,
         vec![K1.into()],
-        Signer::new(Arc::new(key), credential, Algorithm::Rs256),
+        TokenMinter::new(Arc::new(key), credential, Algorithm::Rs256),
     );
     let accounts = Accounts::new([in_hsm, account(B, &[K2])]).unwrap();
     let signer = signer();

@@ -26,12 +26,12 @@ fn fixture(name: &str) -> std::path::PathBuf {
 #[test]
 fn loads_pkcs1_and_refuses_weak_or_foreign_keys() {
     let signer =
-        Signer::from_pem_file(&fixture("rsa-2048-pkcs1.pem"), CR, Algorithm::Rs256).unwrap();
+        TokenMinter::from_pem_file(&fixture("rsa-2048-pkcs1.pem"), CR, Algorithm::Rs256).unwrap();
     assert!(format!("{signer:?}").contains("bits: 2048"));
     assert_eq!(signer.to_string(), "PEM file, RSA-2048, signing RS256");
 
-    let err =
-        Signer::from_pem_file(&fixture("rsa-1024-pkcs1.pem"), CR, Algorithm::Rs256).unwrap_err();
+    let err = TokenMinter::from_pem_file(&fixture("rsa-1024-pkcs1.pem"), CR, Algorithm::Rs256)
+        .unwrap_err();
     // aws-lc-rs itself refuses keys under 2048 bits; either way the message names the file.
     assert!(err.to_string().contains("rsa-1024-pkcs1.pem"), "{err}");
     assert!(
@@ -48,7 +48,8 @@ fn loads_pkcs1_and_refuses_weak_or_foreign_keys() {
     assert!(err.to_string().contains("at least 2048 bits"), "{err}");
     assert!(!err.to_string().contains("TooSmall"), "{err}");
 
-    let err = Signer::from_pem_file(&fixture("ec-p256.pem"), CR, Algorithm::Rs256).unwrap_err();
+    let err =
+        TokenMinter::from_pem_file(&fixture("ec-p256.pem"), CR, Algorithm::Rs256).unwrap_err();
     assert!(
         matches!(
             err,
@@ -65,17 +66,18 @@ fn loads_pkcs1_and_refuses_weak_or_foreign_keys() {
         "{err}"
     );
 
-    let err = Signer::from_pem(b"not pem", CR, Algorithm::Rs256).unwrap_err();
+    let err = TokenMinter::from_pem(b"not pem", CR, Algorithm::Rs256).unwrap_err();
     assert_eq!(err, KeyError::NotPem);
 
-    let err = Signer::from_pem_file(&fixture("missing.pem"), CR, Algorithm::Rs256).unwrap_err();
+    let err =
+        TokenMinter::from_pem_file(&fixture("missing.pem"), CR, Algorithm::Rs256).unwrap_err();
     assert!(matches!(err, TokenError::File(_)), "{err}");
 }
 
 #[test]
 fn token_has_the_sdk_layout_and_verifies() {
     let signer =
-        Signer::from_pem_file(&fixture("rsa-2048-pkcs1.pem"), CR, Algorithm::Ps256).unwrap();
+        TokenMinter::from_pem_file(&fixture("rsa-2048-pkcs1.pem"), CR, Algorithm::Ps256).unwrap();
     let hash = body_hash(b"x").unwrap();
     let token = signer
         .mint(&Claims {

@@ -226,12 +226,12 @@ impl Session {
         const STEP: &str = "step 3/4 (upload the public key)";
         self.say("step 3/4: seed it with a public key");
         let (private_key, public_pem) = if options.reuse_main_key {
-            let signer = self.main_signer()?;
+            let main = self.main_account_loaded()?;
             let key = match &self.main_account.private_key {
                 PrivateKey::File(file) => PrivateKey::File(absolute(file)),
                 in_hsm @ PrivateKey::Pkcs11(_) => in_hsm.clone(),
             };
-            (key, spki_pem(&signer.signer)?)
+            (key, spki_pem(&main.minter)?)
         } else {
             let (key, public) = self
                 .new_key_pair(&options.key_dir, options.pkcs11.as_ref(), account_sid)

@@ -35,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::pkcs11::Pkcs11Uri;
 use crate::sid::is_sid;
 use crate::sign::RequestSigner;
-use crate::token::Signer;
+use crate::token::TokenMinter;
 use crate::upstream::Upstream;
 
 mod cleanup;
@@ -332,7 +332,7 @@ impl Session {
     }
 
     /// The main account as loaded for signing (its key parsed, or found in the HSM).
-    fn main_signer(&self) -> Result<Arc<crate::keys::Account>, WorkflowError> {
+    fn main_account_loaded(&self) -> Result<Arc<crate::keys::Account>, WorkflowError> {
         self.store
             .snapshot()
             .get(&self.main_account.account_sid)
@@ -593,7 +593,7 @@ fn sid_field(json: &Option<Value>, prefix: &str, step: &str) -> Result<String, W
         })
 }
 
-fn spki_pem(signer: &Signer) -> Result<String, WorkflowError> {
+fn spki_pem(signer: &TokenMinter) -> Result<String, WorkflowError> {
     let der = signer.public_key_spki_der();
     Ok(pem::encode(&pem::Pem::new("PUBLIC KEY", der)))
 }

@@ -15,7 +15,7 @@ use pkcv_proxy::keys::{Account, Accounts};
 use pkcv_proxy::signing_key::{
     Algorithm, Backend, Device, DeviceError, DeviceKey, DeviceKeyInfo, PemKey, Retry, SigningKey,
 };
-use pkcv_proxy::token::Signer;
+use pkcv_proxy::token::TokenMinter;
 use pkcv_proxy::App;
 use pkcv_standin::{Registry, StandIn};
 
@@ -90,7 +90,7 @@ fn account(
         account_sid,
         credential_sid,
         vec![api_key.into()],
-        Signer::new(key, credential_sid, Algorithm::Rs256),
+        TokenMinter::new(key, credential_sid, Algorithm::Rs256),
     )
 }
 

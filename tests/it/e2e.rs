@@ -744,7 +744,7 @@ async fn ps256_and_a_shorter_ttl_are_honoured() {
     use base64::Engine;
     let a = TestAccount::a();
     let h = Harness::start_with(std::slice::from_ref(&a), |raw| {
-        raw.signing.algorithm = pkcv_proxy::token::Algorithm::Ps256;
+        raw.signing.algorithm = pkcv_proxy::signing_key::Algorithm::Ps256;
         raw.signing.ttl_secs = 60;
     })
     .await;

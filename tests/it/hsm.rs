@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use pkcv_proxy::config::{PrivateKey, RawConfig};
 use pkcv_proxy::pkcs11::Digest;
-use pkcv_proxy::token::Algorithm;
+use pkcv_proxy::signing_key::Algorithm;
 use pkcv_standin::StandIn;
 
 use crate::support::{

@@ -4,7 +4,8 @@ use crate::support::{canonical_vectors, registry, test_private_key, token_vector
 use http::Method;
 use pkcv_proxy::canonical::{body_hash, CanonicalRequest, SIGNED_HEADERS};
 use pkcv_proxy::normalize::{normalize_path, normalize_query};
-use pkcv_proxy::token::{Algorithm, Claims, Signer};
+use pkcv_proxy::signing_key::Algorithm;
+use pkcv_proxy::token::{Claims, TokenMinter};
 use pkcv_standin::canonical::{java_canonical_request, ReceivedRequest};
 use pkcv_standin::verify::{verify_request, verify_token};
 
@@ -131,7 +132,7 @@ fn sdk_tokens_verify_at_their_instant_and_expire_301_seconds_later() {
 fn proxy_tokens_equal_the_sdk_tokens_byte_for_byte() {
     let vectors = canonical_vectors();
     let account = TestAccount::a();
-    let signer = Signer::from_pem_file(
+    let signer = TokenMinter::from_pem_file(
         &account.private_key_file,
         &vectors.credential_sid,
         Algorithm::Rs256,

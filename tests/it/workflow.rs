@@ -519,10 +519,10 @@ async fn keygen_writes_a_private_key_once() {
     assert!(stdout.starts_with("-----BEGIN PUBLIC KEY-----"), "{stdout}");
     let private = dir.path().join("pkcv-private.pem");
     assert_eq!(mode(&private), 0o600);
-    let signer = pkcv_proxy::token::Signer::from_pem_file(
+    let signer = pkcv_proxy::token::TokenMinter::from_pem_file(
         &private,
         "CR00000000000000000000000000000001",
-        pkcv_proxy::token::Algorithm::Rs256,
+        pkcv_proxy::signing_key::Algorithm::Rs256,
     )
     .unwrap();
     assert!(format!("{signer:?}").contains("bits: 3072"));

@@ -15,7 +15,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use pkcv_proxy::app::Running;
 use pkcv_proxy::config::{AccountConfig, RawConfig};
-use pkcv_proxy::token::{Algorithm, Signer};
+use pkcv_proxy::signing_key::Algorithm;
+use pkcv_proxy::token::TokenMinter;
 use pkcv_proxy::{App, Config};
 use pkcv_standin::{Registry, StandIn};
 use serde::Deserialize;
@@ -181,7 +182,7 @@ impl TestAccount {
     }
 
     pub fn public_key_pem(&self) -> Vec<u8> {
-        let signer = Signer::from_pem_file(
+        let signer = TokenMinter::from_pem_file(
             &self.private_key_file,
             &self.credential_sid,
             Algorithm::Rs256,
