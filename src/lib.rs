@@ -6,40 +6,45 @@
 //!
 //! # Layout
 //!
-//! [`app`] is the one assembly path: it builds everything from a validated [`Config`], binds,
-//! serves and drains, for `serve`, the demo and the tests alike. From there the request path
-//! reads top to bottom, one module per step:
+//! Every module, by layer; a module uses only those in its own layer or below it (the test
+//! suite checks that no import cycle exists). [`app`] is the one assembly path: it builds
+//! everything from a validated [`Config`], binds, serves and drains, for `serve`, the demo and
+//! the tests alike.
 //!
-//! - `server`: the listener loop; one task per connection; `CONNECT` to `connect`, every
-//!   other request to `proxy`.
-//! - `connect`: `CONNECT` — refused, intercepted (TLS terminated with a local CA, each
-//!   request inside handed to `proxy` like any other) or, for hosts named for it, passed
-//!   through.
-//! - `proxy`: one request: strip hop-by-hop headers (`hop`), resolve and sign ([`sign`]),
-//!   buffer and hash the body ([`body`]), forward ([`upstream`]); one log line each
-//!   (`access_log`).
-//! - [`sign`]: resolve a request to a [`sign::Target`] — [`route`] (which Twilio host; the
-//!   allow-list that keeps the proxy from ever becoming an open proxy), [`auth`] (the API key
-//!   from HTTP Basic auth), [`normalize`] (path and query in a form every SDK canonicalizes
-//!   alike), [`keys`] (which account signs, one snapshot per request) — then mint the token
-//!   over exactly what is forwarded.
-//! - [`canonical`]: the canonical request string and its SHA-256 (`rqh`); [`token`]: the JWT
-//!   around one signature; [`signing_key`]: that signature, from a PEM key in memory or from a
-//!   device that may block and go away ([`pkcs11`]: an HSM, whose signatures run on the
-//!   signing pool and whose loss answers 503 `79053` for its account only).
+//! **Assembly and operations**
+//! - [`app`]: build → bind → serve → drain; `notify` (systemd readiness), [`admin`] (the admin
+//!   port: health, readiness, metrics), [`metrics`], [`telemetry`] (logging), [`shutdown`]
+//!   (one signal and the drain).
+//!
+//! **The request path, top to bottom** — listener → route → normalize → sign → upstream:
+//! - `server`: the listener loop; one task per connection, each holding a slot
+//!   (`admission`: `max_connections`, `max_in_flight`); [`mtls`] for the TLS listener;
+//!   `head` (the strict head pre-check that answers 79023/79024 as JSON) and `keepalive`
+//!   (idle and header deadlines) wrap each connection.
+//! - `connect`: `CONNECT` — refused, intercepted (TLS terminated with the local CA of
+//!   [`intercept`], each request inside handed to `proxy` like any other) or passed through.
+//! - `proxy`: one request: the client check ([`clients`]), hop-by-hop headers (`hop`),
+//!   resolve and sign ([`sign`]), buffer and hash the body ([`body`]), forward ([`upstream`]),
+//!   stream the answer back (`response`), one log line (`access_log`), the clock skew seen in
+//!   Twilio's `Date` (`clock_skew`).
+//! - [`sign`]: resolve against the request's one snapshot of [`keys`] — [`route`] (which Twilio
+//!   host; the allow-list that keeps the proxy from ever becoming an open proxy), [`auth`] (the
+//!   API key from HTTP Basic auth), [`normalize`] (path and query in a form every SDK
+//!   canonicalizes alike), the account (`sid`: SIDs in paths) — then one async step makes the
+//!   [`sign::SignedRequest`], the only thing [`upstream`] sends.
+//! - [`canonical`] (the canonical request and `rqh`), [`token`] (the JWT around one signature,
+//!   [`token::TokenMinter`]), [`signing_key`] (that signature: a PEM key in memory, or a device
+//!   that may block and go away — [`pkcs11`], an HSM — called on `signing_pool`, never on a
+//!   runtime thread).
 //! - [`error`]: every error a client can get, turned into Twilio-style JSON in one place.
 //!
-//! Around it: [`config`] (a pure, validated value: figment file + env), [`intercept`] (the
-//! local CA), [`keygen`], [`shutdown`] (one signal and the drain), [`telemetry`] (logging),
-//! and [`workflow`], the subaccount and key-rotation workflow under PKCV: a client of
-//! [`sign`] and [`upstream`], not part of the request path.
-//!
-//! # Which way dependencies point
-//!
-//! Downward only: `app` → `server` → `connect` → `proxy` → `sign` → `route`, `auth`,
-//! `normalize`, `keys` → `canonical`, `token` → `pkcs11` → `signing_key`, and `error`, with
-//! `config` a value every layer
-//! may read. No module reaches up; the test suite checks that no import cycle exists.
+//! **Beside the request path**
+//! - [`keys`]: the account snapshot, its one loader, `accounts_dir` ([`keys::dir`]) and the
+//!   reload ([`keys::reload`]) that isolates accounts.
+//! - [`workflow`]: the subaccount and key-rotation workflow under PKCV — a client of [`sign`]
+//!   and [`upstream`]; [`keygen`]: key pairs.
+//! - [`config`]: a pure, validated value (figment file + env); [`files`]: bounded reads of
+//!   files that may hold secrets.
 //!
 //! The Twilio stand-in the tests and the demo verify against is another crate
 //! (`crates/standin`, package `pkcv-standin`) that shares no code with this one, so it is an

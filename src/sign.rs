@@ -2,7 +2,7 @@
 //! then one async step that canonicalizes, mints and attaches the token.
 //!
 //! [`RequestSigner::sign`] is the only way to make a [`SignedRequest`], and
-//! [`crate::upstream::Upstream::send`] takes nothing else, so "every request that leaves is
+//! `Upstream::send` takes nothing else, so "every request that leaves is
 //! signed, over exactly what leaves" is kept by the compiler. The proxy, `pkcv-proxy sign`
 //! and the account workflow all sign through this step.
 //!

@@ -2,7 +2,7 @@
 //! `accounts_dir` files and the private key files they name are polled, and when any of them
 //! changes the whole account set is rebuilt and swapped into the [`KeyStore`].
 //!
-//! `SIGHUP` (or [`Reloader::reload_now`]'s handle) triggers the same reload at once.
+//! `SIGHUP` (or [`ReloadHandle::reload_now`]) triggers the same reload at once.
 //!
 //! Accounts are isolated ([`Accounts::reload`]): an unchanged account keeps its live key (no
 //! new HSM session or login), a changed account whose key does not load keeps its previous

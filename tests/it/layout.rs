@@ -165,3 +165,33 @@ fn only_main_chooses_an_exit_code() {
         "exit codes are main.rs's alone (subcommands return an Outcome): {found:?}"
     );
 }
+
+/// lib.rs is the map: every module it declares is named in its `//!` layout, so a new module
+/// cannot be added without saying where it sits.
+#[test]
+fn the_crate_map_names_every_module() {
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    let map: String = lib
+        .lines()
+        .filter_map(|line| line.strip_prefix("//!"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let declared: Vec<&str> = lib
+        .lines()
+        .filter_map(|line| {
+            let line = line
+                .trim_start_matches("pub(crate) ")
+                .trim_start_matches("pub ");
+            line.strip_prefix("mod ")?.strip_suffix(';')
+        })
+        .collect();
+    assert!(declared.len() > 30, "{declared:?}");
+    let missing: Vec<&&str> = declared
+        .iter()
+        .filter(|module| {
+            !map.contains(&format!("`{module}`")) && !map.contains(&format!("[`{module}`]"))
+        })
+        .collect();
+    assert!(missing.is_empty(), "lib.rs's map does not name {missing:?}");
+}
