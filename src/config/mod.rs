@@ -47,7 +47,8 @@ pub const STATUS_FILE_NAME: &str = ".pkcv-proxy-loaded.json";
 /// Prefix of the environment variables that override the file (`PKCV_SERVER__LISTEN`).
 pub const ENV_PREFIX: &str = "PKCV_";
 
-/// A validated configuration.
+/// A validated configuration: only checked, typed values (the settings as written stay
+/// with the loader: [`Loaded`]).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `[server]`
@@ -59,26 +60,95 @@ pub struct Config {
     /// `[pkcs11]`, with one session per signing thread.
     pub pkcs11: Pkcs11Settings,
     /// `[log]`
-    pub log: RawLog,
+    pub log: LogSettings,
     /// `[intercept]`, if enabled.
     pub intercept: Option<InterceptSettings>,
     /// Hosts tunnelled untouched on `CONNECT` (empty unless configured).
     pub passthrough_hosts: Vec<HostPattern>,
-    /// `[[clients]]`: who may use the proxy; none means anyone who can connect.
+    /// `[[clients]]`, each validated: who may use the proxy; none means anyone who can
+    /// connect.
     pub clients: Vec<ClientConfig>,
-    /// `[[accounts]]` as the config file has them (`accounts_dir`'s files are merged in by
-    /// [`crate::keys`], which reads them afresh on every reload).
+    /// `[[accounts]]` as the config file has them, each validated (its key is a PEM path or
+    /// a parsed PKCS#11 URI, its SIDs checked) and no SID twice. `accounts_dir`'s files are
+    /// merged in by [`crate::keys`], which reads them afresh on every reload.
     pub accounts: Vec<AccountConfig>,
     /// `accounts_dir`, if set.
     pub accounts_dir: Option<PathBuf>,
-    /// What it was built from, for `check-config`.
-    pub raw: RawConfig,
+}
+
+/// `[log]`, validated.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// How lines are written.
+    pub format: LogFormat,
+    /// A `tracing` filter that parses.
+    pub level: String,
+}
+
+/// What the loader read, beside the configuration it validated: what `check-config` shows.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// The settings as read (defaults, then the file, then `PKCV_…` variables), with
+    /// `${CREDENTIALS_DIRECTORY}` expanded. It can be written back as TOML.
+    pub effective: RawConfig,
+}
+
+impl Loaded {
+    /// Reads `file` (if given) and `PKCV_…` variables over the defaults, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
+        Loaded::from_raw(figment(file)?.extract()?)
+    }
+
+    /// Validates a raw configuration, one section at a time.
+    pub fn from_raw(raw: RawConfig) -> Result<Loaded, ConfigError> {
+        let raw = expand_paths(raw)?;
+        let server = server_settings(&raw.server, raw.accounts_dir.as_deref())?;
+        let upstream = upstream_settings(&raw.upstream)?;
+        let signing = signing_settings(&raw.signing)?;
+        let pkcs11 = pkcs11_settings(&raw.pkcs11, &signing)?;
+        let log = log_settings(&raw.log)?;
+        let intercept = intercept_settings(&raw.intercept)?;
+        let passthrough_hosts = passthrough_hosts(&raw.intercept, &upstream.hosts)?;
+        check_connect_to(&upstream, &passthrough_hosts)?;
+        validate_accounts(&raw.accounts)?;
+        validate_clients(&raw.clients)?;
+        let config = Config {
+            server,
+            upstream,
+            signing,
+            pkcs11,
+            log,
+            intercept,
+            passthrough_hosts,
+            accounts: raw.accounts.clone(),
+            clients: raw.clients.clone(),
+            accounts_dir: raw.accounts_dir.clone(),
+        };
+        Ok(Loaded {
+            config,
+            effective: raw,
+        })
+    }
+
+    /// The settings as `check-config` prints them: [`Loaded::effective`] with each client's
+    /// secret digest redacted (a digest is not for a terminal or a support ticket).
+    pub fn shown(&self) -> RawConfig {
+        let mut shown = self.effective.clone();
+        for client in &mut shown.clients {
+            if client.secret_sha256.is_some() {
+                client.secret_sha256 = Some("<redacted>".into());
+            }
+        }
+        shown
+    }
 }
 
 impl Config {
     /// Reads `file` (if given) and `PKCV_…` variables over the defaults, then validates.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        Config::from_raw(figment(file)?.extract()?)
+        Loaded::load(file).map(|loaded| loaded.config)
     }
 
     /// Only `[pkcs11]` of `file` (and `PKCV_PKCS11__…`), validated: what `keygen --pkcs11`
@@ -92,30 +162,7 @@ impl Config {
 
     /// Validates a raw configuration, one section at a time.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        let raw = expand_paths(raw)?;
-        let server = server_settings(&raw.server, raw.accounts_dir.as_deref())?;
-        let upstream = upstream_settings(&raw.upstream)?;
-        let signing = signing_settings(&raw.signing)?;
-        let pkcs11 = pkcs11_settings(&raw.pkcs11, &signing)?;
-        validate_log(&raw.log)?;
-        let intercept = intercept_settings(&raw.intercept)?;
-        let passthrough_hosts = passthrough_hosts(&raw.intercept, &upstream.hosts)?;
-        check_connect_to(&upstream, &passthrough_hosts)?;
-        validate_accounts(&raw.accounts)?;
-        validate_clients(&raw.clients)?;
-        Ok(Config {
-            server,
-            upstream,
-            signing,
-            pkcs11,
-            log: raw.log.clone(),
-            intercept,
-            passthrough_hosts,
-            accounts: raw.accounts.clone(),
-            clients: raw.clients.clone(),
-            accounts_dir: raw.accounts_dir.clone(),
-            raw,
-        })
+        Loaded::from_raw(raw).map(|loaded| loaded.config)
     }
 }
 
@@ -191,13 +238,15 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from)
 }
 
-fn validate_log(raw: &RawLog) -> Result<(), ConfigError> {
-    tracing_subscriber::EnvFilter::try_new(&raw.level)
-        .map(drop)
-        .map_err(|err| ConfigError::LogLevel {
-            value: raw.level.clone(),
-            reason: err.to_string(),
-        })
+fn log_settings(raw: &RawLog) -> Result<LogSettings, ConfigError> {
+    tracing_subscriber::EnvFilter::try_new(&raw.level).map_err(|err| ConfigError::LogLevel {
+        value: raw.level.clone(),
+        reason: err.to_string(),
+    })?;
+    Ok(LogSettings {
+        format: raw.format,
+        level: raw.level.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -221,13 +270,18 @@ mod tests {
             )
         };
         let uri = r#"private_key = "pkcs11:token=pkcv;object=main;type=private""#;
-        let config = from_toml(&account(uri)).unwrap();
+        let raw: RawConfig = Figment::from(Serialized::defaults(RawConfig::default()))
+            .merge(Toml::string(&account(uri)))
+            .extract()
+            .unwrap();
+        let loaded = Loaded::from_raw(raw).unwrap();
+        let config = &loaded.config;
         match &config.accounts[0].private_key {
             PrivateKey::Pkcs11(uri) => assert_eq!(uri.object.as_deref(), Some("main")),
             other => panic!("{other:?}"),
         }
         // Written back, it reads the same.
-        let written = toml::to_string(&config.raw).unwrap();
+        let written = toml::to_string(&loaded.effective).unwrap();
         assert_eq!(from_toml(&written).unwrap().accounts, config.accounts);
 
         let refused = |keys: &str| from_toml(&account(keys)).unwrap_err().to_string();
