@@ -12,6 +12,12 @@ pub enum ConfigError {
     /// `--config` names a file that is not there.
     #[error("config file {} does not exist", crate::files::Shown::from(.0.as_path()))]
     FileMissing(PathBuf),
+    /// The file cannot be read, is not a regular file, or is larger than any config file.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
+    /// The file is not UTF-8 text.
+    #[error("config file {} is not UTF-8 text", crate::files::Shown::from(.0.as_path()))]
+    NotText(PathBuf),
     /// The file or environment could not be read or does not have the expected shape.
     #[error("{}", load_error::describe(.0))]
     Load(Box<figment::Error>),

@@ -173,10 +173,42 @@ fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
         if !file.is_file() {
             return Err(ConfigError::FileMissing(file.to_path_buf()));
         }
-        figment = figment.merge(Toml::file_exact(file));
+        figment = figment.merge(TomlFile::read(file)?);
     }
     // PKCV_CONFIG names the file itself (see the CLI); it is not a config key.
     Ok(figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"])))
+}
+
+/// A TOML file read whole through [`crate::files::read_bounded`] (figment's own
+/// `Toml::file` reads any size), its values and errors attributed to the file as figment's
+/// would be.
+struct TomlFile {
+    path: PathBuf,
+    text: String,
+}
+
+impl TomlFile {
+    fn read(path: &Path) -> Result<TomlFile, ConfigError> {
+        let bytes = crate::files::read_bounded(path)?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| ConfigError::NotText(path.to_path_buf()))?;
+        Ok(TomlFile {
+            path: path.to_path_buf(),
+            text,
+        })
+    }
+}
+
+impl figment::Provider for TomlFile {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::from("TOML file", self.path.as_path())
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Toml::string(&self.text).data()
+    }
 }
 
 /// `${CREDENTIALS_DIRECTORY}` in a path setting, as systemd's `LoadCredential=` provides it:
@@ -302,6 +334,31 @@ mod tests {
         assert!(refused(pin).contains("pin-value") && !refused(pin).contains("8642"));
         let both_pins = "[pkcs11]\npin_file = \"p\"\npin_env = \"P\"";
         assert!(matches!(from_toml(both_pins), Err(ConfigError::PinSources)));
+    }
+
+    #[test]
+    fn a_config_file_over_the_file_limit_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("big.toml");
+        // Valid TOML all the way: only its size is wrong.
+        let comment = format!("# {}\n", "x".repeat(1022));
+        std::fs::write(&file, comment.repeat(2 * 1024)).unwrap();
+        let err = Config::load(Some(&file)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::File(crate::files::FileError::TooLarge { .. })
+            ),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("big.toml is larger than 1 MiB"), "{text}");
+
+        std::fs::write(&file, comment.repeat(16)).unwrap();
+        assert!(Config::load(Some(&file)).is_ok());
+        std::fs::write(&file, b"[server]\nlisten = \"\xff\"\n").unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("big.toml is not UTF-8 text"), "{err}");
     }
 
     #[test]
