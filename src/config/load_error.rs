@@ -22,7 +22,7 @@ pub(super) fn describe(error: &figment::Error) -> String {
 
 /// A TOML syntax error quotes the offending line; a line with a PKCS#11 URI's `pin-value`
 /// (refused, but someone may write one) must not put the PIN into a log.
-fn redact_pin_values(text: &str) -> String {
+pub(crate) fn redact_pin_values(text: &str) -> String {
     const NAME: &str = "pin-value=";
     let mut out = String::with_capacity(text.len());
     let mut rest = text;

@@ -32,6 +32,8 @@ pub use server::{ServerSettings, TlsListenerSettings};
 pub use signing::SigningSettings;
 pub use upstream::{InterceptSettings, UpstreamSettings};
 
+pub(crate) use load_error::redact_pin_values;
+
 use accounts::validate_accounts;
 use clients::validate_clients;
 use server::server_settings;
