@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::accounts::expect_sid;
 use super::ConfigError;
 
+/// The SHA-256 of no bytes at all (`printf '' | sha256sum`).
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 /// One `[[clients]]` entry: a client allowed to use the proxy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,6 +65,17 @@ impl ClientConfig {
                 "secret_sha256 must be 64 hex digits (printf %s SECRET | sha256sum)",
             ));
         }
+        // An empty secret_file is refused when it is read; its digest written out is the same
+        // client with no secret, so it is refused too.
+        if self
+            .secret_sha256
+            .as_ref()
+            .is_some_and(|hex| hex.eq_ignore_ascii_case(EMPTY_SHA256))
+        {
+            return Err(invalid(
+                "secret_sha256 is the SHA-256 of an empty secret: set the digest of a real secret (printf %s SECRET | sha256sum)",
+            ));
+        }
         for account in &self.accounts {
             expect_sid(account, "AC", "an Account SID", || {
                 format!("[[clients]] {} accounts", self.name)
@@ -83,4 +97,28 @@ pub(super) fn validate_clients(clients: &[ClientConfig]) -> Result<(), ConfigErr
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_of_an_empty_secret_is_refused() {
+        use sha2::Digest as _;
+        assert_eq!(hex::encode(sha2::Sha256::digest(b"")), EMPTY_SHA256);
+        let client = |digest: &str| ClientConfig {
+            name: "app".into(),
+            secret_sha256: Some(digest.into()),
+            secret_file: None,
+            accounts: Vec::new(),
+        };
+        for digest in [EMPTY_SHA256.to_owned(), EMPTY_SHA256.to_ascii_uppercase()] {
+            let err = client(&digest).validate().unwrap_err().to_string();
+            assert!(err.contains("SHA-256 of an empty secret"), "{err}");
+        }
+        assert!(client(&hex::encode(sha2::Sha256::digest(b"s3cret")))
+            .validate()
+            .is_ok());
+    }
 }
