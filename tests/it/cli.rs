@@ -382,3 +382,43 @@ async fn a_pkcs11_uri_with_a_pin_is_refused_without_echoing_it() {
     }
     assert!(!out.exists());
 }
+
+/// The Main API key's variables: every missing one named in one message, said once (no
+/// "environment variable not found" after it).
+#[tokio::test]
+async fn missing_main_key_variables_are_named_together_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for_a(dir.path(), "", &test_private_key());
+    let a = TestAccount::a();
+    let run = |set: &'static [(&'static str, &'static str)]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pkcv-proxy"));
+        command
+            .args(["keys", "list", "--account", &a.account_sid, "--config"])
+            .arg(&config)
+            .env_remove("PKCV_CONFIG")
+            .env_remove("TWILIO_ACCOUNT_SID")
+            .env_remove("TWILIO_MAIN_KEY")
+            .env_remove("TWILIO_MAIN_SECRET")
+            .envs(set.iter().copied())
+            .kill_on_drop(true);
+        command.output()
+    };
+    let output = run(&[]).await.unwrap();
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(
+        out.contains(
+            "TWILIO_ACCOUNT_SID, TWILIO_MAIN_KEY and TWILIO_MAIN_SECRET are not set (the Main API key comes from the environment)"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("environment variable not found"), "{out}");
+    let output = run(&[("TWILIO_MAIN_KEY", "SK00000000000000000000000000000001")])
+        .await
+        .unwrap();
+    let out = text(&output);
+    assert!(
+        out.contains("TWILIO_ACCOUNT_SID and TWILIO_MAIN_SECRET are not set"),
+        "{out}"
+    );
+}
