@@ -70,12 +70,14 @@ fn sentence(error: &figment::Error) -> String {
         ),
         // A TOML syntax error concerns no key: the file, then the parser's own words.
         other => {
-            let lead = [key_name(&path), origin.strip_prefix("in ").unwrap_or(&origin).to_owned()];
-            let lead: Vec<&str> = lead.iter().map(String::as_str).filter(|part| !part.is_empty()).collect();
-            match lead.is_empty() {
-                true => other.to_string(),
-                false => format!("{}: {other}", lead.join(" ")),
-            }
+            let key = key_name(&path);
+            let lead = match (key.is_empty(), origin.is_empty()) {
+                (true, true) => return other.to_string(),
+                (true, false) => origin.strip_prefix("in ").unwrap_or(&origin).to_owned(),
+                (false, true) => key,
+                (false, false) => format!("{key} {origin}"),
+            };
+            format!("{lead}: {other}")
         }
     }
 }

@@ -1,10 +1,13 @@
 //! Configuration: a TOML file overlaid by `PKCV_…` environment variables, validated whole
 //! before anything is bound or contacted.
 //!
-//! Figment reads the raw, serde-shaped [`RawConfig`]; [`Config::from_raw`] turns it into the
-//! typed [`Config`] the rest of the proxy uses, refusing anything unsafe or meaningless at
-//! start-up (a TTL over Twilio's 300 s, a default host outside the allow-list, malformed SIDs)
-//! instead of failing on the first request. Private keys are read by [`crate::keys`].
+//! Figment reads the raw, serde-shaped [`RawConfig`] (`raw`); [`Loaded::from_raw`] turns it
+//! into the typed [`Config`] the rest of the proxy uses, one section at a time (`server`,
+//! `upstream` with `[intercept]`, `signing` with `[pkcs11]`, `accounts`, `clients`), refusing
+//! anything unsafe or meaningless at start-up (a TTL over Twilio's 300 s, a default host
+//! outside the allow-list, malformed SIDs) instead of failing on the first request. The
+//! settings as read stay with the loader ([`Loaded::effective`], what `check-config` prints),
+//! not in `Config`. Private keys are read by [`crate::keys`].
 //!
 //! `config/pkcv-proxy.example.toml` documents every key.
 
