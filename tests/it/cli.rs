@@ -422,3 +422,45 @@ async fn missing_main_key_variables_are_named_together_once() {
         "{out}"
     );
 }
+
+/// One limit for every file read: a 2 MiB config file, or account file, is refused by name
+/// and with the limit, before anything parses it.
+#[tokio::test]
+async fn files_over_one_mib_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let padding = format!("# {}\n", "x".repeat(1022)).repeat(2 * 1024);
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, &padding).unwrap();
+    let output = run_pkcv(&["check-config"], Some(&big), &[]).await;
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(
+        out.contains("big.toml is larger than 1 MiB (1048576 bytes)"),
+        "{out}"
+    );
+
+    let accounts = dir.path().join("accounts");
+    std::fs::create_dir(&accounts).unwrap();
+    let a = TestAccount::a();
+    std::fs::write(
+        accounts.join(format!("{}.toml", a.account_sid)),
+        format!(
+            "account_sid = \"{}\"\ncredential_sid = \"{}\"\nprivate_key_file = \"{}\"\n{padding}",
+            a.account_sid,
+            a.credential_sid,
+            test_private_key().display()
+        ),
+    )
+    .unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("accounts_dir = \"{}\"\n", accounts.display()),
+    );
+    let output = run_pkcv(&["check-config"], Some(&config), &[]).await;
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(
+        out.contains(&format!("{}.toml is larger than 1 MiB", a.account_sid)),
+        "{out}"
+    );
+}
