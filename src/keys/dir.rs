@@ -38,13 +38,15 @@ pub enum AccountsDirError {
         /// What the parser found, on one line, with any `pin-value` redacted.
         message: String,
     },
-    /// A file's values are invalid.
-    #[error("{}: {source}", .file.display())]
+    /// A file's values are invalid. Said with any `pin-value` redacted (a refusal quotes the
+    /// value it refuses), so the problem is not this error's `source`: a cause printed after
+    /// it would repeat the value unredacted.
+    #[error("{}: {}", Shown::from(.file.as_path()), crate::config::redact_pin_values(&.problem.to_string()))]
     Invalid {
         /// The file.
         file: PathBuf,
         /// What is wrong.
-        source: ConfigError,
+        problem: ConfigError,
     },
     /// A `*.toml` symlink that resolves outside the directory.
     #[error("{}: a link to a file outside accounts_dir: refused unread (only links that stay inside it, such as a Kubernetes Secret's ..data, are followed)", crate::files::Shown::from(.file.as_path()))]
@@ -137,19 +139,26 @@ fn read_account(root: &Path, file: &Path) -> Result<AccountConfig, AccountsDirEr
     }
     // The resolved path, so what is read is what was checked.
     let bytes = crate::files::read_bounded(&target)?;
+    parse_account(file, &bytes)
+}
+
+/// One account file's contents, parsed and validated as [`read_accounts`] does (`file` is
+/// only named in errors). No error quotes the text: the parser's message and position only,
+/// any `pin-value` redacted.
+pub fn parse_account(file: &Path, bytes: &[u8]) -> Result<AccountConfig, AccountsDirError> {
     let parse_error = |at, message: &str| AccountsDirError::Parse {
         file: file.to_path_buf(),
         at,
         message: crate::config::redact_pin_values(&message.replace('\n', "; ")),
     };
-    let text = std::str::from_utf8(&bytes).map_err(|_| parse_error(None, "not UTF-8 text"))?;
+    let text = std::str::from_utf8(bytes).map_err(|_| parse_error(None, "not UTF-8 text"))?;
     let mut account: AccountConfig = toml::from_str(text).map_err(|err| {
         let at = err.span().map(|span| line_and_column(text, span.start));
         parse_error(at, err.message().trim())
     })?;
-    let invalid = |source| AccountsDirError::Invalid {
+    let invalid = |problem| AccountsDirError::Invalid {
         file: file.to_path_buf(),
-        source,
+        problem,
     };
     if let PrivateKey::File(file) = &mut account.private_key {
         *file = crate::config::expand_credentials(file).map_err(invalid)?;
@@ -263,6 +272,19 @@ mod tests {
         .unwrap();
         let err = read_accounts(dir.path()).unwrap_err().to_string();
         assert!(err.contains("AC1.toml"), "{err}");
+        assert!(!err.contains("86429753"), "{err}");
+
+        // A refusal that quotes the value it refuses.
+        std::fs::write(
+            &file,
+            "account_sid = \"pkcs11:object=k?pin-value=86429753\"\ncredential_sid = \"CR1\"\nprivate_key_file = \"k\"\n",
+        )
+        .unwrap();
+        let err = read_accounts(dir.path()).unwrap_err();
+        assert!(matches!(err, AccountsDirError::Invalid { .. }), "{err}");
+        assert!(std::error::Error::source(&err).is_none());
+        let err = err.to_string();
+        assert!(err.contains("pin-value=<redacted>"), "{err}");
         assert!(!err.contains("86429753"), "{err}");
     }
 

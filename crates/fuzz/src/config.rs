@@ -16,6 +16,9 @@
 //!   each account's key is a file or a parsed `pkcs11:` URI (never both);
 //! - no refusal repeats a PIN given as a URI's `pin-value` (every `pin-value=` in a read error
 //!   is followed by `<redacted>`);
+//! - the same text read as an `accounts_dir` file (and, when it has one, its first
+//!   `[[accounts]]` table alone) is refused without repeating a PIN given as a `pin-value`,
+//!   whatever the refusal (account-file errors redact every one, not only read errors');
 //! - its effective `RawConfig` ([`Loaded::effective`]) written back as TOML reads and validates again to the same allow-list,
 //!   default host, passthrough list and TTL.
 
@@ -421,6 +424,10 @@ pub fn load(text: &str) -> std::result::Result<Loaded, ConfigError> {
 
 /// Every property for one text.
 pub fn check_text(text: &str) {
+    check_account_file(text);
+    if let Some((_, table)) = text.split_once("[[accounts]]\n") {
+        check_account_file(table.split("\n[").next().unwrap_or(table));
+    }
     let loaded = match load(text) {
         Ok(loaded) => loaded,
         Err(err) => {
@@ -444,6 +451,22 @@ pub fn check_text(text: &str) {
         summary(config),
         "{text:?} written back as {written:?} reads differently"
     );
+}
+
+/// `text` as an account file of `accounts_dir`.
+fn check_account_file(text: &str) {
+    let file = std::path::Path::new("accounts/AC.toml");
+    let Err(err) = pkcv_proxy::keys::dir::parse_account(file, text.as_bytes()) else {
+        stats::count("config.account-file-valid");
+        return;
+    };
+    stats::count("config.account-file-refused");
+    let message = err.to_string();
+    assert!(!message.trim().is_empty(), "{text:?}: an empty error");
+    if text.matches(PIN).count() == 1 && text.contains(&format!("pin-value={PIN}")) {
+        assert!(!message.contains(PIN), "{text:?}: the PIN in {message:?}");
+        stats::count("config.account-file-pin-kept");
+    }
 }
 
 /// A refusal is said for a person: some text, and none of figment's internals (its
