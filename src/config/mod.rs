@@ -367,6 +367,33 @@ mod tests {
     }
 
     #[test]
+    fn what_check_config_shows_comes_from_the_loader_with_digests_redacted() {
+        let digest = "5a90063288c04e4df59164f25bacb191f42f8f7e11b127030cb01fffd22af956";
+        let raw: RawConfig = Figment::from(Serialized::defaults(RawConfig::default()))
+            .merge(Toml::string(&format!(
+                "[server]\nlisten = \"127.0.0.1:9999\"\n[[clients]]\nname = \"app\"\nsecret_sha256 = \"{digest}\"\n"
+            )))
+            .extract()
+            .unwrap();
+        let loaded = Loaded::from_raw(raw).unwrap();
+        assert_eq!(
+            loaded.effective.clients[0].secret_sha256.as_deref(),
+            Some(digest)
+        );
+        let shown = toml::to_string(&loaded.shown()).unwrap();
+        assert!(shown.contains("127.0.0.1:9999"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && !shown.contains(digest),
+            "{shown}"
+        );
+        // The validated config keeps the digest it authenticates with.
+        assert_eq!(
+            loaded.config.clients[0].secret_sha256.as_deref(),
+            Some(digest)
+        );
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let config = from_toml("").unwrap();
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
