@@ -1,8 +1,10 @@
-//! Reading the files the proxy trusts: private keys, certificates, CA bundles.
+//! Reading the files the proxy trusts: the config file, `accounts_dir`'s account files,
+//! private keys, PIN and client secret files, certificates, CA bundles.
 //!
 //! Every one must be a regular file once symlinks are followed (a Kubernetes Secret or
 //! ConfigMap mount makes every file a symlink into `..data`), and at most [`MAX_FILE_BYTES`]:
-//! a path pointing at `/dev/zero` or a pipe must fail at once, not allocate gigabytes.
+//! a path pointing at `/dev/zero`, a pipe or a 200 MB file must fail at once, not allocate
+//! its size.
 //!
 //! Private keys follow one rule, the one PostgreSQL applies to its server key: never
 //! readable by others; readable by the group only when that group is one the proxy runs
@@ -13,7 +15,8 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// The largest key, certificate or bundle file read.
+/// The largest file the proxy reads (1 MiB), whatever it holds: no config, account, key,
+/// PIN, secret, certificate or bundle file comes near it.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// A path as a person needs to see it in an error: absolute, and saying so when it was
@@ -63,8 +66,8 @@ pub enum FileError {
         /// What it is instead.
         kind: &'static str,
     },
-    /// It is larger than any key or certificate.
-    #[error("{path} is larger than {MAX_FILE_BYTES} bytes: not a key or certificate file")]
+    /// It is larger than any file the proxy reads.
+    #[error("{path} is larger than 1 MiB ({MAX_FILE_BYTES} bytes), the most the proxy reads from any file")]
     TooLarge {
         /// The file.
         path: Shown,
@@ -115,10 +118,54 @@ pub fn expand_credentials(path: &Path) -> Result<PathBuf, FileError> {
     Ok(PathBuf::from(text.replace(VARIABLE, &directory)))
 }
 
-/// Reads a certificate or bundle: a regular file of at most [`MAX_FILE_BYTES`].
+/// Reads a file that is not a secret (config, account file, certificate, bundle): a
+/// regular file of at most [`MAX_FILE_BYTES`].
 pub fn read_bounded(path: &Path) -> Result<Vec<u8>, FileError> {
+    read_stamped(path).map(|(contents, _)| contents)
+}
+
+/// What tells one version of a file from the next without reading it: its size,
+/// modification time and inode (a rename into place, as the CLI and Kubernetes do, changes
+/// the inode even within one mtime tick). Equal stamps: the same file, as far as a poller
+/// can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    /// Size in bytes.
+    pub len: u64,
+    /// Last modification, if the platform has it.
+    pub modified: Option<std::time::SystemTime>,
+    /// Device and inode (0 where the platform has none).
+    pub inode: (u64, u64),
+}
+
+impl FileStamp {
+    fn of(metadata: &std::fs::Metadata) -> FileStamp {
+        #[cfg(unix)]
+        let inode = {
+            use std::os::unix::fs::MetadataExt;
+            (metadata.dev(), metadata.ino())
+        };
+        #[cfg(not(unix))]
+        let inode = (0, 0);
+        FileStamp {
+            len: metadata.len(),
+            modified: metadata.modified().ok(),
+            inode,
+        }
+    }
+}
+
+/// The stamp of the file `path` names (symlinks followed), without reading it.
+pub fn stamp(path: &Path) -> Result<FileStamp, FileError> {
+    regular_file(path).map(|metadata| FileStamp::of(&metadata))
+}
+
+/// As [`read_bounded`], with the stamp of the file that was read (taken before reading: a
+/// file replaced meanwhile shows a different stamp next time, so it is read again).
+pub fn read_stamped(path: &Path) -> Result<(Vec<u8>, FileStamp), FileError> {
     let metadata = regular_file(path)?;
-    read_limited(path, &metadata)
+    let contents = read_limited(path, &metadata)?;
+    Ok((contents, FileStamp::of(&metadata)))
 }
 
 /// Reads a private key: as [`read_bounded`], and only if no one but the proxy's user and
@@ -331,10 +378,12 @@ mod tests {
         );
         let big = dir.path().join("big.pem");
         std::fs::write(&big, vec![b'a'; (MAX_FILE_BYTES + 1) as usize]).unwrap();
-        assert!(matches!(
-            read_bounded(&big),
-            Err(FileError::TooLarge { .. })
-        ));
+        let err = read_bounded(&big).unwrap_err();
+        assert!(matches!(err, FileError::TooLarge { .. }), "{err}");
+        assert!(
+            err.to_string().contains("big.pem is larger than 1 MiB"),
+            "{err}"
+        );
         // A symlink to a regular file is followed (Kubernetes mounts are all symlinks).
         let target = with_mode(dir.path(), "real", 0o600);
         let link = dir.path().join("link");

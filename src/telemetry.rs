@@ -5,12 +5,12 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogFormat, RawLog};
+use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level (both are
 /// validated first: `check_filter`). Colour only when stderr is a terminal, so a log file
 /// or journal gets plain text.
-pub fn init(log: &RawLog) {
+pub fn init(log: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));

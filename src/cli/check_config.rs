@@ -4,16 +4,17 @@
 
 use std::path::Path;
 
-use pkcv_proxy::{App, Config};
+use pkcv_proxy::config::Loaded;
+use pkcv_proxy::App;
 use serde_json::json;
 
 use super::Outcome;
 
 pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<Outcome> {
-    let config = Config::load(config_path)?;
+    let loaded = Loaded::load(config_path)?;
     // Everything `serve` does before binding: accounts and keys loaded, the upstream client
     // and the interception CA built.
-    let app = App::build(config.clone(), None)?;
+    let app = App::build(loaded.config.clone(), None)?;
     let accounts = app.keys().snapshot();
     let mut summary: Vec<_> = accounts
         .iter()
@@ -28,16 +29,9 @@ pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<Outcome> {
         })
         .collect();
     summary.sort_by(|a, b| a["account_sid"].as_str().cmp(&b["account_sid"].as_str()));
-    // A client's secret digest is not for a terminal or a support ticket.
-    let mut raw = config.raw.clone();
-    for client in &mut raw.clients {
-        if client.secret_sha256.is_some() {
-            client.secret_sha256 = Some("<redacted>".into());
-        }
-    }
     let warnings = app.warnings();
     let effective = json!({
-        "config": raw,
+        "config": loaded.shown(),
         "loaded_accounts": summary,
         "clients": accounts.clients().len(),
         "warnings": warnings,

@@ -130,17 +130,12 @@ enum Command {
 fn workflow_session(
     config_path: Option<&std::path::Path>,
 ) -> anyhow::Result<(pkcv_proxy::Config, pkcv_proxy::workflow::Session)> {
-    use anyhow::Context;
-    let var = |name: &str| {
-        std::env::var(name).with_context(|| {
-            format!("{name} is not set (the Main API key comes from the environment)")
-        })
-    };
-    let main = pkcv_proxy::workflow::MainKey::new(
-        &var("TWILIO_ACCOUNT_SID")?,
-        &var("TWILIO_MAIN_KEY")?,
-        &var("TWILIO_MAIN_SECRET")?,
-    )?;
+    let [account_sid, key, secret] = main_key_variables([
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_MAIN_KEY",
+        "TWILIO_MAIN_SECRET",
+    ])?;
+    let main = pkcv_proxy::workflow::MainKey::new(&account_sid, &key, &secret)?;
     let config = pkcv_proxy::Config::load(config_path)?;
     let session = pkcv_proxy::workflow::Session::new(&config, main, |line| eprintln!("{line}"))?;
     Ok((config, session))
@@ -158,6 +153,27 @@ pub enum Outcome {
     Interrupted,
     /// The command line was wrong; clap has said how.
     Usage,
+}
+
+/// The variables `names`, or one error naming every one that is missing (a user fixing
+/// them one run at a time would otherwise need three runs), said once: not also as
+/// `std::env::VarError`'s "environment variable not found".
+fn main_key_variables<const N: usize>(names: [&str; N]) -> anyhow::Result<[String; N]> {
+    let values = names.map(|name| std::env::var(name).ok());
+    let missing: Vec<&str> = names
+        .iter()
+        .zip(&values)
+        .filter(|(_, value)| value.is_none())
+        .map(|(name, _)| *name)
+        .collect();
+    match missing.as_slice() {
+        [] => Ok(values.map(Option::unwrap_or_default)),
+        [one] => anyhow::bail!("{one} is not set (the Main API key comes from the environment)"),
+        [first @ .., last] => anyhow::bail!(
+            "{} and {last} are not set (the Main API key comes from the environment)",
+            first.join(", ")
+        ),
+    }
 }
 
 /// Parses the command line and runs the subcommand.

@@ -22,7 +22,7 @@ pub(super) fn describe(error: &figment::Error) -> String {
 
 /// A TOML syntax error quotes the offending line; a line with a PKCS#11 URI's `pin-value`
 /// (refused, but someone may write one) must not put the PIN into a log.
-fn redact_pin_values(text: &str) -> String {
+pub(crate) fn redact_pin_values(text: &str) -> String {
     const NAME: &str = "pin-value=";
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -49,6 +49,11 @@ fn sentence(error: &figment::Error) -> String {
     let origin = origin(error, &path);
     match &error.kind {
         Kind::UnknownField(field, expected) => unknown_key(field, expected, &path, &origin),
+        // `[accounts]` written for `[[accounts]]`: serde's "a sequence, not map" helps no one.
+        Kind::InvalidType(Actual::Map, expected) if expected == "a sequence" => match &path[..] {
+            [list] => format!("[{list}] {origin} is a single table: use [[{list}]] (an array of tables), one per entry"),
+            _ => format!("{} {origin} must be a list [ … ], not a table", key_name(&path)),
+        },
         Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => format!(
             "{} {origin} must be {}, not {}",
             key_name(&path),
@@ -63,7 +68,17 @@ fn sentence(error: &figment::Error) -> String {
             key_name(&path),
             quoted(expected)
         ),
-        other => format!("{} {origin}: {other}", key_name(&path)),
+        // A TOML syntax error concerns no key: the file, then the parser's own words.
+        other => {
+            let key = key_name(&path);
+            let lead = match (key.is_empty(), origin.is_empty()) {
+                (true, true) => return other.to_string(),
+                (true, false) => origin.strip_prefix("in ").unwrap_or(&origin).to_owned(),
+                (false, true) => key,
+                (false, false) => format!("{key} {origin}"),
+            };
+            format!("{lead}: {other}")
+        }
     }
 }
 
@@ -194,17 +209,15 @@ mod tests {
         assert_eq!(redact_pin_values("pin-value=1234"), "pin-value=<redacted>");
         assert_eq!(redact_pin_values("nothing"), "nothing");
     }
-    use figment::providers::{Format, Serialized, Toml};
-    use figment::Figment;
-
     use crate::config::RawConfig;
 
     fn error_for(text: &str) -> String {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pkcv.toml");
         std::fs::write(&file, text).unwrap();
-        let err = Figment::from(Serialized::defaults(RawConfig::default()))
-            .merge(Toml::file_exact(&file))
+        // Read as `Config::load` reads it.
+        let err = super::super::figment(Some(&file))
+            .unwrap()
             .extract::<RawConfig>()
             .unwrap_err();
         describe(&err)
@@ -232,6 +245,31 @@ mod tests {
         assert!(
             text.starts_with("server.max_body_bytes in /")
                 && text.ends_with("must be a whole number, not the text \"ten\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_single_table_for_a_list_says_which_form_to_use() {
+        let text = error_for("[accounts]\naccount_sid = \"AC1\"\n");
+        assert!(
+            text.starts_with("[accounts] in /")
+                && text.ends_with(
+                    "is a single table: use [[accounts]] (an array of tables), one per entry"
+                ),
+            "{text}"
+        );
+        assert!(!text.contains("sequence"), "{text}");
+        let text = error_for("[clients]\nname = \"app\"\n");
+        assert!(text.contains("use [[clients]]"), "{text}");
+    }
+
+    #[test]
+    fn a_syntax_error_starts_with_the_file() {
+        let text = error_for("[server\nlisten = 1\n");
+        assert!(text.starts_with('/'), "{text}");
+        assert!(
+            text.contains("pkcv.toml: TOML parse error at line 1"),
             "{text}"
         );
     }

@@ -69,7 +69,7 @@ impl LoadedStatus {
 
     /// The status a running proxy wrote into `file`, if any.
     pub fn read_file(file: &Path) -> Option<LoadedStatus> {
-        let text = std::fs::read(file).ok()?;
+        let text = crate::files::read_bounded(file).ok()?;
         serde_json::from_slice(&text).ok()
     }
 
@@ -312,7 +312,8 @@ fn fingerprint(base: &Config, config_path: Option<&Path>) -> [u8; 32] {
     let mut add = |path: &Path| {
         sha.update(path.to_string_lossy().as_bytes());
         sha.update([0]);
-        sha.update(file_stamp(path));
+        // Debug of the stamp: size, modification time and inode; "Err" when it is missing.
+        sha.update(format!("{:?}", crate::files::stamp(path).ok()));
     };
     if let Some(path) = config_path {
         add(path);
@@ -344,29 +345,6 @@ fn fingerprint(base: &Config, config_path: Option<&Path>) -> [u8; 32] {
         }
     }
     sha.finalize().into()
-}
-
-/// What tells a file's versions apart without reading it: size, modification time (ns),
-/// inode and change time; all zero when it is missing.
-fn file_stamp(path: &Path) -> [u8; 40] {
-    let mut stamp = [0u8; 40];
-    let Ok(meta) = std::fs::metadata(path) else {
-        return stamp;
-    };
-    let modified = meta
-        .modified()
-        .ok()
-        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |since| since.as_nanos());
-    stamp[..8].copy_from_slice(&meta.len().to_le_bytes());
-    stamp[8..24].copy_from_slice(&modified.to_le_bytes());
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        stamp[24..32].copy_from_slice(&meta.ino().to_le_bytes());
-        stamp[32..40].copy_from_slice(&meta.ctime_nsec().to_le_bytes());
-    }
-    stamp
 }
 
 /// Writes the status file through a temporary file and a rename, so a reader sees the old

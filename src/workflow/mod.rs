@@ -182,14 +182,14 @@ pub enum WorkflowError {
         credential: String,
     },
     /// An API key secret could not be read.
-    #[error("cannot read the secret of {api_key} from {}: {source}; pass --secret-file", .path.display())]
+    #[error("the secret of {api_key}: {source}; pass --secret-file")]
     SecretUnreadable {
         /// The API key.
         api_key: String,
         /// The file tried.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        source: crate::files::FileError,
     },
     /// A local file could not be written or read.
     #[error("{}: {source}", .path.display())]

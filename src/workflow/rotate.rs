@@ -98,8 +98,9 @@ impl Session {
                 .cloned()
                 .unwrap_or_default()
         });
-        let secret =
-            std::fs::read_to_string(&path).map_err(|source| WorkflowError::SecretUnreadable {
+        let secret = crate::files::read_bounded(&path)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .map_err(|source| WorkflowError::SecretUnreadable {
                 api_key: key.clone(),
                 path: path.clone(),
                 source,

@@ -653,3 +653,85 @@ async fn a_public_key_given_as_the_private_key_is_called_what_it_is() {
         assert!(!shown.contains("chmod"), "{command}: {shown}");
     }
 }
+
+/// The Main API key's variables: every missing one named in one message, said once (no
+/// "environment variable not found" after it).
+#[tokio::test]
+async fn missing_main_key_variables_are_named_together_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for_a(dir.path(), "", &test_private_key());
+    let a = TestAccount::a();
+    let run = |set: &'static [(&'static str, &'static str)]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pkcv-proxy"));
+        command
+            .args(["keys", "list", "--account", &a.account_sid, "--config"])
+            .arg(&config)
+            .env_remove("PKCV_CONFIG")
+            .env_remove("TWILIO_ACCOUNT_SID")
+            .env_remove("TWILIO_MAIN_KEY")
+            .env_remove("TWILIO_MAIN_SECRET")
+            .envs(set.iter().copied())
+            .kill_on_drop(true);
+        command.output()
+    };
+    let output = run(&[]).await.unwrap();
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(
+        out.contains(
+            "TWILIO_ACCOUNT_SID, TWILIO_MAIN_KEY and TWILIO_MAIN_SECRET are not set (the Main API key comes from the environment)"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("environment variable not found"), "{out}");
+    let output = run(&[("TWILIO_MAIN_KEY", "SK00000000000000000000000000000001")])
+        .await
+        .unwrap();
+    let out = text(&output);
+    assert!(
+        out.contains("TWILIO_ACCOUNT_SID and TWILIO_MAIN_SECRET are not set"),
+        "{out}"
+    );
+}
+
+/// One limit for every file read: a 2 MiB config file, or account file, is refused by name
+/// and with the limit, before anything parses it.
+#[tokio::test]
+async fn files_over_one_mib_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let padding = format!("# {}\n", "x".repeat(1022)).repeat(2 * 1024);
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, &padding).unwrap();
+    let output = run_pkcv(&["check-config"], Some(&big), &[]).await;
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(
+        out.contains("big.toml is larger than 1 MiB (1048576 bytes)"),
+        "{out}"
+    );
+
+    let accounts = dir.path().join("accounts");
+    std::fs::create_dir(&accounts).unwrap();
+    let a = TestAccount::a();
+    std::fs::write(
+        accounts.join(format!("{}.toml", a.account_sid)),
+        format!(
+            "account_sid = \"{}\"\ncredential_sid = \"{}\"\nprivate_key_file = \"{}\"\n{padding}",
+            a.account_sid,
+            a.credential_sid,
+            test_private_key().display()
+        ),
+    )
+    .unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("accounts_dir = \"{}\"\n", accounts.display()),
+    );
+    let output = run_pkcv(&["check-config"], Some(&config), &[]).await;
+    let out = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(
+        out.contains(&format!("{}.toml is larger than 1 MiB", a.account_sid)),
+        "{out}"
+    );
+}

@@ -1,4 +1,4 @@
-//! Target `config`: TOML text through figment into [`RawConfig`], then [`Config::from_raw`].
+//! Target `config`: TOML text through figment into [`RawConfig`], then [`Loaded::from_raw`].
 //!
 //! Input: literal — the TOML text (invalid UTF-8 replaced); or structured — a document built
 //! from the real sections and keys with values from pools of valid, borderline and invalid
@@ -16,13 +16,16 @@
 //!   each account's key is a file or a parsed `pkcs11:` URI (never both);
 //! - no refusal repeats a PIN given as a URI's `pin-value` (every `pin-value=` in a read error
 //!   is followed by `<redacted>`);
-//! - its `RawConfig` written back as TOML reads and validates again to the same allow-list,
+//! - the same text read as an `accounts_dir` file (and, when it has one, its first
+//!   `[[accounts]]` table alone) is refused without repeating a PIN given as a `pin-value`,
+//!   whatever the refusal (account-file errors redact every one, not only read errors');
+//! - its effective `RawConfig` ([`Loaded::effective`]) written back as TOML reads and validates again to the same allow-list,
 //!   default host, passthrough list and TTL.
 
 use arbitrary::{Result, Unstructured};
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
-use pkcv_proxy::config::{Config, ConfigError, RawConfig};
+use pkcv_proxy::config::{Config, ConfigError, Loaded, RawConfig};
 use pkcv_proxy::route::{canonical_host, HostPattern};
 
 use crate::route::is_ip_literal;
@@ -410,19 +413,23 @@ fn toml_string(text: &str) -> String {
     out
 }
 
-/// Reads `text` the way `Config::load` reads a file (without the environment).
-pub fn load(text: &str) -> std::result::Result<Config, ConfigError> {
+/// Reads `text` the way `Loaded::load` reads a file (without the environment).
+pub fn load(text: &str) -> std::result::Result<Loaded, ConfigError> {
     let raw: RawConfig = Figment::from(Serialized::defaults(RawConfig::default()))
         .merge(Toml::string(text))
         .extract()?;
     stats::count("config.read");
-    Config::from_raw(raw)
+    Loaded::from_raw(raw)
 }
 
 /// Every property for one text.
 pub fn check_text(text: &str) {
-    let config = match load(text) {
-        Ok(config) => config,
+    check_account_file(text);
+    if let Some((_, table)) = text.split_once("[[accounts]]\n") {
+        check_account_file(table.split("\n[").next().unwrap_or(table));
+    }
+    let loaded = match load(text) {
+        Ok(loaded) => loaded,
         Err(err) => {
             stats::count("config.refused");
             check_message(text, &err.to_string(), matches!(err, ConfigError::Load(_)));
@@ -430,8 +437,9 @@ pub fn check_text(text: &str) {
         }
     };
     stats::count("config.valid");
-    check_valid(&config, text);
-    let Ok(written) = toml::to_string(&config.raw) else {
+    let config = &loaded.config;
+    check_valid(config, &loaded.effective, text);
+    let Ok(written) = toml::to_string(&loaded.effective) else {
         return;
     };
     stats::count("config.written-back");
@@ -439,10 +447,26 @@ pub fn check_text(text: &str) {
         panic!("{text:?} validates, but written back as {written:?} it does not: {err}")
     });
     assert_eq!(
-        summary(&again),
-        summary(&config),
+        summary(&again.config),
+        summary(config),
         "{text:?} written back as {written:?} reads differently"
     );
+}
+
+/// `text` as an account file of `accounts_dir`.
+fn check_account_file(text: &str) {
+    let file = std::path::Path::new("accounts/AC.toml");
+    let Err(err) = pkcv_proxy::keys::dir::parse_account(file, text.as_bytes()) else {
+        stats::count("config.account-file-valid");
+        return;
+    };
+    stats::count("config.account-file-refused");
+    let message = err.to_string();
+    assert!(!message.trim().is_empty(), "{text:?}: an empty error");
+    if text.matches(PIN).count() == 1 && text.contains(&format!("pin-value={PIN}")) {
+        assert!(!message.contains(PIN), "{text:?}: the PIN in {message:?}");
+        stats::count("config.account-file-pin-kept");
+    }
 }
 
 /// A refusal is said for a person: some text, and none of figment's internals (its
@@ -476,7 +500,7 @@ fn summary(config: &Config) -> (Vec<HostPattern>, String, Vec<HostPattern>, u64)
     )
 }
 
-fn check_valid(config: &Config, text: &str) {
+fn check_valid(config: &Config, raw: &RawConfig, text: &str) {
     let hosts = &config.upstream.hosts;
     let allowed = hosts.allowed();
     assert!(!allowed.is_empty(), "{text:?}: empty allow-list");
@@ -529,7 +553,7 @@ fn check_valid(config: &Config, text: &str) {
             );
         }
     }
-    check_settings(config, text);
+    check_settings(config, raw, text);
 }
 
 /// True when some host matches both patterns.
@@ -542,7 +566,7 @@ fn overlap(a: &HostPattern, b: &HostPattern) -> bool {
     }
 }
 
-fn check_settings(config: &Config, text: &str) {
+fn check_settings(config: &Config, raw: &RawConfig, text: &str) {
     assert!(
         (1..=300).contains(&config.signing.ttl_secs),
         "{text:?}: ttl"
@@ -575,13 +599,13 @@ fn check_settings(config: &Config, text: &str) {
             account.account_sid
         );
     }
-    if config.raw.intercept.enabled {
+    if raw.intercept.enabled {
         assert!(
             config.intercept.is_some(),
             "{text:?}: interception without a CA"
         );
     }
-    for client in &config.raw.clients {
+    for client in &raw.clients {
         let has_secret = client.secret_sha256.is_some() || client.secret_file.is_some();
         if has_secret && client.name.contains(':') {
             panic!(

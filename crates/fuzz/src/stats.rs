@@ -29,6 +29,9 @@ pub const NAMES: &[&str] = &[
     "config.refused",
     "config.valid",
     "config.written-back",
+    "config.account-file-valid",
+    "config.account-file-refused",
+    "config.account-file-pin-kept",
     "proxy_auth.authenticated",
     "proxy_auth.refused",
 ];

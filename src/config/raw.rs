@@ -1,0 +1,260 @@
+//! The configuration as written: serde shapes with their defaults, before validation.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{AccountConfig, ClientConfig};
+use crate::pkcs11::Digest;
+use crate::signing_key::Algorithm;
+use crate::token::MAX_TTL_SECS;
+
+/// The configuration as written, before validation. Every field has a default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[server]`
+    pub server: RawServer,
+    /// `[upstream]`
+    pub upstream: RawUpstream,
+    /// `[signing]`
+    pub signing: RawSigning,
+    /// `[log]`
+    pub log: RawLog,
+    /// `[intercept]`
+    pub intercept: RawIntercept,
+    /// `[pkcs11]`: the HSM module and PIN for `private_key = "pkcs11:…"` accounts.
+    pub pkcs11: RawPkcs11,
+    /// `[[accounts]]`
+    pub accounts: Vec<AccountConfig>,
+    /// `[[clients]]`: who may use the proxy (empty: anyone who can connect).
+    pub clients: Vec<ClientConfig>,
+    /// A directory of per-account TOML files (same keys as `[[accounts]]`), managed by the
+    /// CLI and watched by a running proxy.
+    pub accounts_dir: Option<PathBuf>,
+}
+
+/// `[intercept]`: `HTTPS_PROXY` (`CONNECT`) interception with a local CA.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawIntercept {
+    /// Terminate TLS inside `CONNECT` tunnels to allowed hosts and sign what is inside.
+    pub enabled: bool,
+    /// The CA certificate (PEM) from `pkcv-proxy ca init`.
+    pub ca_cert_file: Option<PathBuf>,
+    /// The CA private key (PEM); must not be readable by group or others.
+    pub ca_key_file: Option<PathBuf>,
+    /// Hosts (or `*.` patterns) tunnelled untouched — unsigned — instead. Empty by default.
+    pub passthrough_hosts: Vec<String>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on.
+    pub listen: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: u64,
+    /// How often the running proxy checks the config file and `accounts_dir` for account
+    /// changes, in milliseconds.
+    pub reload_interval_ms: u64,
+    /// Time a client gets to send its whole request body, in milliseconds (slow senders
+    /// would otherwise hold a buffer and a connection forever).
+    pub body_read_timeout_ms: u64,
+    /// Time a client gets to send a request head, in seconds.
+    pub header_read_timeout_secs: u64,
+    /// Time a client gets to finish the TLS handshake inside a `CONNECT` tunnel, in seconds.
+    pub tls_handshake_timeout_secs: u64,
+    /// After SIGTERM/SIGINT, time in-flight requests and tunnels get to finish, in seconds.
+    pub shutdown_grace_secs: u64,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`); `""` disables it.
+    pub admin_listen: String,
+    /// Client connections held at once (tunnels included); beyond, a new one is closed.
+    pub max_connections: u64,
+    /// Requests being signed or forwarded at once; beyond, 503 with `Retry-After`.
+    pub max_in_flight: u64,
+    /// Request body bytes held at once across all requests.
+    pub max_buffered_bytes: u64,
+    /// A keep-alive connection with no request in progress is closed after this, in seconds.
+    pub idle_timeout_secs: u64,
+    /// Threads serving connections (the async runtime's workers); 0: one per core.
+    pub worker_threads: u64,
+    /// Where a running proxy reports what it signs with (default
+    /// `accounts_dir/.pkcv-proxy-loaded.json`).
+    pub status_file: Option<PathBuf>,
+    /// A second listener speaking TLS that asks for client certificates; `""` disables it.
+    pub tls_listen: String,
+    /// Its certificate chain (PEM).
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// The CA (PEM) that client certificates must chain to.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 10 * 1024 * 1024,
+            reload_interval_ms: 2_000,
+            body_read_timeout_ms: 60_000,
+            header_read_timeout_secs: 30,
+            tls_handshake_timeout_secs: 10,
+            shutdown_grace_secs: 30,
+            admin_listen: "127.0.0.1:9090".into(),
+            max_connections: 10_000,
+            max_in_flight: 1_024,
+            max_buffered_bytes: 256 * 1024 * 1024,
+            idle_timeout_secs: 60,
+            worker_threads: 0,
+            status_file: None,
+            tls_listen: String::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            client_ca_file: None,
+        }
+    }
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Host for requests that name none.
+    pub default_host: String,
+    /// Hosts the proxy may contact.
+    pub allowed_hosts: Vec<String>,
+    /// An extra PEM CA bundle trusted besides the public web roots.
+    pub extra_ca_file: Option<PathBuf>,
+    /// Host (or `*.` pattern) → `address:port` to dial instead, keeping SNI and `Host`.
+    pub connect_to: std::collections::BTreeMap<String, String>,
+    /// TCP connect timeout (the TLS handshake counts against `request_timeout_ms`).
+    pub connect_timeout_ms: u64,
+    /// Time allowed until the response headers arrive.
+    pub request_timeout_ms: u64,
+    /// Time allowed between two chunks of a response body.
+    pub response_idle_timeout_ms: u64,
+    /// Offer HTTP/2 to Twilio (off: HTTP/1.1, as the official SDKs speak).
+    pub http2: bool,
+    /// Requests (over HTTP/1.1: connections) in progress to one host at most.
+    pub max_connections_per_host: u64,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream {
+            default_host: "api.twilio.com".into(),
+            allowed_hosts: vec!["twilio.com".into(), "*.twilio.com".into()],
+            extra_ca_file: None,
+            connect_to: Default::default(),
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 60_000,
+            response_idle_timeout_ms: 60_000,
+            http2: false,
+            max_connections_per_host: 64,
+        }
+    }
+}
+
+impl RawUpstream {
+    /// Dials every Twilio host at `address` and trusts the CA in `extra_ca_file`, while SNI,
+    /// certificate checks and `Host` keep the real names: a private link, or a stand-in.
+    pub fn route_all_to(&mut self, address: SocketAddr, extra_ca_file: PathBuf) {
+        self.extra_ca_file = Some(extra_ca_file);
+        for host in ["twilio.com", "*.twilio.com"] {
+            self.connect_to.insert(host.into(), address.to_string());
+        }
+    }
+}
+
+/// `[signing]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSigning {
+    /// `RS256` or `PS256`.
+    pub algorithm: Algorithm,
+    /// Token lifetime, 1–300 s.
+    pub ttl_secs: u64,
+    /// Sign with PEM keys on the signing pool instead of inline on the request's task.
+    pub pem_on_pool: bool,
+    /// Signing threads; 0 means one per core.
+    pub pool_threads: u64,
+    /// Signatures waiting for a signing thread at most; beyond, 503.
+    pub pool_queue: u64,
+}
+
+impl Default for RawSigning {
+    fn default() -> Self {
+        RawSigning {
+            algorithm: Algorithm::Rs256,
+            ttl_secs: MAX_TTL_SECS,
+            pem_on_pool: false,
+            pool_threads: 0,
+            pool_queue: 256,
+        }
+    }
+}
+
+/// `[pkcs11]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPkcs11 {
+    /// The PKCS#11 library; a URI's `module-path` overrides it.
+    pub module: Option<PathBuf>,
+    /// A file holding the user PIN (owner-readable only).
+    pub pin_file: Option<PathBuf>,
+    /// An environment variable holding the user PIN.
+    pub pin_env: Option<String>,
+    /// The first wait before reconnecting a lost token, in milliseconds.
+    pub reconnect_min_ms: u64,
+    /// The longest wait between reconnection attempts, in seconds.
+    pub reconnect_max_secs: u64,
+    /// Where the SHA-256 of what is signed is computed: `auto`, `token` or `proxy`.
+    pub digest: Digest,
+}
+
+impl Default for RawPkcs11 {
+    fn default() -> Self {
+        RawPkcs11 {
+            module: None,
+            pin_file: None,
+            pin_env: None,
+            reconnect_min_ms: 250,
+            reconnect_max_secs: 30,
+            digest: Digest::Auto,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Human,
+    /// One JSON object per event.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLog {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `pkcv_proxy=debug`.
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
