@@ -30,6 +30,8 @@ pub(crate) struct Readiness {
     keys: Arc<KeyStore>,
     draining: AtomicBool,
     warnings: Vec<String>,
+    /// Settings a reload saw changed that only a restart applies (from the reloader).
+    restart_needed: Arc<arc_swap::ArcSwap<Vec<String>>>,
 }
 
 impl Readiness {
@@ -40,7 +42,13 @@ impl Readiness {
             keys,
             draining: AtomicBool::new(false),
             warnings,
+            restart_needed: Arc::default(),
         }
+    }
+
+    /// Where the reloader reports settings that changed but need a restart.
+    pub(crate) fn restart_needed(&self) -> Arc<arc_swap::ArcSwap<Vec<String>>> {
+        self.restart_needed.clone()
     }
 
     /// From now on, not ready: the proxy is shutting down.
@@ -85,6 +93,7 @@ impl Readiness {
             "degraded": degraded,
             "not_loaded": not_loaded,
             "warnings": self.warnings,
+            "restart_needed": **self.restart_needed.load(),
         });
         let status = match reason {
             Some(reason) => {

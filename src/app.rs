@@ -289,7 +289,8 @@ impl Bound {
             app.config_path.clone(),
             app.keys.clone(),
             app.metrics.clone(),
-        );
+        )
+        .reporting_restart_needed(app.readiness.restart_needed());
         let handle = reloader.handle();
         (reloader, handle)
     }

@@ -114,6 +114,8 @@ pub struct Reloader {
     status_unwritable: bool,
     /// The accounts the last reload could not apply.
     problems: Vec<AccountProblem>,
+    /// Where the settings that changed but need a restart are shown (`/readyz`).
+    restart_needed: Arc<arc_swap::ArcSwap<Vec<String>>>,
 }
 
 /// How often accounts that did not load are tried again while nothing changes.
@@ -146,7 +148,18 @@ impl Reloader {
             now: Arc::new(Notify::new()),
             status_unwritable: false,
             problems: Vec::new(),
+            restart_needed: Arc::default(),
         }
+    }
+
+    /// Shows the settings a reload finds changed, but that only a restart applies, in
+    /// `shown` (readiness details) as well as the log.
+    pub(crate) fn reporting_restart_needed(
+        mut self,
+        shown: Arc<arc_swap::ArcSwap<Vec<String>>>,
+    ) -> Reloader {
+        self.restart_needed = shown;
+        self
     }
 
     /// A handle that triggers an immediate reload.
@@ -211,6 +224,7 @@ impl Reloader {
             Ok(Ok((config, accounts))) => {
                 let count = accounts.len();
                 self.report(&accounts, log_failure);
+                self.report_restart_needed(&config);
                 self.write_status(&config, &accounts);
                 self.store.replace(accounts);
                 self.metrics.reloaded(Some(count), unix_now());
@@ -256,6 +270,20 @@ impl Reloader {
         }
     }
 
+    /// Warns (once per change) about settings that differ from those the proxy started
+    /// with but are applied only at start: everything but the accounts, the clients and
+    /// `[pkcs11]` (which the next key load uses).
+    fn report_restart_needed(&self, config: &Config) {
+        let changed = restart_only_changes(&self.base, config);
+        if **self.restart_needed.load() == changed {
+            return;
+        }
+        for section in &changed {
+            tracing::warn!("{section} changed: restart to apply");
+        }
+        self.restart_needed.store(Arc::new(changed));
+    }
+
     async fn fingerprint(&self) -> [u8; 32] {
         let (base, config_path) = (self.base.clone(), self.config_path.clone());
         tokio::task::spawn_blocking(move || fingerprint(&base, config_path.as_deref()))
@@ -278,6 +306,29 @@ impl Reloader {
             Err(_) => {}
         }
     }
+}
+
+/// The sections of `now` that differ from `started` and that only a restart applies.
+fn restart_only_changes(started: &Config, now: &Config) -> Vec<String> {
+    // The settings are plain values whose `Debug` shows every field and no secret.
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    [
+        ("[server]", differs(&started.server, &now.server)),
+        ("[upstream]", differs(&started.upstream, &now.upstream)),
+        ("[signing]", differs(&started.signing, &now.signing)),
+        ("[log]", differs(&started.log, &now.log)),
+        ("[intercept]", differs(&started.intercept, &now.intercept)),
+        (
+            "passthrough_hosts",
+            differs(&started.passthrough_hosts, &now.passthrough_hosts),
+        ),
+        ("accounts_dir", started.accounts_dir != now.accounts_dir),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(section, _)| section.to_owned())
+    .collect()
 }
 
 /// `SIGHUP`s as a stream (none where there are no Unix signals).

@@ -552,6 +552,24 @@ async fn sighup_reloads_at_once_and_a_bad_reload_keeps_the_previous_accounts() {
         "a bad reload replaced the accounts"
     );
 
+    // A setting only a restart applies: the reload says so, in the log and in /readyz.
+    std::fs::remove_file(accounts.join("broken.toml")).unwrap();
+    let file = h.dir.path().join("pkcv-proxy.toml");
+    let mut written: toml::Value =
+        toml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    written["upstream"]["request_timeout_ms"] = toml::Value::Integer(12_345);
+    std::fs::write(&file, toml::to_string(&written).unwrap()).unwrap();
+    proxy.signal("HUP");
+    let flagged = wait_until(Duration::from_secs(10), || async {
+        proxy
+            .admin_get("/readyz")
+            .await
+            .1
+            .contains(r#""restart_needed":["[upstream]"]"#)
+    });
+    assert!(flagged.await, "{}", proxy.admin_get("/readyz").await.1);
+    assert_eq!(proxy.get(&b_path, &b.basic_auth()).await, 200);
+
     proxy.signal("TERM");
     let exit = proxy.exit(Duration::from_secs(10)).await;
     assert!(exit.success(), "{exit:?}");
