@@ -54,22 +54,11 @@ fn proxy_url(h: &Harness, credentials: bool) -> String {
 /// Runs `program args` with only `env` (plus PATH, HOME and the account's API key), bounded
 /// in time. A program that cannot be started fails the test with what to install.
 async fn run(program: &Path, args: &[OsString], env: &[(&str, String)], needs: &str) -> Output {
-    let a = TestAccount::a();
-    let mut command = tokio::process::Command::new(program);
+    let mut command = crate::support::client_command(program);
     command
         .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "HOME",
-            std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()),
-        )
-        .env("TWILIO_API_KEY", &a.api_key_sid)
-        .env("TWILIO_API_SECRET", &a.secret)
-        .env("TWILIO_ACCOUNT_SID", &a.account_sid)
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(repo(""))
-        .kill_on_drop(true);
+        .current_dir(repo(""));
     tokio::time::timeout(Duration::from_secs(90), command.output())
         .await
         .unwrap_or_else(|_| panic!("{} {args:?} ran for more than 90 s", program.display()))

@@ -44,20 +44,8 @@ async fn run_sdk(program: &Path, script: &str, env: &[(&str, String)]) -> Output
 
 /// Runs an SDK script with only the given environment (plus PATH/HOME), bounded in time.
 async fn spawn_sdk(program: &Path, script: &str, env: &[(&str, String)]) -> Output {
-    let a = TestAccount::a();
-    let mut command = tokio::process::Command::new(program);
-    command
-        .arg(repo(script))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "HOME",
-            std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()),
-        )
-        .env("TWILIO_API_KEY", &a.api_key_sid)
-        .env("TWILIO_API_SECRET", &a.secret)
-        .env("TWILIO_ACCOUNT_SID", &a.account_sid)
-        .kill_on_drop(true);
+    let mut command = crate::support::client_command(program);
+    command.arg(repo(script));
     for (key, value) in env {
         command.env(key, value);
     }

@@ -683,3 +683,23 @@ pub async fn json(response: reqwest::Response) -> (u16, serde_json::Value) {
         serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
     (status, value)
 }
+
+/// A client program (an SDK script, a recipe) as a user's app runs it: only `PATH` and `HOME`
+/// from this environment, the test account's API key where the SDKs read it
+/// (`TWILIO_API_KEY`, `TWILIO_API_SECRET`, `TWILIO_ACCOUNT_SID`), killed when dropped.
+pub fn client_command(program: &Path) -> tokio::process::Command {
+    let a = TestAccount::a();
+    let mut command = tokio::process::Command::new(program);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "HOME",
+            std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()),
+        )
+        .env("TWILIO_API_KEY", &a.api_key_sid)
+        .env("TWILIO_API_SECRET", &a.secret)
+        .env("TWILIO_ACCOUNT_SID", &a.account_sid)
+        .kill_on_drop(true);
+    command
+}
