@@ -90,8 +90,10 @@ fn a_reload_with_a_token_down_still_applies_an_unrelated_new_account() {
         private_key: PrivateKey::File(pem),
         api_key_sids: vec![K2.into()],
     };
-    let mut raw = RawConfig::default();
-    raw.accounts = vec![in_hsm.clone(), new_pem];
+    let raw = RawConfig {
+        accounts: vec![in_hsm.clone(), new_pem],
+        ..RawConfig::default()
+    };
     let config = Config::from_raw(raw).unwrap();
     let (device, _on, connects) = flaky();
     let live = Arc::new(Account {
@@ -132,11 +134,13 @@ fn a_reload_with_a_token_down_still_applies_an_unrelated_new_account() {
     assert_eq!(outcomes, [LoadOutcome::Unchanged, LoadOutcome::Loaded]);
 
     // The HSM account changed while its token is down: the previous version keeps signing.
-    let mut raw = RawConfig::default();
-    raw.accounts = vec![AccountConfig {
-        api_key_sids: vec![K1.into(), K2.into()],
-        ..in_hsm
-    }];
+    let raw = RawConfig {
+        accounts: vec![AccountConfig {
+            api_key_sids: vec![K1.into(), K2.into()],
+            ..in_hsm
+        }],
+        ..RawConfig::default()
+    };
     let changed = Config::from_raw(raw).unwrap();
     let reloaded = Accounts::reload_with(&changed, &previous, token_down).unwrap();
     assert!(Arc::ptr_eq(reloaded.get(A).unwrap(), &live));

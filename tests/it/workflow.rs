@@ -311,7 +311,12 @@ async fn rotated_under_load(h: &Harness, sub: &Subaccount) {
             .status(),
         201
     );
-    // `pkcv-proxy sign` sees what `serve` sees: the rotation's file in accounts_dir.
+    assert_sign_uses(h, sub, &new_credential).await;
+}
+
+/// `pkcv-proxy sign` sees what `serve` sees: after a rotation, the account's file in
+/// accounts_dir with the new credential.
+async fn assert_sign_uses(h: &Harness, sub: &Subaccount, credential: &str) {
     let url = format!(
         "https://api.twilio.com/2010-04-01/Accounts/{}.json",
         sub.account
@@ -319,7 +324,7 @@ async fn rotated_under_load(h: &Harness, sub: &Subaccount) {
     let user = format!("{}:{}", sub.api_key, sub.secret);
     let signed = pkcv(h, &["sign", "--url", &url, "-u", &user]).await;
     assert!(
-        text(&signed).contains(&format!("{} (credential {new_credential})", sub.account)),
+        text(&signed).contains(&format!("{} (credential {credential})", sub.account)),
         "{}",
         text(&signed)
     );
