@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 /// The largest file the proxy reads (1 MiB), whatever it holds: no config, account, key,
 /// PIN, secret, certificate or bundle file comes near it.
-pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// A path as a person needs to see it in an error: absolute, and saying so when it was
 /// resolved against the working directory.
@@ -106,7 +106,7 @@ pub enum FileError {
 /// `${CREDENTIALS_DIRECTORY}` in a path setting, as systemd's `LoadCredential=` provides it:
 /// expanded from the environment, and an error when it is unset (a unit that forgot
 /// `LoadCredential=` must not fall back to a path relative to the working directory).
-pub fn expand_credentials(path: &Path) -> Result<PathBuf, FileError> {
+pub(crate) fn expand_credentials(path: &Path) -> Result<PathBuf, FileError> {
     const VARIABLE: &str = "${CREDENTIALS_DIRECTORY}";
     let Some(text) = path.to_str().filter(|text| text.contains(VARIABLE)) else {
         return Ok(path.to_path_buf());
@@ -120,7 +120,7 @@ pub fn expand_credentials(path: &Path) -> Result<PathBuf, FileError> {
 
 /// Reads a file that is not a secret (config, account file, certificate, bundle): a
 /// regular file of at most [`MAX_FILE_BYTES`].
-pub fn read_bounded(path: &Path) -> Result<Vec<u8>, FileError> {
+pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, FileError> {
     read_stamped(path).map(|(contents, _)| contents)
 }
 
@@ -129,7 +129,7 @@ pub fn read_bounded(path: &Path) -> Result<Vec<u8>, FileError> {
 /// the inode even within one mtime tick). Equal stamps: the same file, as far as a poller
 /// can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStamp {
+pub(crate) struct FileStamp {
     /// Size in bytes.
     pub len: u64,
     /// Last modification, if the platform has it.
@@ -156,13 +156,13 @@ impl FileStamp {
 }
 
 /// The stamp of the file `path` names (symlinks followed), without reading it.
-pub fn stamp(path: &Path) -> Result<FileStamp, FileError> {
+pub(crate) fn stamp(path: &Path) -> Result<FileStamp, FileError> {
     regular_file(path).map(|metadata| FileStamp::of(&metadata))
 }
 
 /// As [`read_bounded`], with the stamp of the file that was read (taken before reading: a
 /// file replaced meanwhile shows a different stamp next time, so it is read again).
-pub fn read_stamped(path: &Path) -> Result<(Vec<u8>, FileStamp), FileError> {
+pub(crate) fn read_stamped(path: &Path) -> Result<(Vec<u8>, FileStamp), FileError> {
     let metadata = regular_file(path)?;
     let contents = read_limited(path, &metadata)?;
     Ok((contents, FileStamp::of(&metadata)))
@@ -170,16 +170,10 @@ pub fn read_stamped(path: &Path) -> Result<(Vec<u8>, FileStamp), FileError> {
 
 /// Reads a private key: as [`read_bounded`], and only if no one but the proxy's user and
 /// groups can read it.
-pub fn read_private(path: &Path) -> Result<Vec<u8>, FileError> {
+pub(crate) fn read_private(path: &Path) -> Result<Vec<u8>, FileError> {
     let metadata = regular_file(path)?;
     check_private(path, &metadata)?;
     read_limited(path, &metadata)
-}
-
-/// Checks a private key's permissions without reading it.
-pub fn check_private_file(path: &Path) -> Result<(), FileError> {
-    let metadata = regular_file(path)?;
-    check_private(path, &metadata)
 }
 
 fn regular_file(path: &Path) -> Result<std::fs::Metadata, FileError> {

@@ -56,7 +56,7 @@ pub enum UpstreamError {
 
 /// The pooled HTTPS client to Twilio.
 #[derive(Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     client: Client<HttpsConnector<ConnectTo>, BufferedBody>,
     request_timeout: Duration,
     connect_timeout: Duration,
@@ -114,7 +114,7 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// Builds the client. Reads the extra CA file; connects nowhere yet. Every connection
     /// it opens is counted in `metrics`.
-    pub fn new(
+    pub(crate) fn new(
         settings: &UpstreamSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Upstream, UpstreamError> {
