@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use pkcv_proxy::config::Loaded;
-use pkcv_proxy::App;
 use serde_json::json;
 
 use super::Outcome;
@@ -14,7 +13,7 @@ pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<Outcome> {
     let loaded = Loaded::load(config_path)?;
     // Everything `serve` does before binding: accounts and keys loaded, the upstream client
     // and the interception CA built.
-    let app = App::build(loaded.config.clone(), None)?;
+    let app = super::build_app(loaded.config.clone(), config_path)?;
     let accounts = app.keys().snapshot();
     let mut summary: Vec<_> = accounts
         .iter()

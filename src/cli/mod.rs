@@ -250,3 +250,17 @@ impl clap::builder::TypedValueParser for Pkcs11UriArg {
             .map_err(|err| refused(err.to_string()))
     }
 }
+
+/// Builds the proxy as `serve` does, for `serve` and `check-config`. With no config file at
+/// all, "no accounts" is only the consequence: the cause is said first.
+fn build_app(
+    config: pkcv_proxy::Config,
+    config_path: Option<&std::path::Path>,
+) -> anyhow::Result<pkcv_proxy::App> {
+    match pkcv_proxy::App::build(config, config_path.map(std::path::Path::to_path_buf)) {
+        Err(pkcv_proxy::app::AppError::NoAccounts) if config_path.is_none() => anyhow::bail!(
+            "no config file given: use -c or PKCV_CONFIG (e.g. pkcv-proxy -c config/pkcv-proxy.toml), or run `pkcv-proxy demo` to try it without one"
+        ),
+        built => Ok(built?),
+    }
+}

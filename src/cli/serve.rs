@@ -3,8 +3,7 @@
 
 use std::path::Path;
 
-use pkcv_proxy::app::AppError;
-use pkcv_proxy::{shutdown, telemetry, App, Config};
+use pkcv_proxy::{shutdown, telemetry, Config};
 
 use super::Outcome;
 
@@ -27,13 +26,7 @@ pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<Outcome> {
 async fn serve(config: Config, config_path: Option<&Path>) -> anyhow::Result<Outcome> {
     telemetry::check_env_filter().map_err(anyhow::Error::msg)?;
     telemetry::init(&config.log);
-    let app = match App::build(config, config_path.map(Path::to_path_buf)) {
-        // With no file at all, "no accounts" is only the consequence: say the cause first.
-        Err(AppError::NoAccounts) if config_path.is_none() => anyhow::bail!(
-            "no config file given: use -c or PKCV_CONFIG (e.g. pkcv-proxy -c config/pkcv-proxy.toml), or run `pkcv-proxy demo` to try it without one"
-        ),
-        built => built?,
-    };
+    let app = super::build_app(config, config_path)?;
     let (drain_began, draining) = tokio::sync::oneshot::channel::<()>();
     let first_signal = async move {
         shutdown::os_signal().await;

@@ -519,9 +519,11 @@ async fn serve_says_first_that_no_config_file_was_given() {
         "{shown}"
     );
     assert!(!shown.contains("accounts"), "{shown}");
-    // The same with no subcommand at all.
+    // The same with no subcommand at all, and for check-config.
     let bare = run_pkcv(&[], None, &[]).await;
     assert_eq!(text(&bare), shown);
+    let checked = run_pkcv(&["check-config"], None, &[]).await;
+    assert_eq!(text(&checked), shown);
 }
 
 #[tokio::test]
