@@ -158,6 +158,9 @@ pub enum ConfigError {
     /// Both `[pkcs11] pin_file` and `pin_env`.
     #[error("[pkcs11] sets both pin_file and pin_env: keep one")]
     PinSources,
+    /// `[upstream] proxy` and its companions (egress through a corporate proxy).
+    #[error(transparent)]
+    Egress(#[from] crate::egress::EgressConfigError),
 }
 
 impl From<figment::Error> for ConfigError {
@@ -182,6 +185,8 @@ pub struct RawConfig {
     pub intercept: RawIntercept,
     /// `[pkcs11]`: the HSM module and PIN for `private_key = "pkcs11:…"` accounts.
     pub pkcs11: RawPkcs11,
+    /// `[telemetry]`
+    pub telemetry: RawTelemetry,
     /// `[[accounts]]`
     pub accounts: Vec<AccountConfig>,
     /// `[[clients]]`: who may use the proxy (empty: anyone who can connect).
@@ -297,6 +302,25 @@ pub struct RawUpstream {
     pub http2: bool,
     /// Requests (over HTTP/1.1: connections) in progress to one host at most.
     pub max_connections_per_host: u64,
+    /// A corporate HTTP proxy every upstream connection goes through (`http://host:port`,
+    /// no credentials in the URL).
+    pub proxy: Option<String>,
+    /// A file holding the proxy's `user:password` (owner-readable only).
+    pub proxy_auth_file: Option<PathBuf>,
+    /// An environment variable holding the proxy's `user:password`.
+    pub proxy_auth_env: Option<String>,
+    /// Hosts (or `*.` patterns) reached directly, not through `proxy`.
+    pub no_proxy: Vec<String>,
+    /// Read the process's own `HTTPS_PROXY`/`NO_PROXY` (off: only `proxy` and `no_proxy`).
+    pub proxy_from_env: bool,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// Forward the client's `traceparent`/`tracestate` to Twilio (off: they are removed).
+    pub propagate_upstream: bool,
 }
 
 impl Default for RawUpstream {
@@ -311,6 +335,11 @@ impl Default for RawUpstream {
             response_idle_timeout_ms: 60_000,
             http2: false,
             max_connections_per_host: 64,
+            proxy: None,
+            proxy_auth_file: None,
+            proxy_auth_env: None,
+            no_proxy: Vec::new(),
+            proxy_from_env: false,
         }
     }
 }
@@ -710,6 +739,8 @@ pub struct UpstreamSettings {
     pub http2: bool,
     /// Requests in progress to one host at most.
     pub max_connections_per_host: usize,
+    /// The corporate egress proxy, if any.
+    pub proxy: Option<crate::egress::EgressSettings>,
 }
 
 /// How tokens are minted.
@@ -759,6 +790,8 @@ pub struct Config {
     pub pkcs11: Pkcs11Settings,
     /// `[log]`
     pub log: RawLog,
+    /// `[telemetry]`
+    pub telemetry: RawTelemetry,
     /// `[intercept]`, if enabled.
     pub intercept: Option<InterceptSettings>,
     /// Hosts tunnelled untouched on `CONNECT` (empty unless configured).
@@ -777,7 +810,14 @@ pub struct Config {
 impl Config {
     /// Reads `file` (if given) and `PKCV_…` variables over the defaults, then validates.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        Config::from_raw(figment(file)?.extract()?)
+        let mut raw: RawConfig = figment(file)?.extract()?;
+        if raw.upstream.proxy_from_env {
+            let upstream = &mut raw.upstream;
+            crate::egress::apply_env(&mut upstream.proxy, &mut upstream.no_proxy, |name| {
+                std::env::var(name).ok()
+            })?;
+        }
+        Config::from_raw(raw)
     }
 
     /// Only `[pkcs11]` of `file` (and `PKCV_PKCS11__…`), validated: what `keygen --pkcs11`
@@ -808,6 +848,7 @@ impl Config {
             signing,
             pkcs11,
             log: raw.log.clone(),
+            telemetry: raw.telemetry.clone(),
             intercept,
             passthrough_hosts,
             accounts: raw.accounts.clone(),
@@ -856,6 +897,7 @@ fn expand_paths(mut raw: RawConfig) -> Result<RawConfig, ConfigError> {
         Ok(())
     };
     expand(&mut raw.upstream.extra_ca_file)?;
+    expand(&mut raw.upstream.proxy_auth_file)?;
     expand(&mut raw.intercept.ca_cert_file)?;
     expand(&mut raw.intercept.ca_key_file)?;
     expand(&mut raw.server.tls_cert_file)?;
@@ -1139,6 +1181,7 @@ fn upstream_settings(raw: &RawUpstream) -> Result<UpstreamSettings, ConfigError>
         request_timeout: Duration::from_millis(request),
         response_idle_timeout: Duration::from_millis(response_idle),
         http2: raw.http2,
+        proxy: egress_settings(raw)?,
         max_connections_per_host: in_range(
             "upstream.max_connections_per_host",
             raw.max_connections_per_host,
@@ -1146,6 +1189,22 @@ fn upstream_settings(raw: &RawUpstream) -> Result<UpstreamSettings, ConfigError>
             "1–100000",
         )? as usize,
     })
+}
+
+/// `[upstream] proxy`, `proxy_auth_file`/`proxy_auth_env` (one of them) and `no_proxy`.
+fn egress_settings(
+    raw: &RawUpstream,
+) -> Result<Option<crate::egress::EgressSettings>, ConfigError> {
+    let auth = raw.proxy_auth_file.is_some() || raw.proxy_auth_env.is_some();
+    if auth && raw.proxy.as_deref().unwrap_or_default().is_empty() && !raw.proxy_from_env {
+        return Err(crate::egress::EgressConfigError::AuthWithoutProxy.into());
+    }
+    Ok(crate::egress::settings(
+        raw.proxy.as_deref(),
+        raw.proxy_auth_file.as_deref(),
+        raw.proxy_auth_env.as_deref(),
+        &raw.no_proxy,
+    )?)
 }
 
 /// The allow-list and the default host, which must be on it.

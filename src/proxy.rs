@@ -95,6 +95,11 @@ impl Proxy {
         &self.keys
     }
 
+    /// How upstream connections are opened (through the egress proxy, if any).
+    pub(crate) fn dialer(&self) -> &crate::upstream::Dialer {
+        self.upstream.dialer()
+    }
+
     /// The metrics every request is counted in.
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

@@ -51,6 +51,7 @@ mod cli;
 mod clients;
 mod device;
 mod e2e;
+mod egress;
 mod hostile;
 mod hsm;
 mod intercept;
