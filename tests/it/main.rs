@@ -65,5 +65,6 @@ mod sdk;
 mod soak;
 mod standin;
 mod systemd;
+mod trace;
 mod vectors;
 mod workflow;
