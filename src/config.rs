@@ -840,6 +840,11 @@ impl Config {
         let intercept = intercept_settings(&raw.intercept)?;
         let passthrough_hosts = passthrough_hosts(&raw.intercept, &upstream.hosts)?;
         check_connect_to(&upstream, &passthrough_hosts)?;
+        if let Some(egress) = upstream.proxy.as_ref() {
+            if egress.address == server.listen.to_string() {
+                return Err(crate::egress::EgressConfigError::Loop(egress.address.clone()).into());
+            }
+        }
         validate_accounts(&raw.accounts)?;
         validate_clients(&raw.clients)?;
         Ok(Config {

@@ -75,6 +75,9 @@ pub enum EgressConfigError {
         "[upstream] sets proxy_auth_file or proxy_auth_env but neither proxy nor proxy_from_env"
     )]
     AuthWithoutProxy,
+    /// The proxy is this proxy's own listener: every request would loop back into it.
+    #[error("upstream.proxy {0} is this proxy's own server.listen: requests would loop back into it (is it the apps' HTTPS_PROXY?)")]
+    Loop(String),
     /// A `no_proxy` entry that is not a host pattern.
     #[error("upstream.no_proxy: '{0}' is not a host name or *.host pattern")]
     NoProxyPattern(String),

@@ -27,6 +27,8 @@
 //!   around one signature; [`signing_key`]: that signature, from a PEM key in memory or from a
 //!   device that may block and go away ([`pkcs11`]: an HSM, whose signatures run on the
 //!   signing pool and whose loss answers 503 `79053` for its account only).
+//! - [`upstream`] dials through [`egress`] when `[upstream] proxy` is set: a `CONNECT` tunnel
+//!   through a corporate HTTP proxy, with TLS to Twilio end to end inside it.
 //! - [`error`]: every error a client can get, turned into Twilio-style JSON in one place.
 //!
 //! Around it: [`config`] (a pure, validated value: figment file + env), [`intercept`] (the

@@ -459,6 +459,8 @@ async fn check_config_shows_the_egress_proxy_with_its_credentials_redacted() {
             None,
             "only http:// proxies",
         ),
+        // The listener itself (the harness listens on 127.0.0.1:0).
+        (Some("http://127.0.0.1:0".into()), None, "loop back"),
     ] {
         let mut raw = raw.clone();
         raw.upstream.proxy = url;
@@ -503,4 +505,27 @@ async fn proxy_from_env_reads_the_process_https_proxy_only_when_asked() {
         })
     );
     h.stop().await;
+}
+
+#[tokio::test]
+async fn an_egress_proxy_that_does_not_answer_connect_in_time_is_504_79041() {
+    // Accepts the connection and reads the CONNECT, never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let a = TestAccount::a();
+    let h = Harness::start_with(std::slice::from_ref(&a), |raw| {
+        raw.upstream.proxy = Some(format!("http://{address}"));
+        raw.upstream.connect_timeout_ms = 300;
+    })
+    .await;
+    assert_refused(h.get_as(A_ACCOUNTS, &a).await, 504, 79041).await;
+    assert_eq!(h.standin.connections_accepted(), 0);
+    h.stop().await;
+    held.abort();
 }
