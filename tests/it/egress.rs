@@ -286,7 +286,7 @@ async fn signed_requests_and_passthrough_reach_their_hosts_through_squid_which_s
 }
 
 #[tokio::test]
-#[ignore = "needs squid (apt-get install squid)"]
+#[ignore = "needs squid and htpasswd (apt-get install squid apache2-utils)"]
 async fn proxy_authentication_is_sent_and_a_407_or_a_refused_connect_is_79044() {
     let a = TestAccount::a();
     let mut standins = Vec::new();
