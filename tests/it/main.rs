@@ -43,9 +43,9 @@
 //! - [`soak`]: a bounded soak (`#[ignore]`d; a step of its own in `.ci/run`): hundreds of
 //!   clients, a stream of `SIGHUP`s and a key rotation; nothing unsigned or stale, RSS flat.
 //! - [`standin`]: the stand-in itself refuses what Twilio refuses.
+//! - [`systemd`]: `READY=1`, `RELOADING=1`, `STOPPING=1` on `NOTIFY_SOCKET`.
 //! - [`trace`]: W3C trace context: a client's `traceparent` logged (human and JSON) and not
 //!   forwarded by default; forwarded with `[telemetry] propagate_upstream`.
-//! - [`systemd`]: `READY=1`, `RELOADING=1`, `STOPPING=1` on `NOTIFY_SOCKET`.
 //! - [`vectors`]: the official SDKs' canonical requests and tokens, reproduced byte for byte.
 //! - [`workflow`]: `subaccount`, `keys` and `keygen` against the stand-in, with a running
 //!   proxy picking up every account change without a restart.
