@@ -8,6 +8,8 @@
 //!   kept alive.
 //! - `connect_to` dials another address for a host while SNI, certificate checks and `Host`
 //!   still use the real name, for tests and private links.
+//! - With `[upstream] proxy`, the dialer opens each connection as a `CONNECT` tunnel through
+//!   a corporate HTTP proxy ([`crate::egress`]); TLS to Twilio runs end to end inside it.
 //! - A connect that takes too long and a response that takes too long are distinct errors
 //!   (`504`), apart from connection failures (`502`).
 
