@@ -1,6 +1,12 @@
 //! The one log line per request (and per `CONNECT`), and the request's metrics. It holds
 //! nothing secret: no headers, no query, no token; only what routing decided, the request
-//! IDs, and how the request ended.
+//! IDs, the client's W3C trace ID, and how the request ended.
+//!
+//! Trace context: a valid `traceparent` from the client (W3C Trace Context) is the parent
+//! of the request's span (`request`, carrying the request ID, the trace ID and the client's
+//! span ID as `parent_id`), and its trace ID is logged beside the request ID, so one search
+//! finds the app's call and the proxy's. An invalid one is ignored (and, like a valid one,
+//! not forwarded unless `[telemetry] propagate_upstream`: see `hop`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +38,8 @@ pub(crate) struct RequestLog {
     pub(crate) client: Option<String>,
     /// Log a refusal at debug rather than warn (rate-limited refusals).
     pub(crate) quiet: bool,
+    /// The client's trace context, when it sent a valid `traceparent`.
+    pub(crate) trace: Option<TraceParent>,
 }
 
 impl RequestLog {
@@ -57,6 +65,23 @@ impl RequestLog {
             account: None,
             client: None,
             quiet: false,
+            trace: TraceParent::from_headers(request.headers()),
+        }
+    }
+
+    /// The request's span: the client's span (`traceparent`) is its parent. Events logged
+    /// while the request is handled carry its request ID and trace ID; nothing else (no
+    /// header value, no query, no secret).
+    pub(crate) fn span(&self) -> tracing::Span {
+        let request_id = self.request_id.to_str().unwrap_or("-");
+        match &self.trace {
+            Some(trace) => tracing::info_span!(
+                "request",
+                request_id,
+                trace_id = %trace.trace_id,
+                parent_id = %trace.parent_id,
+            ),
+            None => tracing::info_span!("request", request_id),
         }
     }
 
@@ -74,6 +99,10 @@ impl RequestLog {
         let account = self.account.as_deref().unwrap_or("-");
         let client = self.client.as_deref().unwrap_or("-");
         let request_id = self.request_id.to_str().unwrap_or("-");
+        let trace_id = self
+            .trace
+            .as_ref()
+            .map_or("-", |trace| trace.trace_id.as_str());
         let mut response = match outcome {
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -82,7 +111,7 @@ impl RequestLog {
                     .get("twilio-request-id")
                     .and_then(|value| value.to_str().ok())
                     .unwrap_or("-");
-                tracing::info!(%method, host, path, account, client, status, latency_us, request_id, twilio_request_id, "proxied");
+                tracing::info!(%method, host, path, account, client, status, latency_us, request_id, trace_id, twilio_request_id, "proxied");
                 response
             }
             Err(err) => {
@@ -92,9 +121,9 @@ impl RequestLog {
                 if self.quiet {
                     tracing::debug!(%method, status, code, error = %err, "refused");
                 } else if err.is_upstream_failure() {
-                    tracing::warn!(%method, host, path, account, client, status, latency_us, request_id, code, error = %err, "upstream failed");
+                    tracing::warn!(%method, host, path, account, client, status, latency_us, request_id, trace_id, code, error = %err, "upstream failed");
                 } else {
-                    tracing::warn!(%method, host, path, account, client, status, latency_us, request_id, code, error = %err, "refused");
+                    tracing::warn!(%method, host, path, account, client, status, latency_us, request_id, trace_id, code, error = %err, "refused");
                 }
                 err.to_response::<Full<Bytes>>().map(Either::Right)
             }
@@ -109,6 +138,66 @@ impl RequestLog {
         response
     }
 }
+
+/// A client's W3C `traceparent` (Trace Context Level 1), as far as the proxy uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TraceParent {
+    /// 32 lower-case hex digits, not all zero.
+    pub(crate) trace_id: String,
+    /// The client's span: 16 lower-case hex digits, not all zero.
+    pub(crate) parent_id: String,
+}
+
+impl TraceParent {
+    /// The one `traceparent` header, if it is valid: `version-traceid-parentid-flags`, all
+    /// lower-case hex, version not `ff` (version `00` exactly 55 characters; a later version
+    /// may append `-…`), neither ID all zeros. Anything else, or two headers, is ignored.
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Option<TraceParent> {
+        let mut values = headers.get_all(TRACEPARENT).iter();
+        let value = values.next()?.to_str().ok()?;
+        if values.next().is_some() {
+            return None;
+        }
+        TraceParent::parse(value)
+    }
+
+    fn parse(value: &str) -> Option<TraceParent> {
+        let value = value.trim_matches([' ', '\t']);
+        let head = value.get(..55)?;
+        let mut fields = head.split('-');
+        let (version, trace_id, parent_id, flags) = (
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+        );
+        let hex = |field: &str, len: usize| {
+            field.len() == len
+                && field
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        let nonzero = |field: &str| field.bytes().any(|b| b != b'0');
+        let valid = hex(version, 2)
+            && version != "ff"
+            && hex(trace_id, 32)
+            && hex(parent_id, 16)
+            && hex(flags, 2)
+            && nonzero(trace_id)
+            && nonzero(parent_id)
+            && match &value[55..] {
+                "" => true,
+                rest => version != "00" && rest.starts_with('-'),
+            };
+        valid.then(|| TraceParent {
+            trace_id: trace_id.to_owned(),
+            parent_id: parent_id.to_owned(),
+        })
+    }
+}
+
+/// The W3C Trace Context header that names the client's span.
+const TRACEPARENT: &str = "traceparent";
 
 /// At most 200 characters of what a client sent, each printable.
 fn printable(text: &str) -> String {
@@ -139,6 +228,37 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traceparent_is_read_as_w3c_trace_context_says() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parsed = TraceParent::parse(valid).unwrap();
+        assert_eq!(parsed.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(parsed.parent_id, "00f067aa0ba902b7");
+        // A later version may carry more after a dash.
+        assert!(TraceParent::parse(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later"
+        )
+        .is_some());
+        for invalid in [
+            "",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01x",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+        ] {
+            assert_eq!(TraceParent::parse(invalid), None, "{invalid}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.append(TRACEPARENT, HeaderValue::from_static(valid));
+        assert!(TraceParent::from_headers(&headers).is_some());
+        headers.append(TRACEPARENT, HeaderValue::from_static(valid));
+        assert_eq!(TraceParent::from_headers(&headers), None, "two headers");
+    }
 
     #[test]
     fn request_ids_are_kept_when_safe_and_replaced_otherwise() {

@@ -34,7 +34,7 @@ use crate::keepalive::{Activity, Deadlines, Guarded, Tracked};
 use crate::proxy::{Origin, Proxy};
 use crate::route::{canonical_host, HostPattern};
 use crate::shutdown::{Drain, Shutdown};
-use crate::upstream::{DialError, Dialer};
+use crate::upstream::Dialer;
 
 /// What `CONNECT` may lead to, and the proxy that signs inside intercepted tunnels.
 #[derive(Debug)]
@@ -71,11 +71,12 @@ impl Tunnels {
             )?),
             None => None,
         };
+        let dialer = proxy.dialer().clone();
         Ok(Tunnels {
             proxy,
             interceptor,
             passthrough: config.passthrough_hosts.clone(),
-            dialer: Dialer::new(&config.upstream),
+            dialer,
             tls_handshake_timeout: config.server.tls_handshake_timeout,
             header_read_timeout: config.server.header_read_timeout,
             idle_timeout: config.server.idle_timeout,
@@ -148,16 +149,7 @@ impl Tunnels {
                 .dialer
                 .connect(&host, port)
                 .await
-                .map_err(|err| match err {
-                    DialError::Timeout => ProxyError::UpstreamTimeout {
-                        host: host.clone(),
-                        timeout: self.dialer.timeout(),
-                    },
-                    DialError::Io(err) => ProxyError::UpstreamConnect {
-                        host: host.clone(),
-                        reason: err.to_string(),
-                    },
-                })?;
+                .map_err(|err| err.to_proxy_error(&host, self.dialer.timeout()))?;
             return Ok(Tunnel::Passthrough(server));
         }
         if !self.proxy.signer().hosts().is_allowed(&host) {

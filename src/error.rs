@@ -197,6 +197,23 @@ pub enum ProxyError {
         /// The timeout that expired.
         timeout: std::time::Duration,
     },
+    /// The corporate egress proxy (`upstream.proxy`) refused the `CONNECT` (a `407` included)
+    /// or did not answer it sensibly.
+    #[error("could not reach {host} through the egress proxy: {reason}")]
+    EgressRefused {
+        /// The upstream host.
+        host: String,
+        /// Why, without secrets.
+        reason: String,
+    },
+    /// The corporate egress proxy (`upstream.proxy`) could not be reached.
+    #[error("could not reach {host}: {reason}")]
+    EgressUnreachable {
+        /// The upstream host.
+        host: String,
+        /// Why, without secrets.
+        reason: String,
+    },
     /// The upstream exchange failed after connecting.
     #[error("request to {host} failed: {reason}")]
     Upstream {
@@ -231,7 +248,10 @@ impl ProxyError {
             BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Interception(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Signing => StatusCode::INTERNAL_SERVER_ERROR,
-            UpstreamConnect { .. } | Upstream { .. } => StatusCode::BAD_GATEWAY,
+            UpstreamConnect { .. }
+            | Upstream { .. }
+            | EgressRefused { .. }
+            | EgressUnreachable { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Overloaded(_) | UpstreamBusy { .. } | KeyUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -265,6 +285,8 @@ impl ProxyError {
             UrlAsPath => 79026,
             MethodNotForwarded(_) => 79019,
             BadUpstreamResponse { .. } => 79043,
+            EgressRefused { .. } => 79044,
+            EgressUnreachable { .. } => 79045,
             BadHeader(_) => 79016,
             Misdirected(_) => 79017,
             BodyTooLarge { .. } => 79020,
@@ -292,6 +314,8 @@ impl ProxyError {
             ProxyError::UpstreamConnect { .. }
                 | ProxyError::UpstreamTimeout { .. }
                 | ProxyError::Upstream { .. }
+                | ProxyError::EgressRefused { .. }
+                | ProxyError::EgressUnreachable { .. }
         )
     }
 

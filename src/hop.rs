@@ -2,7 +2,8 @@
 //! connection, not the message: they are removed before a request is signed and forwarded,
 //! and from responses on the way back. Headers that describe the client's own network
 //! (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `X-Original-URL`, `Via`) are removed before
-//! forwarding too: an official SDK sends none, and Twilio has no business with them.
+//! forwarding too: an official SDK sends none, and Twilio has no business with them. So are
+//! W3C `traceparent`/`tracestate`, unless `[telemetry] propagate_upstream` forwards them.
 
 use http::header::{
     HeaderMap, HeaderName, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
@@ -38,6 +39,17 @@ pub(crate) fn strip(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     for name in LEGACY {
+        headers.remove(name);
+    }
+}
+
+/// W3C Trace Context: the app's tracing, which a third party has no use for unless asked
+/// (`[telemetry] propagate_upstream`).
+const TRACE_CONTEXT: [&str; 2] = ["traceparent", "tracestate"];
+
+/// Removes `traceparent` and `tracestate`.
+pub(crate) fn strip_trace_context(headers: &mut HeaderMap) {
+    for name in TRACE_CONTEXT {
         headers.remove(name);
     }
 }

@@ -18,32 +18,34 @@
 //!
 //! **The request path, top to bottom** — listener → route → normalize → sign → upstream:
 //! - `server`: the listener loop; one task per connection, each holding a slot
-//!   (`admission`: `max_connections`, `max_in_flight`); [`mtls`] for the TLS listener;
+//!   (`admission`: `max_connections`, `max_in_flight`); `mtls` for the TLS listener;
 //!   `head` (the strict head pre-check that answers 79023/79024 as JSON) and `keepalive`
 //!   (idle and header deadlines) wrap each connection.
 //! - `connect`: `CONNECT` — refused, intercepted (TLS terminated with the local CA of
 //!   [`intercept`], each request inside handed to `proxy` like any other) or passed through.
 //! - `proxy`: one request: the client check ([`clients`]), hop-by-hop headers (`hop`),
-//!   resolve and sign ([`sign`]), buffer and hash the body ([`body`]), forward ([`upstream`]),
+//!   resolve and sign ([`sign`]), buffer and hash the body ([`body`]), forward (`upstream`),
 //!   stream the answer back (`response`), one log line (`access_log`), the clock skew seen in
 //!   Twilio's `Date` (`clock_skew`).
 //! - [`sign`]: resolve against the request's one snapshot of [`keys`] — [`route`] (which Twilio
 //!   host; the allow-list that keeps the proxy from ever becoming an open proxy), [`auth`] (the
 //!   API key from HTTP Basic auth), [`normalize`] (path and query in a form every SDK
 //!   canonicalizes alike), the account (`sid`: SIDs in paths) — then one async step makes the
-//!   [`sign::SignedRequest`], the only thing [`upstream`] sends.
+//!   [`sign::SignedRequest`], the only thing `upstream` sends.
 //! - [`canonical`] (the canonical request and `rqh`), [`token`] (the JWT around one signature,
 //!   [`token::TokenMinter`]), [`signing_key`] (that signature: a PEM key in memory, or a device
 //!   that may block and go away — [`pkcs11`], an HSM — called on `signing_pool`, never on a
 //!   runtime thread).
-//! - [`error`]: every error a client can get, turned into Twilio-style JSON in one place.
+//! - `upstream` dials through `egress` when `[upstream] proxy` is set: a `CONNECT` tunnel
+//!   through a corporate HTTP proxy, with TLS to Twilio end to end inside it.
+//! - `error`: every error a client can get, turned into Twilio-style JSON in one place.
 //!
 //! **Beside the request path**
 //! - [`keys`]: the account snapshot, its one loader, `accounts_dir` ([`keys::dir`]) and the
 //!   reload ([`keys::reload`]) that isolates accounts.
 //! - [`workflow`]: the subaccount and key-rotation workflow under PKCV — a client of [`sign`]
-//!   and [`upstream`]; [`keygen`]: key pairs.
-//! - [`config`]: a pure, validated value (figment file + env); [`files`]: bounded reads of
+//!   and `upstream`; [`keygen`]: key pairs.
+//! - [`config`]: a pure, validated value (figment file + env); `files`: bounded reads of
 //!   files that may hold secrets.
 //!
 //! The Twilio stand-in the tests and the demo verify against is another crate
@@ -65,6 +67,7 @@ pub mod clients;
 pub(crate) mod clock_skew;
 pub mod config;
 pub(crate) mod connect;
+pub(crate) mod egress;
 pub(crate) mod error;
 pub(crate) mod files;
 pub(crate) mod head;

@@ -21,6 +21,7 @@ use http::{Method, Request, Response, Version};
 use http_body::Body;
 use http_body_util::Either;
 use hyper::body::Incoming;
+use tracing::Instrument as _;
 
 use crate::access_log::{ProxyBody, RequestLog, REQUEST_ID};
 use crate::admission::Admission;
@@ -60,6 +61,8 @@ pub(crate) struct Proxy {
     body_read_timeout: Duration,
     response_idle_timeout: Duration,
     clock_skew: ClockSkew,
+    /// `[telemetry] propagate_upstream`: forward `traceparent`/`tracestate` to Twilio.
+    propagate_trace: bool,
 }
 
 impl Proxy {
@@ -81,6 +84,7 @@ impl Proxy {
             body_read_timeout: config.server.body_read_timeout,
             response_idle_timeout: config.upstream.response_idle_timeout,
             clock_skew: ClockSkew::new(metrics.clone()),
+            propagate_trace: config.telemetry.propagate_upstream,
             metrics,
         })
     }
@@ -93,6 +97,11 @@ impl Proxy {
     /// The live account set, one snapshot per request.
     pub(crate) fn keys(&self) -> &Arc<KeyStore> {
         &self.keys
+    }
+
+    /// How upstream connections are opened (through the egress proxy, if any).
+    pub(crate) fn dialer(&self) -> &crate::upstream::Dialer {
+        self.upstream.dialer()
     }
 
     /// The metrics every request is counted in.
@@ -111,9 +120,16 @@ impl Proxy {
         B::Error: std::fmt::Display,
     {
         let mut log = RequestLog::start(&request, &self.metrics);
+        // The client's trace is the span's parent; the access log line itself, written
+        // outside it, names the trace ID as a field.
+        let span = log.span();
         // Refused at once when full: waiting in a queue would only slow every request.
         let outcome = match self.admission.request() {
-            Ok(_slot) => self.forward(request, origin, &mut log).await,
+            Ok(_slot) => {
+                self.forward(request, origin, &mut log)
+                    .instrument(span)
+                    .await
+            }
             Err(err) => Err(err),
         };
         log.finish(outcome.map(|response| response.map(Either::Left)))
@@ -141,6 +157,9 @@ impl Proxy {
         // the client's to pass on, so it can neither route nor sign the request.
         hop::strip(&mut parts.headers);
         hop::strip_client_network(&mut parts.headers);
+        if !self.propagate_trace {
+            hop::strip_trace_context(&mut parts.headers);
+        }
         parts.headers.insert(REQUEST_ID, log.request_id.clone());
         let target = self
             .signer

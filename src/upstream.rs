@@ -8,6 +8,8 @@
 //!   kept alive.
 //! - `connect_to` dials another address for a host while SNI, certificate checks and `Host`
 //!   still use the real name, for tests and private links.
+//! - With `[upstream] proxy`, the dialer opens each connection as a `CONNECT` tunnel through
+//!   a corporate HTTP proxy ([`crate::egress`]); TLS to Twilio runs end to end inside it.
 //! - A connect that takes too long and a response that takes too long are distinct errors
 //!   (`504`), apart from connection failures (`502`).
 
@@ -30,6 +32,7 @@ use tower_service::Service;
 
 use crate::body::BufferedBody;
 use crate::config::UpstreamSettings;
+use crate::egress::{EgressError, EgressLoadError, EgressProxy};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::route::HostPattern;
@@ -52,12 +55,16 @@ pub enum UpstreamError {
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    /// The egress proxy's credentials could not be read.
+    #[error(transparent)]
+    Egress(#[from] EgressLoadError),
 }
 
 /// The pooled HTTPS client to Twilio.
 #[derive(Clone)]
 pub(crate) struct Upstream {
     client: Client<HttpsConnector<ConnectTo>, BufferedBody>,
+    dialer: Dialer,
     request_timeout: Duration,
     connect_timeout: Duration,
     per_host: PerHost,
@@ -125,7 +132,8 @@ impl Upstream {
         .with_root_certificates(root_store(settings)?)
         .with_no_client_auth();
 
-        let dialer = ConnectTo(Dialer::new(settings), metrics);
+        let dialer = Dialer::new(settings)?;
+        let connect_to = ConnectTo(dialer.clone(), metrics);
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
@@ -133,9 +141,9 @@ impl Upstream {
         // HTTP/1.1 by default: what the official SDKs speak, and what Twilio's PKCV checks
         // are proven against. HTTP/2 (offered by ALPN) only when asked for.
         let connector = if settings.http2 {
-            builder.enable_http2().wrap_connector(dialer)
+            builder.enable_http2().wrap_connector(connect_to)
         } else {
-            builder.wrap_connector(dialer)
+            builder.wrap_connector(connect_to)
         };
         // Idle room above the per-host cap: a request that finds no idle connection at the
         // instant its permit frees dials one while the previous connection is on its way back
@@ -148,10 +156,17 @@ impl Upstream {
             .build(connector);
         Ok(Upstream {
             client,
+            dialer,
             request_timeout: settings.request_timeout,
             connect_timeout: settings.connect_timeout,
             per_host: PerHost::new(settings.max_connections_per_host),
         })
+    }
+
+    /// How this client opens TCP connections (through the egress proxy, if any): passthrough
+    /// tunnels dial with it too.
+    pub(crate) fn dialer(&self) -> &Dialer {
+        &self.dialer
     }
 
     /// Waits (up to the connect timeout) for a place among `max_connections_per_host`;
@@ -200,14 +215,10 @@ impl Upstream {
         let mut source = Some(outer.source().unwrap_or(outer));
         let mut reason = String::new();
         while let Some(current) = source {
-            if matches!(
-                current.downcast_ref::<DialError>(),
-                Some(DialError::Timeout)
-            ) {
-                return ProxyError::UpstreamTimeout {
-                    host: host.to_owned(),
-                    timeout: self.connect_timeout,
-                };
+            if let Some(dial @ (DialError::Timeout | DialError::Egress(_))) =
+                current.downcast_ref::<DialError>()
+            {
+                return dial.to_proxy_error(host, self.connect_timeout);
             }
             let text = current.to_string();
             // hyper's errors repeat their cause in their own message; say each part once.
@@ -275,23 +286,47 @@ pub(crate) enum DialError {
     /// The name did not resolve or the connection was refused.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// No tunnel through the egress proxy (`upstream.proxy`).
+    #[error(transparent)]
+    Egress(#[from] EgressError),
+}
+
+impl DialError {
+    /// What the client is told for a connection to `host` that failed so.
+    pub(crate) fn to_proxy_error(&self, host: &str, timeout: Duration) -> ProxyError {
+        match self {
+            DialError::Timeout => ProxyError::UpstreamTimeout {
+                host: host.to_owned(),
+                timeout,
+            },
+            DialError::Io(err) => ProxyError::UpstreamConnect {
+                host: host.to_owned(),
+                reason: err.to_string(),
+            },
+            DialError::Egress(err) => err.to_proxy_error(host, timeout),
+        }
+    }
 }
 
 /// How the proxy opens TCP connections upstream: `connect_to` overrides (exact names before
-/// patterns), a connect timeout, no Nagle delay. Used for signed traffic and for
-/// passthrough tunnels alike.
+/// patterns), through the egress proxy unless `no_proxy` matches, a connect timeout, no
+/// Nagle delay. Used for signed traffic and for passthrough tunnels alike.
 #[derive(Debug, Clone)]
 pub(crate) struct Dialer {
     overrides: Arc<Vec<(HostPattern, String)>>,
     timeout: Duration,
+    egress: Option<Arc<EgressProxy>>,
 }
 
 impl Dialer {
-    pub(crate) fn new(settings: &UpstreamSettings) -> Dialer {
-        Dialer {
+    /// Reads the egress proxy's credentials, if any; connects nowhere.
+    pub(crate) fn new(settings: &UpstreamSettings) -> Result<Dialer, EgressLoadError> {
+        let egress = settings.proxy.as_ref().map(EgressProxy::load).transpose()?;
+        Ok(Dialer {
             overrides: Arc::new(settings.connect_to.clone()),
             timeout: settings.connect_timeout,
-        }
+            egress: egress.map(Arc::new),
+        })
     }
 
     /// The connect timeout.
@@ -308,9 +343,17 @@ impl Dialer {
             .unwrap_or_else(|| format!("{host}:{port}"))
     }
 
-    /// Opens a TCP connection to `host` (or its override) within the connect timeout.
+    /// Opens a TCP connection to `host` (or its override) within the connect timeout: a
+    /// tunnel through the egress proxy (the `CONNECT` naming that address), or a direct one.
     pub(crate) async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, DialError> {
         let address = self.address(host, port);
+        if let Some(egress) = self
+            .egress
+            .as_ref()
+            .filter(|egress| egress.applies_to(host))
+        {
+            return Ok(egress.open(&address, self.timeout).await?);
+        }
         let stream = tokio::time::timeout(self.timeout, TcpStream::connect(&address))
             .await
             .map_err(|_| DialError::Timeout)??;

@@ -1,6 +1,7 @@
 //! `pkcv-proxy check-config`: everything `serve` checks before binding, then the effective
-//! configuration. The config holds no secrets (keys are file paths or PKCS#11 URIs, never a PIN), and key material is
-//! summarized, never printed.
+//! configuration. The config holds no secrets (keys are file paths or PKCS#11 URIs, never a PIN;
+//! the egress proxy's credentials are a file or a variable's name, shown as `<redacted>`),
+//! and key material is summarized, never printed.
 
 use std::path::Path;
 
@@ -29,8 +30,19 @@ pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<Outcome> {
         .collect();
     summary.sort_by(|a, b| a["account_sid"].as_str().cmp(&b["account_sid"].as_str()));
     let warnings = app.warnings();
+    // The egress proxy as it will be used (`proxy_from_env` resolved); its credentials were
+    // read by the build above and are never shown.
+    let egress = loaded.config.upstream.proxy.as_ref().map(|egress| {
+        let credentials = egress.auth_file.is_some() || egress.auth_env.is_some();
+        json!({
+            "address": egress.address,
+            "credentials": credentials.then_some("<redacted>"),
+            "no_proxy": egress.no_proxy.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        })
+    });
     let effective = json!({
         "config": loaded.shown(),
+        "egress_proxy": egress,
         "loaded_accounts": summary,
         "clients": accounts.clients().len(),
         "warnings": warnings,

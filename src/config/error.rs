@@ -139,6 +139,9 @@ pub enum ConfigError {
     /// Both `[pkcs11] pin_file` and `pin_env`.
     #[error("[pkcs11] sets both pin_file and pin_env: keep one")]
     PinSources,
+    /// `[upstream] proxy` and its companions (egress through a corporate proxy).
+    #[error(transparent)]
+    Egress(#[from] crate::egress::EgressConfigError),
 }
 
 impl From<figment::Error> for ConfigError {

@@ -29,7 +29,8 @@ pub use accounts::{AccountConfig, PrivateKey};
 pub use clients::ClientConfig;
 pub use error::ConfigError;
 pub use raw::{
-    LogFormat, RawConfig, RawIntercept, RawLog, RawPkcs11, RawServer, RawSigning, RawUpstream,
+    LogFormat, RawConfig, RawIntercept, RawLog, RawPkcs11, RawServer, RawSigning, RawTelemetry,
+    RawUpstream,
 };
 pub use server::{ServerSettings, TlsListenerSettings};
 pub use signing::SigningSettings;
@@ -66,6 +67,8 @@ pub struct Config {
     pub pkcs11: Pkcs11Settings,
     /// `[log]`
     pub log: LogSettings,
+    /// `[telemetry]`
+    pub telemetry: RawTelemetry,
     /// `[intercept]`, if enabled.
     pub intercept: Option<InterceptSettings>,
     /// Hosts tunnelled untouched on `CONNECT` (empty unless configured).
@@ -103,7 +106,14 @@ pub struct Loaded {
 impl Loaded {
     /// Reads `file` (if given) and `PKCV_…` variables over the defaults, then validates.
     pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
-        Loaded::from_raw(figment(file)?.extract()?)
+        let mut raw: RawConfig = figment(file)?.extract()?;
+        if raw.upstream.proxy_from_env {
+            let upstream = &mut raw.upstream;
+            crate::egress::apply_env(&mut upstream.proxy, &mut upstream.no_proxy, |name| {
+                std::env::var(name).ok()
+            })?;
+        }
+        Loaded::from_raw(raw)
     }
 
     /// Validates a raw configuration, one section at a time.
@@ -117,6 +127,11 @@ impl Loaded {
         let intercept = intercept_settings(&raw.intercept)?;
         let passthrough_hosts = passthrough_hosts(&raw.intercept, &upstream.hosts)?;
         check_connect_to(&upstream, &passthrough_hosts)?;
+        if let Some(egress) = upstream.proxy.as_ref() {
+            if egress.address == server.listen.to_string() {
+                return Err(crate::egress::EgressConfigError::Loop(egress.address.clone()).into());
+            }
+        }
         validate_accounts(&raw.accounts)?;
         validate_clients(&raw.clients)?;
         let config = Config {
@@ -125,6 +140,7 @@ impl Loaded {
             signing,
             pkcs11,
             log,
+            telemetry: raw.telemetry.clone(),
             intercept,
             passthrough_hosts,
             accounts: raw.accounts.clone(),
@@ -233,6 +249,7 @@ fn expand_paths(mut raw: RawConfig) -> Result<RawConfig, ConfigError> {
         Ok(())
     };
     expand(&mut raw.upstream.extra_ca_file)?;
+    expand(&mut raw.upstream.proxy_auth_file)?;
     expand(&mut raw.intercept.ca_cert_file)?;
     expand(&mut raw.intercept.ca_key_file)?;
     expand(&mut raw.server.tls_cert_file)?;

@@ -26,6 +26,8 @@ pub struct RawConfig {
     pub intercept: RawIntercept,
     /// `[pkcs11]`: the HSM module and PIN for `private_key = "pkcs11:…"` accounts.
     pub pkcs11: RawPkcs11,
+    /// `[telemetry]`
+    pub telemetry: RawTelemetry,
     /// `[[accounts]]`
     pub accounts: Vec<AccountConfig>,
     /// `[[clients]]`: who may use the proxy (empty: anyone who can connect).
@@ -141,6 +143,25 @@ pub struct RawUpstream {
     pub http2: bool,
     /// Requests (over HTTP/1.1: connections) in progress to one host at most.
     pub max_connections_per_host: u64,
+    /// A corporate HTTP proxy every upstream connection goes through (`http://host:port`,
+    /// no credentials in the URL).
+    pub proxy: Option<String>,
+    /// A file holding the proxy's `user:password` (owner-readable only).
+    pub proxy_auth_file: Option<PathBuf>,
+    /// An environment variable holding the proxy's `user:password`.
+    pub proxy_auth_env: Option<String>,
+    /// Hosts (or `*.` patterns) reached directly, not through `proxy`.
+    pub no_proxy: Vec<String>,
+    /// Read the process's own `HTTPS_PROXY`/`NO_PROXY` (off: only `proxy` and `no_proxy`).
+    pub proxy_from_env: bool,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// Forward the client's `traceparent`/`tracestate` to Twilio (off: they are removed).
+    pub propagate_upstream: bool,
 }
 
 impl Default for RawUpstream {
@@ -155,6 +176,11 @@ impl Default for RawUpstream {
             response_idle_timeout_ms: 60_000,
             http2: false,
             max_connections_per_host: 64,
+            proxy: None,
+            proxy_auth_file: None,
+            proxy_auth_env: None,
+            no_proxy: Vec::new(),
+            proxy_from_env: false,
         }
     }
 }

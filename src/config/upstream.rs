@@ -27,6 +27,8 @@ pub struct UpstreamSettings {
     pub http2: bool,
     /// Requests in progress to one host at most.
     pub max_connections_per_host: usize,
+    /// The corporate egress proxy, if any.
+    pub proxy: Option<crate::egress::EgressSettings>,
 }
 
 /// Interception, when enabled.
@@ -139,6 +141,7 @@ pub(super) fn upstream_settings(raw: &RawUpstream) -> Result<UpstreamSettings, C
         request_timeout: Duration::from_millis(request),
         response_idle_timeout: Duration::from_millis(response_idle),
         http2: raw.http2,
+        proxy: egress_settings(raw)?,
         max_connections_per_host: in_range(
             "upstream.max_connections_per_host",
             raw.max_connections_per_host,
@@ -146,6 +149,22 @@ pub(super) fn upstream_settings(raw: &RawUpstream) -> Result<UpstreamSettings, C
             "1–100000",
         )? as usize,
     })
+}
+
+/// `[upstream] proxy`, `proxy_auth_file`/`proxy_auth_env` (one of them) and `no_proxy`.
+fn egress_settings(
+    raw: &RawUpstream,
+) -> Result<Option<crate::egress::EgressSettings>, ConfigError> {
+    let auth = raw.proxy_auth_file.is_some() || raw.proxy_auth_env.is_some();
+    if auth && raw.proxy.as_deref().unwrap_or_default().is_empty() && !raw.proxy_from_env {
+        return Err(crate::egress::EgressConfigError::AuthWithoutProxy.into());
+    }
+    Ok(crate::egress::settings(
+        raw.proxy.as_deref(),
+        raw.proxy_auth_file.as_deref(),
+        raw.proxy_auth_env.as_deref(),
+        &raw.no_proxy,
+    )?)
 }
 
 /// The allow-list and the default host, which must be on it.

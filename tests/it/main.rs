@@ -13,6 +13,9 @@
 //!   clients reloaded on `SIGHUP`, and the warning for a network listener without clients.
 //! - [`device`]: a signing device that fails while the proxy runs (injected through the
 //!   public `Device` trait): 503 79053 for its account only, degraded readiness, recovery.
+//! - [`egress`]: upstream connections through a corporate HTTP proxy: a real squid, with and
+//!   without proxy authentication (`#[ignore]`d: squid, apache2-utils), and each failure of
+//!   the corporate proxy with its own code; `no_proxy`, `proxy_from_env`, `check-config`.
 //! - [`e2e`]: HTTP clients → proxy → the verifying stand-in: normalization, bodies, routing,
 //!   several accounts, refusals, upstream failures, pooling, PS256.
 //! - [`hostile`]: raw bytes: malformed request heads get the JSON error (79023, 79024), and
@@ -41,6 +44,8 @@
 //!   clients, a stream of `SIGHUP`s and a key rotation; nothing unsigned or stale, RSS flat.
 //! - [`standin`]: the stand-in itself refuses what Twilio refuses.
 //! - [`systemd`]: `READY=1`, `RELOADING=1`, `STOPPING=1` on `NOTIFY_SOCKET`.
+//! - [`trace`]: W3C trace context: a client's `traceparent` logged (human and JSON) and not
+//!   forwarded by default; forwarded with `[telemetry] propagate_upstream`.
 //! - [`vectors`]: the official SDKs' canonical requests and tokens, reproduced byte for byte.
 //! - [`workflow`]: `subaccount`, `keys` and `keygen` against the stand-in, with a running
 //!   proxy picking up every account change without a restart.
@@ -51,6 +56,7 @@ mod cli;
 mod clients;
 mod device;
 mod e2e;
+mod egress;
 mod hostile;
 mod hsm;
 mod intercept;
@@ -64,5 +70,6 @@ mod sdk;
 mod soak;
 mod standin;
 mod systemd;
+mod trace;
 mod vectors;
 mod workflow;

@@ -252,6 +252,16 @@ impl Harness {
         tweak: impl FnOnce(&mut RawConfig),
     ) -> Harness {
         let standin = StandIn::start(registry(accounts)).await.unwrap();
+        Self::start_around(standin, accounts, tweak).await
+    }
+
+    /// As [`Harness::start_with`], in front of a stand-in already running (whose port
+    /// something else, such as a squid, had to know first).
+    pub async fn start_around(
+        standin: StandIn,
+        accounts: &[TestAccount],
+        tweak: impl FnOnce(&mut RawConfig),
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let mut raw = RawConfig::default();
         raw.server.listen = "127.0.0.1:0".into();
