@@ -74,6 +74,7 @@ pub mod normalize;
 pub(crate) mod notify;
 pub mod pkcs11;
 pub(crate) mod proxy;
+pub mod rejection;
 pub(crate) mod response;
 pub mod route;
 pub(crate) mod server;

@@ -19,6 +19,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::rejection::Rejections;
+
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -136,6 +138,7 @@ pub struct Metrics {
     tunnels_open: Gauge,
     clock_skew: Gauge<f64, AtomicU64>,
     upstream_connections_opened: Counter,
+    rejections: Rejections,
 }
 
 /// Durations from 50 µs (an RSA signature) to about 13 s (a slow upstream), doubling.
@@ -169,6 +172,7 @@ impl Metrics {
             tunnels_open: Gauge::default(),
             clock_skew: Gauge::default(),
             upstream_connections_opened: Counter::default(),
+            rejections: Rejections::default(),
             registry: Registry::default(),
         };
         let mut registry = Registry::default();
@@ -237,6 +241,7 @@ impl Metrics {
             Unit::Seconds,
             self.key_last_reload.clone(),
         );
+        self.rejections.register(registry);
         self.register_gauges(registry);
     }
 
@@ -283,6 +288,11 @@ impl Metrics {
             let _ = writeln!(text, "# encoding failed");
         }
         text
+    }
+
+    /// Twilio's own rejections: counted, logged, the last per account kept.
+    pub fn rejections(&self) -> &Rejections {
+        &self.rejections
     }
 
     /// One request answered.

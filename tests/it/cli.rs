@@ -313,7 +313,18 @@ async fn explain_prints_a_codes_entry_and_every_code_the_proxy_makes_is_document
         printed.starts_with("79006 (HTTP 403): The API key is not in"),
         "{printed}"
     );
-    let unknown = run_pkcv(&["explain", "20003"], None, &[]).await;
+    // Twilio's codes on the road to Twilio, each from the table.
+    for code in pkcv_proxy::rejection::TWILIO_CODES {
+        let output = run_pkcv(&["explain", &code.code.to_string()], None, &[]).await;
+        let printed = text(&output);
+        assert!(output.status.success(), "{printed}");
+        assert!(
+            printed.starts_with(&format!("{} (Twilio: {}): ", code.code, code.name))
+                && printed.contains(code.action),
+            "{printed}"
+        );
+    }
+    let unknown = run_pkcv(&["explain", "21211"], None, &[]).await;
     assert!(!unknown.status.success());
     assert!(
         text(&unknown).contains("come from Twilio"),

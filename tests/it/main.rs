@@ -35,6 +35,8 @@
 //! - [`recipes`]: every client recipe of docs/clients.md run for real (Java's three HTTP
 //!   clients, Go, Ruby, PHP, Python async), with and without client authentication
 //!   (`#[ignore]`d; toolchains from `tests/sdk/clients-setup.sh`).
+//! - [`rejections`]: Twilio's own 401/403 codes counted, logged once a minute and shown in
+//!   `/readyz`, the body passed on unchanged.
 //! - [`sdk`]: the official twilio-python and twilio-node through the proxy (`#[ignore]`d:
 //!   `tests/sdk/setup.sh` installs them).
 //! - [`soak`]: a bounded soak (`#[ignore]`d; a step of its own in `.ci/run`): hundreds of
@@ -60,6 +62,7 @@ mod normalize_props;
 mod operations;
 mod packaging;
 mod recipes;
+mod rejections;
 mod sdk;
 mod soak;
 mod standin;
