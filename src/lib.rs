@@ -60,6 +60,7 @@ pub mod clients;
 pub(crate) mod clock_skew;
 pub mod config;
 pub(crate) mod connect;
+pub mod doctor;
 pub mod error;
 pub mod files;
 pub(crate) mod head;

@@ -13,6 +13,8 @@
 //!   clients reloaded on `SIGHUP`, and the warning for a network listener without clients.
 //! - [`device`]: a signing device that fails while the proxy runs (injected through the
 //!   public `Device` trait): 503 79053 for its account only, degraded readiness, recovery.
+//! - [`doctor`]: `pkcv-proxy doctor` against the stand-in, with each injected fault named
+//!   with its cause and fix, human and `--json`, exit codes 0 / 2 / 1.
 //! - [`e2e`]: HTTP clients → proxy → the verifying stand-in: normalization, bodies, routing,
 //!   several accounts, refusals, upstream failures, pooling, PS256.
 //! - [`hostile`]: raw bytes: malformed request heads get the JSON error (79023, 79024), and
@@ -52,6 +54,7 @@ mod support;
 mod cli;
 mod clients;
 mod device;
+mod doctor;
 mod e2e;
 mod hostile;
 mod hsm;
