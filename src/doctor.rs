@@ -194,30 +194,37 @@ impl Doctor<'_> {
                 None
             }
         };
-        let date = self.network(&mut checks).await;
-        checks.push(clock(date));
+        let reachable = self.network(&mut checks).await;
+        let clock_at = checks.len();
+        // Twilio's `Date` from a signed answer; else from one unauthenticated `HEAD /`.
+        let mut date = None;
         if let Some(accounts) = accounts {
-            self.accounts(&accounts, &mut checks).await;
+            date = self.accounts(&accounts, &mut checks).await;
         }
+        if date.is_none() && reachable {
+            date = probe_date(self.config, API_HOST).await;
+        }
+        checks.insert(clock_at, clock(date));
         checks
     }
 
-    /// DNS, TCP and TLS to Twilio's hosts; the `Date` Twilio answered with.
-    async fn network(&self, checks: &mut Vec<Check>) -> Option<SystemTime> {
+    /// DNS, TCP and TLS to Twilio's hosts; true when the REST host was reached.
+    async fn network(&self, checks: &mut Vec<Check>) -> bool {
         let mut hosts = vec![API_HOST];
         if self.main.is_some() {
             hosts.push(ACCOUNTS_HOST);
         }
-        let mut date = None;
+        let mut reachable = false;
         for host in hosts {
-            let (check, answered) = reach(self.config, host).await;
+            let check = reach(self.config, host).await;
+            reachable |= host == API_HOST && check.outcome == Outcome::Passed;
             checks.push(check);
-            date = date.or(answered);
         }
-        date
+        reachable
     }
 
-    async fn accounts(&self, accounts: &Accounts, checks: &mut Vec<Check>) {
+    /// The per-account checks; the `Date` of the first signed answer.
+    async fn accounts(&self, accounts: &Accounts, checks: &mut Vec<Check>) -> Option<SystemTime> {
         let configured = dir::configured_accounts(self.config).unwrap_or_default();
         let mut selected: Vec<&Arc<Account>> = accounts
             .iter()
@@ -235,7 +242,7 @@ impl Doctor<'_> {
                 format!("{only} is not configured on this proxy"),
                 "add it ([[accounts]] or a file in accounts_dir), or name a configured account",
             ));
-            return;
+            return None;
         }
         let sender = match Sender::new(self.config) {
             Ok(sender) => sender,
@@ -246,16 +253,20 @@ impl Doctor<'_> {
                     err,
                     "fix [upstream] (extra_ca_file)",
                 ));
-                return;
+                return None;
             }
         };
+        let mut date = None;
         for account in selected {
             let entry = configured
                 .iter()
                 .find(|c| c.account_sid == account.account_sid);
-            checks.push(self.signed_call(&sender, account, entry).await);
+            let (check, answered) = self.signed_call(&sender, account, entry).await;
+            checks.push(check);
+            date = date.or(answered);
             checks.push(self.credential(&sender, account).await);
         }
+        date
     }
 
     /// The API key that signs as `account`: the Main key for the main account, else the
@@ -312,6 +323,7 @@ struct Sender {
 /// A signed request's answer: status, `Date`, body (at most [`MAX_ANSWER`]).
 struct Answer {
     status: StatusCode,
+    date: Option<SystemTime>,
     body: Bytes,
 }
 
@@ -361,12 +373,17 @@ impl Sender {
             .await
             .map_err(|failure| failure.error.to_string())?;
         let status = response.status();
+        let date = response
+            .headers()
+            .get(http::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
         let body = Limited::new(response.into_body(), MAX_ANSWER)
             .collect()
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
-        Ok(Answer { status, body })
+        Ok(Answer { status, date, body })
     }
 }
 
@@ -377,34 +394,27 @@ impl Doctor<'_> {
         sender: &Sender,
         account: &Account,
         entry: Option<&AccountConfig>,
-    ) -> Check {
+    ) -> (Check, Option<SystemTime>) {
         const NAME: &str = "signed call";
         let sid = account.account_sid.as_str();
         let (key, secret, source) = match self.api_key(account, entry) {
             Ok(found) => found,
             Err(how) => {
-                return Check::not_run(
-                    NAME,
-                    Some(sid),
-                    "no API key credentials for this account".into(),
-                    how,
-                )
+                let detail = "no API key credentials for this account".into();
+                return (Check::not_run(NAME, Some(sid), detail, how), None);
             }
         };
         let url = format!("https://{API_HOST}/2010-04-01/Accounts/{sid}.json");
         let answer = match sender.get(account, &url, (&key, &secret)).await {
             Ok(answer) => answer,
             Err(err) => {
-                return Check::failed(
-                    NAME,
-                    Some(sid),
-                    format!("GET {url}: {err}"),
-                    "see the upstream checks above",
-                )
+                let detail = format!("GET {url}: {err}");
+                let check = Check::failed(NAME, Some(sid), detail, "see the upstream checks above");
+                return (check, None);
             }
         };
         if answer.status.is_success() {
-            return Check::passed(
+            let check = Check::passed(
                 NAME,
                 Some(sid),
                 format!(
@@ -412,16 +422,26 @@ impl Doctor<'_> {
                     account.credential_sid
                 ),
             );
+            return (check, answer.date);
         }
-        refused(NAME, sid, &answer, |code| {
+        let credential = account.credential_sid.as_str();
+        let signer = &account.signer;
+        let check = refused(NAME, sid, &answer, |code| {
             match code {
-            20003 => format!("Twilio does not accept {source}: the key was deleted or the secret is wrong"),
-            20151 => format!("the private key ({}) is not the public key registered as {}, or {} is not registered in {sid}", account.signer, account.credential_sid, account.credential_sid),
+            20003 => format!(
+                "Twilio does not accept {source}: the key was deleted or the secret is wrong"
+            ),
+            20151 => format!(
+                "the private key ({signer}) is not the public key registered as {credential}, or {credential} is not registered in {sid}"
+            ),
             20153 => format!("{key} does not belong to {sid}, or either is suspended"),
-            20155 | 20156 => "this machine's clock and Twilio's differ: see the clock check".to_owned(),
+            20155 | 20156 => {
+                "this machine's clock and Twilio's differ: see the clock check".to_owned()
+            }
             _ => String::new(),
         }
-        })
+        });
+        (check, answer.date)
     }
 
     /// With the Main key: the account's credential exists.
@@ -535,13 +555,30 @@ fn clock(date: Option<SystemTime>) -> Check {
 }
 
 /// DNS, TCP and TLS to `host` with the upstream settings, each timed; then one plain
-/// `HEAD /` for Twilio's `Date`.
-async fn reach(config: &Config, host: &str) -> (Check, Option<SystemTime>) {
+/// DNS, TCP and TLS to `host` with the upstream settings, each timed.
+async fn reach(config: &Config, host: &str) -> Check {
     let name = format!("upstream {host}");
+    match connect(config, host).await {
+        Ok((_, detail)) => Check::passed(&name, None, detail),
+        Err((detail, advice)) => Check::failed(&name, None, detail, advice),
+    }
+}
+
+/// Twilio's `Date` from one unauthenticated `HEAD /` (when no signed call ran).
+async fn probe_date(config: &Config, host: &str) -> Option<SystemTime> {
+    let (tls, _) = connect(config, host).await.ok()?;
+    date_of(tls, host, config.upstream.request_timeout).await
+}
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A verified TLS connection to `host` and how long each step took; else what failed and
+/// what to do.
+async fn connect(config: &Config, host: &str) -> Result<(Tls, String), (String, &'static str)> {
     let settings = &config.upstream;
     let dialer = Dialer::new(settings);
     let address = dialer.address(host, 443);
-    let fail = |detail: String, advice: &str| (Check::failed(&name, None, detail, advice), None);
+    let fail = |detail: String, advice: &'static str| Err((detail, advice));
     let started = Instant::now();
     let resolved =
         tokio::time::timeout(settings.connect_timeout, tokio::net::lookup_host(&address)).await;
@@ -590,15 +627,14 @@ async fn reach(config: &Config, host: &str) -> (Check, Option<SystemTime>) {
         tcp_time.as_millis(),
         started.elapsed().as_millis()
     );
-    let date = date_of(tls, host, settings.request_timeout).await;
-    (Check::passed(&name, None, detail), date)
+    Ok((tls, detail))
 }
 
 async fn tls_handshake(
     settings: &crate::config::UpstreamSettings,
     host: &str,
     tcp: tokio::net::TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+) -> Result<Tls, String> {
     let config = upstream::tls_config(settings).map_err(|e| e.to_string())?;
     let server_name =
         rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;

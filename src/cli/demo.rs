@@ -93,7 +93,8 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
         out!("   {line}");
     }
     out!();
-    demo.finish(failures).await
+    let doctored = demo.doctor(steps.len() + 6).await?;
+    demo.finish(failures + usize::from(!doctored)).await
 }
 
 impl Demo {
@@ -294,6 +295,29 @@ impl Demo {
         Ok(())
     }
 
+    /// The last step: `pkcv-proxy doctor` on the demo's setup, as after any real install.
+    /// True when every check passed.
+    async fn doctor(&self, number: usize) -> anyhow::Result<bool> {
+        out!(
+            "{number}. check the whole setup against the stand-in (what `pkcv-proxy doctor` does)"
+        );
+        let doctor = pkcv_proxy::doctor::Doctor {
+            config: &self.config,
+            main: Some(pkcv_proxy::doctor::MainCredentials::new(
+                &self.main.account_sid,
+                &self.main.api_key_sid,
+                &self.main.secret,
+            )),
+            only: None,
+        };
+        let checks = doctor.run().await;
+        for check in &checks {
+            super::doctor::print_human(check, "   ")?;
+        }
+        out!();
+        Ok(pkcv_proxy::doctor::exit_code(&checks) == 0)
+    }
+
     /// Stops everything, removes the throwaway files and says what to do next.
     async fn finish(self, failures: usize) -> anyhow::Result<ExitCode> {
         self.proxy.stop().await;
@@ -316,8 +340,9 @@ impl Demo {
              1. pkcv-proxy keygen --out-dir keys          # a key pair; upload the public half to Twilio\n\
              2. cp config/pkcv-proxy.example.toml pkcv-proxy.toml   # set account_sid, credential_sid, private_key_file\n\
              3. pkcv-proxy check-config -c pkcv-proxy.toml\n\
-             4. pkcv-proxy serve -c pkcv-proxy.toml\n\
-             5. point an SDK at it: HTTP_PROXY=http://127.0.0.1:8080, or its base URL"
+             4. pkcv-proxy doctor -c pkcv-proxy.toml      # with TWILIO_ACCOUNT_SID, TWILIO_MAIN_KEY, TWILIO_MAIN_SECRET set\n\
+             5. pkcv-proxy serve -c pkcv-proxy.toml\n\
+             6. point an SDK at it: HTTP_PROXY=http://127.0.0.1:8080, or its base URL"
         );
         Ok(ExitCode::SUCCESS)
     }

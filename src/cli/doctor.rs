@@ -52,7 +52,7 @@ pub(crate) async fn run(config_path: Option<&Path>, args: DoctorArgs) -> anyhow:
         if args.json {
             out!("{}", check.to_json());
         } else {
-            print_human(check)?;
+            print_human(check, "")?;
         }
     }
     if !args.json {
@@ -67,7 +67,8 @@ pub(crate) async fn run(config_path: Option<&Path>, args: DoctorArgs) -> anyhow:
     Ok(ExitCode::from(exit_code(&checks)))
 }
 
-fn print_human(check: &Check) -> anyhow::Result<()> {
+/// One check for a person: ✓, ✗ or - , what was found, and what to do.
+pub(crate) fn print_human(check: &Check, indent: &str) -> anyhow::Result<()> {
     let mark = match check.outcome {
         Outcome::Passed => "✓",
         Outcome::Failed => "✗",
@@ -83,9 +84,13 @@ fn print_human(check: &Check) -> anyhow::Result<()> {
     } else {
         ""
     };
-    out!("{mark} {}{about}: {not_run}{}", check.name, check.detail);
+    out!(
+        "{indent}{mark} {}{about}: {not_run}{}",
+        check.name,
+        check.detail
+    );
     if let Some(advice) = &check.advice {
-        out!("    → {advice}");
+        out!("{indent}    → {advice}");
     }
     Ok(())
 }

@@ -33,6 +33,10 @@ async fn demo_runs_offline_and_verifies() {
         "verified",
         "send an SMS as the new subaccount",
         "closed AC",
+        // It ends with a doctor run that passes.
+        "check the whole setup against the stand-in",
+        "✓ signed call AC",
+        "✓ credential AC",
     ] {
         assert!(out.contains(step), "{step}: {out}");
     }
