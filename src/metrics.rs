@@ -138,7 +138,7 @@ pub struct Metrics {
     tunnels_open: Gauge,
     clock_skew: Gauge<f64, AtomicU64>,
     upstream_connections_opened: Counter,
-    rejections: Rejections,
+    rejections: std::sync::Arc<Rejections>,
 }
 
 /// Durations from 50 µs (an RSA signature) to about 13 s (a slow upstream), doubling.
@@ -172,7 +172,7 @@ impl Metrics {
             tunnels_open: Gauge::default(),
             clock_skew: Gauge::default(),
             upstream_connections_opened: Counter::default(),
-            rejections: Rejections::default(),
+            rejections: std::sync::Arc::default(),
             registry: Registry::default(),
         };
         let mut registry = Registry::default();
@@ -291,7 +291,7 @@ impl Metrics {
     }
 
     /// Twilio's own rejections: counted, logged, the last per account kept.
-    pub fn rejections(&self) -> &Rejections {
+    pub fn rejections(&self) -> &std::sync::Arc<Rejections> {
         &self.rejections
     }
 

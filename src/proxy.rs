@@ -172,7 +172,8 @@ impl Proxy {
         let response = self.send(parts, target.clone(), body).await?;
         self.clock_skew.observe(response.headers().get(DATE));
         // Twilio's 401/403 say why in their body: read (bounded) as it streams, counted.
-        let response = rejection::inspect(response, &target.account.account_sid, &self.metrics);
+        let rejections = self.metrics.rejections();
+        let response = rejection::inspect(response, &target.account.account_sid, rejections);
         response::prepare(response, &target.host, self.response_idle_timeout, permit)
     }
 

@@ -24,8 +24,6 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use crate::metrics::Metrics;
-
 /// How much of a rejection's body is copied (and, gzipped, how much is decoded) to find its
 /// code: Twilio's error bodies are a few hundred bytes.
 pub const INSPECT_AT_MOST: usize = 8 * 1024;
@@ -216,7 +214,9 @@ impl Rejections {
             label,
             code,
             status,
-            at_unix: crate::token::unix_now(),
+            at_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs()),
         };
         let previous = self.accounts.rcu(|accounts| {
             let mut accounts = HashMap::clone(accounts);
@@ -303,7 +303,7 @@ fn warn(account: &str, status: u16, label: CodeLabel, code: Option<u32>) {
 pub(crate) fn inspect<B>(
     response: Response<B>,
     account: &str,
-    metrics: &Arc<Metrics>,
+    rejections: &Arc<Rejections>,
 ) -> Response<Inspected<B>> {
     let status = response.status();
     let tap = (status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN).then(|| {
@@ -316,7 +316,7 @@ pub(crate) fn inspect<B>(
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_owned),
             copy: Vec::new(),
-            metrics: metrics.clone(),
+            rejections: rejections.clone(),
         })
     });
     response.map(|body| Inspected { body, tap })
@@ -337,14 +337,13 @@ struct Tap {
     status: u16,
     encoding: Option<String>,
     copy: Vec<u8>,
-    metrics: Arc<Metrics>,
+    rejections: Arc<Rejections>,
 }
 
 impl Drop for Tap {
     fn drop(&mut self) {
         let (label, code) = read_code(self.encoding.as_deref(), &self.copy);
-        self.metrics
-            .rejections()
+        self.rejections
             .record(&self.account, self.status, label, code);
     }
 }
@@ -439,30 +438,33 @@ mod tests {
 
     #[tokio::test]
     async fn a_rejection_is_streamed_unchanged_counted_and_remembered() {
-        let metrics = Arc::new(Metrics::new());
+        let rejections = Arc::new(Rejections::default());
+        let mut registry = prometheus_client::registry::Registry::default();
+        rejections.register(&mut registry);
         let text = r#"{"code": 20155, "message": "Expiration Time In The Future"}"#;
         let mut response = Response::new(Full::new(Bytes::from(text)));
         *response.status_mut() = StatusCode::UNAUTHORIZED;
-        let body = inspect(response, "AC1", &metrics).into_body();
+        let body = inspect(response, "AC1", &rejections).into_body();
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(bytes, text.as_bytes());
-        let encoded = metrics.encode();
+        let mut encoded = String::new();
+        prometheus_client::encoding::text::encode(&mut encoded, &registry).unwrap();
         assert!(
             encoded.contains(r#"pkcv_proxy_twilio_rejections_total{code="20155",account="AC1"} 1"#),
             "{encoded}"
         );
-        let last = metrics.rejections().last();
+        let last = rejections.last();
         assert_eq!(last[0].0, "AC1");
         assert_eq!(last[0].1.label, CodeLabel::Known(20155));
     }
 
     #[tokio::test]
     async fn other_responses_are_not_copied() {
-        let metrics = Arc::new(Metrics::new());
+        let rejections = Arc::new(Rejections::default());
         let response = Response::new(Full::new(Bytes::from(r#"{"code": 20003}"#)));
-        let inspected = inspect(response, "AC1", &metrics);
+        let inspected = inspect(response, "AC1", &rejections);
         assert!(inspected.body().tap.is_none());
         inspected.into_body().collect().await.unwrap();
-        assert!(metrics.rejections().last().is_empty());
+        assert!(rejections.last().is_empty());
     }
 }
