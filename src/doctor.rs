@@ -264,7 +264,7 @@ impl Doctor<'_> {
             let (check, answered) = self.signed_call(&sender, account, entry).await;
             checks.push(check);
             date = date.or(answered);
-            checks.push(self.credential(&sender, account).await);
+            checks.push(self.credential(&sender, account, accounts).await);
         }
         date
     }
@@ -445,7 +445,7 @@ impl Doctor<'_> {
     }
 
     /// With the Main key: the account's credential exists.
-    async fn credential(&self, sender: &Sender, account: &Account) -> Check {
+    async fn credential(&self, sender: &Sender, account: &Account, accounts: &Accounts) -> Check {
         const NAME: &str = "credential";
         let sid = account.account_sid.as_str();
         let credential = account.credential_sid.as_str();
@@ -457,8 +457,7 @@ impl Doctor<'_> {
                 "set TWILIO_ACCOUNT_SID, TWILIO_MAIN_KEY and TWILIO_MAIN_SECRET (the Main API key, as `subaccount` and `keys` take it)".into(),
             );
         };
-        let accounts = Accounts::from_config(self.config).ok();
-        let Some(main_account) = accounts.as_ref().and_then(|a| a.get(&main.account_sid)) else {
+        let Some(main_account) = accounts.get(&main.account_sid) else {
             return Check::failed(
                 NAME,
                 Some(sid),
@@ -687,5 +686,57 @@ pub fn exit_code(checks: &[Check]) -> u8 {
         2
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exit_code_is_0_2_or_1() {
+        let passed = Check::passed("a", None, String::new());
+        let not_run = Check::not_run("b", None, String::new(), String::new());
+        let failed = Check::failed("c", None, String::new(), "");
+        assert_eq!(exit_code(std::slice::from_ref(&passed)), 0);
+        assert_eq!(exit_code(&[passed.clone(), not_run.clone()]), 2);
+        assert_eq!(exit_code(&[passed, not_run, failed]), 1);
+    }
+
+    #[test]
+    fn the_clock_fails_beyond_the_token_window_and_says_which_way() {
+        let now = SystemTime::now();
+        assert_eq!(clock(Some(now)).outcome, Outcome::Passed);
+        let noted = clock(Some(now - Duration::from_secs(60)));
+        assert_eq!(noted.outcome, Outcome::Passed);
+        assert!(noted.detail.contains("fix NTP"), "{}", noted.detail);
+        let ahead = clock(Some(now - Duration::from_secs(400)));
+        assert_eq!(ahead.outcome, Outcome::Failed);
+        assert!(ahead.advice.unwrap().contains("20155"));
+        let behind = clock(Some(now + Duration::from_secs(400)));
+        assert!(behind.advice.unwrap().contains("20156"));
+        assert_eq!(clock(None).outcome, Outcome::NotRun);
+    }
+
+    #[test]
+    fn a_refusal_carries_twilio_code_the_tables_advice_and_the_likely_cause() {
+        let answer = Answer {
+            status: StatusCode::UNAUTHORIZED,
+            date: None,
+            body: Bytes::from_static(br#"{"code": 20003, "message": "Authenticate"}"#),
+        };
+        let check = refused("signed call", "AC1", &answer, |_| "the key".to_owned());
+        assert_eq!(check.twilio_code, Some(20003));
+        assert!(check.detail.contains("(Authenticate)") && check.detail.contains("here: the key"));
+        assert!(check.advice.as_deref().unwrap().contains("keys list"));
+        let json = check.to_json();
+        assert_eq!(json["result"], "failed");
+        assert_eq!(json["account"], "AC1");
+    }
+
+    #[test]
+    fn the_main_key_debug_leaves_the_secret_out() {
+        let main = MainCredentials::new("AC1", "SK1", "hunter2");
+        assert!(!format!("{main:?}").contains("hunter2"));
     }
 }
