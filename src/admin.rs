@@ -157,7 +157,9 @@ impl Admin {
         match request.uri().path() {
             "/healthz" => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
             "/readyz" => {
-                let (status, body) = self.readiness.report();
+                let (status, mut body) = self.readiness.report();
+                // Details only: Twilio refusing a setup does not make the proxy unready.
+                body["twilio_rejections"] = self.metrics.rejections().readyz_details();
                 respond(status, "application/json", body.to_string())
             }
             "/metrics" => respond(StatusCode::OK, METRICS_CONTENT_TYPE, self.metrics.encode()),

@@ -57,7 +57,7 @@ impl ClockSkew {
 }
 
 /// Local minus remote, in seconds (positive: the local clock is ahead).
-fn skew_seconds(local: SystemTime, remote: SystemTime) -> f64 {
+pub(crate) fn skew_seconds(local: SystemTime, remote: SystemTime) -> f64 {
     match local.duration_since(remote) {
         Ok(ahead) => ahead.as_secs_f64(),
         Err(behind) => -behind.duration().as_secs_f64(),

@@ -25,8 +25,9 @@
 //!   [`intercept`], each request inside handed to `proxy` like any other) or passed through.
 //! - `proxy`: one request: the client check ([`clients`]), hop-by-hop headers (`hop`),
 //!   resolve and sign ([`sign`]), buffer and hash the body ([`body`]), forward (`upstream`),
-//!   stream the answer back (`response`), one log line (`access_log`), the clock skew seen in
-//!   Twilio's `Date` (`clock_skew`).
+//!   stream the answer back (`response`; Twilio's own 401/403 codes read from it as it
+//!   streams by [`rejection`], counted and explained), one log line (`access_log`), the clock
+//!   skew seen in Twilio's `Date` (`clock_skew`).
 //! - [`sign`]: resolve against the request's one snapshot of [`keys`] — [`route`] (which Twilio
 //!   host; the allow-list that keeps the proxy from ever becoming an open proxy), [`auth`] (the
 //!   API key from HTTP Basic auth), [`normalize`] (path and query in a form every SDK
@@ -43,6 +44,8 @@
 //! **Beside the request path**
 //! - [`keys`]: the account snapshot, its one loader, `accounts_dir` ([`keys::dir`]) and the
 //!   reload ([`keys::reload`]) that isolates accounts.
+//! - [`doctor`]: every check of a setup against Twilio, from the config to a signed call per
+//!   account, each with what to do.
 //! - [`workflow`]: the subaccount and key-rotation workflow under PKCV — a client of [`sign`]
 //!   and `upstream`; [`keygen`]: key pairs.
 //! - [`config`]: a pure, validated value (figment file + env); `files`: bounded reads of
@@ -67,6 +70,7 @@ pub mod clients;
 pub(crate) mod clock_skew;
 pub mod config;
 pub(crate) mod connect;
+pub mod doctor;
 pub(crate) mod egress;
 pub(crate) mod error;
 pub(crate) mod files;
@@ -82,6 +86,7 @@ pub mod normalize;
 pub(crate) mod notify;
 pub mod pkcs11;
 pub(crate) mod proxy;
+pub mod rejection;
 pub(crate) mod response;
 pub mod route;
 pub(crate) mod server;

@@ -1,7 +1,8 @@
 //! `pkcv-proxy`: parse the command line, run, map the outcome to an exit code. Exit codes
 //! and the printing of a top-level error live here and nowhere else (tests/it/layout.rs
 //! checks it): 0 success, 1 an error or [`Outcome::Failed`], 2 a wrong command line
-//! ([`Outcome::Usage`]), 130 [`Outcome::Interrupted`]. The man page's EXIT STATUS says the
+//! ([`Outcome::Usage`]) or checks that could not all run ([`Outcome::Incomplete`]), 130
+//! [`Outcome::Interrupted`]. The man page's EXIT STATUS says the
 //! same.
 
 mod cli;
@@ -16,8 +17,8 @@ fn main() -> ExitCode {
         Ok(Outcome::Failed) => ExitCode::FAILURE,
         // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
         Ok(Outcome::Interrupted) => ExitCode::from(130),
-        // What clap itself would exit with.
-        Ok(Outcome::Usage) => ExitCode::from(2),
+        // What clap itself would exit with; and `doctor`'s "nothing failed, some not run".
+        Ok(Outcome::Usage | Outcome::Incomplete) => ExitCode::from(2),
         // The reader of stdout went away (`check-config | head`): not a failure.
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {

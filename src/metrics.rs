@@ -19,6 +19,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::rejection::Rejections;
+
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -153,6 +155,7 @@ pub struct Metrics {
     tunnels_open: Gauge,
     clock_skew: Gauge<f64, AtomicU64>,
     upstream_connections_opened: Counter,
+    rejections: std::sync::Arc<Rejections>,
 }
 
 /// Durations from 50 µs (an RSA signature) to about 13 s (a slow upstream), doubling.
@@ -187,6 +190,7 @@ impl Metrics {
             tunnels_open: Gauge::default(),
             clock_skew: Gauge::default(),
             upstream_connections_opened: Counter::default(),
+            rejections: std::sync::Arc::default(),
             registry: Registry::default(),
         };
         for &code in REJECTION_CODES {
@@ -275,6 +279,7 @@ impl Metrics {
             Unit::Seconds,
             self.key_last_reload.clone(),
         );
+        self.rejections.register(registry);
         self.register_gauges(registry);
     }
 
@@ -321,6 +326,11 @@ impl Metrics {
             let _ = writeln!(text, "# encoding failed");
         }
         text
+    }
+
+    /// Twilio's own rejections: counted, logged, the last per account kept.
+    pub fn rejections(&self) -> &std::sync::Arc<Rejections> {
+        &self.rejections
     }
 
     /// One request answered.

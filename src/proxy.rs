@@ -34,6 +34,7 @@ use crate::head;
 use crate::hop;
 use crate::keys::{Accounts, KeyStore};
 use crate::metrics::Metrics;
+use crate::rejection::{self, Inspected};
 use crate::response::{self, Stalling};
 use crate::sign::{RequestSigner, Target};
 use crate::upstream::{Failure, Upstream, UpstreamError};
@@ -140,7 +141,7 @@ impl Proxy {
         request: Request<B>,
         origin: &Origin,
         log: &mut RequestLog,
-    ) -> Result<Response<Stalling<Incoming>>, ProxyError>
+    ) -> Result<Response<Stalling<Inspected<Incoming>>>, ProxyError>
     where
         B: Body<Data = Bytes>,
         B::Error: std::fmt::Display,
@@ -189,6 +190,9 @@ impl Proxy {
         let target = Arc::new(target);
         let response = self.send(parts, target.clone(), body).await?;
         self.clock_skew.observe(response.headers().get(DATE));
+        // Twilio's 401/403 say why in their body: read (bounded) as it streams, counted.
+        let rejections = self.metrics.rejections();
+        let response = rejection::inspect(response, &target.account.account_sid, rejections);
         response::prepare(response, &target.host, self.response_idle_timeout, permit)
     }
 

@@ -20,20 +20,21 @@ use tokio::time::{Instant, Sleep};
 
 use crate::error::ProxyError;
 use crate::hop;
+use crate::rejection::Inspected;
 use crate::upstream::HostPermit;
 
 /// What the proxy answers with: Twilio's streamed response, or its own (error) body.
-pub(crate) type ProxyBody = Either<Stalling<Incoming>, Full<Bytes>>;
+pub(crate) type ProxyBody = Either<Stalling<Inspected<Incoming>>, Full<Bytes>>;
 
 /// Checks and prepares Twilio's response for the client.
 ///
 /// The body keeps the request's `permit` among `max_connections_per_host` until it is done.
-pub(crate) fn prepare(
-    mut response: Response<Incoming>,
+pub(crate) fn prepare<B>(
+    mut response: Response<B>,
     host: &str,
     idle_timeout: Duration,
     permit: HostPermit,
-) -> Result<Response<Stalling<Incoming>>, ProxyError> {
+) -> Result<Response<Stalling<B>>, ProxyError> {
     let status = response.status();
     if status == StatusCode::SWITCHING_PROTOCOLS || status.is_informational() {
         return Err(ProxyError::BadUpstreamResponse {

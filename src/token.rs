@@ -69,7 +69,8 @@ pub struct Claims<'a> {
 }
 
 /// A private key bound to its credential SID, ready to mint tokens: the JWT layout is here,
-/// the signature is the [`SigningKey`]'s, wherever that key lives.
+/// the signature is the [`SigningKey`]'s, wherever that key lives. A clone shares the key.
+#[derive(Clone)]
 pub struct TokenMinter {
     key: Arc<dyn SigningKey>,
     algorithm: Algorithm,

@@ -125,12 +125,7 @@ impl Upstream {
         settings: &UpstreamSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Upstream, UpstreamError> {
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(root_store(settings)?)
-        .with_no_client_auth();
+        let tls = tls_config(settings)?;
 
         let dialer = Dialer::new(settings)?;
         let connect_to = ConnectTo(dialer.clone(), metrics);
@@ -252,6 +247,19 @@ pub(crate) struct Failure {
     /// The request, when its connection failed before any byte of it was written and its
     /// method may be retried: it can be signed afresh and sent once more.
     pub(crate) unsent: Option<Unsent>,
+}
+
+/// The TLS client settings for Twilio: the public web roots plus `extra_ca_file` (`doctor`
+/// handshakes with exactly these).
+pub(crate) fn tls_config(
+    settings: &UpstreamSettings,
+) -> Result<rustls::ClientConfig, UpstreamError> {
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(root_store(settings)?)
+    .with_no_client_auth())
 }
 
 fn root_store(settings: &UpstreamSettings) -> Result<RootCertStore, UpstreamError> {

@@ -94,7 +94,8 @@ pub(crate) async fn run() -> anyhow::Result<Outcome> {
         out!("   {line}");
     }
     out!();
-    demo.finish(failures).await
+    let doctored = demo.doctor(steps.len() + 6).await?;
+    demo.finish(failures + usize::from(!doctored)).await
 }
 
 impl Demo {
@@ -295,6 +296,29 @@ impl Demo {
         Ok(())
     }
 
+    /// The last step: `pkcv-proxy doctor` on the demo's setup, as after any real install.
+    /// True when every check passed.
+    async fn doctor(&self, number: usize) -> anyhow::Result<bool> {
+        out!(
+            "{number}. check the whole setup against the stand-in (what `pkcv-proxy doctor` does)"
+        );
+        let doctor = pkcv_proxy::doctor::Doctor {
+            config: &self.config,
+            main: Some(pkcv_proxy::doctor::MainCredentials::new(
+                &self.main.account_sid,
+                &self.main.api_key_sid,
+                &self.main.secret,
+            )),
+            only: None,
+        };
+        let checks = doctor.run().await;
+        for check in &checks {
+            super::doctor::print_human(check, "   ")?;
+        }
+        out!();
+        Ok(pkcv_proxy::doctor::verdict(&checks) == pkcv_proxy::doctor::Verdict::AllPassed)
+    }
+
     /// Stops everything, removes the throwaway files and says what to do next.
     async fn finish(self, failures: usize) -> anyhow::Result<Outcome> {
         self.proxy.stop().await;
@@ -321,8 +345,10 @@ impl Demo {
              3. pkcv-proxy ca init -c config/pkcv-proxy.toml --out-dir ca\n   \
                 # for HTTPS_PROXY clients (the SDKs): then enable [intercept] with these files\n\
              4. pkcv-proxy check-config -c config/pkcv-proxy.toml\n\
-             5. pkcv-proxy serve -c config/pkcv-proxy.toml\n\
-             6. point an SDK at it: HTTPS_PROXY=http://127.0.0.1:8080 (with [intercept]),\n   \
+             5. pkcv-proxy doctor -c config/pkcv-proxy.toml\n   \
+                # with TWILIO_ACCOUNT_SID, TWILIO_MAIN_KEY, TWILIO_MAIN_SECRET set\n\
+             6. pkcv-proxy serve -c config/pkcv-proxy.toml\n\
+             7. point an SDK at it: HTTPS_PROXY=http://127.0.0.1:8080 (with [intercept]),\n   \
                 or the proxy as its base URL: http://127.0.0.1:8080/api.twilio.com/..."
         );
         Ok(Outcome::Success)

@@ -16,6 +16,7 @@ mod check_config;
 mod completions;
 #[cfg(feature = "demo")]
 mod demo;
+mod doctor;
 mod explain;
 mod healthcheck;
 mod keygen;
@@ -84,7 +85,13 @@ enum Command {
         after_help = "Examples:\n  pkcv-proxy healthcheck\n  pkcv-proxy healthcheck --admin 127.0.0.1:9090"
     )]
     Healthcheck(Configured<healthcheck::HealthcheckArgs>),
-    /// What an error code (790xx) means and what to do about it.
+    /// Check the whole setup against Twilio: config, keys, network, clock, and per account a
+    /// signed call; ✓ or what to do, for each (exit 0 all passed, 2 some not run, 1 failed).
+    #[command(
+        after_help = "Examples:\n  pkcv-proxy doctor -c config/pkcv-proxy.toml\n  TWILIO_ACCOUNT_SID=AC... TWILIO_MAIN_KEY=SK... TWILIO_MAIN_SECRET=... pkcv-proxy doctor -c config/pkcv-proxy.toml --json"
+    )]
+    Doctor(Configured<doctor::DoctorArgs>),
+    /// What an error code (790xx, or Twilio's) means and what to do about it.
     Explain(explain::ExplainArgs),
     /// Print shell completions for pkcv-proxy.
     Completions(completions::CompletionsArgs),
@@ -153,6 +160,9 @@ pub enum Outcome {
     Interrupted,
     /// The command line was wrong; clap has said how.
     Usage,
+    /// Nothing failed, but some of what was asked could not be checked (`doctor` without
+    /// API key credentials).
+    Incomplete,
 }
 
 /// The variables `names`, or one error naming every one that is missing (a user fixing
@@ -206,6 +216,7 @@ pub fn run() -> anyhow::Result<Outcome> {
         Command::Healthcheck(c) => {
             runtime()?.block_on(healthcheck::run(c.config.config.as_deref(), c.args))
         }
+        Command::Doctor(c) => runtime()?.block_on(doctor::run(c.config.config.as_deref(), c.args)),
         Command::Explain(args) => explain::run(args),
         Command::Completions(args) => completions::completions(args),
         Command::Man => completions::man(),

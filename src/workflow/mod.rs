@@ -491,12 +491,7 @@ impl Session {
         account_sid: &str,
         account: Option<&AccountConfig>,
     ) -> Vec<PathBuf> {
-        account
-            .and_then(|a| a.private_key.file()?.parent().map(Path::to_path_buf))
-            .into_iter()
-            .chain(std::iter::once(self.accounts_dir().join("keys")))
-            .map(|dir| dir.join(format!("{account_sid}.secret")))
-            .collect()
+        secret_file_candidates(self.accounts_dir(), account_sid, account)
     }
 
     async fn verify_as(
@@ -579,6 +574,21 @@ impl Session {
             Err(err) => Err(err),
         }
     }
+}
+
+/// Where `subaccount create` puts an account's API key secret (`AC….secret`): next to its
+/// private key, or in `accounts_dir/keys`. `keys rotate` and `doctor` look there.
+pub fn secret_file_candidates(
+    accounts_dir: &Path,
+    account_sid: &str,
+    account: Option<&AccountConfig>,
+) -> Vec<PathBuf> {
+    account
+        .and_then(|a| a.private_key.file()?.parent().map(Path::to_path_buf))
+        .into_iter()
+        .chain(std::iter::once(accounts_dir.join("keys")))
+        .map(|dir| dir.join(format!("{account_sid}.secret")))
+        .collect()
 }
 
 fn sid_field(json: &Option<Value>, prefix: &str, step: &str) -> Result<String, WorkflowError> {

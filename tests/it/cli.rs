@@ -35,6 +35,10 @@ async fn demo_runs_offline_and_verifies() {
         "verified",
         "send an SMS as the new subaccount",
         "closed AC",
+        // It ends with a doctor run that passes.
+        "check the whole setup against the stand-in",
+        "✓ signed call AC",
+        "✓ credential AC",
     ] {
         assert!(out.contains(step), "{step}: {out}");
     }
@@ -343,7 +347,18 @@ async fn explain_prints_a_codes_entry_and_every_code_the_proxy_makes_is_document
         printed.contains("\nWhat to do: Add the API key SID to that account's `api_key_sids`"),
         "{printed}"
     );
-    let unknown = run_pkcv(&["explain", "20003"], None, &[]).await;
+    // Twilio's codes on the road to Twilio, each from the table.
+    for code in pkcv_proxy::rejection::TWILIO_CODES {
+        let output = run_pkcv(&["explain", &code.code.to_string()], None, &[]).await;
+        let printed = text(&output);
+        assert!(output.status.success(), "{printed}");
+        assert!(
+            printed.starts_with(&format!("{} (Twilio: {}): ", code.code, code.name))
+                && printed.contains(code.action),
+            "{printed}"
+        );
+    }
+    let unknown = run_pkcv(&["explain", "21211"], None, &[]).await;
     assert_eq!(unknown.status.code(), Some(1));
     assert!(
         text(&unknown).contains("come from Twilio"),

@@ -13,6 +13,8 @@
 //!   clients reloaded on `SIGHUP`, and the warning for a network listener without clients.
 //! - [`device`]: a signing device that fails while the proxy runs (injected through the
 //!   public `Device` trait): 503 79053 for its account only, degraded readiness, recovery.
+//! - [`doctor`]: `pkcv-proxy doctor` against the stand-in, with each injected fault named
+//!   with its cause and fix, human and `--json`, exit codes 0 / 2 / 1.
 //! - [`egress`]: upstream connections through a corporate HTTP proxy: a real squid, with and
 //!   without proxy authentication (`#[ignore]`d: squid, apache2-utils), and each failure of
 //!   the corporate proxy with its own code; `no_proxy`, `proxy_from_env`, `check-config`.
@@ -38,6 +40,8 @@
 //! - [`recipes`]: every client recipe of docs/clients.md run for real (Java's three HTTP
 //!   clients, Go, Ruby, PHP, Python async), with and without client authentication
 //!   (`#[ignore]`d; toolchains from `tests/sdk/clients-setup.sh`).
+//! - [`rejections`]: Twilio's own 401/403 codes counted, logged once a minute and shown in
+//!   `/readyz`, the body passed on unchanged.
 //! - [`sdk`]: the official twilio-python and twilio-node through the proxy (`#[ignore]`d:
 //!   `tests/sdk/setup.sh` installs them).
 //! - [`soak`]: a bounded soak (`#[ignore]`d; a step of its own in `.ci/run`): hundreds of
@@ -55,6 +59,7 @@ mod support;
 mod cli;
 mod clients;
 mod device;
+mod doctor;
 mod e2e;
 mod egress;
 mod hostile;
@@ -66,6 +71,7 @@ mod normalize_props;
 mod operations;
 mod packaging;
 mod recipes;
+mod rejections;
 mod sdk;
 mod soak;
 mod standin;

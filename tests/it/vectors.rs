@@ -94,7 +94,7 @@ fn sdk_tokens_verify_at_their_instant_and_expire_301_seconds_later() {
         assert_eq!(claims.nbf, token.minted_at);
 
         let expired = verify_token(&registry, &token.token, token.minted_at + 301).unwrap_err();
-        assert_eq!(expired.code, 20154, "{}: {expired}", token.description);
+        assert_eq!(expired.code, 20156, "{}: {expired}", token.description);
 
         // The whole request, as the SDK sent it, passes the stand-in's end-to-end check.
         let body = case.body();
@@ -208,7 +208,7 @@ fn forged_and_malformed_tokens_are_rejected() {
         verify_token(&registry, &token.token, at - 1)
             .unwrap_err()
             .code,
-        20154
+        20155
     );
 }
 

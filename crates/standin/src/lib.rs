@@ -5,8 +5,8 @@
 //! registered for `kid`, checks `cty`, `alg`, `iss` = the Basic username, `sub` = the key's
 //! account, the 300 s window and `hrh`, and recomputes `rqh` from the raw request it received
 //! with its own port of twilio-java's canonicalizer ([`canonical`]) — sharing no code with the
-//! proxy's signing path. A failure is a 401 with Twilio's code (20003, 20151–20154, 20157,
-//! 70156);
+//! proxy's signing path. A failure is a 401 with Twilio's code (20003, 20151–20153,
+//! 20155–20157, 70156);
 //! success echoes what it verified as JSON.
 
 #![forbid(unsafe_code)]
@@ -104,6 +104,9 @@ struct State {
     twilio: Mutex<Twilio>,
     faults: Mutex<Vec<Fault>>,
     clock: Clock,
+    /// Seconds added to `clock` (a Twilio whose clock differs from the signer's), applied to
+    /// the token-time checks and to every answer's `Date`.
+    clock_offset: std::sync::atomic::AtomicI64,
     records: Mutex<Vec<Record>>,
     verified: AtomicU64,
     rejected: AtomicU64,
@@ -151,6 +154,7 @@ impl StandIn {
                 messages: api::Messages::new(),
             }),
             clock,
+            clock_offset: std::sync::atomic::AtomicI64::new(0),
             records: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
             page_size: std::sync::atomic::AtomicUsize::new(50),
@@ -250,6 +254,12 @@ impl StandIn {
         self.state.delay_ms.store(millis, Ordering::SeqCst);
     }
 
+    /// Shifts the stand-in's clock by `seconds` (negative: behind): its token-time checks
+    /// and the `Date` of its answers, as a Twilio whose clock differs from this machine's.
+    pub fn shift_clock(&self, seconds: i64) {
+        self.state.clock_offset.store(seconds, Ordering::SeqCst);
+    }
+
     /// How many TCP connections it has accepted (dropped ones included).
     pub fn connections_accepted(&self) -> u64 {
         self.state.accepted.load(Ordering::SeqCst)
@@ -258,6 +268,15 @@ impl StandIn {
     /// A copy of what the stand-in knows now.
     pub async fn registry(&self) -> Registry {
         self.state.twilio.lock().await.registry.clone()
+    }
+}
+
+impl State {
+    /// Now, as this stand-in's (possibly shifted) clock says.
+    fn now(&self) -> u64 {
+        self.clock
+            .now()
+            .saturating_add_signed(self.clock_offset.load(Ordering::SeqCst))
     }
 }
 
@@ -345,7 +364,15 @@ async fn handle(
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    let (response, outcome) = verify_and_answer(state, &received, &host).await;
+    let (mut response, outcome) = verify_and_answer(state, &received, &host).await;
+    let offset = state.clock_offset.load(Ordering::SeqCst);
+    if offset != 0 {
+        // hyper adds the real time's `Date` only when the answer has none.
+        let date = std::time::UNIX_EPOCH + Duration::from_secs(state.now());
+        if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(date)) {
+            response.headers_mut().insert(header::DATE, value);
+        }
+    }
     // Cheap: `Bytes` clones share the buffer.
     let record = record(&parts, &received, host, body.clone(), connection, outcome);
     if state.recording.load(Ordering::SeqCst) {
@@ -394,7 +421,7 @@ async fn verify_and_answer(
     host: &str,
 ) -> (Response<Full<Bytes>>, Result<Verified, Rejection>) {
     let mut twilio = state.twilio.lock().await;
-    let outcome = verify::verify_request(&twilio.registry, received, state.clock.now());
+    let outcome = verify::verify_request(&twilio.registry, received, state.now());
     let response = match &outcome {
         Ok(verified) => {
             state.verified.fetch_add(1, Ordering::SeqCst);

@@ -213,11 +213,13 @@ pub fn verify_token(registry: &Registry, token: &str, now: u64) -> Result<TokenC
             format!("sub {} does not own credential {kid}", claims.sub),
         );
     }
+    // Twilio's codes for the two ways a clock is off: the signer's is behind (or the token
+    // waited too long), or it is ahead.
     if claims.exp <= now {
-        return reject(20154, "token expired");
+        return reject(20156, "Expired or Invalid Expiration: token expired");
     }
     if claims.nbf > now {
-        return reject(20154, "token not yet valid");
+        return reject(20155, "Expiration Time In The Future: token not yet valid");
     }
     if claims.exp.saturating_sub(claims.nbf) > MAX_LIFETIME_SECS
         || claims.exp - now > MAX_LIFETIME_SECS

@@ -25,6 +25,9 @@ _pkcv__proxy() {
             pkcv__proxy,completions)
                 cmd="pkcv__proxy__subcmd__completions"
                 ;;
+            pkcv__proxy,doctor)
+                cmd="pkcv__proxy__subcmd__doctor"
+                ;;
             pkcv__proxy,explain)
                 cmd="pkcv__proxy__subcmd__explain"
                 ;;
@@ -72,6 +75,9 @@ _pkcv__proxy() {
                 ;;
             pkcv__proxy__subcmd__help,completions)
                 cmd="pkcv__proxy__subcmd__help__subcmd__completions"
+                ;;
+            pkcv__proxy__subcmd__help,doctor)
+                cmd="pkcv__proxy__subcmd__help__subcmd__doctor"
                 ;;
             pkcv__proxy__subcmd__help,explain)
                 cmd="pkcv__proxy__subcmd__help__subcmd__explain"
@@ -158,7 +164,7 @@ _pkcv__proxy() {
 
     case "${cmd}" in
         pkcv__proxy)
-            opts="-c -h -V --config --help --version serve check-config healthcheck explain completions man sign keygen subaccount keys ca help"
+            opts="-c -h -V --config --help --version serve check-config healthcheck doctor explain completions man sign keygen subaccount keys ca help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -313,6 +319,32 @@ _pkcv__proxy() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        pkcv__subcmd__proxy__subcmd__doctor)
+            opts="-c -h --config --account --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         pkcv__subcmd__proxy__subcmd__explain)
             opts="-h --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -358,7 +390,7 @@ _pkcv__proxy() {
             return 0
             ;;
         pkcv__subcmd__proxy__subcmd__help)
-            opts="serve check-config healthcheck explain completions man sign keygen subaccount keys ca help"
+            opts="serve check-config healthcheck doctor explain completions man sign keygen subaccount keys ca help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -414,6 +446,20 @@ _pkcv__proxy() {
             return 0
             ;;
         pkcv__subcmd__proxy__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pkcv__subcmd__proxy__subcmd__help__subcmd__doctor)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -1,0 +1,801 @@
+//! `pkcv-proxy doctor`: the whole setup checked against Twilio, one check at a time, each
+//! with what to do when it fails.
+//!
+//! Everything goes through the proxy's own parts, so a check that passes here passes for
+//! `serve`: the accounts load through [`Accounts::from_config`] (the one loader), the network
+//! checks dial with the upstream settings (`connect_to`, `extra_ca_file`), and every signed
+//! request is resolved and signed by [`RequestSigner`] and sent by [`Upstream`]. The proxy
+//! holds private keys, not API keys: the signed checks use the Main key the workflow commands
+//! take from the environment, or the per-account secret files `subaccount create` writes;
+//! without them those checks are reported as not run. No check's text holds a secret.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::{AccountConfig, Config};
+use crate::keys::{dir, Account, Accounts};
+use crate::metrics::Metrics;
+use crate::rejection::twilio_code;
+use crate::sign::RequestSigner;
+use crate::upstream::{self, Dialer, Upstream};
+
+/// Twilio's REST host: every account answers there.
+const API_HOST: &str = "api.twilio.com";
+/// Where public keys (credentials) are listed.
+const ACCOUNTS_HOST: &str = "accounts.twilio.com";
+/// The most of an answer's body a check reads.
+const MAX_ANSWER: usize = 64 * 1024;
+/// The most of a response head the network check reads.
+const MAX_HEAD: usize = 16 * 1024;
+/// A clock difference worth a note (as the running proxy warns).
+const SKEW_NOTE: f64 = 30.0;
+/// Beyond this, every token is refused: the token window is 300 s.
+const SKEW_FAIL: f64 = 300.0;
+
+/// The Main API key, from the environment the workflow commands read. Its `Debug` leaves the
+/// secret out.
+#[derive(Clone)]
+pub struct MainCredentials {
+    /// `TWILIO_ACCOUNT_SID`.
+    pub account_sid: String,
+    /// `TWILIO_MAIN_KEY`.
+    pub api_key_sid: String,
+    secret: String,
+}
+
+impl MainCredentials {
+    /// The Main key from its parts.
+    pub fn new(account_sid: &str, api_key_sid: &str, secret: &str) -> MainCredentials {
+        MainCredentials {
+            account_sid: account_sid.to_owned(),
+            api_key_sid: api_key_sid.to_owned(),
+            secret: secret.to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for MainCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MainCredentials")
+            .field("account_sid", &self.account_sid)
+            .field("api_key_sid", &self.api_key_sid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It passed.
+    Passed,
+    /// It failed: `advice` says what to do.
+    Failed,
+    /// It could not run (no credentials): `advice` says how to supply them.
+    NotRun,
+}
+
+impl Outcome {
+    /// `passed`, `failed` or `not_run`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed => "failed",
+            Outcome::NotRun => "not_run",
+        }
+    }
+}
+
+/// One check and its result. Nothing in it is secret.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// What was checked (`config`, `accounts`, `upstream api.twilio.com`, `clock`,
+    /// `signed call`, `credential`).
+    pub name: String,
+    /// The account it is about, if any.
+    pub account: Option<String>,
+    /// How it came out.
+    pub outcome: Outcome,
+    /// What was found.
+    pub detail: String,
+    /// What to do, when it did not pass.
+    pub advice: Option<String>,
+    /// Twilio's error code, when Twilio refused.
+    pub twilio_code: Option<u32>,
+}
+
+impl Check {
+    fn new(name: &str, account: Option<&str>, outcome: Outcome, detail: String) -> Check {
+        Check {
+            name: name.to_owned(),
+            account: account.map(str::to_owned),
+            outcome,
+            detail,
+            advice: None,
+            twilio_code: None,
+        }
+    }
+
+    /// A check that passed.
+    pub fn passed(name: &str, account: Option<&str>, detail: String) -> Check {
+        Check::new(name, account, Outcome::Passed, detail)
+    }
+
+    /// A check that failed, with what to do.
+    pub fn failed(name: &str, account: Option<&str>, detail: String, advice: &str) -> Check {
+        Check::new(name, account, Outcome::Failed, detail).advise(advice)
+    }
+
+    fn not_run(name: &str, account: Option<&str>, detail: String, advice: String) -> Check {
+        Check::new(name, account, Outcome::NotRun, detail).advise(&advice)
+    }
+
+    fn advise(mut self, advice: &str) -> Check {
+        self.advice = Some(advice.to_owned());
+        self
+    }
+
+    /// The check as one JSON object (`--json`).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "check": self.name,
+            "account": self.account,
+            "result": self.outcome.as_str(),
+            "detail": self.detail,
+            "advice": self.advice,
+            "twilio_code": self.twilio_code,
+        })
+    }
+}
+
+/// What `doctor` checks with: the config, the Main key if given, and one account if asked.
+#[derive(Debug)]
+pub struct Doctor<'a> {
+    /// The loaded config.
+    pub config: &'a Config,
+    /// The Main key, when the environment gives one.
+    pub main: Option<MainCredentials>,
+    /// Only this account (`--account`).
+    pub only: Option<String>,
+}
+
+impl Doctor<'_> {
+    /// Runs every check, in order: accounts, the network to each host, the clock, then per
+    /// account the signed call and the credential.
+    pub async fn run(&self) -> Vec<Check> {
+        let mut checks = Vec::new();
+        let accounts = match Accounts::from_config(self.config) {
+            Ok(accounts) => {
+                let backends: Vec<String> = accounts
+                    .iter()
+                    .map(|a| format!("{} ({})", a.account_sid, a.minter))
+                    .collect();
+                checks.push(Check::passed(
+                    "accounts",
+                    None,
+                    format!("{} loaded: {}", accounts.len(), backends.join(", ")),
+                ));
+                Some(accounts)
+            }
+            Err(err) => {
+                checks.push(Check::failed(
+                    "accounts",
+                    None,
+                    err.to_string(),
+                    "fix the account entry or its key (`pkcv-proxy check-config` shows the same)",
+                ));
+                None
+            }
+        };
+        let reachable = self.network(&mut checks).await;
+        let clock_at = checks.len();
+        // Twilio's `Date` from a signed answer; else from one unauthenticated `HEAD /`.
+        let mut date = None;
+        if let Some(accounts) = accounts {
+            date = self.accounts(&accounts, &mut checks).await;
+        }
+        if date.is_none() && reachable {
+            date = probe_date(self.config, API_HOST).await;
+        }
+        checks.insert(clock_at, clock(date));
+        checks
+    }
+
+    /// DNS, TCP and TLS to Twilio's hosts; true when the REST host was reached.
+    async fn network(&self, checks: &mut Vec<Check>) -> bool {
+        let mut hosts = vec![API_HOST];
+        if self.main.is_some() {
+            hosts.push(ACCOUNTS_HOST);
+        }
+        let mut reachable = false;
+        for host in hosts {
+            let check = reach(self.config, host).await;
+            reachable |= host == API_HOST && check.outcome == Outcome::Passed;
+            checks.push(check);
+        }
+        reachable
+    }
+
+    /// The per-account checks; the `Date` of the first signed answer.
+    async fn accounts(&self, accounts: &Accounts, checks: &mut Vec<Check>) -> Option<SystemTime> {
+        let configured = dir::configured_accounts(self.config).unwrap_or_default();
+        let mut selected: Vec<&Arc<Account>> = accounts
+            .iter()
+            .filter(|a| {
+                self.only
+                    .as_deref()
+                    .is_none_or(|only| a.account_sid == only)
+            })
+            .collect();
+        selected.sort_by(|a, b| a.account_sid.cmp(&b.account_sid));
+        if let (Some(only), true) = (&self.only, selected.is_empty()) {
+            checks.push(Check::failed(
+                "account",
+                Some(only),
+                format!("{only} is not configured on this proxy"),
+                "add it ([[accounts]] or a file in accounts_dir), or name a configured account",
+            ));
+            return None;
+        }
+        let sender = match Sender::new(self.config) {
+            Ok(sender) => sender,
+            Err(err) => {
+                checks.push(Check::failed(
+                    "upstream client",
+                    None,
+                    err,
+                    "fix [upstream] (extra_ca_file)",
+                ));
+                return None;
+            }
+        };
+        let mut date = None;
+        for account in selected {
+            let entry = configured
+                .iter()
+                .find(|c| c.account_sid == account.account_sid);
+            let (check, answered) = self.signed_call(&sender, account, entry).await;
+            checks.push(check);
+            date = date.or(answered);
+            checks.push(self.credential(&sender, account, accounts).await);
+        }
+        date
+    }
+
+    /// The API key that signs as `account`: the Main key for the main account, else the
+    /// account's first listed key with the secret `subaccount create` wrote.
+    fn api_key(
+        &self,
+        account: &Account,
+        entry: Option<&AccountConfig>,
+    ) -> Result<(String, String, String), String> {
+        if let Some(main) = self
+            .main
+            .as_ref()
+            .filter(|m| m.account_sid == account.account_sid)
+        {
+            let source = "the Main key (TWILIO_MAIN_KEY)".to_owned();
+            return Ok((main.api_key_sid.clone(), main.secret.clone(), source));
+        }
+        let accounts_dir = self.config.accounts_dir.as_deref().unwrap_or(".".as_ref());
+        let candidates =
+            crate::workflow::secret_file_candidates(accounts_dir, &account.account_sid, entry);
+        let shown: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        let how = format!(
+            "for the main account set TWILIO_ACCOUNT_SID, TWILIO_MAIN_KEY and TWILIO_MAIN_SECRET; for this account list its API key first in api_key_sids and put its secret in {} (as `subaccount create` writes it)",
+            shown.join(" or ")
+        );
+        let Some(key) = account.api_key_sids.first() else {
+            return Err(how);
+        };
+        let found = candidates.iter().find_map(|path| {
+            crate::files::read_bounded(path)
+                .ok()
+                .map(|bytes| (path, bytes))
+        });
+        match found {
+            Some((path, bytes)) => {
+                let secret = String::from_utf8_lossy(&bytes).trim().to_owned();
+                Ok((
+                    key.clone(),
+                    secret,
+                    format!("{key} (secret in {})", path.display()),
+                ))
+            }
+            None => Err(how),
+        }
+    }
+}
+
+/// Signs and sends as `serve` does.
+struct Sender {
+    signer: RequestSigner,
+    upstream: Upstream,
+}
+
+/// A signed request's answer: status, `Date`, body (at most [`MAX_ANSWER`]).
+struct Answer {
+    status: StatusCode,
+    date: Option<SystemTime>,
+    body: Bytes,
+}
+
+impl Sender {
+    fn new(config: &Config) -> Result<Sender, String> {
+        // Doctor's signatures are not the running proxy's: nothing exports these metrics.
+        let metrics = Arc::new(Metrics::new());
+        Ok(Sender {
+            signer: RequestSigner::new(config, metrics.clone()).map_err(|e| e.to_string())?,
+            upstream: Upstream::new(&config.upstream, metrics).map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// `GET url` with the API key, signed as `account` (with `api_key` allowed to sign for
+    /// it, as the workflow lets the Main key sign for its own account).
+    async fn get(&self, account: &Account, url: &str, key: (&str, &str)) -> Result<Answer, String> {
+        let mut allowed = account.api_key_sids.clone();
+        if !allowed.is_empty() && !allowed.iter().any(|k| k == key.0) {
+            allowed.push(key.0.to_owned());
+        }
+        let one = Accounts::new([Account::new(
+            &account.account_sid,
+            &account.credential_sid,
+            allowed,
+            account.minter.clone(),
+        )])
+        .map_err(|e| e.to_string())?;
+        let authorization = format!("Basic {}", STANDARD.encode(format!("{}:{}", key.0, key.1)));
+        let (parts, ()) = Request::get(url)
+            .header("authorization", authorization)
+            .header("accept", "application/json")
+            .body(())
+            .map_err(|e| e.to_string())?
+            .into_parts();
+        let target = self
+            .signer
+            .resolve(&one, &parts, None)
+            .map_err(|e| e.to_string())?;
+        let signed = self
+            .signer
+            .sign(parts, Arc::new(target), crate::body::hashed(Bytes::new()))
+            .await
+            .map_err(|e| crate::error::ProxyError::from(e).to_string())?;
+        let response = self
+            .upstream
+            .send(signed)
+            .await
+            .map_err(|failure| failure.error.to_string())?;
+        let status = response.status();
+        let date = response
+            .headers()
+            .get(http::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
+        let body = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        Ok(Answer { status, date, body })
+    }
+}
+
+impl Doctor<'_> {
+    /// The signed read-only call that proves key, credential and API key together.
+    async fn signed_call(
+        &self,
+        sender: &Sender,
+        account: &Account,
+        entry: Option<&AccountConfig>,
+    ) -> (Check, Option<SystemTime>) {
+        const NAME: &str = "signed call";
+        let sid = account.account_sid.as_str();
+        let (key, secret, source) = match self.api_key(account, entry) {
+            Ok(found) => found,
+            Err(how) => {
+                let detail = "no API key credentials for this account".into();
+                return (Check::not_run(NAME, Some(sid), detail, how), None);
+            }
+        };
+        let url = format!("https://{API_HOST}/2010-04-01/Accounts/{sid}.json");
+        let answer = match sender.get(account, &url, (&key, &secret)).await {
+            Ok(answer) => answer,
+            Err(err) => {
+                let detail = format!("GET {url}: {err}");
+                let check = Check::failed(NAME, Some(sid), detail, "see the upstream checks above");
+                return (check, None);
+            }
+        };
+        if answer.status.is_success() {
+            let check = Check::passed(
+                NAME,
+                Some(sid),
+                format!(
+                    "Twilio accepted GET /2010-04-01/Accounts/{sid}.json signed with {} and {source}: the key, the credential and the API key work together",
+                    account.credential_sid
+                ),
+            );
+            return (check, answer.date);
+        }
+        let credential = account.credential_sid.as_str();
+        let signer = &account.minter;
+        let check = refused(NAME, sid, &answer, |code| {
+            match code {
+            20003 => format!(
+                "Twilio does not accept {source}: the key was deleted or the secret is wrong"
+            ),
+            20151 => format!(
+                "the private key ({signer}) is not the public key registered as {credential}, or {credential} is not registered in {sid}"
+            ),
+            20153 => format!("{key} does not belong to {sid}, or either is suspended"),
+            20155 | 20156 => {
+                "this machine's clock and Twilio's differ: see the clock check".to_owned()
+            }
+            _ => String::new(),
+        }
+        });
+        (check, answer.date)
+    }
+
+    /// With the Main key: the account's credential exists.
+    async fn credential(&self, sender: &Sender, account: &Account, accounts: &Accounts) -> Check {
+        const NAME: &str = "credential";
+        let sid = account.account_sid.as_str();
+        let credential = account.credential_sid.as_str();
+        let Some(main) = &self.main else {
+            return Check::not_run(
+                NAME,
+                Some(sid),
+                format!("{credential} not looked up: no Main key"),
+                "set TWILIO_ACCOUNT_SID, TWILIO_MAIN_KEY and TWILIO_MAIN_SECRET (the Main API key, as `subaccount` and `keys` take it)".into(),
+            );
+        };
+        let Some(main_account) = accounts.get(&main.account_sid) else {
+            return Check::failed(
+                NAME,
+                Some(sid),
+                format!("the main account {} is not configured, so the Main key's request cannot be signed", main.account_sid),
+                "configure the main account ([[accounts]] or accounts_dir) with its credential_sid and private key",
+            );
+        };
+        let url = format!("https://{ACCOUNTS_HOST}/v1/Credentials/PublicKeys/{credential}");
+        let key = (main.api_key_sid.as_str(), main.secret.as_str());
+        match sender.get(main_account, &url, key).await {
+            Ok(answer) if answer.status.is_success() => Check::passed(
+                NAME,
+                Some(sid),
+                format!("{credential} is registered (Twilio returns no key material: a different key shows as 20151 on the signed call)"),
+            ),
+            Ok(answer) if answer.status == StatusCode::NOT_FOUND => Check::failed(
+                NAME,
+                Some(sid),
+                format!("{credential} is not a public key of {sid}: credential_sid is wrong, or the public key was never uploaded or was deleted"),
+                "upload the public key (`pkcv-proxy keygen` prints it) and put the CR… Twilio returns in credential_sid",
+            ),
+            Ok(answer) => refused(NAME, sid, &answer, |_| String::new()),
+            Err(err) => Check::failed(NAME, Some(sid), format!("GET {url}: {err}"), "see the upstream checks above"),
+        }
+    }
+}
+
+/// A check failed with Twilio's answer: its code, the table's advice, and the likely cause
+/// in this setup (from `cause`, when it knows one).
+fn refused(name: &str, account: &str, answer: &Answer, cause: impl Fn(u32) -> String) -> Check {
+    let json: Option<Value> = serde_json::from_slice(&answer.body).ok();
+    let code = json
+        .as_ref()
+        .and_then(|j| j.get("code"))
+        .and_then(Value::as_u64)
+        .and_then(|c| u32::try_from(c).ok());
+    let status = answer.status.as_u16();
+    let mut detail = match code {
+        Some(code) => format!("Twilio answered {status} with code {code}"),
+        None => format!("Twilio answered {status}"),
+    };
+    let entry = code.and_then(twilio_code);
+    if let Some(entry) = entry {
+        detail.push_str(&format!(" ({}): {}", entry.name, entry.meaning));
+    }
+    let likely = code.map(&cause).unwrap_or_default();
+    if !likely.is_empty() {
+        detail.push_str(&format!("; here: {likely}"));
+    }
+    let advice = match (entry, code) {
+        (Some(entry), _) => entry.action.to_owned(),
+        (None, Some(code)) => format!("see https://www.twilio.com/docs/errors/{code}"),
+        (None, None) => "see the proxy's log and Twilio's status page".to_owned(),
+    };
+    let mut check = Check::failed(name, Some(account), detail, &advice);
+    check.twilio_code = code;
+    check
+}
+
+/// The clock against Twilio's `Date`.
+fn clock(date: Option<SystemTime>) -> Check {
+    const NAME: &str = "clock";
+    let Some(date) = date else {
+        return Check::not_run(
+            NAME,
+            None,
+            "Twilio's Date was not seen".into(),
+            "make the upstream reachable (see above)".into(),
+        );
+    };
+    let skew = crate::clock_skew::skew_seconds(SystemTime::now(), date);
+    let detail = format!("this machine's clock minus Twilio's Date: {skew:+.0} s");
+    if skew.abs() > SKEW_FAIL {
+        let advice = if skew > 0.0 {
+            "this clock is ahead (Twilio answers 20155): fix NTP"
+        } else {
+            "this clock is behind (Twilio answers 20156): fix NTP"
+        };
+        return Check::failed(
+            NAME,
+            None,
+            format!("{detail}: beyond the 300 s token window, every token is refused"),
+            advice,
+        );
+    }
+    if skew.abs() > SKEW_NOTE {
+        return Check::passed(
+            NAME,
+            None,
+            format!("{detail} (within the window, but fix NTP)"),
+        );
+    }
+    Check::passed(NAME, None, detail)
+}
+
+/// DNS, TCP and TLS to `host` with the upstream settings, each timed; then one plain
+/// DNS, TCP and TLS to `host` with the upstream settings, each timed.
+async fn reach(config: &Config, host: &str) -> Check {
+    let name = format!("upstream {host}");
+    match connect(config, host).await {
+        Ok((_, detail)) => Check::passed(&name, None, detail),
+        Err((detail, advice)) => Check::failed(&name, None, detail, advice),
+    }
+}
+
+/// Twilio's `Date` from one unauthenticated `HEAD /` (when no signed call ran).
+async fn probe_date(config: &Config, host: &str) -> Option<SystemTime> {
+    let (tls, _) = connect(config, host).await.ok()?;
+    date_of(tls, host, config.upstream.request_timeout).await
+}
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A verified TLS connection to `host` and how long each step took; else what failed and
+/// what to do.
+async fn connect(config: &Config, host: &str) -> Result<(Tls, String), (String, &'static str)> {
+    let settings = &config.upstream;
+    let fail = |detail: String, advice: &'static str| Err((detail, advice));
+    let dialer = match Dialer::new(settings) {
+        Ok(dialer) => dialer,
+        Err(err) => {
+            return fail(
+                format!("egress proxy: {err}"),
+                "fix [upstream] proxy_auth_file or proxy_auth_env",
+            )
+        }
+    };
+    let through = settings
+        .proxy
+        .as_ref()
+        .filter(|p| !p.no_proxy.iter().any(|n| n.matches(host)));
+    if let Some(egress) = through {
+        return connect_through(settings, &dialer, &egress.address, host).await;
+    }
+    let address = dialer.address(host, 443);
+    let started = Instant::now();
+    let resolved =
+        tokio::time::timeout(settings.connect_timeout, tokio::net::lookup_host(&address)).await;
+    let Some(ip) = resolved
+        .ok()
+        .and_then(Result::ok)
+        .and_then(|mut a| a.next())
+    else {
+        return fail(
+            format!("DNS: {address} does not resolve"),
+            "check the resolver (/etc/resolv.conf) and the host name (connect_to)",
+        );
+    };
+    let dns = started.elapsed();
+    let started = Instant::now();
+    let tcp =
+        match tokio::time::timeout(settings.connect_timeout, tokio::net::TcpStream::connect(ip))
+            .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                return fail(
+                    format!("TCP: {ip} ({address}): {err}"),
+                    "a firewall or the network refuses port 443 to Twilio: open egress to Twilio",
+                )
+            }
+            Err(_) => {
+                return fail(
+                    format!(
+                        "TCP: {ip} ({address}): no answer within {} ms",
+                        settings.connect_timeout.as_millis()
+                    ),
+                    "a firewall drops traffic to Twilio: open egress to port 443",
+                )
+            }
+        };
+    let tcp_time = started.elapsed();
+    let started = Instant::now();
+    let tls = match tls_handshake(settings, host, tcp).await {
+        Ok(tls) => tls,
+        Err(err) => return fail(format!("TLS: {err}"), "the certificate is not trusted: is a TLS-inspecting middlebox in the way? Its CA goes in upstream.extra_ca_file"),
+    };
+    let detail = format!(
+        "DNS {} ms ({ip}), TCP {} ms, TLS {} ms",
+        dns.as_millis(),
+        tcp_time.as_millis(),
+        started.elapsed().as_millis()
+    );
+    Ok((tls, detail))
+}
+
+/// As `serve` goes through the corporate proxy: `CONNECT`, then TLS to Twilio end to end.
+async fn connect_through(
+    settings: &crate::config::UpstreamSettings,
+    dialer: &Dialer,
+    proxy: &str,
+    host: &str,
+) -> Result<(Tls, String), (String, &'static str)> {
+    let started = Instant::now();
+    let tunnel = dialer.connect(host, 443).await.map_err(|err| {
+        (
+            format!("CONNECT {host}:443 through the egress proxy {proxy}: {err}"),
+            "check [upstream] proxy and its credentials (pkcv-proxy explain 79044, 79045)",
+        )
+    })?;
+    let tunnel_time = started.elapsed();
+    let started = Instant::now();
+    let tls = tls_handshake(settings, host, tunnel).await.map_err(|err| {
+        (
+            format!("TLS: {err}"),
+            "the certificate is not trusted: is a TLS-inspecting middlebox in the way? Its CA goes in upstream.extra_ca_file",
+        )
+    })?;
+    let detail = format!(
+        "CONNECT through {proxy} {} ms, TLS {} ms",
+        tunnel_time.as_millis(),
+        started.elapsed().as_millis()
+    );
+    Ok((tls, detail))
+}
+
+async fn tls_handshake(
+    settings: &crate::config::UpstreamSettings,
+    host: &str,
+    tcp: tokio::net::TcpStream,
+) -> Result<Tls, String> {
+    let config = upstream::tls_config(settings).map_err(|e| e.to_string())?;
+    let server_name =
+        rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    tokio::time::timeout(
+        settings.request_timeout,
+        connector.connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| "no handshake within request_timeout_ms".to_owned())?
+    .map_err(|e| e.to_string())
+}
+
+/// Twilio's `Date`, from the head of an answer to a plain `HEAD /` (bounded, timed out).
+async fn date_of<S>(mut stream: S, host: &str, timeout: Duration) -> Option<SystemTime>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let request = format!("HEAD / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: pkcv-proxy-doctor\r\nConnection: close\r\n\r\n");
+    let read = async {
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 2048];
+        while head.len() < MAX_HEAD && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&chunk[..n]);
+        }
+        Some(head)
+    };
+    let head = tokio::time::timeout(timeout, read).await.ok()??;
+    String::from_utf8_lossy(&head)
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("date")
+                .then(|| value.trim().to_owned())
+        })
+        .and_then(|value| httpdate::parse_http_date(&value).ok())
+}
+
+/// What a run of checks adds up to (`main` turns it into 0, 2 or 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every check passed.
+    AllPassed,
+    /// None failed, but some could not run (no credentials).
+    SomeNotRun,
+    /// At least one failed.
+    SomeFailed,
+}
+
+/// The verdict on `checks`.
+pub fn verdict(checks: &[Check]) -> Verdict {
+    if checks.iter().any(|c| c.outcome == Outcome::Failed) {
+        Verdict::SomeFailed
+    } else if checks.iter().any(|c| c.outcome == Outcome::NotRun) {
+        Verdict::SomeNotRun
+    } else {
+        Verdict::AllPassed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verdict_is_all_passed_some_not_run_or_some_failed() {
+        let passed = Check::passed("a", None, String::new());
+        let not_run = Check::not_run("b", None, String::new(), String::new());
+        let failed = Check::failed("c", None, String::new(), "");
+        assert_eq!(verdict(std::slice::from_ref(&passed)), Verdict::AllPassed);
+        assert_eq!(
+            verdict(&[passed.clone(), not_run.clone()]),
+            Verdict::SomeNotRun
+        );
+        assert_eq!(verdict(&[passed, not_run, failed]), Verdict::SomeFailed);
+    }
+
+    #[test]
+    fn the_clock_fails_beyond_the_token_window_and_says_which_way() {
+        let now = SystemTime::now();
+        assert_eq!(clock(Some(now)).outcome, Outcome::Passed);
+        let noted = clock(Some(now - Duration::from_secs(60)));
+        assert_eq!(noted.outcome, Outcome::Passed);
+        assert!(noted.detail.contains("fix NTP"), "{}", noted.detail);
+        let ahead = clock(Some(now - Duration::from_secs(400)));
+        assert_eq!(ahead.outcome, Outcome::Failed);
+        assert!(ahead.advice.unwrap().contains("20155"));
+        let behind = clock(Some(now + Duration::from_secs(400)));
+        assert!(behind.advice.unwrap().contains("20156"));
+        assert_eq!(clock(None).outcome, Outcome::NotRun);
+    }
+
+    #[test]
+    fn a_refusal_carries_twilio_code_the_tables_advice_and_the_likely_cause() {
+        let answer = Answer {
+            status: StatusCode::UNAUTHORIZED,
+            date: None,
+            body: Bytes::from_static(br#"{"code": 20003, "message": "Authenticate"}"#),
+        };
+        let check = refused("signed call", "AC1", &answer, |_| "the key".to_owned());
+        assert_eq!(check.twilio_code, Some(20003));
+        assert!(check.detail.contains("(Authenticate)") && check.detail.contains("here: the key"));
+        assert!(check.advice.as_deref().unwrap().contains("keys list"));
+        let json = check.to_json();
+        assert_eq!(json["result"], "failed");
+        assert_eq!(json["account"], "AC1");
+    }
+
+    #[test]
+    fn the_main_key_debug_leaves_the_secret_out() {
+        let main = MainCredentials::new("AC1", "SK1", "hunter2");
+        assert!(!format!("{main:?}").contains("hunter2"));
+    }
+}
