@@ -126,7 +126,13 @@ impl Server {
         let (stream, names) = match tls.accept(stream).await {
             Ok(accepted) => accepted,
             Err(err) => {
-                tracing::warn!(%peer, error = %err, "TLS listener: handshake failed");
+                match head::TLS_HANDSHAKES.allow() {
+                    Some(suppressed) => {
+                        let suppressed = Some(suppressed).filter(|&n| n > 0);
+                        tracing::warn!(%peer, error = %err, suppressed, "TLS listener: handshake failed");
+                    }
+                    None => tracing::debug!(%peer, error = %err, "TLS listener: handshake failed"),
+                }
                 return None;
             }
         };

@@ -620,13 +620,19 @@ pub struct Logs {
 impl Logs {
     /// Whether one logged line contains all of `needles`.
     pub fn has_line(&self, needles: &[&str]) -> bool {
+        self.count_lines(needles) > 0
+    }
+
+    /// How many logged lines contain all of `needles`.
+    pub fn count_lines(&self, needles: &[&str]) -> usize {
         let mut received = self.received.borrow_mut();
         let (chunks, text) = &mut *received;
         while let Ok(chunk) = chunks.try_recv() {
             text.push_str(&String::from_utf8_lossy(&chunk));
         }
         text.lines()
-            .any(|line| needles.iter().all(|needle| line.contains(needle)))
+            .filter(|line| needles.iter().all(|needle| line.contains(needle)))
+            .count()
     }
 }
 
