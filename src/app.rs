@@ -104,6 +104,7 @@ impl App {
             admission,
             header_read_timeout: config.server.header_read_timeout,
             idle_timeout: config.server.idle_timeout,
+            response_write_timeout: config.server.response_write_timeout,
         };
         let readiness = Arc::new(Readiness::new(keys.clone(), warnings(&config)));
         let mtls = match &config.server.tls {

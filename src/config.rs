@@ -235,6 +235,10 @@ pub struct RawServer {
     pub max_buffered_bytes: u64,
     /// A keep-alive connection with no request in progress is closed after this, in seconds.
     pub idle_timeout_secs: u64,
+    /// A client connection to which nothing could be written for this long (a client that
+    /// does not read its response) is closed, and its upstream connection discarded, in
+    /// milliseconds.
+    pub response_write_timeout_ms: u64,
     /// Threads serving connections (the async runtime's workers); 0: one per core.
     pub worker_threads: u64,
     /// Where a running proxy reports what it signs with (default
@@ -265,6 +269,7 @@ impl Default for RawServer {
             max_in_flight: 1_024,
             max_buffered_bytes: 256 * 1024 * 1024,
             idle_timeout_secs: 60,
+            response_write_timeout_ms: 30_000,
             worker_threads: 0,
             status_file: None,
             tls_listen: String::new(),
@@ -670,6 +675,8 @@ pub struct ServerSettings {
     pub max_buffered_bytes: u64,
     /// Idle keep-alive connection timeout.
     pub idle_timeout: Duration,
+    /// How long writing to a client may make no progress.
+    pub response_write_timeout: Duration,
     /// The async runtime's worker threads (resolved: never 0).
     pub worker_threads: usize,
     /// The status file, if any (explicit, or in `accounts_dir`).
@@ -948,6 +955,12 @@ fn server_settings(
         1..=86_400,
         "1–86400",
     )?;
+    let write = in_range(
+        "server.response_write_timeout_ms",
+        raw.response_write_timeout_ms,
+        1..=u64::MAX,
+        "at least 1",
+    )?;
     let grace = in_range(
         "server.shutdown_grace_secs",
         raw.shutdown_grace_secs,
@@ -971,6 +984,7 @@ fn server_settings(
         max_in_flight: limits("server.max_in_flight", raw.max_in_flight)?,
         max_buffered_bytes,
         idle_timeout: Duration::from_secs(idle),
+        response_write_timeout: Duration::from_millis(write),
         worker_threads: worker_threads(raw.worker_threads)?,
         status_file,
         tls: tls_listener(raw, listen, admin_listen)?,

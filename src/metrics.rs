@@ -136,6 +136,7 @@ pub struct Metrics {
     tunnels_open: Gauge,
     clock_skew: Gauge<f64, AtomicU64>,
     upstream_connections_opened: Counter,
+    client_write_timeouts: Counter,
 }
 
 /// Durations from 50 µs (an RSA signature) to about 13 s (a slow upstream), doubling.
@@ -169,6 +170,7 @@ impl Metrics {
             tunnels_open: Gauge::default(),
             clock_skew: Gauge::default(),
             upstream_connections_opened: Counter::default(),
+            client_write_timeouts: Counter::default(),
             registry: Registry::default(),
         };
         let mut registry = Registry::default();
@@ -268,6 +270,11 @@ impl Metrics {
             self.upstream_connections_opened.clone(),
         );
         registry.register(
+            "pkcv_proxy_client_write_timeouts",
+            "Client connections closed because the client read nothing for server.response_write_timeout_ms (its upstream connection discarded)",
+            self.client_write_timeouts.clone(),
+        );
+        registry.register(
             "pkcv_proxy_build",
             "The proxy's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
@@ -362,6 +369,11 @@ impl Metrics {
     /// A new TCP connection to Twilio.
     pub fn upstream_connection_opened(&self) {
         self.upstream_connections_opened.inc();
+    }
+
+    /// A client connection closed because it read nothing for `response_write_timeout_ms`.
+    pub fn client_write_timed_out(&self) {
+        self.client_write_timeouts.inc();
     }
 
     /// Counts an open client connection until the guard drops.

@@ -1,0 +1,79 @@
+//! Hostile clients cannot starve anyone (issue #20): a client that never reads its response
+//! loses its connection after `response_write_timeout_ms` and frees its upstream slot.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::support::{wait_until, BulkUpstream, Harness, TestAccount};
+
+const A_ACCOUNTS: &str = "/2010-04-01/Accounts/ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d4.json";
+
+/// Opens a connection with a small receive buffer and asks for `path` through the proxy,
+/// then never reads: the connection is returned to be held.
+async fn request_and_never_read(h: &Harness, path: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(h.proxy).await.unwrap();
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: api.twilio.com\r\nAuthorization: {}\r\n\r\n",
+        TestAccount::a().basic_auth()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Two clients that never read a large response hold both of a host's two upstream slots;
+/// once `response_write_timeout_ms` has passed with nothing written, their connections are
+/// closed, the upstream connections discarded (not pooled half-read), and a third client
+/// gets 200.
+#[tokio::test]
+async fn a_client_that_never_reads_frees_its_upstream_slot() {
+    let upstream = BulkUpstream::start(32 * 1024 * 1024).await;
+    let h = Harness::start_with(&[TestAccount::a()], |raw| {
+        upstream.route(raw);
+        raw.upstream.max_connections_per_host = 2;
+        raw.server.response_write_timeout_ms = 1_000;
+    })
+    .await;
+    let big = format!("{}/big", A_ACCOUNTS.trim_end_matches(".json"));
+    let _stuck = [
+        request_and_never_read(&h, &big).await,
+        request_and_never_read(&h, &big).await,
+    ];
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            upstream.open_connections() == 2
+        })
+        .await,
+        "the two large responses did not start"
+    );
+    let client = h.client();
+    let served = wait_until(Duration::from_secs(15), || async {
+        let response = client
+            .get(h.url(A_ACCOUNTS))
+            .header("authorization", TestAccount::a().basic_auth())
+            .send()
+            .await
+            .unwrap();
+        response.status() == 200
+    })
+    .await;
+    assert!(served, "the third client never got a slot");
+    assert!(
+        h.metric("pkcv_proxy_client_write_timeouts_total").await >= Some(2.0),
+        "{:?}",
+        h.metric("pkcv_proxy_client_write_timeouts_total").await
+    );
+    // The stuck responses' upstream connections are closed, not kept half-read: only the
+    // third request's (pooled) connection stays open.
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            upstream.open_connections() <= 1
+        })
+        .await,
+        "{} upstream connections open",
+        upstream.open_connections()
+    );
+    h.stop().await;
+}
