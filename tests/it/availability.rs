@@ -77,3 +77,48 @@ async fn a_client_that_never_reads_frees_its_upstream_slot() {
     );
     h.stop().await;
 }
+
+/// 100 connections to the admin port that send nothing: at most 32 are held (the rest are
+/// closed at once), those close after a few idle seconds, `/readyz` answers again, and the
+/// proxy port accepts throughout.
+#[tokio::test]
+async fn idle_admin_connections_cannot_take_the_admin_port_or_the_proxy_port() {
+    let h = Harness::start_with(&[TestAccount::a()], |_| {}).await;
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(tokio::net::TcpStream::connect(h.admin()).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = held_open(&mut idle).await;
+    assert!(held <= 32, "{held} idle admin connections held open");
+    assert_eq!(h.get_as(A_ACCOUNTS, &TestAccount::a()).await.status(), 200);
+    let ready = wait_until(Duration::from_secs(10), || async {
+        let probe = tokio::time::timeout(
+            Duration::from_secs(1),
+            pkcv_proxy::admin::check_ready(h.admin(), Duration::from_secs(1)),
+        );
+        matches!(probe.await, Ok(Ok(())))
+    })
+    .await;
+    assert!(ready, "/readyz did not answer again");
+    assert_eq!(
+        held_open(&mut idle).await,
+        0,
+        "idle admin connections stay open"
+    );
+    h.stop().await;
+}
+
+/// How many of `streams` the other end still holds open (a read neither ends nor fails).
+async fn held_open(streams: &mut [tokio::net::TcpStream]) -> usize {
+    use tokio::io::AsyncReadExt;
+    let mut open = 0;
+    for stream in streams {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(20), stream.read(&mut byte));
+        if read.await.is_err() {
+            open += 1;
+        }
+    }
+    open
+}
