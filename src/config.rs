@@ -302,6 +302,11 @@ pub struct RawUpstream {
     pub http2: bool,
     /// Requests (over HTTP/1.1: connections) in progress to one host at most.
     pub max_connections_per_host: u64,
+    /// Connections to all upstream hosts together, busy and idle; 0: what the open-files
+    /// limit leaves after `server.max_connections` and a reserve.
+    pub max_connections_total: u64,
+    /// An idle pooled upstream connection is closed after this, in milliseconds.
+    pub pool_idle_timeout_ms: u64,
 }
 
 impl Default for RawUpstream {
@@ -316,6 +321,8 @@ impl Default for RawUpstream {
             response_idle_timeout_ms: 60_000,
             http2: false,
             max_connections_per_host: 64,
+            max_connections_total: 0,
+            pool_idle_timeout_ms: 90_000,
         }
     }
 }
@@ -717,6 +724,11 @@ pub struct UpstreamSettings {
     pub http2: bool,
     /// Requests in progress to one host at most.
     pub max_connections_per_host: usize,
+    /// Connections to all hosts together; 0 until `App::build` derives it from the
+    /// open-files limit (0 there: no cap).
+    pub max_connections_total: usize,
+    /// Idle pooled connection lifetime.
+    pub pool_idle_timeout: Duration,
 }
 
 /// How tokens are minted.
@@ -1159,6 +1171,18 @@ fn upstream_settings(raw: &RawUpstream) -> Result<UpstreamSettings, ConfigError>
             1..=100_000,
             "1–100000",
         )? as usize,
+        max_connections_total: in_range(
+            "upstream.max_connections_total",
+            raw.max_connections_total,
+            0..=1_000_000,
+            "0–1000000",
+        )? as usize,
+        pool_idle_timeout: Duration::from_millis(in_range(
+            "upstream.pool_idle_timeout_ms",
+            raw.pool_idle_timeout_ms,
+            1..=u64::MAX,
+            "at least 1",
+        )?),
     })
 }
 

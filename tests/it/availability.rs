@@ -1,5 +1,7 @@
 //! Hostile clients cannot starve anyone (issue #20): a client that never reads its response
-//! loses its connection after `response_write_timeout_ms` and frees its upstream slot.
+//! loses its connection after `response_write_timeout_ms` and frees its upstream slot;
+//! upstream connections to many hosts stay within `max_connections_total` and expire when
+//! idle; idle admin connections take neither port.
 
 use std::time::Duration;
 
@@ -11,12 +13,12 @@ const A_ACCOUNTS: &str = "/2010-04-01/Accounts/ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d
 
 /// Opens a connection with a small receive buffer and asks for `path` through the proxy,
 /// then never reads: the connection is returned to be held.
-async fn request_and_never_read(h: &Harness, path: &str) -> tokio::net::TcpStream {
+async fn request_and_never_read(h: &Harness, host: &str, path: &str) -> tokio::net::TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stream = socket.connect(h.proxy).await.unwrap();
     let head = format!(
-        "GET {path} HTTP/1.1\r\nHost: api.twilio.com\r\nAuthorization: {}\r\n\r\n",
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {}\r\n\r\n",
         TestAccount::a().basic_auth()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -38,8 +40,8 @@ async fn a_client_that_never_reads_frees_its_upstream_slot() {
     .await;
     let big = format!("{}/big", A_ACCOUNTS.trim_end_matches(".json"));
     let _stuck = [
-        request_and_never_read(&h, &big).await,
-        request_and_never_read(&h, &big).await,
+        request_and_never_read(&h, "api.twilio.com", &big).await,
+        request_and_never_read(&h, "api.twilio.com", &big).await,
     ];
     assert!(
         wait_until(Duration::from_secs(10), || async {
@@ -121,4 +123,87 @@ async fn held_open(streams: &mut [tokio::net::TcpStream]) -> usize {
         }
     }
     open
+}
+
+/// 60 requests to distinct `*.twilio.com` names (one wildcard `connect_to`): the upstream
+/// connections open stay within `max_connections_total` (idle ones to other hosts are closed
+/// to make room), every request is served, and the idle ones expire.
+#[tokio::test]
+async fn upstream_connections_to_many_hosts_stay_bounded_and_expire() {
+    let upstream = BulkUpstream::start(0).await;
+    let h = Harness::start_with(&[TestAccount::a()], |raw| {
+        upstream.route(raw);
+        raw.upstream.max_connections_total = 8;
+        raw.upstream.pool_idle_timeout_ms = 1_000;
+    })
+    .await;
+    let client = h.client();
+    let mut most = 0;
+    for i in 0..60 {
+        let response = client
+            .get(h.url(A_ACCOUNTS))
+            .header("host", format!("h{i}.twilio.com"))
+            .header("authorization", TestAccount::a().basic_auth())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "h{i}: {}",
+            response.text().await.unwrap()
+        );
+        most = most.max(upstream.open_connections());
+    }
+    assert!(most <= 8, "{most} upstream connections open at once");
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            upstream.open_connections() == 0
+        })
+        .await,
+        "{} idle upstream connections never expired",
+        upstream.open_connections()
+    );
+    h.stop().await;
+}
+
+/// With every connection of `max_connections_total` busy (clients that never read), a
+/// request to yet another host gets 503 79054 with `Retry-After` at once.
+#[tokio::test]
+async fn busy_upstream_connections_refuse_another_host_with_79054() {
+    let upstream = BulkUpstream::start(32 * 1024 * 1024).await;
+    let h = Harness::start_with(&[TestAccount::a()], |raw| {
+        upstream.route(raw);
+        raw.upstream.max_connections_total = 2;
+    })
+    .await;
+    let big = format!("{}/big", A_ACCOUNTS.trim_end_matches(".json"));
+    let _stuck = [
+        request_and_never_read(&h, "a.twilio.com", &big).await,
+        request_and_never_read(&h, "b.twilio.com", &big).await,
+    ];
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            upstream.open_connections() == 2
+        })
+        .await,
+        "the two large responses did not start"
+    );
+    let response = h
+        .client()
+        .get(h.url(A_ACCOUNTS))
+        .header("host", "c.twilio.com")
+        .header("authorization", TestAccount::a().basic_auth())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (status, body) = crate::support::json(response).await;
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (503, Some(79054)),
+        "{body}"
+    );
+    assert_eq!(upstream.open_connections(), 2);
+    h.stop().await;
 }
