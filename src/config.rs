@@ -937,12 +937,6 @@ fn server_settings(
         "at least server.max_body_bytes",
     )?;
     let limits = |key, value| in_range(key, value, 1..=1_000_000, "1–1000000").map(|v| v as usize);
-    let body_read = in_range(
-        "server.body_read_timeout_ms",
-        raw.body_read_timeout_ms,
-        1..=u64::MAX,
-        "at least 1",
-    )?;
     let reload = in_range(
         "server.reload_interval_ms",
         raw.reload_interval_ms,
@@ -967,12 +961,6 @@ fn server_settings(
         1..=86_400,
         "1–86400",
     )?;
-    let write = in_range(
-        "server.response_write_timeout_ms",
-        raw.response_write_timeout_ms,
-        1..=u64::MAX,
-        "at least 1",
-    )?;
     let grace = in_range(
         "server.shutdown_grace_secs",
         raw.shutdown_grace_secs,
@@ -987,7 +975,7 @@ fn server_settings(
         listen,
         max_body_bytes,
         reload_interval: Duration::from_millis(reload),
-        body_read_timeout: Duration::from_millis(body_read),
+        body_read_timeout: millis("server.body_read_timeout_ms", raw.body_read_timeout_ms)?,
         header_read_timeout: Duration::from_secs(header_read),
         tls_handshake_timeout: Duration::from_secs(tls_handshake),
         shutdown_grace: Duration::from_secs(grace),
@@ -996,11 +984,19 @@ fn server_settings(
         max_in_flight: limits("server.max_in_flight", raw.max_in_flight)?,
         max_buffered_bytes,
         idle_timeout: Duration::from_secs(idle),
-        response_write_timeout: Duration::from_millis(write),
+        response_write_timeout: millis(
+            "server.response_write_timeout_ms",
+            raw.response_write_timeout_ms,
+        )?,
         worker_threads: worker_threads(raw.worker_threads)?,
         status_file,
         tls: tls_listener(raw, listen, admin_listen)?,
     })
+}
+
+/// A duration in milliseconds, at least 1.
+fn millis(key: &'static str, value: u64) -> Result<Duration, ConfigError> {
+    in_range(key, value, 1..=u64::MAX, "at least 1").map(Duration::from_millis)
 }
 
 /// The cores this process may use: what `0` means for the thread counts.
@@ -1177,12 +1173,7 @@ fn upstream_settings(raw: &RawUpstream) -> Result<UpstreamSettings, ConfigError>
             0..=1_000_000,
             "0–1000000",
         )? as usize,
-        pool_idle_timeout: Duration::from_millis(in_range(
-            "upstream.pool_idle_timeout_ms",
-            raw.pool_idle_timeout_ms,
-            1..=u64::MAX,
-            "at least 1",
-        )?),
+        pool_idle_timeout: millis("upstream.pool_idle_timeout_ms", raw.pool_idle_timeout_ms)?,
     })
 }
 
