@@ -117,8 +117,7 @@ impl PerHost {
 struct Budget {
     max: usize,
     slots: Arc<tokio::sync::Semaphore>,
-    /// How to close each open connection, by host (closed ones are pruned as hosts are
-    /// visited).
+    /// How to close each open connection, by host.
     open: Arc<tokio::sync::Mutex<HashMap<String, Vec<CancellationToken>>>>,
     per_host: PerHost,
 }
@@ -150,9 +149,10 @@ impl Budget {
         };
         let closer = CancellationToken::new();
         let mut open = self.open.lock().await;
-        let conns = open.entry(host.to_owned()).or_default();
-        conns.retain(|closer| !closer.is_cancelled());
-        conns.push(closer.clone());
+        prune(&mut open);
+        open.entry(host.to_owned())
+            .or_default()
+            .push(closer.clone());
         Ok((slot, closer))
     }
 
@@ -163,10 +163,7 @@ impl Budget {
         let exhausted = || Exhausted(self.max);
         let permits = u32::try_from(self.per_host.max).map_err(|_| exhausted())?;
         let mut open = self.open.lock().await;
-        open.retain(|_, conns| {
-            conns.retain(|closer| !closer.is_cancelled());
-            !conns.is_empty()
-        });
+        prune(&mut open);
         let victim = open
             .iter()
             .filter(|(other, _)| other.as_str() != host)
@@ -193,6 +190,15 @@ impl Budget {
             _ => Err(exhausted()),
         }
     }
+}
+
+/// Forgets closed connections, and hosts with none open: the registry holds the open
+/// connections, never every host name seen (O(open connections), once per new connection).
+fn prune(open: &mut HashMap<String, Vec<CancellationToken>>) {
+    open.retain(|_, conns| {
+        conns.retain(|closer| !closer.is_cancelled());
+        !conns.is_empty()
+    });
 }
 
 /// `max_connections_total` connections are open and none is idle.
