@@ -16,6 +16,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::{Either, Full};
 
 use crate::error::ProxyError;
+use crate::head::{self, WarnLimit};
 use crate::metrics::{MethodLabel, Metrics, RequestLabels};
 pub(crate) use crate::response::ProxyBody;
 
@@ -36,10 +37,12 @@ pub(crate) struct RequestLog {
     pub(crate) account: Option<String>,
     /// The `[[clients]]` name, when clients are configured.
     pub(crate) client: Option<String>,
-    /// Log a refusal at debug rather than warn (rate-limited refusals).
-    pub(crate) quiet: bool,
     /// The client's trace context, when it sent a valid `traceparent`.
     pub(crate) trace: Option<TraceParent>,
+    /// The rate limit a refusal's WARN line is under, for refusals an unauthenticated peer
+    /// can repeat at will (a 407 is always under [`head::PROXY_AUTH`]); lines over the limit
+    /// go to debug.
+    pub(crate) limit: Option<&'static WarnLimit>,
 }
 
 impl RequestLog {
@@ -64,7 +67,7 @@ impl RequestLog {
             path: path.map(printable),
             account: None,
             client: None,
-            quiet: false,
+            limit: None,
             trace: TraceParent::from_headers(request.headers()),
         }
     }
@@ -118,12 +121,19 @@ impl RequestLog {
                 let status = err.status().as_u16();
                 let code = err.code();
                 self.metrics.rejected(code);
-                if self.quiet {
+                let limit = self.limit.or_else(|| {
+                    matches!(err, ProxyError::ProxyAuthentication(_)).then_some(&head::PROXY_AUTH)
+                });
+                // `None`: not limited; `Some(None)`: over the limit; `Some(Some(n))`: written,
+                // `n` left out before it.
+                let allowed = limit.map(WarnLimit::allow);
+                let suppressed = allowed.flatten().filter(|&n| n > 0);
+                if matches!(allowed, Some(None)) {
                     tracing::debug!(%method, status, code, error = %err, "refused");
                 } else if err.is_upstream_failure() {
                     tracing::warn!(%method, host, path, account, client, status, latency_us, request_id, trace_id, code, error = %err, "upstream failed");
                 } else {
-                    tracing::warn!(%method, host, path, account, client, status, latency_us, request_id, trace_id, code, error = %err, "refused");
+                    tracing::warn!(%method, host, path, account, client, status, latency_us, request_id, trace_id, code, suppressed, error = %err, "refused");
                 }
                 err.to_response::<Full<Bytes>>().map(Either::Right)
             }

@@ -16,13 +16,14 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::keepalive::{Activity, Deadlines, Guarded, Tracked};
 use crate::keys::KeyStore;
 use crate::metrics::{Metrics, CONTENT_TYPE as METRICS_CONTENT_TYPE};
-use crate::shutdown::{self, Shutdown};
+use crate::shutdown::Shutdown;
 
 /// Whether the proxy should get traffic, and why not.
 #[derive(Debug)]
@@ -113,14 +114,24 @@ pub(crate) struct Admin {
     pub(crate) metrics: Arc<Metrics>,
 }
 
+/// Admin connections held at once; beyond, a new one is closed at once. Probes and scrapes
+/// need a handful; the budget of open files reserves exactly this many for the admin port
+/// (see `app::fit_open_files`), so neither port can starve the other of descriptors.
+pub(crate) const ADMIN_CONNECTIONS: usize = 32;
+
+/// An admin connection that sends no request head within this (from connecting, or from the
+/// end of its last response) is closed: probes are small, and idle connections would
+/// otherwise hold the few places above.
+const ADMIN_IDLE: Duration = Duration::from_secs(5);
+
 impl Admin {
-    /// Serves until `stop` fires. Each connection is HTTP/1.1 with a short head deadline:
-    /// probes are small and frequent.
+    /// Serves until `stop` fires. Each connection is HTTP/1.1 with short head and idle
+    /// deadlines, at most [`ADMIN_CONNECTIONS`] at once.
     pub(crate) async fn serve(self, listener: TcpListener, stop: Shutdown) {
         let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10));
+        // The deadlines are kept by `keepalive`, which tells idle from slow.
+        builder.header_read_timeout(None);
+        let places = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS));
         let mut accepting = stop.clone();
         loop {
             let stream = tokio::select! {
@@ -133,15 +144,30 @@ impl Admin {
                 },
                 _ = accepting.recv() => return,
             };
-            let admin = self.clone();
+            let Ok(place) = places.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
+            let activity = Activity::new();
+            let (admin, requests) = (self.clone(), activity.clone());
             let service = service_fn(move |request| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.answer(&request)) }
+                let (admin, guard) = (admin.clone(), requests.request());
+                async move {
+                    let response = admin.answer(&request);
+                    Ok::<_, Infallible>(response.map(|body| Guarded::new(body, guard)))
+                }
             });
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+            let connection = Deadlines::new(
+                builder.serve_connection(io, service),
+                activity,
+                ADMIN_IDLE,
+                ADMIN_IDLE,
+            );
             let stop = stop.clone();
             tokio::spawn(async move {
-                let _ = shutdown::serve_connection(connection, stop).await;
+                let _ = connection.run(stop).await;
+                drop(place);
             });
         }
     }

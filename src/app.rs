@@ -81,7 +81,7 @@ impl App {
     /// Loads the accounts (`[[accounts]]` and `accounts_dir`) and builds everything the
     /// proxy needs. `config_path` is the file `config` came from, watched for account
     /// changes. Binds nothing and contacts nobody.
-    pub fn build(config: Config, config_path: Option<PathBuf>) -> Result<App, AppError> {
+    pub fn build(mut config: Config, config_path: Option<PathBuf>) -> Result<App, AppError> {
         let accounts = Accounts::from_config(&config)?;
         if accounts.is_empty() && config.accounts_dir.is_none() {
             return Err(AppError::NoAccounts);
@@ -91,7 +91,11 @@ impl App {
         for load in accounts.outcomes() {
             metrics.account_loaded(load.backend.as_str(), "loaded");
         }
-        let max_connections = fit_open_files(config.server.max_connections);
+        let (max_connections, upstream_total) = fit_open_files(
+            config.server.max_connections,
+            config.upstream.max_connections_total,
+        );
+        config.upstream.max_connections_total = upstream_total;
         let keys = Arc::new(KeyStore::new(accounts));
         let admission = Arc::new(Admission::new(
             max_connections,
@@ -112,6 +116,7 @@ impl App {
             admission,
             header_read_timeout: config.server.header_read_timeout,
             idle_timeout: config.server.idle_timeout,
+            response_write_timeout: config.server.response_write_timeout,
         };
         let readiness = Arc::new(Readiness::new(keys.clone(), warnings(&config)));
         let mtls = match &config.server.tls {
@@ -165,47 +170,72 @@ impl App {
     }
 }
 
-/// File descriptors kept free beyond client connections: listeners, upstream connections,
-/// key and account files.
-const SPARE_FILES: u64 = 256;
+/// File descriptors kept free beyond client and upstream connections: listeners, key,
+/// account and config files, the descriptor `accept` takes before a connection over
+/// `max_connections` is closed.
+const SPARE_FILES: u64 = 64;
 
-/// Raises the soft open-files limit to fit `max_connections`; where the hard limit does not
-/// allow it, lowers the cap instead (with a warning) so accept never fails for lack of
-/// descriptors.
+/// File descriptors reserved for the admin listener's connections.
+const ADMIN_FILES: u64 = crate::admin::ADMIN_CONNECTIONS as u64;
+
+/// Fits client connections (`max_connections`), upstream connections
+/// (`upstream.max_connections_total`, 0: derived) and the reserves into the open-files limit,
+/// raising the soft limit as far as the hard one allows, so neither side (nor the admin port)
+/// can run the process out of descriptors: `accept` never fails for lack of them. Returns
+/// the client and upstream caps. With the limit high enough, a derived upstream cap is the
+/// limit less the others (at least `max_connections`); where it is not, both caps are
+/// lowered, with a warning.
 #[cfg(unix)]
-fn fit_open_files(max_connections: usize) -> usize {
+fn fit_open_files(max_connections: usize, upstream_total: usize) -> (usize, usize) {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let wanted = max_connections as u64 + SPARE_FILES;
+    let reserved = SPARE_FILES + ADMIN_FILES;
+    let clients = max_connections as u64;
+    let upstream = match upstream_total {
+        0 => clients,
+        total => total as u64,
+    };
+    let wanted = clients + upstream + reserved;
     let limit = getrlimit(Resource::Nofile);
     let soft = limit.current.unwrap_or(u64::MAX);
-    if soft >= wanted {
-        return max_connections;
-    }
     let hard = limit.maximum.unwrap_or(u64::MAX);
-    let raised = Rlimit {
-        current: Some(wanted.min(hard)),
-        maximum: limit.maximum,
+    let now = if soft >= wanted {
+        soft
+    } else {
+        let raised = Rlimit {
+            current: Some(wanted.min(hard)),
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => wanted.min(hard),
+            Err(_) => soft,
+        }
     };
-    let now = match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => wanted.min(hard),
-        Err(_) => soft,
-    };
+    let size = |n: u64| usize::try_from(n.max(1)).unwrap_or(usize::MAX);
     if now >= wanted {
-        return max_connections;
+        let upstream = match upstream_total {
+            0 => now.saturating_sub(clients + reserved),
+            _ => upstream,
+        };
+        return (max_connections, size(upstream));
     }
-    let fits = usize::try_from(now.saturating_sub(SPARE_FILES).max(1)).unwrap_or(1);
+    // Half of what is left each, or less where less was asked for.
+    let room = now.saturating_sub(reserved);
+    let fitted_clients = clients.min(room / 2).max(room.saturating_sub(upstream));
+    let fitted_upstream = room.saturating_sub(fitted_clients);
     tracing::warn!(
         max_connections,
+        max_connections_total = upstream,
         open_files_limit = now,
-        lowered_to = fits,
-        "the open-files limit cannot fit server.max_connections: raise it (ulimit -n, LimitNOFILE=) or lower max_connections"
+        lowered_to = fitted_clients,
+        upstream_lowered_to = fitted_upstream,
+        "the open-files limit cannot fit server.max_connections and upstream.max_connections_total: raise it (ulimit -n, LimitNOFILE=) or lower them"
     );
-    fits
+    (size(fitted_clients), size(fitted_upstream))
 }
 
 #[cfg(not(unix))]
-fn fit_open_files(max_connections: usize) -> usize {
-    max_connections
+fn fit_open_files(max_connections: usize, upstream_total: usize) -> (usize, usize) {
+    (max_connections, upstream_total)
 }
 
 /// Legal settings a person most likely did not mean.

@@ -181,6 +181,14 @@ pub enum ProxyError {
         /// The upstream host.
         host: String,
     },
+    /// `max_connections_total` upstream connections are open and none of them is idle.
+    #[error("{max} connections to Twilio hosts are open and busy (upstream.max_connections_total), none could be made to {host}: retry shortly")]
+    UpstreamConnectionsExhausted {
+        /// The upstream host a connection was wanted for.
+        host: String,
+        /// The cap.
+        max: usize,
+    },
     /// The upstream connection (TCP or TLS) failed.
     #[error("could not connect to {host}: {reason}")]
     UpstreamConnect {
@@ -253,9 +261,10 @@ impl ProxyError {
             | EgressRefused { .. }
             | EgressUnreachable { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Overloaded(_) | UpstreamBusy { .. } | KeyUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Overloaded(_)
+            | UpstreamBusy { .. }
+            | UpstreamConnectionsExhausted { .. }
+            | KeyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyAuthentication(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             MalformedRequest(_) => StatusCode::BAD_REQUEST,
             HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -299,6 +308,7 @@ impl ProxyError {
             Upstream { .. } => 79042,
             Overloaded(_) => 79050,
             UpstreamBusy { .. } => 79052,
+            UpstreamConnectionsExhausted { .. } => 79054,
             KeyUnavailable(_) => 79053,
             ProxyAuthentication(_) => 79060,
             MalformedRequest(_) => 79023,
@@ -359,6 +369,7 @@ impl ProxyError {
             self,
             ProxyError::Overloaded(_)
                 | ProxyError::UpstreamBusy { .. }
+                | ProxyError::UpstreamConnectionsExhausted { .. }
                 | ProxyError::KeyUnavailable(_)
         ) {
             // Overload passes in moments; a client that honours this comes back then.

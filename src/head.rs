@@ -320,17 +320,63 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadCheck<T> {
 
 crate::keepalive::write_through!(HeadCheck);
 
-/// Whether a refusal of a malformed head may be logged at WARN now: at most one a second,
-/// so a client spraying garbage cannot flood the log.
-pub(crate) fn warn_allowed() -> bool {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = crate::token::unix_now();
-    LAST.swap(now, Ordering::Relaxed) != now
+/// Log lines an unauthenticated peer can cause, each kind at most once a second, so a peer
+/// spraying garbage cannot flood the log; the next line that is written says how many were
+/// left out since the last one.
+#[derive(Debug)]
+pub(crate) struct WarnLimit {
+    /// The second (Unix time) of the last line written.
+    last: AtomicU64,
+    /// Lines left out since then.
+    suppressed: AtomicU64,
+}
+
+/// Refusals of malformed heads.
+pub(crate) static MALFORMED_HEADS: WarnLimit = WarnLimit::new();
+/// 407s: requests without valid client credentials.
+pub(crate) static PROXY_AUTH: WarnLimit = WarnLimit::new();
+/// Failed handshakes on the mutual-TLS listener.
+pub(crate) static TLS_HANDSHAKES: WarnLimit = WarnLimit::new();
+/// Client connections closed because the client read nothing for `response_write_timeout_ms`.
+pub(crate) static WRITE_TIMEOUTS: WarnLimit = WarnLimit::new();
+
+impl WarnLimit {
+    const fn new() -> WarnLimit {
+        WarnLimit {
+            last: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines left out since the last one written)` when a line may be written now;
+    /// `None` (and one more left out) when not.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        self.allow_at(crate::token::unix_now())
+    }
+
+    fn allow_at(&self, now: u64) -> Option<u64> {
+        if self.last.swap(now, Ordering::Relaxed) == now {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_warn_limit_writes_one_line_a_second_and_counts_the_rest() {
+        let limit = WarnLimit::new();
+        assert_eq!(limit.allow_at(100), Some(0));
+        for _ in 0..5 {
+            assert_eq!(limit.allow_at(100), None);
+        }
+        assert_eq!(limit.allow_at(101), Some(5));
+        assert_eq!(limit.allow_at(102), Some(0));
+    }
 
     fn refused(head: &[u8]) -> Option<Refusal> {
         check(head).err()

@@ -119,7 +119,7 @@ struct AccountLoadLabels {
 const REJECTION_CODES: &[u32] = &[
     79001, 79002, 79003, 79004, 79005, 79006, 79007, 79008, 79010, 79011, 79012, 79013, 79014,
     79015, 79016, 79017, 79018, 79019, 79020, 79021, 79022, 79023, 79024, 79026, 79030, 79031,
-    79040, 79041, 79042, 79043, 79044, 79045, 79050, 79051, 79052, 79053, 79060, 79061,
+    79040, 79041, 79042, 79043, 79044, 79045, 79050, 79051, 79052, 79053, 79054, 79060, 79061,
 ];
 /// `pkcv_proxy_key_reloads_total`'s results.
 const RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
@@ -156,6 +156,7 @@ pub struct Metrics {
     clock_skew: Gauge<f64, AtomicU64>,
     upstream_connections_opened: Counter,
     rejections: std::sync::Arc<Rejections>,
+    client_write_timeouts: Counter,
 }
 
 /// Durations from 50 µs (an RSA signature) to about 13 s (a slow upstream), doubling.
@@ -191,6 +192,7 @@ impl Metrics {
             clock_skew: Gauge::default(),
             upstream_connections_opened: Counter::default(),
             rejections: std::sync::Arc::default(),
+            client_write_timeouts: Counter::default(),
             registry: Registry::default(),
         };
         for &code in REJECTION_CODES {
@@ -311,6 +313,11 @@ impl Metrics {
             self.upstream_connections_opened.clone(),
         );
         registry.register(
+            "pkcv_proxy_client_write_timeouts",
+            "Client connections closed because the client read nothing for server.response_write_timeout_ms (its upstream connection discarded)",
+            self.client_write_timeouts.clone(),
+        );
+        registry.register(
             "pkcv_proxy_build",
             "The proxy's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
@@ -410,6 +417,11 @@ impl Metrics {
     /// A new TCP connection to Twilio.
     pub fn upstream_connection_opened(&self) {
         self.upstream_connections_opened.inc();
+    }
+
+    /// A client connection closed because it read nothing for `response_write_timeout_ms`.
+    pub fn client_write_timed_out(&self) {
+        self.client_write_timeouts.inc();
     }
 
     /// Counts an open client connection until the guard drops.

@@ -204,7 +204,7 @@ impl Proxy {
         refusal: head::Refusal,
     ) -> Response<ProxyBody> {
         let mut log = RequestLog::start(request, &self.metrics);
-        log.quiet = !head::warn_allowed();
+        log.limit = Some(&head::MALFORMED_HEADS);
         log.finish(Err(refusal.error()))
     }
 

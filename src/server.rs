@@ -9,7 +9,9 @@
 //! Limits: at most `max_connections` connections (tunnels included) are held; beyond that a
 //! new one is accepted and closed at once, never queued. A connection gets
 //! `header_read_timeout` to send a head once it has begun one (or has just connected), and
-//! is closed after `idle_timeout` with no request in progress ([`crate::keepalive`]).
+//! is closed after `idle_timeout` with no request in progress ([`crate::keepalive`]), or
+//! after `response_write_timeout` in which nothing could be written to it
+//! ([`crate::response::WriteDeadline`]: a client that does not read).
 //!
 //! On shutdown the loop stops accepting and every connection is asked to finish its request
 //! in flight and close; the caller waits on the [`Drain`].
@@ -30,6 +32,7 @@ use crate::keepalive::{Activity, Deadlines, Guarded, Tracked};
 use crate::metrics::Metrics;
 use crate::mtls::MtlsAcceptor;
 use crate::proxy::{Origin, Proxy};
+use crate::response::WriteDeadline;
 use crate::shutdown::{Drain, GracefulConnection};
 
 /// The error code counted when a connection is closed at `max_connections`.
@@ -44,6 +47,7 @@ pub(crate) struct Server {
     pub(crate) admission: Arc<Admission>,
     pub(crate) header_read_timeout: Duration,
     pub(crate) idle_timeout: Duration,
+    pub(crate) response_write_timeout: Duration,
 }
 
 impl Server {
@@ -94,7 +98,8 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let shutdown = drain.signal();
             let Some(tls) = tls.clone() else {
-                let connection = self.connection(&builder, stream, slot, drain, Origin::default());
+                let connection =
+                    self.connection(&builder, stream, peer, slot, drain, Origin::default());
                 drain.spawn(async move {
                     if let Err(err) = connection.run(shutdown).await {
                         tracing::debug!(%peer, error = %err, "connection ended with an error");
@@ -107,7 +112,8 @@ impl Server {
                 let Some((stream, origin)) = server.handshake(&tls, stream, peer).await else {
                     return;
                 };
-                let connection = server.connection(&builder, stream, slot, &drain_for_task, origin);
+                let connection =
+                    server.connection(&builder, stream, peer, slot, &drain_for_task, origin);
                 if let Err(err) = connection.run(shutdown).await {
                     tracing::debug!(%peer, error = %err, "connection ended with an error");
                 }
@@ -126,7 +132,13 @@ impl Server {
         let (stream, names) = match tls.accept(stream).await {
             Ok(accepted) => accepted,
             Err(err) => {
-                tracing::warn!(%peer, error = %err, "TLS listener: handshake failed");
+                match head::TLS_HANDSHAKES.allow() {
+                    Some(suppressed) => {
+                        let suppressed = Some(suppressed).filter(|&n| n > 0);
+                        tracing::warn!(%peer, error = %err, suppressed, "TLS listener: handshake failed");
+                    }
+                    None => tracing::debug!(%peer, error = %err, "TLS listener: handshake failed"),
+                }
                 return None;
             }
         };
@@ -153,6 +165,7 @@ impl Server {
         &self,
         builder: &http1::Builder,
         stream: I,
+        peer: std::net::SocketAddr,
         slot: Arc<ConnectionSlot>,
         drain: &Drain,
         origin: Origin,
@@ -179,6 +192,12 @@ impl Server {
                 Ok::<_, std::convert::Infallible>(response.map(|body| Guarded::new(body, guard)))
             }
         });
+        let stream = WriteDeadline::new(
+            stream,
+            self.response_write_timeout,
+            self.metrics.clone(),
+            peer,
+        );
         let tracked = Tracked::new(stream, activity.clone());
         let io = TokioIo::new(HeadCheck::new(tracked, activity.clone()));
         Deadlines::new(

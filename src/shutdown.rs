@@ -134,22 +134,6 @@ where
     }
 }
 
-/// Serves one hyper connection to its end; on shutdown, lets the request in flight finish
-/// and then closes it.
-pub(crate) async fn serve_connection<C>(connection: C, mut shutdown: Shutdown) -> C::Output
-where
-    C: GracefulConnection,
-{
-    tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => result,
-        _ = shutdown.recv() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    }
-}
-
 /// Resolves on SIGINT or SIGTERM.
 pub async fn os_signal() {
     let interrupt = tokio::signal::ctrl_c();

@@ -13,6 +13,7 @@
 //! - A connect that takes too long and a response that takes too long are distinct errors
 //!   (`504`), apart from connection failures (`502`).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,12 +23,16 @@ use std::time::Duration;
 use http::{Response, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower_service::Service;
 
 use crate::body::BufferedBody;
@@ -88,7 +93,10 @@ impl PerHost {
         }
     }
 
-    /// The host's semaphore; made on first use (hosts are few: Twilio's).
+    /// The host's semaphore; made on first use. Making one drops those of hosts with no
+    /// request in progress, so the map holds the hosts in use, not every name ever asked for
+    /// (a wildcard `connect_to` or DNS admits any number). A request racing that pruning may
+    /// wait on a dropped semaphore: one more request than the cap to that host, for a moment.
     fn semaphore(&self, host: &str) -> Arc<tokio::sync::Semaphore> {
         if let Some(semaphore) = self.hosts.load().get(host) {
             return semaphore.clone();
@@ -97,6 +105,7 @@ impl PerHost {
         let mut chosen = fresh.clone();
         self.hosts.rcu(|hosts| {
             let mut hosts = std::collections::HashMap::clone(hosts);
+            hosts.retain(|_, semaphore| semaphore.available_permits() < self.max);
             chosen = hosts
                 .entry(host.to_owned())
                 .or_insert_with(|| fresh.clone())
@@ -104,6 +113,165 @@ impl PerHost {
             hosts
         });
         chosen
+    }
+}
+
+/// `max_connections_total`: every upstream connection holds a slot until it closes. When
+/// none is free, an idle connection to another host is closed to make room; when none is
+/// idle either, the request is refused (79054) rather than the process running out of file
+/// descriptors.
+#[derive(Clone)]
+struct Budget {
+    max: usize,
+    slots: Arc<tokio::sync::Semaphore>,
+    /// How to close each open connection, by host.
+    open: Arc<tokio::sync::Mutex<HashMap<String, Vec<CancellationToken>>>>,
+    per_host: PerHost,
+}
+
+impl Budget {
+    fn new(max: usize, per_host: PerHost) -> Budget {
+        // 0: no cap (a client built outside `App`, such as the workflow commands').
+        let max = match max {
+            0 => tokio::sync::Semaphore::MAX_PERMITS,
+            max => max.min(tokio::sync::Semaphore::MAX_PERMITS),
+        };
+        Budget {
+            max,
+            slots: Arc::new(tokio::sync::Semaphore::new(max)),
+            open: Arc::new(tokio::sync::Mutex::new(HashMap::new())),
+            per_host,
+        }
+    }
+
+    /// A slot for a new connection to `host`, closing an idle connection to another host
+    /// when none is free.
+    async fn slot(
+        &self,
+        host: &str,
+    ) -> Result<(OwnedSemaphorePermit, CancellationToken), Exhausted> {
+        let slot = match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => self.evict_for(host).await?,
+        };
+        let closer = CancellationToken::new();
+        let mut open = self.open.lock().await;
+        prune(&mut open);
+        open.entry(host.to_owned())
+            .or_default()
+            .push(closer.clone());
+        Ok((slot, closer))
+    }
+
+    /// Closes one connection of a host other than `host` that has no request in progress
+    /// (all its permits are held meanwhile, so none can start on it), and takes the slot it
+    /// frees.
+    async fn evict_for(&self, host: &str) -> Result<OwnedSemaphorePermit, Exhausted> {
+        let exhausted = || Exhausted(self.max);
+        let permits = u32::try_from(self.per_host.max).map_err(|_| exhausted())?;
+        let mut open = self.open.lock().await;
+        prune(&mut open);
+        let victim = open
+            .iter()
+            .filter(|(other, _)| other.as_str() != host)
+            .find_map(|(other, conns)| {
+                let quiet = self
+                    .per_host
+                    .semaphore(other)
+                    .try_acquire_many_owned(permits)
+                    .ok()?;
+                Some((quiet, conns.first().cloned()))
+            });
+        drop(open);
+        let Some((quiet, Some(closer))) = victim else {
+            return Err(exhausted());
+        };
+        closer.cancel();
+        // The closed connection's task sees its end of stream and drops it, freeing its slot.
+        let freed =
+            tokio::time::timeout(Duration::from_secs(1), self.slots.clone().acquire_owned());
+        let slot = freed.await;
+        drop(quiet);
+        match slot {
+            Ok(Ok(slot)) => Ok(slot),
+            _ => Err(exhausted()),
+        }
+    }
+}
+
+/// Forgets closed connections, and hosts with none open: the registry holds the open
+/// connections, never every host name seen (O(open connections), once per new connection).
+fn prune(open: &mut HashMap<String, Vec<CancellationToken>>) {
+    open.retain(|_, conns| {
+        conns.retain(|closer| !closer.is_cancelled());
+        !conns.is_empty()
+    });
+}
+
+/// `max_connections_total` connections are open and none is idle.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} upstream connections are open, none idle")]
+pub(crate) struct Exhausted(usize);
+
+/// An upstream connection's stream, holding its slot among `max_connections_total`; it
+/// reads as ended (and refuses writes) once [`Budget`] closes it to make room.
+pub(crate) struct Budgeted<T> {
+    io: T,
+    closing: Pin<Box<WaitForCancellationFutureOwned>>,
+    closer: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl<T> Drop for Budgeted<T> {
+    fn drop(&mut self) {
+        // Marks it closed for the registry's pruning.
+        self.closer.cancel();
+    }
+}
+
+impl<T> Budgeted<T> {
+    fn closed(&mut self, cx: &mut Context<'_>) -> bool {
+        self.closing.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Budgeted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.closed(cx) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Budgeted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.closed(cx) {
+            return Poll::Ready(Err(std::io::ErrorKind::ConnectionAborted.into()));
+        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl<T: Connection> Connection for Budgeted<T> {
+    fn connected(&self) -> Connected {
+        self.io.connected()
     }
 }
 
@@ -128,7 +296,9 @@ impl Upstream {
         let tls = tls_config(settings)?;
 
         let dialer = Dialer::new(settings)?;
-        let connect_to = ConnectTo(dialer.clone(), metrics);
+        let per_host = PerHost::new(settings.max_connections_per_host);
+        let budget = Budget::new(settings.max_connections_total, per_host.clone());
+        let connect_to = ConnectTo(dialer.clone(), metrics, budget);
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
@@ -145,8 +315,11 @@ impl Upstream {
         // to the pool. With room for both, that spare stays pooled and later requests reuse
         // it; with room for exactly the cap, one of them is closed and the dance repeats as a
         // TLS handshake per race (measured: 126 new connections per 6 s at 1,024 clients).
+        // The timer is what makes idle connections expire: without one the pool never
+        // closes them.
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
             .pool_max_idle_per_host(settings.max_connections_per_host.saturating_mul(2))
             .build(connector);
         Ok(Upstream {
@@ -154,7 +327,7 @@ impl Upstream {
             dialer,
             request_timeout: settings.request_timeout,
             connect_timeout: settings.connect_timeout,
-            per_host: PerHost::new(settings.max_connections_per_host),
+            per_host,
         })
     }
 
@@ -214,6 +387,12 @@ impl Upstream {
                 current.downcast_ref::<DialError>()
             {
                 return dial.to_proxy_error(host, self.connect_timeout);
+            }
+            if let Some(Exhausted(max)) = current.downcast_ref::<Exhausted>() {
+                return ProxyError::UpstreamConnectionsExhausted {
+                    host: host.to_owned(),
+                    max: *max,
+                };
             }
             let text = current.to_string();
             // hyper's errors repeat their cause in their own message; say each part once.
@@ -291,6 +470,7 @@ pub(crate) enum DialError {
     /// The connect timeout expired.
     #[error("connect timed out")]
     Timeout,
+
     /// The name did not resolve or the connection was refused.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -370,12 +550,13 @@ impl Dialer {
     }
 }
 
-/// The [`Dialer`] as the TCP connector under hyper's HTTPS client, counting connections.
-#[derive(Debug, Clone)]
-pub(crate) struct ConnectTo(Dialer, Arc<Metrics>);
+/// The [`Dialer`] as the TCP connector under hyper's HTTPS client, counting connections and
+/// keeping them within `max_connections_total`.
+#[derive(Clone)]
+pub(crate) struct ConnectTo(Dialer, Arc<Metrics>, Budget);
 
 impl Service<Uri> for ConnectTo {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<Budgeted<TcpStream>>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -384,13 +565,41 @@ impl Service<Uri> for ConnectTo {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let (dialer, metrics) = (self.0.clone(), self.1.clone());
+        let (dialer, metrics, budget) = (self.0.clone(), self.1.clone(), self.2.clone());
         Box::pin(async move {
             let host = uri.host().unwrap_or_default().to_ascii_lowercase();
             let port = uri.port_u16().unwrap_or(443);
-            let stream = dialer.connect(&host, port).await?;
+            let (slot, closer) = budget.slot(&host).await?;
+            let stream = Budgeted {
+                io: dialer.connect(&host, port).await?,
+                closing: Box::pin(closer.clone().cancelled_owned()),
+                closer,
+                _slot: slot,
+            };
             metrics.upstream_connection_opened();
             Ok(TokioIo::new(stream))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-host map holds the hosts with requests in progress, not every name ever seen.
+    #[test]
+    fn hosts_without_requests_in_progress_are_pruned() {
+        let per_host = PerHost::new(2);
+        let busy = per_host
+            .semaphore("busy.twilio.com")
+            .try_acquire_owned()
+            .unwrap();
+        for i in 0..100 {
+            let _ = per_host.semaphore(&format!("h{i}.twilio.com"));
+        }
+        let hosts = per_host.hosts.load();
+        assert!(hosts.len() <= 2, "{} hosts kept", hosts.len());
+        assert!(hosts.contains_key("busy.twilio.com"));
+        drop(busy);
     }
 }

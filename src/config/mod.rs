@@ -287,6 +287,11 @@ fn in_range(
     }
 }
 
+/// A duration in milliseconds, at least 1.
+fn millis(key: &'static str, value: u64) -> Result<std::time::Duration, ConfigError> {
+    in_range(key, value, 1..=u64::MAX, "at least 1").map(std::time::Duration::from_millis)
+}
+
 /// The cores this process may use: what `0` means for the thread counts.
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from)

@@ -81,6 +81,10 @@ pub struct RawServer {
     pub max_buffered_bytes: u64,
     /// A keep-alive connection with no request in progress is closed after this, in seconds.
     pub idle_timeout_secs: u64,
+    /// A client connection to which nothing could be written for this long (a client that
+    /// does not read its response) is closed, and its upstream connection discarded, in
+    /// milliseconds.
+    pub response_write_timeout_ms: u64,
     /// Threads serving connections (the async runtime's workers); 0: one per core.
     pub worker_threads: u64,
     /// Where a running proxy reports what it signs with (default
@@ -111,6 +115,7 @@ impl Default for RawServer {
             max_in_flight: 1_024,
             max_buffered_bytes: 256 * 1024 * 1024,
             idle_timeout_secs: 60,
+            response_write_timeout_ms: 30_000,
             worker_threads: 0,
             status_file: None,
             tls_listen: String::new(),
@@ -143,6 +148,11 @@ pub struct RawUpstream {
     pub http2: bool,
     /// Requests (over HTTP/1.1: connections) in progress to one host at most.
     pub max_connections_per_host: u64,
+    /// Connections to all upstream hosts together, busy and idle; 0: what the open-files
+    /// limit leaves after `server.max_connections` and a reserve.
+    pub max_connections_total: u64,
+    /// An idle pooled upstream connection is closed after this, in milliseconds.
+    pub pool_idle_timeout_ms: u64,
     /// A corporate HTTP proxy every upstream connection goes through (`http://host:port`,
     /// no credentials in the URL).
     pub proxy: Option<String>,
@@ -176,6 +186,8 @@ impl Default for RawUpstream {
             response_idle_timeout_ms: 60_000,
             http2: false,
             max_connections_per_host: 64,
+            max_connections_total: 0,
+            pool_idle_timeout_ms: 90_000,
             proxy: None,
             proxy_auth_file: None,
             proxy_auth_env: None,

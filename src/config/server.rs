@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::RawServer;
-use super::{cores, in_range, ConfigError, STATUS_FILE_NAME};
+use super::{cores, in_range, millis, ConfigError, STATUS_FILE_NAME};
 
 /// Where the proxy listens and what it accepts.
 #[derive(Debug, Clone)]
@@ -34,6 +34,8 @@ pub struct ServerSettings {
     pub max_buffered_bytes: u64,
     /// Idle keep-alive connection timeout.
     pub idle_timeout: Duration,
+    /// How long writing to a client may make no progress.
+    pub response_write_timeout: Duration,
     /// The async runtime's worker threads (resolved: never 0).
     pub worker_threads: usize,
     /// The status file, if any (explicit, or in `accounts_dir`).
@@ -80,12 +82,6 @@ pub(super) fn server_settings(
         "at least server.max_body_bytes",
     )?;
     let limits = |key, value| in_range(key, value, 1..=1_000_000, "1–1000000").map(|v| v as usize);
-    let body_read = in_range(
-        "server.body_read_timeout_ms",
-        raw.body_read_timeout_ms,
-        1..=u64::MAX,
-        "at least 1",
-    )?;
     let reload = in_range(
         "server.reload_interval_ms",
         raw.reload_interval_ms,
@@ -124,7 +120,7 @@ pub(super) fn server_settings(
         listen,
         max_body_bytes,
         reload_interval: Duration::from_millis(reload),
-        body_read_timeout: Duration::from_millis(body_read),
+        body_read_timeout: millis("server.body_read_timeout_ms", raw.body_read_timeout_ms)?,
         header_read_timeout: Duration::from_secs(header_read),
         tls_handshake_timeout: Duration::from_secs(tls_handshake),
         shutdown_grace: Duration::from_secs(grace),
@@ -133,6 +129,10 @@ pub(super) fn server_settings(
         max_in_flight: limits("server.max_in_flight", raw.max_in_flight)?,
         max_buffered_bytes,
         idle_timeout: Duration::from_secs(idle),
+        response_write_timeout: millis(
+            "server.response_write_timeout_ms",
+            raw.response_write_timeout_ms,
+        )?,
         worker_threads: worker_threads(raw.worker_threads)?,
         status_file,
         tls: tls_listener(raw, listen, admin_listen)?,

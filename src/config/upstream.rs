@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::millis;
 use super::raw::{RawIntercept, RawUpstream};
 use super::{in_range, ConfigError};
 use crate::route::{HostPattern, HostPolicy};
@@ -27,6 +28,11 @@ pub struct UpstreamSettings {
     pub http2: bool,
     /// Requests in progress to one host at most.
     pub max_connections_per_host: usize,
+    /// Connections to all hosts together; 0 until `App::build` derives it from the
+    /// open-files limit (0 there: no cap).
+    pub max_connections_total: usize,
+    /// Idle pooled connection lifetime.
+    pub pool_idle_timeout: Duration,
     /// The corporate egress proxy, if any.
     pub proxy: Option<crate::egress::EgressSettings>,
 }
@@ -148,6 +154,13 @@ pub(super) fn upstream_settings(raw: &RawUpstream) -> Result<UpstreamSettings, C
             1..=100_000,
             "1–100000",
         )? as usize,
+        max_connections_total: in_range(
+            "upstream.max_connections_total",
+            raw.max_connections_total,
+            0..=1_000_000,
+            "0–1000000",
+        )? as usize,
+        pool_idle_timeout: millis("upstream.pool_idle_timeout_ms", raw.pool_idle_timeout_ms)?,
     })
 }
 

@@ -266,15 +266,23 @@ fn scheme(
     digest: Digest,
     token: &str,
 ) -> Result<Scheme, Pkcs11Error> {
-    let offered = module.get_mechanism_list(slot)?;
-    let offers = |scheme: Scheme| offered.contains(&scheme.mechanism_type(algorithm).0);
+    // Only the mechanisms the proxy would sign with are asked about: listing them all makes
+    // cryptoki log an ERROR for every one it has no name for (~30 with SoftHSM2), which
+    // buries real errors.
+    let offers = |scheme: Scheme| -> Result<bool, Pkcs11Error> {
+        match module.get_mechanism_info(slot, scheme.mechanism_type(algorithm).0) {
+            Ok(info) => Ok(info.sign()),
+            Err(Error::Pkcs11(RvError::MechanismInvalid, _)) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    };
     let (chosen, digest_name) = match digest {
-        Digest::Auto if offers(Scheme::Hashing) => (Scheme::Hashing, "auto"),
+        Digest::Auto if offers(Scheme::Hashing)? => (Scheme::Hashing, "auto"),
         Digest::Auto => (Scheme::Raw, "auto"),
         Digest::Token => (Scheme::Hashing, "token"),
         Digest::Proxy => (Scheme::Raw, "proxy"),
     };
-    if offers(chosen) {
+    if offers(chosen)? {
         return Ok(chosen);
     }
     Err(Pkcs11Error::NoMechanism {

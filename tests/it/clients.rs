@@ -295,6 +295,26 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// Turns on the mutual-TLS listener: its certificate (for `localhost`) and the CA client
+    /// certificates must chain to are this PKI's, written to `dir`.
+    fn enable_tls_listener(&self, raw: &mut pkcv_proxy::config::RawConfig, dir: &std::path::Path) {
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            #[cfg(unix)]
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            path
+        };
+        let (server_chain, server_key) = self.leaf(&["localhost"], false);
+        raw.server.tls_listen = "127.0.0.1:0".into();
+        raw.server.tls_cert_file = Some(write("server.pem", &server_chain));
+        raw.server.tls_key_file = Some(write("server-key.pem", &server_key));
+        raw.server.client_ca_file = Some(write("client-ca.pem", &self.ca_pem));
+    }
+}
+
 /// A GET over the mutual-TLS listener with `identity` (chain PEM, key PEM) if any.
 async fn get_over_mtls(
     h: &Harness,
@@ -349,25 +369,8 @@ async fn get_over_mtls(
 async fn client_certificates_on_the_tls_listener_name_their_client() {
     let pki = Pki::new("test client CA");
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        #[cfg(unix)]
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
-        path
-    };
-    let (server_chain, server_key) = pki.leaf(&["localhost"], false);
-    let (cert_file, key_file) = (
-        write("server.pem", &server_chain),
-        write("server-key.pem", &server_key),
-    );
-    let client_ca = write("client-ca.pem", &pki.ca_pem);
     let h = Harness::start_with(&[TestAccount::a()], |raw| {
-        raw.server.tls_listen = "127.0.0.1:0".into();
-        raw.server.tls_cert_file = Some(cert_file);
-        raw.server.tls_key_file = Some(key_file);
-        raw.server.client_ca_file = Some(client_ca);
+        pki.enable_tls_listener(raw, dir.path());
         let mut billing = client_config("billing.clients.example", "unused", &[]);
         billing.secret_sha256 = None;
         let mut spiffe = client_config("spiffe://cluster/ns/app", "unused", &[B]);
@@ -395,5 +398,42 @@ async fn client_certificates_on_the_tls_listener_name_their_client() {
     let other = Pki::new("another CA").leaf(&["billing.clients.example"], true);
     assert!(get_over_mtls(&h, &pki.ca_pem, Some(&other)).await.is_err());
     assert_eq!(h.standin.verified(), 1);
+    h.stop().await;
+}
+
+/// Peers that fail the mutual-TLS handshake, or get 407, as fast as they can: the log gets at
+/// most one WARN line of each a second (saying how many were left out), not one per peer.
+#[tokio::test]
+async fn failed_handshakes_and_407s_log_a_bounded_number_of_lines() {
+    let pki = Pki::new("test client CA");
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(&[TestAccount::a()], |raw| {
+        pki.enable_tls_listener(raw, dir.path());
+        raw.clients = vec![client_config("app", "app-secret", &[])];
+    })
+    .await;
+    let logs = crate::support::capture_logs();
+    let started = std::time::Instant::now();
+    for _ in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(h.tls()).await.unwrap();
+        let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let mut rest = Vec::new();
+        let read = stream.read_to_end(&mut rest);
+        let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+    }
+    let client = h.client();
+    for _ in 0..200 {
+        let response = client.get(h.url(A_ACCOUNTS)).send().await.unwrap();
+        assert_eq!(response.status(), 407);
+    }
+    // One line a second at most, per kind, and one for the second the loop began in.
+    let bound = usize::try_from(started.elapsed().as_secs()).unwrap() + 2;
+    let handshakes = logs.count_lines(&["WARN", "handshake failed"]);
+    let refusals = logs.count_lines(&["WARN", "code=79060"]);
+    assert!(
+        handshakes <= bound,
+        "{handshakes} handshake lines (bound {bound})"
+    );
+    assert!(refusals <= bound, "{refusals} 407 lines (bound {bound})");
     h.stop().await;
 }

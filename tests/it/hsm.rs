@@ -701,3 +701,34 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     files
 }
+
+/// Starting and reloading ask the token only about the mechanisms the proxy signs with:
+/// listing all of them made cryptoki log an `ERROR cryptoki::mechanism` line for each one it
+/// does not know (about 30 with SoftHSM2), burying real errors.
+#[tokio::test]
+#[ignore = "needs SoftHSM2 and OpenSC (apt-get install softhsm2 opensc)"]
+async fn start_and_reload_log_no_spurious_mechanism_errors() {
+    let hsm = SoftHsm::new();
+    hsm.import(&test_private_key(), "imported", "01");
+    let standin = StandIn::start(registry(&[TestAccount::a()])).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = proxy_config(&standin, dir.path(), &hsm, uri("imported"));
+    raw.server.reload_interval_ms = 100;
+    let proxy = start_proxy(&raw, dir.path(), &hsm).await;
+    assert_eq!(
+        proxy.get(MESSAGES, &TestAccount::a().basic_auth()).await,
+        200
+    );
+    proxy.signal("HUP");
+    let reloaded = r#"pkcv_proxy_key_reloads_total{result="success"}"#;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            proxy.metric(reloaded).await >= Some(1.0)
+        })
+        .await,
+        "no reload happened"
+    );
+    let log = proxy.log();
+    assert!(!log.contains("cryptoki::mechanism"), "{log}");
+    assert!(!log.contains("ERROR"), "{log}");
+}

@@ -6,6 +6,8 @@
 //! - [`support`]: the SDK vectors, test accounts, the proxy-before-stand-in harness, and one
 //!   helper each for Basic auth, running the `pkcv-proxy` binary, writing a config, waiting
 //!   for a state and capturing the proxy's logs.
+//! - [`availability`]: hostile clients cannot starve anyone: a client that never reads its
+//!   response frees its upstream slot.
 //! - [`cli`]: the binary as a user runs it: `demo`, `check-config`, `sign`, `ca init`, and
 //!   start-up refusals.
 //! - [`clients`]: client authentication: `Proxy-Authorization` on requests and `CONNECT`s,
@@ -56,6 +58,7 @@
 
 mod support;
 
+mod availability;
 mod cli;
 mod clients;
 mod device;

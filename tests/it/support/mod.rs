@@ -631,13 +631,19 @@ pub struct Logs {
 impl Logs {
     /// Whether one logged line contains all of `needles`.
     pub fn has_line(&self, needles: &[&str]) -> bool {
+        self.count_lines(needles) > 0
+    }
+
+    /// How many logged lines contain all of `needles`.
+    pub fn count_lines(&self, needles: &[&str]) -> usize {
         let mut received = self.received.borrow_mut();
         let (chunks, text) = &mut *received;
         while let Ok(chunk) = chunks.try_recv() {
             text.push_str(&String::from_utf8_lossy(&chunk));
         }
         text.lines()
-            .any(|line| needles.iter().all(|needle| line.contains(needle)))
+            .filter(|line| needles.iter().all(|needle| line.contains(needle)))
+            .count()
     }
 }
 
@@ -712,4 +718,101 @@ pub fn client_command(program: &Path) -> tokio::process::Command {
         .env("TWILIO_ACCOUNT_SID", &a.account_sid)
         .kill_on_drop(true);
     command
+}
+
+/// An HTTPS upstream on loopback, trusted through a CA of its own, that answers any request
+/// without checking it: a path containing `/big` gets `big_bytes` of zeros, streamed as the
+/// connection takes them (never held whole), anything else `{}`. It counts the connections
+/// it has open, so a test sees upstream connections the proxy keeps or drops.
+pub struct BulkUpstream {
+    addr: SocketAddr,
+    ca_file: tempfile::NamedTempFile,
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for BulkUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl BulkUpstream {
+    /// Listens on 127.0.0.1 with a certificate for Twilio's names.
+    pub async fn start(big_bytes: usize) -> BulkUpstream {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let tls = pkcv_standin::tls::generate(pkcv_standin::tls::DEFAULT_NAMES).unwrap();
+        let ca_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(ca_file.path(), &tls.ca_pem).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicUsize::new(0));
+        let counted = open.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, open) = (acceptor.clone(), counted.clone());
+                open.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let service = hyper::service::service_fn(move |request| {
+                            std::future::ready(Ok::<_, std::convert::Infallible>(bulk_answer(
+                                &request, big_bytes,
+                            )))
+                        });
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, service)
+                            .await;
+                    }
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        BulkUpstream {
+            addr,
+            ca_file,
+            open,
+            task,
+        }
+    }
+
+    /// Points every Twilio host of `raw` at this upstream.
+    pub fn route(&self, raw: &mut RawConfig) {
+        raw.upstream
+            .route_all_to(self.addr, self.ca_file.path().to_path_buf());
+    }
+
+    /// Connections open to it now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+type BulkBody = http_body_util::StreamBody<
+    futures_util::stream::Iter<
+        std::vec::IntoIter<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>,
+    >,
+>;
+
+fn bulk_answer<B>(request: &http::Request<B>, big_bytes: usize) -> http::Response<BulkBody> {
+    const CHUNK: usize = 64 * 1024;
+    let zeros = bytes::Bytes::from(vec![0u8; CHUNK]);
+    let frames: Vec<_> = if request.uri().path().contains("/big") {
+        (0..big_bytes.div_ceil(CHUNK))
+            .map(|i| {
+                let length = CHUNK.min(big_bytes - i * CHUNK);
+                Ok(http_body::Frame::data(zeros.slice(..length)))
+            })
+            .collect()
+    } else {
+        vec![Ok(http_body::Frame::data(bytes::Bytes::from_static(b"{}")))]
+    };
+    http::Response::builder()
+        .header("content-type", "application/json")
+        .body(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )))
+        .unwrap()
 }
