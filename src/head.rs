@@ -73,6 +73,7 @@ const REASONS: &[&str] = &[
     "both Transfer-Encoding and Content-Length",
     "the request head is larger than 64 KiB",
     "more than 100 header fields",
+    "a request target that is not a valid URI",
 ];
 
 fn token() -> &'static str {
@@ -133,6 +134,11 @@ fn check(head: &[u8]) -> Result<bool, Refusal> {
     // HTTP/1.0 heads are fine: Python's http.client sends its `CONNECT` as HTTP/1.0.
     if !matches!(request.version, Some(0 | 1)) {
         return Err(Refusal::Malformed(REASONS[0]));
+    }
+    // hyper parses the target with `http`'s URI parser and answers a bare 400 when it
+    // fails: the same parser here, so such a target gets the JSON error instead.
+    if http::Uri::try_from(request.path.unwrap_or_default()).is_err() {
+        return Err(Refusal::Malformed(REASONS[11]));
     }
     check_framing(request.headers)?;
     Ok(request.method == Some("CONNECT"))
@@ -364,6 +370,9 @@ mod tests {
             (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", REASONS[1]),
             (b"\x16\x03\x01\x00\xa5\r\n\r\n", REASONS[2]),
             (b"GET / HTTP/9.9\r\n\r\n", REASONS[0]),
+            (b"GET http://[bad/ HTTP/1.1\r\n\r\n", REASONS[11]),
+            (b"GET {x} HTTP/1.1\r\n\r\n", REASONS[11]),
+            (b"GET http:///x HTTP/1.1\r\n\r\n", REASONS[11]),
         ] {
             assert_eq!(
                 refused(head),

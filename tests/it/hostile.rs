@@ -155,3 +155,20 @@ async fn http_1_0_heads_are_served() {
     assert_eq!(h.standin.verified(), 1);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn targets_the_uri_parser_rejects_get_the_json_error() {
+    // httparse takes these request lines; `http`'s URI parser (hyper's) does not.
+    let h = Harness::start().await;
+    for target in ["http://[bad/", "{x}", "http:///x", "http://a\"b/"] {
+        let head = format!("GET {target} HTTP/1.1\r\nHost: api.twilio.com\r\n\r\n");
+        let (status, body) = send_raw(&h, head.as_bytes()).await;
+        assert_eq!(
+            (status, body["code"].as_u64(), body["status"].as_u64()),
+            (400, Some(79023), Some(400)),
+            "{target}: {body}"
+        );
+    }
+    assert!(h.standin.records().await.is_empty());
+    h.stop().await;
+}
