@@ -172,3 +172,29 @@ async fn targets_the_uri_parser_rejects_get_the_json_error() {
     assert!(h.standin.records().await.is_empty());
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_host_port_that_is_no_port_is_refused_and_a_numeric_one_ignored() {
+    let h = Harness::start().await;
+    let a = TestAccount::a();
+    let get = |host: &str| {
+        format!(
+            "GET {A_ACCOUNTS} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {}\r\n\r\n",
+            a.basic_auth()
+        )
+    };
+    for host in ["api.twilio.com:99999", "api.twilio.com:abc"] {
+        let (status, body) = send_raw(&h, get(host).as_bytes()).await;
+        assert_eq!(
+            (status, body["code"].as_u64()),
+            (400, Some(79012)),
+            "{host}: {body}"
+        );
+    }
+    assert!(h.standin.records().await.is_empty());
+    // The sidecar form: the port is ignored, the upstream is 443.
+    let (status, body) = send_raw(&h, get("api.twilio.com:8080").as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.standin.verified(), 1);
+    h.stop().await;
+}
