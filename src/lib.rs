@@ -62,7 +62,7 @@ pub mod config;
 pub(crate) mod connect;
 pub mod error;
 pub mod files;
-pub(crate) mod head;
+pub mod head;
 pub(crate) mod hop;
 pub mod intercept;
 pub(crate) mod keepalive;

@@ -180,7 +180,7 @@ impl Server {
             }
         });
         let tracked = Tracked::new(stream, activity.clone());
-        let io = TokioIo::new(HeadCheck::new(tracked, activity.clone()));
+        let io = TokioIo::new(HeadCheck::new(tracked, false));
         Deadlines::new(
             builder.serve_connection(io, service).with_upgrades(),
             activity,
