@@ -151,7 +151,9 @@ fn check(head: &[u8]) -> Result<Head, Refusal> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut fields);
     match request.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
+        // A head that httparse ends before its blank line would hand on the rest unchecked.
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        Ok(httparse::Status::Complete(_)) => return Err(Refusal::Malformed(REASONS[3])),
         Ok(httparse::Status::Partial) => return Err(Refusal::Malformed(REASONS[0])),
         Err(httparse::Error::TooManyHeaders) => return Err(Refusal::TooLarge(REASONS[10])),
         Err(httparse::Error::Version) => return Err(Refusal::Malformed(REASONS[0])),
@@ -383,6 +385,11 @@ pub struct Framer {
     held: BytesMut,
     /// The refusal whose marker was handed on, if any.
     refused: Option<Refusal>,
+    /// How many of the client's bytes were handed on (a marker not counted).
+    consumed: usize,
+    /// How far `held` was searched for a head's end without finding it, so that a head
+    /// arriving a byte at a time is not searched again from its start at every byte.
+    searched: usize,
 }
 
 impl Framer {
@@ -395,7 +402,14 @@ impl Framer {
             ended: false,
             held: BytesMut::new(),
             refused: None,
+            consumed: 0,
+            searched: 0,
         }
+    }
+
+    /// How many of the client's bytes were handed on (a refused head's marker not counted).
+    pub fn consumed(&self) -> usize {
+        self.consumed
     }
 
     /// Bytes from the client.
@@ -415,6 +429,14 @@ impl Framer {
 
     /// What to do next.
     pub fn step(&mut self) -> Next {
+        let next = self.decide();
+        if let (Next::HandOn(bytes), None) = (&next, self.refused) {
+            self.consumed += bytes.len();
+        }
+        next
+    }
+
+    fn decide(&mut self) -> Next {
         match self.mode {
             Mode::Head => self.head(),
             Mode::Length(left) => {
@@ -462,7 +484,10 @@ impl Framer {
 
     /// Gathers a head; decides what is handed on next.
     fn head(&mut self) -> Next {
-        let Some(end) = head_end(&self.held) else {
+        // A blank line may straddle the end of the last search: back up three bytes.
+        let from = self.searched.saturating_sub(3);
+        let Some(end) = head_end(&self.held[from..]).map(|end| from + end) else {
+            self.searched = self.held.len();
             if self.held.len() > MAX_HEAD_BYTES {
                 return self.refuse(Refusal::TooLarge(REASONS[9]));
             }
@@ -474,6 +499,7 @@ impl Framer {
             }
             return self.more();
         };
+        self.searched = 0;
         let first = std::mem::replace(&mut self.first, false);
         if first && self.in_tunnel && self.held.starts_with(H2_PREFACE_START) {
             self.mode = Mode::Tunnel;
@@ -544,17 +570,17 @@ impl<T: AsyncRead + Unpin> HeadCheck<T> {
     }
 }
 
-/// The end of a head: the index after its blank line (CRLF or bare LF, as hyper allows).
+/// The end of a head: the index after its blank line. Lines end in CRLF or a bare LF, as
+/// httparse (and so hyper) allows, mixed too: the blank line is an LF followed by CRLF or LF.
 fn head_end(bytes: &[u8]) -> Option<usize> {
-    let crlf = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| at + 4);
-    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|at| at + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    bytes
+        .windows(2)
+        .enumerate()
+        .find_map(|(at, pair)| match pair {
+            b"\n\n" => Some(at + 2),
+            b"\n\r" if bytes.get(at + 2) == Some(&b'\n') => Some(at + 3),
+            _ => None,
+        })
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for HeadCheck<T> {
@@ -723,6 +749,12 @@ mod tests {
                 &marker_request(Refusal::Malformed(REASONS[8]))[..]
             );
         }
+        // A blank line of LF then CRLF ends a head for httparse, so it does here: the head
+        // after it is checked, not handed on as part of the first.
+        let mixed = b"GET /a HTTP/1.1\r\nHost: a\n\r\nPOST /x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let (out, end) = frame(mixed, 4096, false);
+        assert_eq!(end, Next::Stop);
+        assert!(out.starts_with(b"GET /a HTTP/1.1\r\nHost: a\n\r\nGET / HTTP/1.1\r\n"));
         // A chunk size hyper fails on: handed on through that byte, then the end.
         let broken = b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET /smuggled HTTP/1.1\r\n\r\n";
         let (out, end) = frame(broken, 3, false);
