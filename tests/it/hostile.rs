@@ -435,3 +435,27 @@ async fn requests_after_a_refused_connect_are_never_read() {
     assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_broken_chunked_body_ends_the_connection_before_anything_after_it() {
+    let h = Harness::start().await;
+    let a = TestAccount::a();
+    let mut stream = TcpStream::connect(h.proxy).await.unwrap();
+    let bytes = format!(
+        "POST /2010-04-01/Accounts/ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d4/Messages.json HTTP/1.1\r\nHost: api.twilio.com\r\nAuthorization: {auth}\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET {A_ACCOUNTS} HTTP/1.1\r\nHost: api.twilio.com\r\nAuthorization: {auth}\r\n\r\n",
+        auth = a.basic_auth()
+    );
+    stream.write_all(bytes.as_bytes()).await.unwrap();
+    let (status, body) = read_answer(&mut stream).await;
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (400, Some(79021)),
+        "{body}"
+    );
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(_))), "the connection stayed open");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(h.standin.records().await.is_empty());
+    h.stop().await;
+}
