@@ -171,7 +171,8 @@ fn model_head(head: &[u8]) -> ModelHead {
     let mut lines = head
         .split(|&b| b == b'\n')
         .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
-    let request_line = lines.next().unwrap_or_default();
+    // Empty lines before the request line are skipped (RFC 9112 §2.2), as httparse does.
+    let request_line = lines.find(|line| !line.is_empty()).unwrap_or_default();
     let mut model = ModelHead {
         connect: request_line.starts_with(b"CONNECT "),
         http_1_0: request_line.ends_with(b" HTTP/1.0"),
@@ -332,23 +333,8 @@ fn walk(stream: &[u8], in_tunnel: bool, consumed: usize, end: &Next) {
             assert_eq!(end, &Next::PassThrough, "a CONNECT did not open a tunnel");
             return;
         }
-        let body_end = if !model.encodings.is_empty() {
-            match chunked_end(stream, at) {
-                Ok(body_end) => {
-                    stats::count("head.chunked-body");
-                    body_end
-                }
-                // Not the strict form, or cut short: the model says no more.
-                Err(_) => return,
-            }
-        } else {
-            let length = model.lengths.first().map_or(Some(0), |digits| {
-                std::str::from_utf8(digits).ok()?.parse::<usize>().ok()
-            });
-            match length.and_then(|n| at.checked_add(n)) {
-                Some(body_end) => body_end,
-                None => return,
-            }
+        let Some(body_end) = body_end(stream, at, &model) else {
+            return;
         };
         if body_end > stream.len() {
             assert_eq!(consumed, stream.len(), "a body cut short was not handed on");
@@ -360,6 +346,21 @@ fn walk(stream: &[u8], in_tunnel: bool, consumed: usize, end: &Next) {
         );
         at = body_end;
     }
+}
+
+/// Where the model says the body after a head (ending at `at`) ends; `None` when it cannot
+/// say (a chunked body not in the strict form, or cut short; a length that is no number).
+fn body_end(stream: &[u8], at: usize, model: &ModelHead) -> Option<usize> {
+    if !model.encodings.is_empty() {
+        let end = chunked_end(stream, at).ok()?;
+        stats::count("head.chunked-body");
+        return Some(end);
+    }
+    let length = match model.lengths.first() {
+        None => 0,
+        Some(digits) => std::str::from_utf8(digits).ok()?.parse::<usize>().ok()?,
+    };
+    at.checked_add(length)
 }
 
 fn structured(u: &mut Unstructured<'_>) -> Result<(Vec<u8>, bool, usize)> {
