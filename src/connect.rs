@@ -29,6 +29,7 @@ use crate::access_log::{ProxyBody, RequestLog};
 use crate::admission::ConnectionSlot;
 use crate::config::Config;
 use crate::error::ProxyError;
+use crate::head::{self, HeadCheck};
 use crate::intercept::{InterceptError, Interceptor};
 use crate::keepalive::{Activity, Deadlines, Guarded, Tracked};
 use crate::proxy::{Origin, Proxy};
@@ -112,7 +113,17 @@ impl Tunnels {
             }
             Err(err) => Err(err),
         };
-        log.finish(outcome)
+        let refused = outcome.is_err();
+        let mut response = log.finish(outcome);
+        if refused {
+            // hyper would go on reading requests after a refused `CONNECT`, from a stream
+            // `HeadCheck` already handed on as a tunnel's: close it after the answer instead.
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 
     /// Decides what the `CONNECT` leads to; for a passthrough host, dials it first so that
@@ -225,16 +236,26 @@ impl Tunnels {
         let origin = Arc::new(origin);
         let proxy = self.proxy.clone();
         let requests = activity.clone();
-        let service = service_fn(move |request| {
+        let service = service_fn(move |request: Request<hyper::body::Incoming>| {
             let (proxy, origin) = (proxy.clone(), origin.clone());
             let guard = requests.request();
             async move {
-                let response = proxy.handle(request, &origin).await;
+                // The same head rules as outside: HTTP/1.1 heads were checked (and a refused
+                // one replaced by its marker) by `HeadCheck`; HTTP/2 ones arrive parsed.
+                let refusal = head::refusal(request.headers()).or_else(|| {
+                    (request.version() == http::Version::HTTP_2)
+                        .then(|| head::check_fields(request.headers()).err())
+                        .flatten()
+                });
+                let response = match refusal {
+                    Some(refusal) => proxy.refuse(&request, refusal),
+                    None => proxy.handle(request, &origin).await,
+                };
                 Ok::<_, std::convert::Infallible>(response.map(|body| Guarded::new(body, guard)))
             }
         });
         let builder = self.tunnel_server();
-        let io = TokioIo::new(Tracked::new(tls, activity.clone()));
+        let io = TokioIo::new(HeadCheck::new(Tracked::new(tls, activity.clone()), true));
         let connection = builder.serve_connection(io, service);
         let deadlines = Deadlines::new(
             connection,
@@ -258,6 +279,9 @@ impl Tunnels {
         builder
             .http2()
             .timer(TokioTimer::new())
+            // The documented head limit (h2 counts 32 bytes more per field, as RFC 9113
+            // does); beyond it h2 itself answers 431 and resets the stream.
+            .max_header_list_size(head::MAX_HEAD_BYTES as u32)
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
         builder

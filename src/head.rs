@@ -2,16 +2,24 @@
 //! proxy's Twilio-style JSON error instead of hyper's bare `400`/`431` or a silent close.
 //!
 //! hyper answers a head it cannot parse itself, with no hook. So the connection's bytes pass
-//! through [`HeadCheck`] first: whenever a new request head is due (the connection is new,
-//! or the previous request has ended), it gathers the head up to its blank line and checks it
-//! the way hyper would, and more strictly where smuggling lives (`Content-Length` and
-//! `Transfer-Encoding`). A good head is handed on byte for byte. A bad one is replaced by a
+//! through [`HeadCheck`] first, which cuts them into requests the way hyper will
+//! ([`Framer`]): it gathers each head up to its blank line and checks it the way hyper would,
+//! and more strictly where smuggling lives (`Content-Length` and `Transfer-Encoding`); it
+//! then hands on the body exactly as far as that head frames it (a length, or chunks read
+//! with hyper's own decoder's states), so the next bytes are the next head and are checked
+//! in turn — pipelined requests, in the same read or sent while the previous one is in
+//! flight, included. A good head is handed on byte for byte. A bad one is replaced by a
 //! small marker request (a header carrying a per-process token the client never sees, so it
 //! cannot be forged, and `connection: close`), after which nothing more is read; the server
 //! answers the marker with the JSON error (`79023` 400, `79024` 431) and the connection
-//! closes.
+//! closes. A body whose chunked framing breaks is handed on up to the breaking byte (hyper
+//! fails it there) and the stream then ends.
 //!
-//! Once a `CONNECT` head has passed, the stream is a tunnel and is never looked at again.
+//! The same rules hold on the plain port and on HTTP/1.1 inside intercepted tunnels. Once a
+//! `CONNECT` head has passed on the plain port, the stream is a tunnel (or, if the
+//! `CONNECT` is refused, closed after the answer) and is never looked at again; inside a
+//! tunnel, an HTTP/2 preface hands the stream to h2, whose parsed headers meet the same
+//! rules in [`check_fields`].
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +31,6 @@ use http::HeaderMap;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::error::ProxyError;
-use crate::keepalive::Activity;
 
 /// The largest request head accepted: far above any Twilio request, far below hyper's own.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -36,7 +43,7 @@ const MARKER: &str = "x-pkcv-proxy-refused-head";
 
 /// Why a head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub enum Refusal {
     /// Not a well-formed HTTP/1.1 head.
     Malformed(&'static str),
     /// Longer than [`MAX_HEAD_BYTES`], or more than 100 header fields.
@@ -73,6 +80,8 @@ const REASONS: &[&str] = &[
     "both Transfer-Encoding and Content-Length",
     "the request head is larger than 64 KiB",
     "more than 100 header fields",
+    "a request target that is not a valid URI",
+    "a Content-Length too large to read",
 ];
 
 fn token() -> &'static str {
@@ -112,18 +121,39 @@ fn marker_request(refusal: Refusal) -> Bytes {
     ))
 }
 
+/// How the body after a head is framed, read the way hyper reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyLength {
+    /// `Content-Length` bytes (none without the header).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A head that passed: whether it opens a tunnel, and how its body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Head {
+    connect: bool,
+    body: BodyLength,
+}
+
 /// Checks a complete head (through its blank line).
-fn check(head: &[u8]) -> Result<bool, Refusal> {
+fn check(head: &[u8]) -> Result<Head, Refusal> {
     if head.starts_with(b"PRI * HTTP/2") {
         return Err(Refusal::Malformed(REASONS[1]));
     }
     if head.first() == Some(&0x16) {
         return Err(Refusal::Malformed(REASONS[2]));
     }
+    if head.len() > MAX_HEAD_BYTES {
+        return Err(Refusal::TooLarge(REASONS[9]));
+    }
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut fields);
     match request.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
+        // A head that httparse ends before its blank line would hand on the rest unchecked.
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        Ok(httparse::Status::Complete(_)) => return Err(Refusal::Malformed(REASONS[3])),
         Ok(httparse::Status::Partial) => return Err(Refusal::Malformed(REASONS[0])),
         Err(httparse::Error::TooManyHeaders) => return Err(Refusal::TooLarge(REASONS[10])),
         Err(httparse::Error::Version) => return Err(Refusal::Malformed(REASONS[0])),
@@ -134,8 +164,17 @@ fn check(head: &[u8]) -> Result<bool, Refusal> {
     if !matches!(request.version, Some(0 | 1)) {
         return Err(Refusal::Malformed(REASONS[0]));
     }
-    check_framing(request.headers)?;
-    Ok(request.method == Some("CONNECT"))
+    // hyper parses the target with `http`'s URI parser and answers a bare 400 when it
+    // fails: the same parser here, so such a target gets the JSON error instead.
+    if http::Uri::try_from(request.path.unwrap_or_default()).is_err() {
+        return Err(Refusal::Malformed(REASONS[11]));
+    }
+    let fields = request.headers.iter().map(|f| (f.name, f.value));
+    let body = check_framing(fields, request.version == Some(0))?;
+    Ok(Head {
+        connect: request.method == Some("CONNECT"),
+        body,
+    })
 }
 
 /// A header line that begins with white space continues the one before it (obs-fold).
@@ -144,13 +183,17 @@ fn folded(head: &[u8]) -> bool {
         .any(|pair| pair[0] == b'\n' && (pair[1] == b' ' || pair[1] == b'\t'))
 }
 
-/// One body length, stated one way: what request smuggling feeds on is refused.
-fn check_framing(fields: &[httparse::Header<'_>]) -> Result<(), Refusal> {
+/// One body length, stated one way: what request smuggling feeds on is refused. The length
+/// returned is the one hyper reads for a head that passes.
+fn check_framing<'a>(
+    fields: impl Iterator<Item = (&'a str, &'a [u8])>,
+    http_1_0: bool,
+) -> Result<BodyLength, Refusal> {
     let mut length: Option<&[u8]> = None;
     let mut chunked = false;
-    for field in fields {
-        if field.name.eq_ignore_ascii_case("content-length") {
-            let value = field.value.trim_ascii();
+    for (name, value) in fields {
+        if name.eq_ignore_ascii_case("content-length") {
+            let value = value.trim_ascii();
             if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
                 return Err(Refusal::Malformed(REASONS[6]));
             }
@@ -158,132 +201,386 @@ fn check_framing(fields: &[httparse::Header<'_>]) -> Result<(), Refusal> {
                 return Err(Refusal::Malformed(REASONS[5]));
             }
             length = Some(value);
-        } else if field.name.eq_ignore_ascii_case("transfer-encoding") {
-            if chunked || !field.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // hyper refuses `Transfer-Encoding` on HTTP/1.0 with a bare 400.
+            if http_1_0 || chunked || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                 return Err(Refusal::Malformed(REASONS[7]));
             }
             chunked = true;
         }
     }
-    if chunked && length.is_some() {
-        return Err(Refusal::Malformed(REASONS[8]));
+    match (chunked, length) {
+        (true, Some(_)) => Err(Refusal::Malformed(REASONS[8])),
+        (true, None) => Ok(BodyLength::Chunked),
+        (false, None) => Ok(BodyLength::Length(0)),
+        // hyper's own ceiling is u64::MAX - 2; one that does not fit gets its bare 400.
+        (false, Some(digits)) => std::str::from_utf8(digits)
+            .ok()
+            .and_then(|digits| digits.parse::<u64>().ok())
+            .filter(|&n| n < u64::MAX - 2)
+            .map(BodyLength::Length)
+            .ok_or(Refusal::Malformed(REASONS[12])),
     }
-    Ok(())
+}
+
+/// The head rules for a request whose head arrived parsed (HTTP/2 inside a tunnel, where
+/// h2 has already kept the header list to [`MAX_HEAD_BYTES`]): at most 100 fields, and the
+/// same `Content-Length`/`Transfer-Encoding` rules as HTTP/1.1.
+pub(crate) fn check_fields(headers: &HeaderMap) -> Result<(), Refusal> {
+    if headers.len() > MAX_HEADERS {
+        return Err(Refusal::TooLarge(REASONS[10]));
+    }
+    let size: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    if size > MAX_HEAD_BYTES {
+        return Err(Refusal::TooLarge(REASONS[9]));
+    }
+    let fields = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()));
+    check_framing(fields, false).map(drop)
+}
+
+/// Where a chunked body stands: hyper's own decoder's states (`proto::h1::decode`), so
+/// that the body ends, or breaks, at the very byte where hyper's does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Start,
+    Size,
+    SizeLws,
+    Extension,
+    SizeLf,
+    Data(u64),
+    DataCr,
+    DataLf,
+    Trailer,
+    TrailerLf,
+    EndCr,
+    EndLf,
+    End,
+}
+
+/// How far a body got in the bytes it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// All of them are body; it goes on.
+    More,
+    /// It ends after this many.
+    Ends(usize),
+    /// The byte at this index breaks the framing (hyper fails the body there).
+    Broken(usize),
+}
+
+impl Chunk {
+    /// Scans `bytes`, the next of a chunked body, from this state. `size` is the chunk size
+    /// read so far.
+    fn scan(&mut self, size: &mut u64, bytes: &[u8]) -> Scan {
+        let mut at = 0;
+        while at < bytes.len() {
+            if let Chunk::Data(left) = *self {
+                let take = usize::try_from(left).unwrap_or(usize::MAX);
+                let take = take.min(bytes.len() - at);
+                at += take;
+                let left = left - take as u64;
+                *self = if left == 0 {
+                    Chunk::DataCr
+                } else {
+                    Chunk::Data(left)
+                };
+                continue;
+            }
+            let byte = bytes[at];
+            let next = self.step(size, byte);
+            match next {
+                Some(next) => *self = next,
+                None => return Scan::Broken(at),
+            }
+            at += 1;
+            if *self == Chunk::End {
+                return Scan::Ends(at);
+            }
+        }
+        Scan::More
+    }
+
+    /// One byte outside chunk data; `None` where hyper's decoder fails.
+    fn step(self, size: &mut u64, byte: u8) -> Option<Chunk> {
+        let hex = (byte as char).to_digit(16).map(u64::from);
+        Some(match (self, byte) {
+            (Chunk::Start | Chunk::Size, _) if hex.is_some() => {
+                *size = size.checked_mul(16)?.checked_add(hex?)?;
+                Chunk::Size
+            }
+            (Chunk::Size | Chunk::SizeLws, b'\t' | b' ') => Chunk::SizeLws,
+            (Chunk::Size | Chunk::SizeLws, b';') => Chunk::Extension,
+            (Chunk::Size | Chunk::SizeLws | Chunk::Extension, b'\r') => Chunk::SizeLf,
+            (Chunk::Extension, b'\n') => return None,
+            (Chunk::Extension, _) => Chunk::Extension,
+            (Chunk::SizeLf, b'\n') if *size == 0 => Chunk::EndCr,
+            (Chunk::SizeLf, b'\n') => Chunk::Data(std::mem::take(size)),
+            (Chunk::DataCr, b'\r') => Chunk::DataLf,
+            (Chunk::DataLf, b'\n') => Chunk::Start,
+            (Chunk::Trailer, b'\r') => Chunk::TrailerLf,
+            (Chunk::Trailer, _) => Chunk::Trailer,
+            (Chunk::TrailerLf, b'\n') => Chunk::EndCr,
+            (Chunk::EndCr, b'\r') => Chunk::EndLf,
+            (Chunk::EndCr, _) => Chunk::Trailer,
+            (Chunk::EndLf, b'\n') => Chunk::End,
+            _ => return None,
+        })
+    }
 }
 
 /// Where the stream stands.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// Gathering a head, not yet handed on.
-    Gathering,
-    /// Handing bytes on as they come; a new head is due once this many requests have ended.
-    Passing { head_due_after: u64 },
+    /// A head is due: gathering it, not yet handed on.
+    Head,
+    /// Handing on a body of this many more bytes.
+    Length(u64),
+    /// Handing on a chunked body (and the chunk size read so far).
+    Chunked(Chunk, u64),
     /// A tunnel: never looked at again.
     Tunnel,
     /// A refused head: the marker, then nothing more.
     Refusing,
+    /// A body whose framing broke was handed on up to the breaking byte: the end of the
+    /// stream next, so that nothing after it is ever read as a head.
+    Ending,
 }
+
+/// What to do next with a connection's bytes (see [`Framer::step`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Hand these on.
+    HandOn(Bytes),
+    /// Read more from the client first.
+    NeedMore,
+    /// Read straight from the client from now on (a tunnel, or the client's end of stream).
+    PassThrough,
+    /// Hand on nothing more, and keep the stream open: a refused head's marker was handed
+    /// on and the server answers it, then closes.
+    Stop,
+    /// End the stream now.
+    End,
+}
+
+/// The connection's bytes cut into requests, without I/O: every request head is checked
+/// before it is handed on, and each body is handed on exactly as far as its head frames
+/// it, so that whatever follows — a pipelined request, in the same read or not — is a head
+/// and is checked in turn.
+#[derive(Debug)]
+pub struct Framer {
+    mode: Mode,
+    /// Inside an intercepted tunnel: an HTTP/2 preface may open the stream (h2 has its own
+    /// framing), and a `CONNECT` is just a request (refused by the proxy), never a tunnel.
+    in_tunnel: bool,
+    /// No head has been handed on yet.
+    first: bool,
+    /// The client's stream has ended.
+    ended: bool,
+    /// Bytes received and not yet handed on.
+    held: BytesMut,
+    /// The refusal whose marker was handed on, if any.
+    refused: Option<Refusal>,
+    /// How many of the client's bytes were handed on (a marker not counted).
+    consumed: usize,
+    /// How far `held` was searched for a head's end without finding it, so that a head
+    /// arriving a byte at a time is not searched again from its start at every byte.
+    searched: usize,
+}
+
+impl Framer {
+    /// A framer for a new connection (`in_tunnel`: inside an intercepted `CONNECT` tunnel).
+    pub fn new(in_tunnel: bool) -> Framer {
+        Framer {
+            mode: Mode::Head,
+            in_tunnel,
+            first: true,
+            ended: false,
+            held: BytesMut::new(),
+            refused: None,
+            consumed: 0,
+            searched: 0,
+        }
+    }
+
+    /// How many of the client's bytes were handed on (a refused head's marker not counted).
+    pub fn consumed(&self) -> usize {
+        self.consumed
+    }
+
+    /// Bytes from the client.
+    pub fn received(&mut self, bytes: &[u8]) {
+        self.held.extend_from_slice(bytes);
+    }
+
+    /// The client's stream has ended.
+    pub fn end_of_stream(&mut self) {
+        self.ended = true;
+    }
+
+    /// The head that was refused, if one was (its marker is what was handed on last).
+    pub fn refused(&self) -> Option<Refusal> {
+        self.refused
+    }
+
+    /// What to do next.
+    pub fn step(&mut self) -> Next {
+        let next = self.decide();
+        if let (Next::HandOn(bytes), None) = (&next, self.refused) {
+            self.consumed += bytes.len();
+        }
+        next
+    }
+
+    fn decide(&mut self) -> Next {
+        match self.mode {
+            Mode::Head => self.head(),
+            Mode::Length(left) => {
+                if self.held.is_empty() {
+                    return self.more();
+                }
+                let take = usize::try_from(left).unwrap_or(usize::MAX);
+                let take = take.min(self.held.len());
+                let left = left - take as u64;
+                self.mode = if left == 0 {
+                    Mode::Head
+                } else {
+                    Mode::Length(left)
+                };
+                Next::HandOn(self.held.split_to(take).freeze())
+            }
+            Mode::Chunked(mut state, mut size) => {
+                if self.held.is_empty() {
+                    return self.more();
+                }
+                let scan = state.scan(&mut size, &self.held);
+                let (take, mode) = match scan {
+                    Scan::More => (self.held.len(), Mode::Chunked(state, size)),
+                    Scan::Ends(at) => (at, Mode::Head),
+                    Scan::Broken(at) => (at + 1, Mode::Ending),
+                };
+                self.mode = mode;
+                Next::HandOn(self.held.split_to(take).freeze())
+            }
+            Mode::Tunnel if !self.held.is_empty() => Next::HandOn(self.held.split().freeze()),
+            Mode::Tunnel => Next::PassThrough,
+            Mode::Refusing => Next::Stop,
+            Mode::Ending => Next::End,
+        }
+    }
+
+    /// Nothing held: more from the client, or (once it has ended) its end handed on.
+    fn more(&mut self) -> Next {
+        if self.ended {
+            self.mode = Mode::Tunnel;
+            return Next::PassThrough;
+        }
+        Next::NeedMore
+    }
+
+    /// Gathers a head; decides what is handed on next.
+    fn head(&mut self) -> Next {
+        // A blank line may straddle the end of the last search: back up three bytes.
+        let from = self.searched.saturating_sub(3);
+        let Some(end) = head_end(&self.held[from..]).map(|end| from + end) else {
+            self.searched = self.held.len();
+            if self.held.len() > MAX_HEAD_BYTES {
+                return self.refuse(Refusal::TooLarge(REASONS[9]));
+            }
+            if self.ended && !self.held.is_empty() {
+                // The end before a whole head: hand on what there is, and hyper ends the
+                // connection as it always does.
+                self.mode = Mode::Tunnel;
+                return Next::HandOn(self.held.split().freeze());
+            }
+            return self.more();
+        };
+        self.searched = 0;
+        let first = std::mem::replace(&mut self.first, false);
+        if first && self.in_tunnel && self.held.starts_with(H2_PREFACE_START) {
+            self.mode = Mode::Tunnel;
+            return Next::HandOn(self.held.split().freeze());
+        }
+        match check(&self.held[..end]) {
+            Ok(head) => {
+                self.mode = match head.body {
+                    _ if head.connect && !self.in_tunnel => Mode::Tunnel,
+                    BodyLength::Length(0) => Mode::Head,
+                    BodyLength::Length(n) => Mode::Length(n),
+                    BodyLength::Chunked => Mode::Chunked(Chunk::Start, 0),
+                };
+                Next::HandOn(self.held.split_to(end).freeze())
+            }
+            Err(refusal) => self.refuse(refusal),
+        }
+    }
+
+    fn refuse(&mut self, refusal: Refusal) -> Next {
+        self.mode = Mode::Refusing;
+        self.refused = Some(refusal);
+        self.held.clear();
+        Next::HandOn(marker_request(refusal))
+    }
+}
+
+/// How an HTTP/2 connection preface begins (RFC 9113 §3.4).
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0\r\n\r\n";
 
 /// A connection's stream with its request heads checked before they are handed on.
 #[derive(Debug)]
 pub(crate) struct HeadCheck<T> {
     io: T,
-    activity: Activity,
-    mode: Mode,
-    /// Bytes read and not yet handed on.
-    held: BytesMut,
+    framer: Framer,
     /// Bytes checked (or the marker) and ready to hand on.
     ready: Bytes,
 }
 
 impl<T> HeadCheck<T> {
-    pub(crate) fn new(io: T, activity: Activity) -> HeadCheck<T> {
+    /// The client's stream on the plain port (`in_tunnel` false) or inside an intercepted
+    /// tunnel (true).
+    pub(crate) fn new(io: T, in_tunnel: bool) -> HeadCheck<T> {
         HeadCheck {
             io,
-            activity,
-            mode: Mode::Gathering,
-            held: BytesMut::new(),
+            framer: Framer::new(in_tunnel),
             ready: Bytes::new(),
         }
     }
 }
 
 impl<T: AsyncRead + Unpin> HeadCheck<T> {
-    /// Reads more into `held`: `Ok(true)` when something arrived, `Ok(false)` at the end.
-    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
+    /// Reads more from the client into the framer.
+    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let mut chunk = [0u8; 8192];
         let mut buf = ReadBuf::new(&mut chunk);
         match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) => {
-                self.held.extend_from_slice(buf.filled());
-                Poll::Ready(Ok(!buf.filled().is_empty()))
-            }
-            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    /// Gathers a head; decides what is handed on next.
-    fn gather(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        loop {
-            if let Some(end) = head_end(&self.held) {
-                self.mode = match check(&self.held[..end]) {
-                    Ok(true) => Mode::Tunnel,
-                    Ok(false) => Mode::Passing {
-                        head_due_after: self.activity.requests_ended() + 1,
-                    },
-                    Err(refusal) => {
-                        self.mode = Mode::Refusing;
-                        self.ready = marker_request(refusal);
-                        self.held.clear();
-                        return Poll::Ready(Ok(()));
-                    }
-                };
-                self.ready = self.held.split().freeze();
-                return Poll::Ready(Ok(()));
-            }
-            if self.held.len() > MAX_HEAD_BYTES {
-                self.mode = Mode::Refusing;
-                self.ready = marker_request(Refusal::TooLarge(REASONS[9]));
-                self.held.clear();
-                return Poll::Ready(Ok(()));
-            }
-            match self.fill(cx) {
-                Poll::Ready(Ok(true)) => continue,
-                // The end before a whole head: hand on what there is, hyper ends the
-                // connection as it always does.
-                Poll::Ready(Ok(false)) => {
-                    self.mode = Mode::Tunnel;
-                    self.ready = self.held.split().freeze();
-                    return Poll::Ready(Ok(()));
+                if buf.filled().is_empty() {
+                    self.framer.end_of_stream();
+                } else {
+                    self.framer.received(buf.filled());
                 }
-                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(()))
             }
-        }
-    }
-
-    fn head_is_due(&self) -> bool {
-        match self.mode {
-            Mode::Passing { head_due_after } => {
-                !self.activity.in_request() && self.activity.requests_ended() >= head_due_after
-            }
-            _ => false,
+            other => other,
         }
     }
 }
 
-/// The end of a head: the index after its blank line (CRLF or bare LF, as hyper allows).
+/// The end of a head: the index after its blank line. Lines end in CRLF or a bare LF, as
+/// httparse (and so hyper) allows, mixed too: the blank line is an LF followed by CRLF or LF.
 fn head_end(bytes: &[u8]) -> Option<usize> {
-    let crlf = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| at + 4);
-    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|at| at + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    bytes
+        .windows(2)
+        .enumerate()
+        .find_map(|(at, pair)| match pair {
+            b"\n\n" => Some(at + 2),
+            b"\n\r" if bytes.get(at + 2) == Some(&b'\n') => Some(at + 3),
+            _ => None,
+        })
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for HeadCheck<T> {
@@ -293,22 +590,19 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadCheck<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        if this.ready.is_empty() {
-            if this.head_is_due() {
-                this.mode = Mode::Gathering;
-            }
-            match this.mode {
-                Mode::Gathering => match this.gather(cx) {
+        while this.ready.is_empty() {
+            match this.framer.step() {
+                Next::HandOn(bytes) => this.ready = bytes,
+                Next::NeedMore => match this.fill(cx) {
                     Poll::Ready(Ok(())) => {}
                     other => return other,
                 },
+                Next::PassThrough => return Pin::new(&mut this.io).poll_read(cx, buf),
                 // After the marker (which asks for `connection: close`) nothing more is read:
                 // hyper answers it and closes. An end of stream here would make hyper drop
                 // the connection before answering.
-                Mode::Refusing => return Poll::Pending,
-                Mode::Passing { .. } | Mode::Tunnel => {
-                    return Pin::new(&mut this.io).poll_read(cx, buf);
-                }
+                Next::Stop => return Poll::Pending,
+                Next::End => return Poll::Ready(Ok(())),
             }
         }
         let n = this.ready.len().min(buf.remaining());
@@ -385,9 +679,15 @@ mod tests {
     #[test]
     fn heads_are_checked_as_hyper_would_and_stricter_on_framing() {
         let ok = b"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n";
-        assert_eq!(check(ok), Ok(false));
         assert_eq!(
-            check(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"),
+            check(ok),
+            Ok(Head {
+                connect: false,
+                body: BodyLength::Length(3)
+            })
+        );
+        assert_eq!(
+            check(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n").map(|h| h.connect),
             Ok(true)
         );
         for (head, reason) in [
@@ -410,6 +710,9 @@ mod tests {
             (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", REASONS[1]),
             (b"\x16\x03\x01\x00\xa5\r\n\r\n", REASONS[2]),
             (b"GET / HTTP/9.9\r\n\r\n", REASONS[0]),
+            (b"GET http://[bad/ HTTP/1.1\r\n\r\n", REASONS[11]),
+            (b"GET {x} HTTP/1.1\r\n\r\n", REASONS[11]),
+            (b"GET http:///x HTTP/1.1\r\n\r\n", REASONS[11]),
         ] {
             assert_eq!(
                 refused(head),
@@ -451,5 +754,78 @@ mod tests {
         let mut forged = HeaderMap::new();
         forged.insert(MARKER, http::HeaderValue::from_static("0000 M5"));
         assert_eq!(super::refusal(&forged), None);
+    }
+
+    /// Everything the framer hands on for `input` (fed in pieces of `step` bytes), and how
+    /// it ends.
+    fn frame(input: &[u8], step: usize, in_tunnel: bool) -> (Vec<u8>, Next) {
+        let mut framer = Framer::new(in_tunnel);
+        let mut out = Vec::new();
+        let mut pieces = input.chunks(step.max(1));
+        loop {
+            match framer.step() {
+                Next::HandOn(bytes) => out.extend_from_slice(&bytes),
+                Next::NeedMore => match pieces.next() {
+                    Some(piece) => framer.received(piece),
+                    None => framer.end_of_stream(),
+                },
+                Next::PassThrough => {
+                    // From here the stream is read straight from the client.
+                    out.extend(pieces.flatten());
+                    return (out, Next::PassThrough);
+                }
+                other => return (out, other),
+            }
+        }
+    }
+
+    #[test]
+    fn every_head_after_a_body_is_checked() {
+        let good = b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\nGET /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiGET /c HTTP/1.1\r\n\r\n";
+        let bad = b"POST /d HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for step in [1, 2, 7, 4096] {
+            let (out, end) = frame(good, step, false);
+            assert_eq!((out.as_slice(), end), (&good[..], Next::PassThrough));
+            let input = [&good[..], bad].concat();
+            let (out, end) = frame(&input, step, false);
+            assert_eq!(end, Next::Stop, "step {step}");
+            assert!(out.starts_with(good));
+            assert_eq!(
+                &out[good.len()..],
+                &marker_request(Refusal::Malformed(REASONS[8]))[..]
+            );
+        }
+        // A blank line of LF then CRLF ends a head for httparse, so it does here: the head
+        // after it is checked, not handed on as part of the first.
+        let mixed = b"GET /a HTTP/1.1\r\nHost: a\n\r\nPOST /x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let (out, end) = frame(mixed, 4096, false);
+        assert_eq!(end, Next::Stop);
+        assert!(out.starts_with(b"GET /a HTTP/1.1\r\nHost: a\n\r\nGET / HTTP/1.1\r\n"));
+        // A chunk size hyper fails on: handed on through that byte, then the end.
+        let broken = b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET /smuggled HTTP/1.1\r\n\r\n";
+        let (out, end) = frame(broken, 3, false);
+        assert_eq!(end, Next::End);
+        assert!(
+            out.ends_with(b"\r\n\r\nz"),
+            "{:?}",
+            String::from_utf8_lossy(&out)
+        );
+        // Inside a tunnel an h2 preface opens the stream to h2; elsewhere it is refused.
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        assert_eq!(
+            frame(preface, 5, true),
+            (preface.to_vec(), Next::PassThrough)
+        );
+        assert_eq!(frame(preface, 5, false).1, Next::Stop);
+        // A head of 64 KiB and one byte is refused even when it arrives whole.
+        let long = [
+            b"GET / HTTP/1.1\r\nX: ".to_vec(),
+            vec![b'a'; MAX_HEAD_BYTES],
+            b"\r\n\r\n".to_vec(),
+        ]
+        .concat();
+        let (out, end) = frame(&long, 1 << 20, false);
+        assert_eq!(end, Next::Stop);
+        assert_eq!(out, marker_request(Refusal::TooLarge(REASONS[9])));
     }
 }

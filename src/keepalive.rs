@@ -50,8 +50,6 @@ struct State {
     head_started: AtomicU64,
     /// ms after `started` when the last request ended.
     idle_since: AtomicU64,
-    /// How many requests have ended.
-    ended: AtomicU64,
     changed: Notify,
 }
 
@@ -83,19 +81,8 @@ impl Activity {
             requests: AtomicUsize::new(0),
             head_started: AtomicU64::new(1),
             idle_since: AtomicU64::new(0),
-            ended: AtomicU64::new(0),
             changed: Notify::new(),
         }))
-    }
-
-    /// Whether a request is being handled or its response written.
-    pub(crate) fn in_request(&self) -> bool {
-        self.0.requests.load(Ordering::Acquire) > 0
-    }
-
-    /// How many requests have ended on this connection.
-    pub(crate) fn requests_ended(&self) -> u64 {
-        self.0.ended.load(Ordering::Acquire)
     }
 
     /// A request head is complete: no deadline until the returned guard is dropped.
@@ -141,7 +128,6 @@ pub(crate) struct RequestGuard(Arc<State>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0.ended.fetch_add(1, Ordering::AcqRel);
         if self.0.requests.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0
                 .idle_since

@@ -74,7 +74,7 @@ pub mod doctor;
 pub(crate) mod egress;
 pub(crate) mod error;
 pub(crate) mod files;
-pub(crate) mod head;
+pub mod head;
 pub(crate) mod hop;
 pub mod intercept;
 pub(crate) mod keepalive;

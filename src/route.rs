@@ -182,8 +182,11 @@ pub fn resolve<'a>(
     }
 
     if let Some(host) = headers.get(HOST).and_then(|value| value.to_str().ok()) {
-        if let Some(host) = canonical_host(strip_port(host)).filter(|host| policy.is_allowed(host))
-        {
+        let (name, port) = split_port(host);
+        if let Some(host) = canonical_host(name).filter(|host| policy.is_allowed(host)) {
+            // The port itself is ignored (the upstream is always 443), but one that is no
+            // port at all is refused rather than quietly dropped.
+            check_host_port(port)?;
             return Ok(Route {
                 host,
                 path: uri.path(),
@@ -225,14 +228,21 @@ pub fn in_tunnel<'a>(
     host: &str,
 ) -> Result<Route<'a>, ProxyError> {
     single_host(headers)?;
-    let named = uri.host().or_else(|| {
-        headers
-            .get(HOST)
-            .and_then(|value| value.to_str().ok())
-            .map(strip_port)
-    });
+    let named = match uri.host() {
+        Some(named) => Some(named),
+        None => match headers.get(HOST).and_then(|value| value.to_str().ok()) {
+            Some(value) => {
+                let (name, port) = split_port(value);
+                if canonical_host(name).as_deref() == Some(host) {
+                    check_host_port(port)?;
+                }
+                Some(name)
+            }
+            None => None,
+        },
+    };
     if let Some(named) = named {
-        if canonical_host(strip_port(named)).as_deref() != Some(host) {
+        if canonical_host(split_port(named).0).as_deref() != Some(host) {
             return Err(ProxyError::Misdirected(host.to_owned()));
         }
     }
@@ -274,13 +284,26 @@ pub fn authority_port(authority: &http::uri::Authority) -> Result<Option<u16>, P
     }
 }
 
-/// `host:port` → `host` (a bracketed IPv6 literal is left alone and never matches).
-fn strip_port(host: &str) -> &str {
+/// `host:port` → (`host`, `Some(port)`), whatever follows the `:`; a value with more than
+/// one `:` (a bracketed IPv6 literal) is left whole and never matches a host name.
+fn split_port(host: &str) -> (&str, Option<&str>) {
     match host.rsplit_once(':') {
-        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            name
-        }
-        _ => host,
+        Some((name, port)) if !name.contains(':') => (name, Some(port)),
+        _ => (host, None),
+    }
+}
+
+/// A `Host` port is ignored (`Host: api.twilio.com:8080` is the sidecar form), but it must
+/// be one: digits that fit in 16 bits.
+fn check_host_port(port: Option<&str>) -> Result<(), ProxyError> {
+    match port {
+        Some(port) if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) => Err(
+            ProxyError::BadTarget("the Host header's port is not a number"),
+        ),
+        Some(port) if port.parse::<u16>().is_err() => Err(ProxyError::BadTarget(
+            "the Host header's port is above 65535",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -411,6 +434,11 @@ mod tests {
         assert!(in_tunnel(&uri, &headers, "api.twilio.com").is_ok());
         headers.insert(HOST, HeaderValue::from_static("API.twilio.com:443"));
         assert!(in_tunnel(&uri, &headers, "api.twilio.com").is_ok());
+        headers.insert(HOST, HeaderValue::from_static("api.twilio.com:abc"));
+        assert!(matches!(
+            in_tunnel(&uri, &headers, "api.twilio.com"),
+            Err(ProxyError::BadTarget(_))
+        ));
         headers.insert(HOST, HeaderValue::from_static("accounts.twilio.com"));
         assert!(matches!(
             in_tunnel(&uri, &headers, "api.twilio.com"),
@@ -493,6 +521,20 @@ mod tests {
             route("/a..b/x", Some("localhost")),
             Err(ProxyError::HostNotAllowed(_))
         ));
+        // A malformed port in an allowed Host is refused, not routed to 443 regardless.
+        for host in [
+            "api.twilio.com:99999",
+            "api.twilio.com:abc",
+            "api.twilio.com:",
+            "api.twilio.com:+443",
+        ] {
+            let refused = route("/2010-04-01/Accounts.json", Some(host));
+            assert!(
+                matches!(&refused, Err(err @ ProxyError::BadTarget(_)) if err.code() == 79012),
+                "{host}: {refused:?}"
+            );
+        }
+        assert!(route("/x", Some("api.twilio.com:65535")).is_ok());
         // A disallowed Host header falls through to the other rules; it is never contacted.
         let r = route("/2010-04-01/Accounts.json", Some("evil.com")).unwrap();
         assert_eq!(r.0, "api.twilio.com");

@@ -199,7 +199,7 @@ impl Server {
             peer,
         );
         let tracked = Tracked::new(stream, activity.clone());
-        let io = TokioIo::new(HeadCheck::new(tracked, activity.clone()));
+        let io = TokioIo::new(HeadCheck::new(tracked, false));
         Deadlines::new(
             builder.serve_connection(io, service).with_upgrades(),
             activity,

@@ -12,6 +12,8 @@
 //!   `Basic base64(SK…:secret)`, and the SID read back is the one encoded;
 //! - [`config`]: TOML configuration — any text parses or is refused without a panic, and a
 //!   configuration that validates keeps the allow-list invariants;
+//! - [`head`]: request framing — every head handed on, pipelined or in a tunnel, obeys the
+//!   head rules, and each body is handed on exactly as far as its head frames it;
 //! - [`proxy_auth`]: client authentication with `Proxy-Authorization: Basic` — credentials
 //!   read exactly when well-formed, a client authenticated exactly when its secret matches,
 //!   and every configured client able to log in.
@@ -35,6 +37,7 @@
 pub mod auth;
 pub mod config;
 pub mod gen;
+pub mod head;
 pub mod known;
 pub mod models;
 pub mod normalize;
@@ -76,6 +79,11 @@ pub const TARGETS: &[Target] = &[
         name: "config",
         check: config::check,
         dictionary: config::DICTIONARY,
+    },
+    Target {
+        name: "head",
+        check: head::check,
+        dictionary: head::DICTIONARY,
     },
     Target {
         name: "proxy_auth",

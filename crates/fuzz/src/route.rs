@@ -19,6 +19,7 @@
 //!   allowed `Host` header, a dotted first path segment (the rest of the path kept), or the
 //!   default host only when the first segment has no dot — never a silent re-aim;
 //! - an origin-form target without a dotted first segment is always routed;
+//! - an allowed `Host` whose port is no port (`:99999`, `:abc`) is refused, not routed;
 //! - inside a tunnel, the route is the tunnel's host and any host the request names is it;
 //! - every allow-list pattern survives printing and parsing again, and matches its example.
 
@@ -319,7 +320,8 @@ pub fn check_case(case: &Case) {
                 uri.scheme().is_some()
                     || first_segment(uri.path()).0.contains('.')
                     || headers.get_all(HOST).iter().count() > 1
-                    || pasted_url(uri.path()),
+                    || pasted_url(uri.path())
+                    || malformed_host_port(&headers, |host| policy.is_allowed(host)),
                 "origin-form {uri} without a host prefix is refused: {err}"
             );
         }
@@ -445,6 +447,11 @@ fn check_form(
                 "a pasted URL routed: {}",
                 context()
             );
+            assert!(
+                !malformed_host_port(headers, |host| policy.is_allowed(host)),
+                "an allowed Host with a port that is no port routed: {}",
+                context()
+            );
             let expect = match (host_header, first.contains('.')) {
                 (Some(host), _) => (TargetForm::HostHeader, host, uri.path()),
                 (None, true) => (
@@ -512,6 +519,20 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// A `Host` whose name passes `allowed` but whose port is not digits that fit in 16 bits
+/// (`:99999`, `:abc`, an empty `:`): refused (79012), never routed with the port dropped.
+fn malformed_host_port(headers: &HeaderMap, allowed: impl Fn(&str) -> bool) -> bool {
+    let Some(value) = headers.get(HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some((name, port)) = value.rsplit_once(':') else {
+        return false;
+    };
+    let is_port =
+        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok();
+    !name.contains(':') && !is_port && canonical_host(name).is_some_and(|host| allowed(&host))
+}
+
 /// An IP address as a resolver would read it: `IpAddr`, or one to four numeric labels in
 /// decimal, octal or `0x` hex (`inet_aton`'s forms: `2130706433`, `127.1`, `0x7f.0.0.1`).
 pub fn is_ip_literal(host: &str) -> bool {
@@ -536,6 +557,11 @@ fn check_tunnel(uri: &Uri, headers: &HeaderMap, tunnel: &str) {
         stats::count("route.tunnel-refused");
         return;
     };
+    assert!(
+        uri.host().is_some() || !malformed_host_port(headers, |host| host == tunnel),
+        "tunnel to {tunnel}: a Host port that is no port accepted: {:?}",
+        headers.get(HOST)
+    );
     stats::count("route.tunnel-routed");
     assert_eq!(route.host, tunnel, "tunnel to {tunnel}: {uri} → {route:?}");
     assert!(

@@ -22,6 +22,13 @@ pub const NAMES: &[&str] = &[
     "route.refused",
     "route.tunnel-routed",
     "route.tunnel-refused",
+    "head.refused",
+    "head.refused-first",
+    "head.refused-after-a-request",
+    "head.pipelined-passed",
+    "head.chunked-body",
+    "head.body-broken",
+    "head.h2-preface",
     "auth.accepted",
     "auth.refused",
     "auth.well-formed",
@@ -36,7 +43,7 @@ pub const NAMES: &[&str] = &[
     "proxy_auth.refused",
 ];
 
-static COUNTS: [AtomicU64; 32] = [const { AtomicU64::new(0) }; 32];
+static COUNTS: [AtomicU64; 48] = [const { AtomicU64::new(0) }; 48];
 
 /// Counts one input reaching `name` (one of [`NAMES`]).
 pub fn count(name: &str) {

@@ -80,6 +80,16 @@ fn normalize_corpus() {
 }
 
 #[test]
+fn head_regressions() {
+    passes("regressions", "head");
+}
+
+#[test]
+fn head_corpus() {
+    passes("corpus", "head");
+}
+
+#[test]
 fn route_corpus() {
     passes("corpus", "route");
 }

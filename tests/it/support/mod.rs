@@ -2,7 +2,7 @@
 //! front of the verifying Twilio stand-in on loopback; and one helper each for a Basic
 //! `Authorization` value ([`basic`]), running the binary ([`run_pkcv`]), writing a config
 //! file ([`write_config`]), waiting for a state ([`wait_until`]) and watching the in-process
-//! proxy's logs ([`capture_logs`]).
+//! proxy's logs ([`capture_logs`]); [`tunnel`]: `CONNECT` and TLS inside it.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -20,6 +20,8 @@ use pkcv_proxy::token::TokenMinter;
 use pkcv_proxy::{App, Config};
 use pkcv_standin::{Registry, StandIn};
 use serde::Deserialize;
+
+pub mod tunnel;
 
 /// `tests/vectors`, what the official SDKs computed (its README says how).
 pub fn vectors_dir() -> PathBuf {
