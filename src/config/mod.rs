@@ -68,7 +68,7 @@ pub struct Config {
     /// `[log]`
     pub log: LogSettings,
     /// `[telemetry]`
-    pub telemetry: RawTelemetry,
+    pub telemetry: TelemetrySettings,
     /// `[intercept]`, if enabled.
     pub intercept: Option<InterceptSettings>,
     /// Hosts tunnelled untouched on `CONNECT` (empty unless configured).
@@ -82,6 +82,13 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     /// `accounts_dir`, if set.
     pub accounts_dir: Option<PathBuf>,
+}
+
+/// `[telemetry]`, validated.
+#[derive(Debug, Clone, Copy)]
+pub struct TelemetrySettings {
+    /// Forward the client's `traceparent`/`tracestate` to Twilio (off: they are removed).
+    pub propagate_upstream: bool,
 }
 
 /// `[log]`, validated.
@@ -140,7 +147,9 @@ impl Loaded {
             signing,
             pkcs11,
             log,
-            telemetry: raw.telemetry.clone(),
+            telemetry: TelemetrySettings {
+                propagate_upstream: raw.telemetry.propagate_upstream,
+            },
             intercept,
             passthrough_hosts,
             accounts: raw.accounts.clone(),

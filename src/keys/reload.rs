@@ -173,7 +173,10 @@ impl Reloader {
         let interval = self.base.server.reload_interval;
         self.write_status(&self.base.clone(), &self.store.snapshot());
         let mut hangup = hangup_signals();
-        let mut seen = self.fingerprint().await;
+        // Nothing is taken as seen: a file that changed between the start-up load and this
+        // task's first look is picked up at the first tick (unchanged accounts keep their
+        // live keys, so that reload costs no HSM login).
+        let mut seen = [0u8; 32];
         let mut failed: Option<[u8; 32]> = None;
         // Accounts that did not load (a token down) are tried again now and then even when no
         // file changes; a broken file is not read again until it changes.

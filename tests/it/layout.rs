@@ -47,7 +47,12 @@ fn references(text: &str) -> BTreeSet<String> {
 
 /// The module graph of `src/`: module → the modules it uses.
 fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    module_graph_of("src")
+}
+
+/// The module graph of the crate whose sources are in `dir` (relative to the workspace root).
+fn module_graph_of(dir: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -101,6 +106,24 @@ fn src_modules_form_no_cycle() {
     for module in graph.keys() {
         if let Some(cycle) = cycle_from(&graph, module) {
             panic!("import cycle among src/ modules: {}", cycle.join(" → "));
+        }
+    }
+}
+
+/// The workspace's other crates (the stand-in, the load bench, the fuzz targets) have no
+/// import cycle either.
+#[test]
+fn the_other_crates_form_no_cycle() {
+    for dir in ["crates/standin/src", "crates/bench/src", "crates/fuzz/src"] {
+        let graph = module_graph_of(dir);
+        assert!(
+            graph.len() > 3,
+            "the scan of {dir} found too few modules: {graph:?}"
+        );
+        for module in graph.keys() {
+            if let Some(cycle) = cycle_from(&graph, module) {
+                panic!("import cycle among {dir} modules: {}", cycle.join(" → "));
+            }
         }
     }
 }

@@ -725,3 +725,39 @@ async fn a_fresh_proxy_exports_every_static_series_at_zero() {
     assert!(!text.contains("account=\""), "{text}");
     h.stop().await;
 }
+
+/// A broken account file is read once per version: polling does not read it again (and count
+/// another failed reload) until it changes, so a huge or broken file costs nothing while it
+/// stays as it is.
+#[tokio::test]
+async fn a_broken_account_file_is_not_read_again_until_it_changes() {
+    let accounts = tempfile::tempdir().unwrap();
+    let h = Harness::start_with(&[TestAccount::a()], |raw| {
+        raw.accounts_dir = Some(accounts.path().to_path_buf());
+        raw.server.reload_interval_ms = 100;
+    })
+    .await;
+    let failures = r#"pkcv_proxy_key_reloads_total{result="failure"}"#;
+    std::fs::write(accounts.path().join("broken.toml"), "account_sid = [").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            h.metric(failures).await >= Some(1.0)
+        })
+        .await,
+        "the broken file was never tried"
+    );
+    // Ten polling intervals: the same broken file is not tried again.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(h.metric(failures).await, Some(1.0));
+    // Changed (still broken): tried once more.
+    std::fs::write(accounts.path().join("broken.toml"), "account_sid = [[").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            h.metric(failures).await == Some(2.0)
+        })
+        .await,
+        "the changed file was not tried"
+    );
+    assert_eq!(h.get_as(A_ACCOUNTS, &TestAccount::a()).await.status(), 200);
+    h.stop().await;
+}
