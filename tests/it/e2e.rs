@@ -7,39 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 
-use crate::support::{basic, json, Harness, TestAccount};
+use crate::support::{basic, json, verified, Harness, TestAccount};
 
 const A: &str = "ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d4";
 const B: &str = "ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-
-/// Asserts a success that the stand-in verified for `account`, and returns what the
-/// stand-in received (host, path, query, body length) as JSON.
-async fn verified(h: &Harness, response: reqwest::Response, account: &str) -> serde_json::Value {
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    assert!((200..300).contains(&status), "{status}: {text}");
-    let record = h
-        .standin
-        .records()
-        .await
-        .pop()
-        .expect("nothing reached the stand-in");
-    let outcome = record
-        .outcome
-        .as_ref()
-        .unwrap_or_else(|r| panic!("rejected: {r}"));
-    assert!(outcome.signed, "the request reached the stand-in unsigned");
-    assert_eq!(outcome.account_sid, account);
-    serde_json::json!({
-        "verified": true,
-        "account_sid": outcome.account_sid,
-        "method": record.method,
-        "host": record.host,
-        "path": record.path,
-        "query": record.query,
-        "body_length": record.body.len(),
-    })
-}
 
 /// Asserts a proxy error with `status` and `code`.
 async fn refused(response: reqwest::Response, status: u16, code: u64) -> serde_json::Value {

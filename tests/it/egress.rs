@@ -12,7 +12,7 @@ use std::time::Duration;
 use pkcv_standin::StandIn;
 
 use crate::support::{
-    json, registry, run_pkcv, text, wait_until, write_config, Harness, TestAccount,
+    json, registry, run_pkcv, text, verified, wait_until, write_config, Harness, TestAccount,
 };
 
 const A_ACCOUNTS: &str = "/2010-04-01/Accounts/ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d4.json";
@@ -186,24 +186,6 @@ fn htpasswd(dir: &Path) -> PathBuf {
     file
 }
 
-/// Asserts a 2xx the stand-in verified as signed for account A.
-async fn assert_verified(h: &Harness, response: reqwest::Response) {
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    assert!((200..300).contains(&status), "{status}: {text}");
-    let record = h
-        .standin
-        .records()
-        .await
-        .pop()
-        .expect("nothing reached the stand-in");
-    let outcome = record
-        .outcome
-        .as_ref()
-        .unwrap_or_else(|r| panic!("rejected: {r}"));
-    assert!(outcome.signed, "the request reached the stand-in unsigned");
-}
-
 /// Asserts the proxy's own error with `status` and `code`; returns its message.
 async fn assert_refused(response: reqwest::Response, status: u16, code: u64) -> String {
     let (got, body) = json(response).await;
@@ -267,7 +249,7 @@ async fn signed_requests_and_passthrough_reach_their_hosts_through_squid_which_s
     })
     .await;
     for _ in 0..2 {
-        assert_verified(&h, h.get_as(A_ACCOUNTS, &a).await).await;
+        verified(&h, h.get_as(A_ACCOUNTS, &a).await, &a.account_sid).await;
     }
     assert_eq!(h.standin.verified(), 2);
     // A passthrough tunnel is dialled through squid too.
@@ -316,7 +298,7 @@ async fn proxy_authentication_is_sent_and_a_407_or_a_refused_connect_is_79044() 
     };
 
     let h = start(Some(good)).await;
-    assert_verified(&h, h.get_as(A_ACCOUNTS, &a).await).await;
+    verified(&h, h.get_as(A_ACCOUNTS, &a).await, &a.account_sid).await;
     let target = h.standin.addr().to_string();
     h.stop().await;
     let lines = squid.access_log_lines(1).await;
@@ -400,7 +382,7 @@ async fn no_proxy_hosts_are_dialled_directly() {
         raw.upstream.no_proxy = vec!["*.twilio.com".into()];
     })
     .await;
-    assert_verified(&h, h.get_as(A_ACCOUNTS, &a).await).await;
+    verified(&h, h.get_as(A_ACCOUNTS, &a).await, &a.account_sid).await;
     h.stop().await;
 }
 
