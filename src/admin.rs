@@ -263,7 +263,7 @@ mod tests {
     use super::*;
     use crate::keys::tests::{account, A, B, K1, K2};
     use crate::keys::{Account, Accounts, KeyStore};
-    use crate::signing_key::Algorithm;
+    use crate::signing_key::{Algorithm, Key, SignNow};
     use crate::token::TokenMinter;
 
     /// A device lost while running shows its account as degraded; readiness stays up while
@@ -275,12 +275,13 @@ mod tests {
         use std::sync::atomic::Ordering;
 
         let (key, device_on, _) = flaky();
+        let key = Arc::new(key);
         let in_hsm = Account::new(
             A,
             "CR00000000000000000000000000000001",
             vec![K1.into()],
             TokenMinter::new(
-                Arc::new(key),
+                Key::Blocking(key.clone()),
                 "CR00000000000000000000000000000001",
                 Algorithm::Rs256,
             ),
@@ -293,7 +294,7 @@ mod tests {
         let device = store.snapshot().get(A).unwrap().clone();
 
         device_on.store(false, Ordering::SeqCst);
-        assert!(device.minter.key().sign(Algorithm::Rs256, b"a.b").is_err());
+        assert!(key.sign(Algorithm::Rs256, b"a.b").is_err());
         let (status, body) = readiness.report();
         assert_eq!(
             status,
@@ -317,12 +318,13 @@ mod tests {
         use crate::signing_key::testing::flaky;
         use std::sync::atomic::Ordering;
         let (key, device_on, _) = flaky();
+        let key = Arc::new(key);
         let only = Account::new(
             A,
             "CR00000000000000000000000000000001",
             vec![],
             TokenMinter::new(
-                Arc::new(key),
+                Key::Blocking(key.clone()),
                 "CR00000000000000000000000000000001",
                 Algorithm::Rs256,
             ),
@@ -330,8 +332,7 @@ mod tests {
         let store = Arc::new(KeyStore::new(Accounts::new([only]).unwrap()));
         let readiness = Readiness::new(store.clone(), vec![]);
         device_on.store(false, Ordering::SeqCst);
-        let account = store.snapshot().get(A).unwrap().clone();
-        assert!(account.minter.key().sign(Algorithm::Rs256, b"a.b").is_err());
+        assert!(key.sign(Algorithm::Rs256, b"a.b").is_err());
         let (status, body) = readiness.report();
         assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["degraded"], serde_json::json!([A]));

@@ -150,9 +150,21 @@ pub enum ProxyError {
     /// Minting the token failed.
     #[error("could not sign the request")]
     Signing,
-    /// The account's key is in a device (HSM) that is unreachable right now.
-    #[error("the signing key of account {0} is unavailable (its HSM is being reconnected): retry shortly")]
+    /// The account's key is in a device (HSM) or key service that is unreachable right now.
+    #[error("the signing key of account {0} is unavailable (its HSM or key service cannot be reached): retry shortly")]
     KeyUnavailable(String),
+    /// The account's key service throttled signatures beyond the backend's deadline.
+    #[error("the key service of account {0} is throttling signatures: retry shortly")]
+    KeyThrottled(String),
+    /// The account's key service refuses its key: access denied, disabled, deleted, or no
+    /// longer the key that was loaded.
+    #[error("the key service refuses the signing key of account {account}: {reason}")]
+    KeyRefused {
+        /// The account.
+        account: String,
+        /// What the service said.
+        reason: String,
+    },
     /// `[[clients]]` are configured and the request did not prove to be one.
     #[error("proxy authentication required: {0}")]
     ProxyAuthentication(&'static str),
@@ -264,7 +276,9 @@ impl ProxyError {
             Overloaded(_)
             | UpstreamBusy { .. }
             | UpstreamConnectionsExhausted { .. }
-            | KeyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | KeyUnavailable(_)
+            | KeyThrottled(_)
+            | KeyRefused { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyAuthentication(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             MalformedRequest(_) => StatusCode::BAD_REQUEST,
             HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -310,6 +324,8 @@ impl ProxyError {
             UpstreamBusy { .. } => 79052,
             UpstreamConnectionsExhausted { .. } => 79054,
             KeyUnavailable(_) => 79053,
+            KeyThrottled(_) => 79055,
+            KeyRefused { .. } => 79056,
             ProxyAuthentication(_) => 79060,
             MalformedRequest(_) => 79023,
             HeadTooLarge(_) => 79024,
@@ -371,6 +387,7 @@ impl ProxyError {
                 | ProxyError::UpstreamBusy { .. }
                 | ProxyError::UpstreamConnectionsExhausted { .. }
                 | ProxyError::KeyUnavailable(_)
+                | ProxyError::KeyThrottled(_)
         ) {
             // Overload passes in moments; a client that honours this comes back then.
             response

@@ -119,7 +119,8 @@ struct AccountLoadLabels {
 const REJECTION_CODES: &[u32] = &[
     79001, 79002, 79003, 79004, 79005, 79006, 79007, 79008, 79010, 79011, 79012, 79013, 79014,
     79015, 79016, 79017, 79018, 79019, 79020, 79021, 79022, 79023, 79024, 79026, 79030, 79031,
-    79040, 79041, 79042, 79043, 79044, 79045, 79050, 79051, 79052, 79053, 79054, 79060, 79061,
+    79040, 79041, 79042, 79043, 79044, 79045, 79050, 79051, 79052, 79053, 79054, 79055, 79056,
+    79060, 79061,
 ];
 /// `pkcv_proxy_key_reloads_total`'s results.
 const RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
@@ -241,7 +242,7 @@ impl Metrics {
         );
         registry.register(
             "pkcv_proxy_sign_errors",
-            "Requests that could not be signed, by account and reason (unavailable: its HSM is being reconnected; queue_full: the signing queue was full; failed)",
+            "Requests that could not be signed, by account and reason (unavailable: its HSM or key service cannot be reached; throttled: its key service throttled past the deadline; refused: its key service refuses the key; queue_full: the signing queue was full; failed)",
             self.sign_errors.clone(),
         );
         registry.register_with_unit(

@@ -6,10 +6,11 @@
 //! signed, over exactly what leaves" is kept by the compiler. The proxy, `pkcv-proxy sign`
 //! and the account workflow all sign through this step.
 //!
-//! A key says how it must be called ([`CallMode`]), and the step honours it: a key that never
-//! blocks (PEM in memory) signs inline on the connection's thread, unless
+//! A key says how it must be called (its [`Key`] variant), and the step honours it: a key that
+//! never blocks (PEM in memory) signs inline on the connection's thread, unless
 //! `signing.pem_on_pool`; a key that may block (an HSM) signs on the signing pool, never on a
-//! runtime thread.
+//! runtime thread; a network signer (cloud KMS, Vault transit) is awaited on the runtime
+//! under its backend's concurrency limit and deadline, holding no thread.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::normalize::{normalize_path, normalize_query};
 use crate::route::{self, HostPolicy};
 use crate::sid::account_in_path;
-use crate::signing_key::{CallMode, SignError};
+use crate::signing_key::{Key, SignError};
 use crate::signing_pool::{PoolError, SigningPool};
 use crate::token::{self, Claims, TokenError};
 
@@ -178,6 +179,21 @@ pub enum SignFailure {
         /// The account.
         account: String,
     },
+    /// The account's key service throttled the signature past its deadline.
+    #[error("the key service of {account} is throttling")]
+    Throttled {
+        /// The account.
+        account: String,
+    },
+    /// The account's key service refuses the key (access denied, disabled, deleted, or no
+    /// longer the key that was loaded).
+    #[error("the key service refuses the key of {account}: {reason}")]
+    Refused {
+        /// The account.
+        account: String,
+        /// What the service said, without credentials.
+        reason: String,
+    },
     /// The signing pool's queue is full.
     #[error("the signing queue is full")]
     QueueFull,
@@ -205,12 +221,28 @@ pub enum MintError {
 }
 
 impl SignFailure {
+    /// The failure of `account`'s key to sign.
+    fn from_key(account: &str, err: SignError) -> SignFailure {
+        let account = account.to_owned();
+        match err {
+            SignError::Unavailable => SignFailure::Unavailable { account },
+            SignError::Throttled => SignFailure::Throttled { account },
+            SignError::Refused(reason) => SignFailure::Refused { account, reason },
+            source => SignFailure::Failed {
+                account,
+                source: MintError::Token(TokenError::Sign(source)),
+            },
+        }
+    }
+
     /// The `reason` label of `pkcv_proxy_sign_errors_total`, or `None` when no signature was
     /// attempted.
     pub fn reason(&self) -> Option<&'static str> {
         match self {
             SignFailure::Request(_) => None,
             SignFailure::Unavailable { .. } => Some("unavailable"),
+            SignFailure::Throttled { .. } => Some("throttled"),
+            SignFailure::Refused { .. } => Some("refused"),
             SignFailure::QueueFull => Some("queue_full"),
             SignFailure::Failed { .. } => Some("failed"),
         }
@@ -222,6 +254,8 @@ impl From<SignFailure> for ProxyError {
         match failure {
             SignFailure::Request(err) => err,
             SignFailure::Unavailable { account } => ProxyError::KeyUnavailable(account),
+            SignFailure::Throttled { account } => ProxyError::KeyThrottled(account),
+            SignFailure::Refused { account, reason } => ProxyError::KeyRefused { account, reason },
             SignFailure::QueueFull => ProxyError::Overloaded("the signing queue is full"),
             SignFailure::Failed { .. } => ProxyError::Signing,
         }
@@ -332,79 +366,67 @@ impl RequestSigner {
         let started = Instant::now();
         let minted = if !key.is_available() {
             // Refused before queueing: the device is being reconnected.
-            Err(SignFailure::Unavailable {
-                account: account.account_sid.clone(),
-            })
+            Err(SignError::Unavailable)
         } else {
-            let job = MintJob {
-                account: account.clone(),
-                api_key_sid: target.auth.api_key_sid.clone(),
-                rqh,
+            let unsigned = account.minter.unsigned(&Claims {
+                api_key_sid: &target.auth.api_key_sid,
+                account_sid: &account.account_sid,
+                request_hash: &rqh,
                 issued_at: token::unix_now(),
                 ttl_secs: self.signing.ttl_secs,
-            };
-            match (key.call_mode(), self.signing.pem_on_pool) {
-                (CallMode::Inline, false) => job.run(),
-                (CallMode::Inline, true) | (CallMode::Blocking, _) => {
-                    match self.pool.run(move || job.run()).await {
-                        Ok(minted) => minted,
-                        Err(PoolError::Full) => Err(SignFailure::QueueFull),
-                        Err(err) => Err(SignFailure::Failed {
-                            account: account.account_sid.clone(),
-                            source: err.into(),
-                        }),
+            });
+            let algorithm = account.minter.algorithm();
+            let signed = match (key, self.signing.pem_on_pool) {
+                (Key::Inline(key), false) => key
+                    .sign(algorithm, unsigned.input())
+                    .map(|signature| (unsigned, signature)),
+                (Key::Inline(key) | Key::Blocking(key), _) => {
+                    let key = Arc::clone(key);
+                    let job = move || {
+                        key.sign(algorithm, unsigned.input())
+                            .map(|signature| (unsigned, signature))
+                    };
+                    match self.pool.run(job).await {
+                        Ok(signed) => signed,
+                        Err(PoolError::Full) => return self.failed(target, SignFailure::QueueFull),
+                        Err(err) => {
+                            return self.failed(
+                                target,
+                                SignFailure::Failed {
+                                    account: account.account_sid.clone(),
+                                    source: err.into(),
+                                },
+                            )
+                        }
                     }
                 }
-            }
+                (Key::Awaited(key), _) => key
+                    .sign(algorithm, unsigned.input())
+                    .await
+                    .map(|signature| (unsigned, signature)),
+            };
+            signed.map(|(unsigned, signature)| unsigned.finish(&signature))
         };
-        match &minted {
-            Ok(_) => self
-                .metrics
-                .signed(key.backend().as_str(), started.elapsed()),
-            Err(failure) => {
-                if let SignFailure::Failed { source, .. } = failure {
-                    tracing::error!(account = %account.account_sid, error = %source, "signing failed");
-                }
-                if let Some(reason) = failure.reason() {
-                    self.metrics.sign_failed(&account.account_sid, reason);
-                }
+        match minted {
+            Ok(token) => {
+                self.metrics
+                    .signed(key.backend().as_str(), started.elapsed());
+                Ok(token)
             }
+            Err(err) => self.failed(target, SignFailure::from_key(&account.account_sid, err)),
         }
-        minted
     }
-}
 
-/// What minting one token needs, owned, so it can run on a signing-pool thread.
-struct MintJob {
-    account: Arc<Account>,
-    api_key_sid: String,
-    rqh: HexDigest,
-    issued_at: u64,
-    ttl_secs: u64,
-}
-
-impl MintJob {
-    /// The one RSA private-key operation a request costs.
-    fn run(self) -> Result<String, SignFailure> {
-        let claims = Claims {
-            api_key_sid: &self.api_key_sid,
-            account_sid: &self.account.account_sid,
-            request_hash: &self.rqh,
-            issued_at: self.issued_at,
-            ttl_secs: self.ttl_secs,
-        };
-        self.account
-            .minter
-            .mint(&claims)
-            .map_err(|source| match source {
-                TokenError::Sign(SignError::Unavailable) => SignFailure::Unavailable {
-                    account: self.account.account_sid.clone(),
-                },
-                source => SignFailure::Failed {
-                    account: self.account.account_sid.clone(),
-                    source: source.into(),
-                },
-            })
+    /// Counts and logs a signature that was not made.
+    fn failed<T>(&self, target: &Target, failure: SignFailure) -> Result<T, SignFailure> {
+        let account = &target.account.account_sid;
+        if let SignFailure::Failed { source, .. } = &failure {
+            tracing::error!(%account, error = %source, "signing failed");
+        }
+        if let Some(reason) = failure.reason() {
+            self.metrics.sign_failed(account, reason);
+        }
+        Err(failure)
     }
 }
 

@@ -19,7 +19,7 @@ use base64::Engine;
 
 use crate::canonical::{HexDigest, SIGNED_HEADERS};
 use crate::signing_key::{Algorithm, KeyError};
-use crate::signing_key::{PemKey, SignError, SigningKey};
+use crate::signing_key::{Key, PemKey, SignError};
 
 /// The content type Twilio requires in the JWT header.
 pub const CONTENT_TYPE: &str = "twilio-pkrv;v=1";
@@ -69,10 +69,10 @@ pub struct Claims<'a> {
 }
 
 /// A private key bound to its credential SID, ready to mint tokens: the JWT layout is here,
-/// the signature is the [`SigningKey`]'s, wherever that key lives. A clone shares the key.
+/// the signature is the [`Key`]'s, wherever that key lives. A clone shares the key.
 #[derive(Clone)]
 pub struct TokenMinter {
-    key: Arc<dyn SigningKey>,
+    key: Key,
     algorithm: Algorithm,
     /// base64url of the JWT header, the same for every token of this key.
     encoded_header: String,
@@ -116,11 +116,15 @@ impl TokenMinter {
         algorithm: Algorithm,
     ) -> Result<Self, KeyError> {
         let key = PemKey::from_pem(pem)?;
-        Ok(Self::new(Arc::new(key), credential_sid, algorithm))
+        Ok(Self::new(
+            Key::Inline(Arc::new(key)),
+            credential_sid,
+            algorithm,
+        ))
     }
 
     /// Mints with `key`, from whichever backend.
-    pub fn new(key: Arc<dyn SigningKey>, credential_sid: &str, algorithm: Algorithm) -> Self {
+    pub fn new(key: Key, credential_sid: &str, algorithm: Algorithm) -> Self {
         // Credential SIDs are validated as `CR` + hex before they get here; nothing to escape.
         let header = format!(
             r#"{{"alg":"{}","cty":"{CONTENT_TYPE}","kid":"{credential_sid}","typ":"JWT"}}"#,
@@ -134,8 +138,13 @@ impl TokenMinter {
     }
 
     /// The key that signs.
-    pub fn key(&self) -> &dyn SigningKey {
-        self.key.as_ref()
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// The JWS algorithm the key signs with.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
     }
 
     /// The public key as DER `SubjectPublicKeyInfo`, for upload to Twilio or a stand-in.
@@ -143,8 +152,9 @@ impl TokenMinter {
         self.key.public_key_spki_der().to_vec()
     }
 
-    /// Mints a token. This is the one place a request is signed.
-    pub fn mint(&self, claims: &Claims<'_>) -> Result<String, TokenError> {
+    /// The token for `claims` up to its signature: what the key signs. Attaching the
+    /// signature ([`Unsigned::finish`]) is the one way to a token.
+    pub fn unsigned(&self, claims: &Claims<'_>) -> Unsigned {
         // SIDs are validated hex and the hash is hex digits: nothing in the JSON needs escaping.
         let payload = format!(
             r#"{{"hrh":"{SIGNED_HEADERS}","rqh":"{}","iss":"{}","exp":{},"nbf":{},"sub":"{}"}}"#,
@@ -161,13 +171,41 @@ impl TokenMinter {
         token.push_str(&self.encoded_header);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(payload, &mut token);
-        let signature = self
-            .key
-            .sign(self.algorithm, token.as_bytes())
-            .map_err(TokenError::Sign)?;
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
-        Ok(token)
+        Unsigned { token }
+    }
+
+    /// Mints a token with a key that signs in a function call (in memory or a device),
+    /// on the calling thread: for tests and tools, never the request path, which calls each
+    /// kind of key where it must run (`sign::RequestSigner`).
+    #[cfg(test)]
+    pub fn mint(&self, claims: &Claims<'_>) -> Result<String, TokenError> {
+        let unsigned = self.unsigned(claims);
+        let signature = match &self.key {
+            Key::Inline(key) | Key::Blocking(key) => key.sign(self.algorithm, unsigned.input()),
+            Key::Awaited(_) => panic!("a network key cannot sign in a function call"),
+        }
+        .map_err(TokenError::Sign)?;
+        Ok(unsigned.finish(&signature))
+    }
+}
+
+/// `header.payload` of a token, waiting for its signature.
+#[derive(Debug)]
+pub struct Unsigned {
+    token: String,
+}
+
+impl Unsigned {
+    /// The JWS signing input: what the key signs.
+    pub fn input(&self) -> &[u8] {
+        self.token.as_bytes()
+    }
+
+    /// The token: the signing input, `.`, and the signature.
+    pub fn finish(mut self, signature: &[u8]) -> String {
+        self.token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut self.token);
+        self.token
     }
 }
 

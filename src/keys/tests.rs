@@ -1,5 +1,5 @@
 use super::*;
-use crate::signing_key::Algorithm;
+use crate::signing_key::{Algorithm, Key};
 
 const PEM: &str = include_str!("../../tests/fixtures/rsa-2048-pkcs1.pem");
 pub(crate) const A: &str = "AC00000000000000000000000000000001";
@@ -71,6 +71,7 @@ fn a_key_under_two_accounts_is_refused() {
 fn a_reload_with_a_token_down_still_applies_an_unrelated_new_account() {
     use crate::config::RawConfig;
     use crate::signing_key::testing::flaky;
+    use std::sync::atomic::Ordering::SeqCst;
 
     let dir = tempfile::tempdir().unwrap();
     let pem = dir.path().join("b.pem");
@@ -96,13 +97,14 @@ fn a_reload_with_a_token_down_still_applies_an_unrelated_new_account() {
     };
     let config = Config::from_raw(raw).unwrap();
     let (device, _on, connects) = flaky();
+    let device = Key::Blocking(Arc::new(device));
     let live = Arc::new(Account {
         source: Some(source(&in_hsm, &config.signing, &config.pkcs11)),
         ..Account::new(
             A,
             credential,
             vec![K1.into()],
-            TokenMinter::new(Arc::new(device), credential, Algorithm::Rs256),
+            TokenMinter::new(device, credential, Algorithm::Rs256),
         )
     });
     let previous = Accounts::index([live.clone()]).unwrap();
@@ -113,17 +115,14 @@ fn a_reload_with_a_token_down_still_applies_an_unrelated_new_account() {
             PrivateKey::Pkcs11(_) => Err(KeyStoreError::AccountListedTwice("token down".into())),
             PrivateKey::File(_) => Account::load(entry, signing, pkcs11),
         };
-    let connected = connects.load(std::sync::atomic::Ordering::SeqCst);
+    let connected = connects.load(SeqCst);
 
     let reloaded = Accounts::reload_with(&config, &previous, token_down).unwrap();
     assert!(
         Arc::ptr_eq(reloaded.get(A).unwrap(), &live),
         "the live HSM key was kept"
     );
-    assert_eq!(
-        connects.load(std::sync::atomic::Ordering::SeqCst),
-        connected
-    );
+    assert_eq!(connects.load(SeqCst), connected);
     assert!(reloaded.get(B).is_some(), "the new PEM account was applied");
     assert_eq!(reloaded.problems().count(), 0);
     let outcomes: Vec<_> = reloaded

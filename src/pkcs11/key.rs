@@ -19,7 +19,7 @@ use sha2::{Digest as _, Sha256};
 use super::uri::ObjectType;
 use super::{module, Digest, Pkcs11Error, Pkcs11Settings, Pkcs11Uri};
 use crate::signing_key::{
-    rsa_spki_der, verify_rsa, Backend, Device, DeviceError, DeviceKey, DeviceKeyInfo, SigningKey,
+    rsa_spki_der, verify_rsa, Backend, Device, DeviceError, DeviceKey, DeviceKeyInfo, Key, SignNow,
 };
 use crate::signing_key::{Algorithm, MIN_RSA_BITS};
 
@@ -64,7 +64,7 @@ pub fn load(
     uri: &Pkcs11Uri,
     settings: &Pkcs11Settings,
     algorithm: Algorithm,
-) -> Result<Arc<dyn SigningKey>, Pkcs11Error> {
+) -> Result<Key, Pkcs11Error> {
     if uri.object.is_none() && uri.id.is_none() {
         return Err(Pkcs11Error::Unnamed(uri.to_string()));
     }
@@ -109,7 +109,7 @@ pub fn load(
         return Err(Pkcs11Error::CheckFailed(uri.to_string()));
     }
     drop(session);
-    Ok(Arc::new(key))
+    Ok(Key::Blocking(Arc::new(key)))
 }
 
 /// The one private key matching the URI's object attributes.

@@ -4,7 +4,7 @@ use crate::config::RawConfig;
 use crate::keys::tests::{account, A, B, K1, K2};
 use crate::keys::KeyStore;
 use crate::signing_key::testing::flaky;
-use crate::signing_key::Algorithm;
+use crate::signing_key::{Algorithm, Key};
 use crate::token::TokenMinter;
 use std::sync::atomic::Ordering;
 
@@ -129,7 +129,7 @@ async fn a_device_key_signs_on_the_pool_and_its_loss_is_its_own() {
         A,
         credential,
         vec![K1.into()],
-        TokenMinter::new(Arc::new(key), credential, Algorithm::Rs256),
+        TokenMinter::new(Key::Blocking(Arc::new(key)), credential, Algorithm::Rs256),
     );
     let accounts = Accounts::new([in_hsm, account(B, &[K2])]).unwrap();
     let signer = signer();

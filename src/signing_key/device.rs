@@ -18,7 +18,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::Algorithm;
-use super::{Backend, SignError, SigningKey};
+use super::{Backend, SignError, SignNow, SigningKey};
 
 /// A device that holds a private key and signs with it. Every call may block.
 pub trait Device: Send + Sync + 'static {
@@ -220,7 +220,7 @@ fn reconnect<D: Device>(shared: &Weak<Shared<D>>) {
     }
 }
 
-impl<D: Device> SigningKey for DeviceKey<D> {
+impl<D: Device> SignNow for DeviceKey<D> {
     fn sign(&self, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>, SignError> {
         let shared = &self.shared;
         if !shared.up.load(Ordering::Acquire) {
@@ -250,7 +250,9 @@ impl<D: Device> SigningKey for DeviceKey<D> {
             }
         }
     }
+}
 
+impl<D: Device> SigningKey for DeviceKey<D> {
     fn modulus_len(&self) -> usize {
         self.shared.info.modulus_len
     }
@@ -265,10 +267,6 @@ impl<D: Device> SigningKey for DeviceKey<D> {
 
     fn is_available(&self) -> bool {
         self.shared.up.load(Ordering::Acquire)
-    }
-
-    fn call_mode(&self) -> super::CallMode {
-        super::CallMode::Blocking
     }
 }
 
@@ -391,7 +389,7 @@ mod tests {
             2,
             "one session per signing thread"
         );
-        assert!(key.is_available() && key.call_mode() == crate::signing_key::CallMode::Blocking);
+        assert!(key.is_available());
         key.sign(Algorithm::Rs256, b"a.b").unwrap();
         // A failure of one operation leaves the key up.
         assert!(matches!(

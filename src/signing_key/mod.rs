@@ -1,7 +1,7 @@
 //! The private key behind an account's tokens, wherever it lives.
 //!
 //! A token costs one RSA signature over `header.payload`; [`SigningKey`] is that operation
-//! and nothing else. Two backends implement it:
+//! and nothing else. Three kinds of backend implement it:
 //!
 //! - [`PemKey`]: a key parsed once from a PEM file into process memory. Sub-millisecond,
 //!   never blocks, never goes away.
@@ -9,8 +9,11 @@
 //!   [`crate::pkcs11`]). Each signature is a blocking call into the device, and the device can
 //!   go away (restart, network) and come back.
 //!
-//! The request path knows neither. It asks two questions: how must the key be
-//! [called](SigningKey::call_mode) (a key that may block signs on the signing pool, never on an
+//! - network signers (a cloud KMS, Vault transit): each signature is a request to a service,
+//!   awaited on the runtime ([`SignAwaited`]).
+//!
+//! The request path knows none of them. It asks two questions: how must the key be called
+//! (the [`Key`] variant: inline, on the signing pool, or awaited — never a blocking call on an
 //! async runtime thread), and is it [available](SigningKey::is_available) (else 503 `79053`
 //! at once, without queueing).
 
@@ -22,6 +25,8 @@ pub(crate) use device::testing;
 
 pub use device::{BoxError, Device, DeviceError, DeviceKey, DeviceKeyInfo, Retry};
 pub use pem::PemKey;
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -112,19 +117,25 @@ impl Backend {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignError {
-    /// The device holding the key is unreachable; it is being reconnected.
-    #[error("the key's device is unavailable (reconnecting)")]
+    /// The device or service holding the key is unreachable; it is being reconnected (a
+    /// device) or will be tried again by the next request (a service).
+    #[error("the key's device or service is unavailable")]
     Unavailable,
+    /// The key service throttled the signature past the backend's deadline.
+    #[error("the key service is throttling signatures")]
+    Throttled,
+    /// The key service refuses this key: access denied, key disabled or deleted, or not the
+    /// key that was loaded. Retrying does not help until someone acts.
+    #[error("the key service refuses the key: {0}")]
+    Refused(String),
     /// The backend refused or failed this one signature.
     #[error("the signature failed: {0}")]
     Failed(#[source] BoxError),
 }
 
-/// One RSA private key that signs JWTs.
+/// What every private key tells about itself, wherever it lives. How it is asked for a
+/// signature is its [`Key`] variant.
 pub trait SigningKey: Send + Sync + std::fmt::Debug + std::fmt::Display {
-    /// Signs `message` (the JWT's `header.payload`) with `algorithm`.
-    fn sign(&self, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>, SignError>;
-
     /// The modulus size in bytes, which is the signature's length.
     fn modulus_len(&self) -> usize;
 
@@ -138,22 +149,80 @@ pub trait SigningKey: Send + Sync + std::fmt::Debug + std::fmt::Display {
     fn is_available(&self) -> bool {
         true
     }
-
-    /// How [`SigningKey::sign`] must be called; the signing step (`sign::RequestSigner`)
-    /// honours it.
-    fn call_mode(&self) -> CallMode;
 }
 
-/// How a key's signature must be called. The signing step matches on it exhaustively, so a
-/// new kind of key (a network signer, awaited under a concurrency limit) cannot be added
-/// without deciding where it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CallMode {
+/// A key whose signature is a function call: in memory, or a blocking call into a device.
+pub trait SignNow: SigningKey {
+    /// Signs `message` (the JWT's `header.payload`) with `algorithm`.
+    fn sign(&self, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>, SignError>;
+}
+
+/// The future of a network signature.
+pub type SignFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, SignError>> + Send + 'a>>;
+
+/// A key in a network service (a cloud KMS, Vault transit): its signature is a request,
+/// awaited on the runtime under the backend's own concurrency limit and deadline. It never
+/// blocks a thread, so it needs no signing-pool thread either.
+pub trait SignAwaited: SigningKey {
+    /// Signs `message` (the JWT's `header.payload`) with `algorithm`.
+    fn sign<'a>(&'a self, algorithm: Algorithm, message: &'a [u8]) -> SignFuture<'a>;
+}
+
+/// A private key, by how its signature must be called. The signing step
+/// (`sign::RequestSigner`) matches on it exhaustively, so a new kind of key cannot be added
+/// without deciding where it runs, and a key that may block cannot be called inline: only
+/// [`Key::Inline`] hands out a [`SignNow`] that the step calls on a runtime thread.
+#[derive(Clone)]
+pub enum Key {
     /// Never blocks (a key in memory): signs on the connection's own thread.
-    Inline,
+    Inline(Arc<dyn SignNow>),
     /// May block its thread (a device): signs on the signing pool, never on a runtime thread.
-    Blocking,
+    Blocking(Arc<dyn SignNow>),
+    /// A network call: awaited on the runtime, never blocking a thread.
+    Awaited(Arc<dyn SignAwaited>),
+}
+
+impl Key {
+    /// What the key tells about itself.
+    pub fn info(&self) -> &dyn SigningKey {
+        match self {
+            Key::Inline(key) | Key::Blocking(key) => key.as_ref(),
+            Key::Awaited(key) => key.as_ref(),
+        }
+    }
+
+    /// The modulus size in bytes, which is the signature's length.
+    pub fn modulus_len(&self) -> usize {
+        self.info().modulus_len()
+    }
+
+    /// The public key as DER `SubjectPublicKeyInfo`.
+    pub fn public_key_spki_der(&self) -> &[u8] {
+        self.info().public_key_spki_der()
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.info().backend()
+    }
+
+    /// Whether a signature can be asked for right now.
+    pub fn is_available(&self) -> bool {
+        self.info().is_available()
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.info(), f)
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self.info(), f)
+    }
 }
 
 /// Checks that `signature` over `message` verifies with the RSA public key (`modulus`,
@@ -235,6 +304,7 @@ mod tests {
             ));
         }
         assert_eq!(key.to_string(), "PEM file, RSA-2048");
-        assert!(key.is_available() && key.call_mode() == CallMode::Inline);
+        let key = Key::Inline(Arc::new(key));
+        assert!(key.is_available() && key.backend() == Backend::Pem);
     }
 }

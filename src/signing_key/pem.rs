@@ -7,7 +7,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 
 use super::{Algorithm, KeyError, MIN_RSA_BITS};
-use super::{Backend, SignError, SigningKey};
+use super::{Backend, SignError, SignNow, SigningKey};
 
 /// An RSA private key held in memory, parsed once: parsing costs more than signing.
 pub struct PemKey {
@@ -48,7 +48,7 @@ impl PemKey {
     }
 }
 
-impl SigningKey for PemKey {
+impl SignNow for PemKey {
     fn sign(&self, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>, SignError> {
         let encoding = match algorithm {
             Algorithm::Rs256 => &RSA_PKCS1_SHA256,
@@ -60,17 +60,15 @@ impl SigningKey for PemKey {
             .map_err(|err| SignError::Failed(Box::new(err)))?;
         Ok(signature)
     }
+}
 
+impl SigningKey for PemKey {
     fn modulus_len(&self) -> usize {
         self.key.public_modulus_len()
     }
 
     fn public_key_spki_der(&self) -> &[u8] {
         &self.public_spki
-    }
-
-    fn call_mode(&self) -> super::CallMode {
-        super::CallMode::Inline
     }
 
     fn backend(&self) -> Backend {

@@ -13,7 +13,8 @@ use base64::Engine;
 use pkcv_proxy::config::{Config, RawConfig};
 use pkcv_proxy::keys::{Account, Accounts};
 use pkcv_proxy::signing_key::{
-    Algorithm, Backend, Device, DeviceError, DeviceKey, DeviceKeyInfo, PemKey, Retry, SigningKey,
+    Algorithm, Backend, Device, DeviceError, DeviceKey, DeviceKeyInfo, Key, PemKey, Retry, SignNow,
+    SigningKey,
 };
 use pkcv_proxy::token::TokenMinter;
 use pkcv_proxy::App;
@@ -82,10 +83,7 @@ const IN_FILE: (&str, &str, &str) = (
     "SKbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
 );
 
-fn account(
-    (account_sid, credential_sid, api_key): (&str, &str, &str),
-    key: Arc<dyn SigningKey>,
-) -> Account {
+fn account((account_sid, credential_sid, api_key): (&str, &str, &str), key: Key) -> Account {
     Account::new(
         account_sid,
         credential_sid,
@@ -128,8 +126,8 @@ async fn start(
     let (device, device_on) = switchable();
     let in_file = PemKey::from_pem(PEM.as_bytes()).unwrap();
     let accounts = [
-        account(IN_HSM, Arc::new(device)),
-        account(IN_FILE, Arc::new(in_file)),
+        account(IN_HSM, Key::Blocking(Arc::new(device))),
+        account(IN_FILE, Key::Inline(Arc::new(in_file))),
     ];
     app.keys().replace(Accounts::new(accounts).unwrap());
     (app.bind().await.unwrap().spawn(), device_on)
