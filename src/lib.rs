@@ -36,7 +36,8 @@
 //! - [`canonical`] (the canonical request and `rqh`), [`token`] (the JWT around one signature,
 //!   [`token::TokenMinter`]), [`signing_key`] (that signature: a PEM key in memory, or a device
 //!   that may block and go away — [`pkcs11`], an HSM — called on `signing_pool`, never on a
-//!   runtime thread).
+//!   runtime thread; or a key in a network service, awaited — [`remote`], with [`vault`]'s
+//!   transit engine and `aws_kms` behind the `aws-kms` feature).
 //! - `upstream` dials through `egress` when `[upstream] proxy` is set: a `CONNECT` tunnel
 //!   through a corporate HTTP proxy, with TLS to Twilio end to end inside it.
 //! - `error`: every error a client can get, turned into Twilio-style JSON in one place.
@@ -87,6 +88,7 @@ pub(crate) mod notify;
 pub mod pkcs11;
 pub(crate) mod proxy;
 pub mod rejection;
+pub mod remote;
 pub(crate) mod response;
 pub mod route;
 pub(crate) mod server;
@@ -98,6 +100,7 @@ pub(crate) mod signing_pool;
 pub mod telemetry;
 pub mod token;
 pub(crate) mod upstream;
+pub mod vault;
 pub mod workflow;
 
 pub use app::App;

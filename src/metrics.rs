@@ -125,7 +125,7 @@ const REJECTION_CODES: &[u32] = &[
 /// `pkcv_proxy_key_reloads_total`'s results.
 const RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
 /// The signing backends (`signing_key::Backend::as_str`).
-const BACKENDS: [&str; 2] = ["pem", "pkcs11"];
+const BACKENDS: [&str; 4] = ["pem", "pkcs11", "aws-kms", "vault-transit"];
 /// `pkcv_proxy_account_loads_total`'s results.
 const ACCOUNT_LOAD_RESULTS: [&str; 3] = ["loaded", "unchanged", "failed"];
 

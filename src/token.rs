@@ -51,6 +51,9 @@ pub enum TokenError {
     /// An HSM key could not be loaded.
     #[error("PKCS#11 key: {0}")]
     Pkcs11(#[from] crate::pkcs11::Pkcs11Error),
+    /// A key in a key service (AWS KMS, Vault transit) could not be loaded.
+    #[error("key service: {0}")]
+    Remote(#[from] crate::remote::RemoteLoadError),
 }
 
 /// What a token asserts about one request.

@@ -29,6 +29,72 @@ pub enum PrivateKey {
     File(PathBuf),
     /// `private_key = "pkcs11:…"`: a key inside an HSM, named by an RFC 7512 URI.
     Pkcs11(Box<Pkcs11Uri>),
+    /// `private_key = "aws-kms:…"`: a key in AWS KMS (key ID, `alias/NAME` or key ARN).
+    AwsKms(String),
+    /// `private_key = "vault-transit:NAME[?version=N]"`: a key in Vault's transit engine.
+    VaultTransit(TransitKey),
+}
+
+/// A transit key's name and, if pinned in the config, its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitKey {
+    /// The key's name under the transit mount.
+    pub name: String,
+    /// The version to sign with; unset, the latest version at load is pinned.
+    pub version: Option<u32>,
+}
+
+impl std::fmt::Display for TransitKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.version {
+            Some(version) => write!(f, "{}?version={version}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// The URI schemes of keys held by a key service.
+pub(super) const AWS_KMS_SCHEME: &str = "aws-kms:";
+/// See [`AWS_KMS_SCHEME`].
+pub(super) const VAULT_TRANSIT_SCHEME: &str = "vault-transit:";
+
+impl PrivateKey {
+    /// Parses `aws-kms:…` or `vault-transit:…`; `None` for any other scheme.
+    pub fn parse_service_key(value: &str) -> Option<Result<PrivateKey, String>> {
+        if let Some(id) = value.strip_prefix(AWS_KMS_SCHEME) {
+            let ok = !id.is_empty()
+                && id.len() <= 2048
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_/:.".contains(&b));
+            return Some(if ok {
+                Ok(PrivateKey::AwsKms(id.to_owned()))
+            } else {
+                Err("is not aws-kms: followed by a key ID, alias/NAME or key ARN".to_owned())
+            });
+        }
+        let rest = value.strip_prefix(VAULT_TRANSIT_SCHEME)?;
+        let (name, version) = match rest.split_once("?version=") {
+            Some((name, version)) => match version.parse::<u32>() {
+                Ok(version) if version > 0 => (name, Some(version)),
+                _ => return Some(Err("has a version that is not a positive number".to_owned())),
+            },
+            None => (rest, None),
+        };
+        let ok = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        Some(if ok {
+            Ok(PrivateKey::VaultTransit(TransitKey {
+                name: name.to_owned(),
+                version,
+            }))
+        } else {
+            Err("is not vault-transit: followed by a key name (letters, digits, - _ .) and optionally ?version=N".to_owned())
+        })
+    }
 }
 
 impl PrivateKey {
@@ -36,7 +102,7 @@ impl PrivateKey {
     pub fn file(&self) -> Option<&Path> {
         match self {
             PrivateKey::File(path) => Some(path),
-            PrivateKey::Pkcs11(_) => None,
+            PrivateKey::Pkcs11(_) | PrivateKey::AwsKms(_) | PrivateKey::VaultTransit(_) => None,
         }
     }
 }
@@ -53,6 +119,8 @@ impl std::fmt::Display for PrivateKey {
         match self {
             PrivateKey::File(path) => write!(f, "{}", path.display()),
             PrivateKey::Pkcs11(uri) => write!(f, "{uri}"),
+            PrivateKey::AwsKms(id) => write!(f, "{AWS_KMS_SCHEME}{id}"),
+            PrivateKey::VaultTransit(key) => write!(f, "{VAULT_TRANSIT_SCHEME}{key}"),
         }
     }
 }
@@ -84,12 +152,19 @@ impl TryFrom<RawAccountConfig> for AccountConfig {
                 })?;
                 PrivateKey::Pkcs11(Box::new(uri))
             }
-            (None, Some(_)) => {
-                return Err(format!(
-                    "account {}: private_key takes only a pkcs11: URI (a PEM file goes in private_key_file)",
+            (None, Some(key)) => match PrivateKey::parse_service_key(&key) {
+                Some(Ok(key)) => key,
+                Some(Err(problem)) => {
+                    return Err(format!(
+                        "account {}: private_key '{key}' {problem}",
+                        raw.account_sid
+                    ))
+                }
+                None => return Err(format!(
+                    "account {}: private_key takes only a pkcs11:, aws-kms: or vault-transit: URI (a PEM file goes in private_key_file)",
                     raw.account_sid
-                ))
-            }
+                )),
+            },
             (Some(_), Some(_)) => {
                 return Err(format!(
                     "account {}: set private_key_file or private_key, not both",
@@ -117,6 +192,9 @@ impl From<AccountConfig> for RawAccountConfig {
         let (private_key_file, private_key) = match account.private_key {
             PrivateKey::File(file) => (Some(file), None),
             PrivateKey::Pkcs11(uri) => (None, Some(uri.as_str().to_owned())),
+            in_service @ (PrivateKey::AwsKms(_) | PrivateKey::VaultTransit(_)) => {
+                (None, Some(in_service.to_string()))
+            }
         };
         RawAccountConfig {
             account_sid: account.account_sid,

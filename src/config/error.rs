@@ -142,6 +142,14 @@ pub enum ConfigError {
     /// `[upstream] proxy` and its companions (egress through a corporate proxy).
     #[error(transparent)]
     Egress(#[from] crate::egress::EgressConfigError),
+    /// `[vault]` or `[aws_kms]` does not fit together.
+    #[error("[{section}] {problem}")]
+    KeyService {
+        /// The section.
+        section: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 impl From<figment::Error> for ConfigError {

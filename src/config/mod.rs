@@ -19,15 +19,18 @@ use figment::Figment;
 mod accounts;
 mod clients;
 mod error;
+mod key_services;
 mod load_error;
 mod raw;
 mod server;
 mod signing;
 mod upstream;
 
-pub use accounts::{AccountConfig, PrivateKey};
+pub use accounts::{AccountConfig, PrivateKey, TransitKey};
 pub use clients::ClientConfig;
 pub use error::ConfigError;
+pub(crate) use key_services::check_base_url;
+pub use key_services::{AwsKmsSettings, VaultAuth, VaultSettings};
 pub use raw::{
     LogFormat, RawConfig, RawIntercept, RawLog, RawPkcs11, RawServer, RawSigning, RawTelemetry,
     RawUpstream,
@@ -65,6 +68,10 @@ pub struct Config {
     pub signing: SigningSettings,
     /// `[pkcs11]`, with one session per signing thread.
     pub pkcs11: Pkcs11Settings,
+    /// `[vault]`: where `vault-transit:` keys are.
+    pub vault: VaultSettings,
+    /// `[aws_kms]`: where `aws-kms:` keys are.
+    pub aws_kms: AwsKmsSettings,
     /// `[log]`
     pub log: LogSettings,
     /// `[telemetry]`
@@ -130,6 +137,8 @@ impl Loaded {
         let upstream = upstream_settings(&raw.upstream)?;
         let signing = signing_settings(&raw.signing)?;
         let pkcs11 = pkcs11_settings(&raw.pkcs11, &signing)?;
+        let vault = key_services::vault_settings(&raw.vault)?;
+        let aws_kms = key_services::aws_kms_settings(&raw.aws_kms)?;
         let log = log_settings(&raw.log)?;
         let intercept = intercept_settings(&raw.intercept)?;
         let passthrough_hosts = passthrough_hosts(&raw.intercept, &upstream.hosts)?;
@@ -146,6 +155,8 @@ impl Loaded {
             upstream,
             signing,
             pkcs11,
+            vault,
+            aws_kms,
             log,
             telemetry: TelemetrySettings {
                 propagate_upstream: raw.telemetry.propagate_upstream,
@@ -362,7 +373,7 @@ mod tests {
         );
         let file = r#"private_key = "keys/k.pem""#;
         assert!(
-            refused(file).contains("takes only a pkcs11: URI"),
+            refused(file).contains("takes only a pkcs11:"),
             "{}",
             refused(file)
         );

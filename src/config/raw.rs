@@ -28,6 +28,10 @@ pub struct RawConfig {
     pub pkcs11: RawPkcs11,
     /// `[telemetry]`
     pub telemetry: RawTelemetry,
+    /// `[vault]`: Vault (or OpenBao) for `private_key = "vault-transit:…"` accounts.
+    pub vault: RawVault,
+    /// `[aws_kms]`: AWS KMS for `private_key = "aws-kms:…"` accounts.
+    pub aws_kms: RawAwsKms,
     /// `[[accounts]]`
     pub accounts: Vec<AccountConfig>,
     /// `[[clients]]`: who may use the proxy (empty: anyone who can connect).
@@ -263,6 +267,80 @@ impl Default for RawPkcs11 {
             reconnect_min_ms: 250,
             reconnect_max_secs: 30,
             digest: Digest::Auto,
+        }
+    }
+}
+
+/// `[vault]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawVault {
+    /// `http(s)://host:port` of the Vault or OpenBao server (default: `VAULT_ADDR`).
+    pub address: Option<String>,
+    /// Where the transit engine is mounted.
+    pub mount: String,
+    /// A Vault Enterprise namespace (`X-Vault-Namespace`).
+    pub namespace: Option<String>,
+    /// Extra CA certificates (PEM) to trust for the server.
+    pub ca_file: Option<PathBuf>,
+    /// A file holding the token (owner-readable only); read again when it changes.
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding the token (default `VAULT_TOKEN`).
+    pub token_env: Option<String>,
+    /// Kubernetes auth: the Vault role to log in as.
+    pub kubernetes_role: Option<String>,
+    /// Kubernetes auth: the service-account token.
+    pub kubernetes_token_file: PathBuf,
+    /// Kubernetes auth: where the method is mounted.
+    pub kubernetes_mount: String,
+    /// One signature's deadline, retries included, in milliseconds.
+    pub sign_timeout_ms: u64,
+    /// At most this many signatures in flight to the server.
+    pub max_concurrent: u64,
+}
+
+impl Default for RawVault {
+    fn default() -> Self {
+        RawVault {
+            address: None,
+            mount: "transit".into(),
+            namespace: None,
+            ca_file: None,
+            token_file: None,
+            token_env: None,
+            kubernetes_role: None,
+            kubernetes_token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+            kubernetes_mount: "kubernetes".into(),
+            sign_timeout_ms: 2_000,
+            max_concurrent: 32,
+        }
+    }
+}
+
+/// `[aws_kms]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAwsKms {
+    /// The AWS region (default: the SDK's, from `AWS_REGION` or the profile).
+    pub region: Option<String>,
+    /// Another endpoint (a VPC endpoint; tests).
+    pub endpoint_url: Option<String>,
+    /// A named profile of the shared AWS config.
+    pub profile: Option<String>,
+    /// One signature's deadline, retries included, in milliseconds.
+    pub sign_timeout_ms: u64,
+    /// At most this many signatures in flight to KMS.
+    pub max_concurrent: u64,
+}
+
+impl Default for RawAwsKms {
+    fn default() -> Self {
+        RawAwsKms {
+            region: None,
+            endpoint_url: None,
+            profile: None,
+            sign_timeout_ms: 2_000,
+            max_concurrent: 32,
         }
     }
 }

@@ -24,9 +24,8 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 use crate::clients::Clients;
-use crate::config::{AccountConfig, Config, PrivateKey, SigningSettings};
+use crate::config::{AccountConfig, Config, PrivateKey};
 use crate::error::ProxyError;
-use crate::pkcs11::Pkcs11Settings;
 use crate::signing_key::Backend;
 use crate::token::{TokenError, TokenMinter};
 
@@ -66,33 +65,31 @@ impl Account {
 
     /// Loads the account's private key: parses its PEM file, or finds and checks it in its
     /// HSM.
-    pub(crate) fn load(
-        config: &AccountConfig,
-        signing: &SigningSettings,
-        pkcs11: &Pkcs11Settings,
-    ) -> Result<Account, KeyStoreError> {
+    pub(crate) fn load(entry: &AccountConfig, config: &Config) -> Result<Account, KeyStoreError> {
         let failed = |source| KeyStoreError::Key {
-            account: config.account_sid.clone(),
+            account: entry.account_sid.clone(),
             source,
         };
-        let minter = match &config.private_key {
+        let algorithm = config.signing.algorithm;
+        let key = match &entry.private_key {
             PrivateKey::File(file) => {
-                TokenMinter::from_pem_file(file, &config.credential_sid, signing.algorithm)
+                TokenMinter::from_pem_file(file, &entry.credential_sid, algorithm)
                     .map_err(failed)?
+                    .key()
+                    .clone()
             }
-            PrivateKey::Pkcs11(uri) => TokenMinter::new(
-                crate::pkcs11::key::load(uri, pkcs11, signing.algorithm)
-                    .map_err(|err| failed(err.into()))?,
-                &config.credential_sid,
-                signing.algorithm,
-            ),
+            PrivateKey::Pkcs11(uri) => crate::pkcs11::key::load(uri, &config.pkcs11, algorithm)
+                .map_err(|err| failed(err.into()))?,
+            in_service @ (PrivateKey::AwsKms(_) | PrivateKey::VaultTransit(_)) => {
+                crate::remote::load(in_service, config).map_err(|err| failed(err.into()))?
+            }
         };
         Ok(Account {
-            account_sid: config.account_sid.clone(),
-            credential_sid: config.credential_sid.clone(),
-            api_key_sids: config.api_key_sids.clone(),
-            minter,
-            source: Some(source(config, signing, pkcs11)),
+            account_sid: entry.account_sid.clone(),
+            credential_sid: entry.credential_sid.clone(),
+            api_key_sids: entry.api_key_sids.clone(),
+            minter: TokenMinter::new(key, &entry.credential_sid, algorithm),
+            source: Some(source(entry, config)),
         })
     }
 
@@ -110,11 +107,12 @@ impl Account {
 /// A digest of everything an account's live key depends on: its entry, the algorithm, and
 /// its key file's bytes or its HSM settings and PIN. Unreadable parts hash as absent, so a
 /// key file that vanishes counts as a change.
-fn source(config: &AccountConfig, signing: &SigningSettings, pkcs11: &Pkcs11Settings) -> [u8; 32] {
+fn source(entry: &AccountConfig, config: &Config) -> [u8; 32] {
+    let (signing, pkcs11) = (&config.signing, &config.pkcs11);
     let mut sha = Sha256::new();
-    sha.update(serde_json::to_vec(config).unwrap_or_default());
+    sha.update(serde_json::to_vec(entry).unwrap_or_default());
     sha.update(signing.algorithm.as_str());
-    match &config.private_key {
+    match &entry.private_key {
         PrivateKey::File(file) => {
             sha.update(b"file\0");
             sha.update(crate::files::read_private(file).unwrap_or_default());
@@ -124,6 +122,9 @@ fn source(config: &AccountConfig, signing: &SigningSettings, pkcs11: &Pkcs11Sett
             sha.update(format!("{pkcs11:?}"));
             sha.update(pkcs11.pin_digest(uri).unwrap_or_default());
         }
+        // The service's settings; its credentials are refreshed by the key itself.
+        PrivateKey::AwsKms(_) => sha.update(format!("aws-kms\0{:?}", config.aws_kms)),
+        PrivateKey::VaultTransit(_) => sha.update(format!("vault\0{:?}", config.vault)),
     }
     sha.finalize().into()
 }
@@ -208,13 +209,12 @@ impl Accounts {
 
     /// Loads every account in `configs`; any that does not load is an error.
     pub(crate) fn load(
-        configs: &[AccountConfig],
-        signing: &SigningSettings,
-        pkcs11: &Pkcs11Settings,
+        entries: &[AccountConfig],
+        config: &Config,
     ) -> Result<Accounts, KeyStoreError> {
-        let accounts = configs
+        let accounts = entries
             .iter()
-            .map(|config| Account::load(config, signing, pkcs11))
+            .map(|entry| Account::load(entry, config))
             .collect::<Result<Vec<_>, _>>()?;
         let outcomes = accounts
             .iter()
@@ -233,11 +233,7 @@ impl Accounts {
     /// `accounts_dir` read afresh over them) and the clients — what `serve` signs for. Any
     /// account that does not load is an error (start-up, `check-config`, `sign`).
     pub fn from_config(config: &Config) -> Result<Accounts, KeyStoreError> {
-        let accounts = Accounts::load(
-            &dir::configured_accounts(config)?,
-            &config.signing,
-            &config.pkcs11,
-        )?;
+        let accounts = Accounts::load(&dir::configured_accounts(config)?, config)?;
         Ok(accounts.with_clients(Clients::load(&config.clients)?))
     }
 
@@ -254,25 +250,21 @@ impl Accounts {
     pub(crate) fn reload_with(
         config: &Config,
         previous: &Accounts,
-        load: impl Fn(
-            &AccountConfig,
-            &SigningSettings,
-            &Pkcs11Settings,
-        ) -> Result<Account, KeyStoreError>,
+        load: impl Fn(&AccountConfig, &Config) -> Result<Account, KeyStoreError>,
     ) -> Result<Accounts, KeyStoreError> {
         let configs = dir::configured_accounts(config)?;
         let mut accounts = Vec::with_capacity(configs.len());
         let mut outcomes = Vec::with_capacity(configs.len());
         for entry in &configs {
             let old = previous.get(&entry.account_sid);
-            let unchanged = old.filter(|old| {
-                old.source.is_some()
-                    && old.source == Some(source(entry, &config.signing, &config.pkcs11))
-            });
+            let unchanged =
+                old.filter(|old| old.source.is_some() && old.source == Some(source(entry, config)));
             let (account, outcome) = if let Some(old) = unchanged {
+                // A key in a service is read again: it must still be the key loaded.
+                old.minter.key().recheck();
                 (Some(old.clone()), LoadOutcome::Unchanged)
             } else {
-                match (load(entry, &config.signing, &config.pkcs11), old) {
+                match (load(entry, config), old) {
                     (Ok(account), _) => (Some(Arc::new(account)), LoadOutcome::Loaded),
                     (Err(err), Some(old)) => (
                         Some(old.clone()),
@@ -287,6 +279,8 @@ impl Accounts {
                 backend: match entry.private_key {
                     PrivateKey::File(_) => Backend::Pem,
                     PrivateKey::Pkcs11(_) => Backend::Pkcs11,
+                    PrivateKey::AwsKms(_) => Backend::AwsKms,
+                    PrivateKey::VaultTransit(_) => Backend::VaultTransit,
                 },
                 outcome,
             });

@@ -396,6 +396,8 @@ fn fingerprint(base: &Config, config_path: Option<&Path>) -> [u8; 32] {
                     add(pin_file);
                 }
             }
+            // The service's token file is read again by the service itself when it changes.
+            PrivateKey::AwsKms(_) | PrivateKey::VaultTransit(_) => {}
         }
     }
     sha.finalize().into()

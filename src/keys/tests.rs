@@ -99,7 +99,7 @@ fn a_reload_with_a_token_down_still_applies_an_unrelated_new_account() {
     let (device, _on, connects) = flaky();
     let device = Key::Blocking(Arc::new(device));
     let live = Arc::new(Account {
-        source: Some(source(&in_hsm, &config.signing, &config.pkcs11)),
+        source: Some(source(&in_hsm, &config)),
         ..Account::new(
             A,
             credential,
@@ -108,13 +108,10 @@ fn a_reload_with_a_token_down_still_applies_an_unrelated_new_account() {
         )
     });
     let previous = Accounts::index([live.clone()]).unwrap();
-    let token_down =
-        |entry: &AccountConfig, signing: &SigningSettings, pkcs11: &Pkcs11Settings| match entry
-            .private_key
-        {
-            PrivateKey::Pkcs11(_) => Err(KeyStoreError::AccountListedTwice("token down".into())),
-            PrivateKey::File(_) => Account::load(entry, signing, pkcs11),
-        };
+    let token_down = |entry: &AccountConfig, config: &Config| match entry.private_key {
+        PrivateKey::File(_) => Account::load(entry, config),
+        _ => Err(KeyStoreError::AccountListedTwice("token down".into())),
+    };
     let connected = connects.load(SeqCst);
 
     let reloaded = Accounts::reload_with(&config, &previous, token_down).unwrap();

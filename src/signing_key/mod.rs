@@ -101,6 +101,10 @@ pub enum Backend {
     Pem,
     /// A PKCS#11 token (HSM).
     Pkcs11,
+    /// AWS KMS.
+    AwsKms,
+    /// Vault's (or OpenBao's) transit engine.
+    VaultTransit,
 }
 
 impl Backend {
@@ -109,6 +113,8 @@ impl Backend {
         match self {
             Backend::Pem => "pem",
             Backend::Pkcs11 => "pkcs11",
+            Backend::AwsKms => "aws-kms",
+            Backend::VaultTransit => "vault-transit",
         }
     }
 }
@@ -149,6 +155,12 @@ pub trait SigningKey: Send + Sync + std::fmt::Debug + std::fmt::Display {
     fn is_available(&self) -> bool {
         true
     }
+
+    /// What is wrong with the key now, if anything (its service refuses it, or did not
+    /// answer): shown in `/readyz`.
+    fn problem(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A key whose signature is a function call: in memory, or a blocking call into a device.
@@ -167,6 +179,12 @@ pub type SignFuture<'a> =
 pub trait SignAwaited: SigningKey {
     /// Signs `message` (the JWT's `header.payload`) with `algorithm`.
     fn sign<'a>(&'a self, algorithm: Algorithm, message: &'a [u8]) -> SignFuture<'a>;
+
+    /// Reads the key's public half from the service again: a key that is no longer the one
+    /// loaded is refused from now on (and one that is back is accepted again).
+    fn recheck(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>;
 }
 
 /// A private key, by how its signature must be called. The signing step
@@ -210,6 +228,18 @@ impl Key {
     /// Whether a signature can be asked for right now.
     pub fn is_available(&self) -> bool {
         self.info().is_available()
+    }
+
+    /// For a key in a service, reads its public key again (a reload does, for every such
+    /// account it keeps); the outcome is kept by the key and logged. Nothing for other keys.
+    pub fn recheck(&self) {
+        let Key::Awaited(key) = self else { return };
+        match crate::remote::block_on(key.recheck()).map_err(|err| err.to_string()) {
+            Ok(Ok(())) => {}
+            Ok(Err(problem)) | Err(problem) => {
+                tracing::warn!(key = %key, %problem, "the key service's key was checked again and is not usable");
+            }
+        }
     }
 }
 

@@ -229,7 +229,9 @@ impl Session {
             let main = self.main_account_loaded()?;
             let key = match &self.main_account.private_key {
                 PrivateKey::File(file) => PrivateKey::File(absolute(file)),
-                in_hsm @ PrivateKey::Pkcs11(_) => in_hsm.clone(),
+                elsewhere @ (PrivateKey::Pkcs11(_)
+                | PrivateKey::AwsKms(_)
+                | PrivateKey::VaultTransit(_)) => elsewhere.clone(),
             };
             (key, spki_pem(&main.minter)?)
         } else {

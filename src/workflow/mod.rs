@@ -326,7 +326,7 @@ impl Session {
         }
         let mut configs = vec![main];
         configs.extend(others.iter().cloned());
-        let accounts = Accounts::load(&configs, &self.config.signing, &self.config.pkcs11)?;
+        let accounts = Accounts::load(&configs, &self.config)?;
         self.store.replace(accounts);
         Ok(())
     }

@@ -258,13 +258,9 @@ impl Session {
 fn check_switch(config: &Config, rotated: &AccountConfig) -> Result<(), WorkflowError> {
     let not_reloadable = |source: KeyStoreError| WorkflowError::WouldNotReload { source };
     dir::configured_accounts(config).map_err(|err| not_reloadable(err.into()))?;
-    Accounts::load(
-        std::slice::from_ref(rotated),
-        &config.signing,
-        &config.pkcs11,
-    )
-    .map(drop)
-    .map_err(not_reloadable)
+    Accounts::load(std::slice::from_ref(rotated), config)
+        .map(drop)
+        .map_err(not_reloadable)
 }
 
 #[cfg(test)]

@@ -709,9 +709,14 @@ async fn a_fresh_proxy_exports_every_static_series_at_zero() {
     // Every signing backend, whatever the config uses (exhaustive: a new backend does not
     // compile here until it is handled).
     use pkcv_proxy::signing_key::Backend;
-    for backend in [Backend::Pem, Backend::Pkcs11] {
+    for backend in [
+        Backend::Pem,
+        Backend::Pkcs11,
+        Backend::AwsKms,
+        Backend::VaultTransit,
+    ] {
         match backend {
-            Backend::Pem | Backend::Pkcs11 => {
+            Backend::Pem | Backend::Pkcs11 | Backend::AwsKms | Backend::VaultTransit => {
                 let series = format!(
                     r#"pkcv_proxy_sign_duration_seconds_count{{backend="{}"}} 0"#,
                     backend.as_str()
