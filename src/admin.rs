@@ -60,9 +60,19 @@ impl Readiness {
     /// `/readyz`'s status and JSON body.
     pub(crate) fn report(&self) -> (StatusCode, serde_json::Value) {
         let accounts = self.keys.snapshot();
+        // What a key in a service last said: refused, changed, or not answering.
+        let key_problems: Vec<serde_json::Value> = accounts
+            .iter()
+            .filter_map(|account| {
+                let problem = account.minter.key().info().problem()?;
+                Some(json!({ "account": account.account_sid, "problem": problem }))
+            })
+            .collect();
         let mut degraded: Vec<&str> = accounts
             .iter()
-            .filter(|account| !account.can_sign())
+            .filter(|account| {
+                !account.can_sign() || account.minter.key().info().problem().is_some()
+            })
             .map(|account| account.account_sid.as_str())
             .collect();
         degraded.sort_unstable();
@@ -93,6 +103,7 @@ impl Readiness {
             "accounts": accounts.len(),
             "degraded": degraded,
             "not_loaded": not_loaded,
+            "key_problems": key_problems,
             "warnings": self.warnings,
             "restart_needed": **self.restart_needed.load(),
         });

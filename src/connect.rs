@@ -28,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::access_log::{ProxyBody, RequestLog};
 use crate::admission::ConnectionSlot;
 use crate::config::Config;
+use crate::egress::Dialer;
 use crate::error::ProxyError;
 use crate::head::{self, HeadCheck};
 use crate::intercept::{InterceptError, Interceptor};
@@ -35,7 +36,6 @@ use crate::keepalive::{Activity, Deadlines, Guarded, Tracked};
 use crate::proxy::{Origin, Proxy};
 use crate::route::{canonical_host, HostPattern};
 use crate::shutdown::{Drain, Shutdown};
-use crate::upstream::Dialer;
 
 /// What `CONNECT` may lead to, and the proxy that signs inside intercepted tunnels.
 #[derive(Debug)]

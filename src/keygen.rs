@@ -5,6 +5,9 @@ use std::io::Write;
 use std::path::Path;
 
 use aws_lc_rs::encoding::AsDer;
+
+use crate::config::{Config, PrivateKey, TransitKey};
+use crate::remote::{PublicKey, RemoteLoadError};
 use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::KeyPair as _;
 
@@ -82,6 +85,63 @@ pub fn write_new_private(path: &Path, contents: &str) -> Result<(), KeygenError>
     let mut file = options.open(path).map_err(error)?;
     file.write_all(contents.as_bytes()).map_err(error)?;
     file.sync_all().map_err(error)
+}
+
+/// Where a new key is made, when not as PEM files: `keygen`, `subaccount create` and
+/// `keys rotate` take one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCustody {
+    /// Inside the HSM, as the URI names it (`--pkcs11`).
+    Pkcs11(Box<crate::pkcs11::Pkcs11Uri>),
+    /// A transit key of this name (`--vault-transit`).
+    VaultTransit(String),
+    /// An AWS KMS key under this alias (`--aws-kms alias/NAME`).
+    AwsKms(String),
+}
+
+/// A key made (or found) in a key service.
+#[derive(Debug, Clone)]
+pub struct MadeKey {
+    /// How the config names it: the transit key with its version pinned, the KMS key by
+    /// its ID (an alias can be repointed; the ID cannot).
+    pub private_key: PrivateKey,
+    /// Its public half, to register with Twilio.
+    pub public_key: PublicKey,
+    /// Whether it was created now (else it existed and is used, never overwritten).
+    pub created: bool,
+}
+
+/// Makes the key `custody` names in its service, or finds it there: an existing key is
+/// used, never overwritten, and must be RSA-2048.
+pub async fn in_service(custody: &KeyCustody, config: &Config) -> Result<MadeKey, RemoteLoadError> {
+    match custody {
+        KeyCustody::VaultTransit(name) => {
+            let service = crate::vault::VaultService::for_config(config)?;
+            let (public_key, version, created) =
+                service
+                    .create_key(name)
+                    .await
+                    .map_err(|source| RemoteLoadError::Service {
+                        key: format!("vault-transit:{name}"),
+                        source,
+                    })?;
+            Ok(MadeKey {
+                private_key: PrivateKey::VaultTransit(TransitKey {
+                    name: name.clone(),
+                    version: Some(version),
+                }),
+                public_key,
+                created,
+            })
+        }
+        #[cfg(feature = "aws-kms")]
+        KeyCustody::AwsKms(alias) => crate::aws_kms::create_key(config, alias).await,
+        #[cfg(not(feature = "aws-kms"))]
+        KeyCustody::AwsKms(_) => Err(RemoteLoadError::NotBuilt("aws-kms")),
+        KeyCustody::Pkcs11(_) => Err(RemoteLoadError::Settings(
+            "an HSM key is made by pkcs11::keygen".into(),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -101,7 +101,7 @@ impl Proxy {
     }
 
     /// How upstream connections are opened (through the egress proxy, if any).
-    pub(crate) fn dialer(&self) -> &crate::upstream::Dialer {
+    pub(crate) fn dialer(&self) -> &crate::egress::Dialer {
         self.upstream.dialer()
     }
 

@@ -30,7 +30,6 @@ use crate::files::FileStamp;
 use crate::remote::http::{Answer, JsonClient};
 use crate::remote::{KeyService, Limits, PublicKey, RemoteKey, RemoteLoadError, ServiceError};
 use crate::signing_key::{Algorithm, Backend, Key};
-use crate::upstream::Dialer;
 
 const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-vault-token");
 const NAMESPACE_HEADER: HeaderName = HeaderName::from_static("x-vault-namespace");
@@ -91,7 +90,9 @@ impl VaultService {
         };
         crate::config::check_base_url(&address)
             .map_err(|problem| RemoteLoadError::Settings(format!("[vault] address {problem}")))?;
-        let dialer = Dialer::new(&config.upstream)
+        let dialer = config
+            .upstream
+            .dialer()
             .map_err(|err| RemoteLoadError::Settings(err.to_string()))?;
         let client = JsonClient::new(&address, settings.ca_file.as_deref(), dialer)
             .map_err(|err| RemoteLoadError::Settings(format!("[vault] {err}")))?;
@@ -296,8 +297,9 @@ impl VaultService {
     }
 
     /// Creates `name` as a non-exportable `rsa-2048` key unless it exists (an existing key
-    /// is used, never overwritten), and returns its latest public key. `true` when created.
-    pub async fn create_key(&self, name: &str) -> Result<(PublicKey, bool), ServiceError> {
+    /// is used, never overwritten): its latest version's public key, that version, and
+    /// whether it was created now.
+    pub async fn create_key(&self, name: &str) -> Result<(PublicKey, u32, bool), ServiceError> {
         let created = match self.read_key(name).await {
             Ok(_) => false,
             Err(ServiceError::Refused(reason)) if reason.starts_with("not found") => {
@@ -312,8 +314,8 @@ impl VaultService {
             Err(err) => return Err(err),
         };
         let data = self.read_key(name).await?;
-        let (public, _) = pinned_public_key(name, &data, None)?;
-        Ok((public, created))
+        let (public_key, version) = pinned_public_key(name, &data, None)?;
+        Ok((public_key, version, created))
     }
 }
 

@@ -158,7 +158,7 @@ impl Demo {
                 friendly_name: "pkcv-proxy demo subaccount".into(),
                 key_dir: self.dir.join("keys"),
                 reuse_main_key: false,
-                pkcs11: None,
+                custody: None,
                 secret_file: None,
                 // Kept in memory for the requests below; never printed.
                 secret_to_stdout: true,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use pkcv_proxy::keygen;
+use pkcv_proxy::keygen::KeyCustody;
 use pkcv_proxy::pkcs11::Pkcs11Uri;
 
 use super::Outcome;
@@ -19,20 +20,20 @@ pub(crate) struct KeygenArgs {
     #[arg(long, default_value_t = 2048)]
     bits: u32,
     /// File name prefix: NAME-private.pem and NAME-public.pem.
-    #[arg(long, default_value = "pkcv", conflicts_with = "pkcs11")]
+    #[arg(long, default_value = "pkcv", conflicts_with = "custody")]
     name: String,
-    /// Generate the key pair inside the token this PKCS#11 URI names (its object= is the
-    /// label; the private key is created sensitive and non-extractable). Module and PIN come
-    /// from the URI's module-path and pin-source, or from --config's [pkcs11].
-    #[arg(long, value_name = "URI", value_parser = super::Pkcs11UriArg)]
-    pkcs11: Option<Box<Pkcs11Uri>>,
+    /// Or make the key in an HSM or a key service (only the public key is written).
+    #[command(flatten)]
+    custody: super::CustodyArgs,
 }
 
 pub(crate) fn run(config_path: Option<&Path>, args: KeygenArgs) -> anyhow::Result<Outcome> {
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("creating {}", args.out_dir.display()))?;
-    if let Some(uri) = &args.pkcs11 {
-        return in_token(config_path, uri, &args);
+    match args.custody.custody() {
+        Some(KeyCustody::Pkcs11(uri)) => return in_token(config_path, &uri, &args),
+        Some(in_service) => return in_service_key(config_path, &in_service, &args),
+        None => {}
     }
     const FIX: &str = "choose another --name or --out-dir";
     let private = args.out_dir.join(format!("{}-private.pem", args.name));
@@ -67,6 +68,42 @@ fn in_token(
     })?;
     eprintln!("private key: inside the token, {uri} (sensitive, non-extractable)");
     eprintln!("use it with:  private_key = \"{uri}\"");
+    Ok(Outcome::Success)
+}
+
+/// The key made (or found) in a key service: only the public key is written.
+fn in_service_key(
+    config_path: Option<&Path>,
+    custody: &KeyCustody,
+    args: &KeygenArgs,
+) -> anyhow::Result<Outcome> {
+    if args.bits != 2048 {
+        anyhow::bail!("keys in a key service are RSA-2048 (Twilio's size); drop --bits");
+    }
+    let name = match custody {
+        KeyCustody::VaultTransit(name) => name.as_str(),
+        KeyCustody::AwsKms(alias) => alias.trim_start_matches("alias/"),
+        KeyCustody::Pkcs11(_) => anyhow::bail!("not a key service"),
+    };
+    let public = public_file(
+        &args.out_dir,
+        name,
+        "choose another --out-dir (the file is named after the key)",
+    )?;
+    let config = pkcv_proxy::Config::load(config_path)?;
+    let made = pkcv_proxy::remote::block_on(pkcv_proxy::keygen::in_service(custody, &config))??;
+    write_public(&public, &made.public_key.to_pem())?;
+    eprintln!(
+        "private key: {} in the key service ({}; public key {})",
+        made.private_key,
+        if made.created {
+            "created now"
+        } else {
+            "it existed and is used as it is"
+        },
+        made.public_key.fingerprint()
+    );
+    eprintln!("use it with:  private_key = \"{}\"", made.private_key);
     Ok(Outcome::Success)
 }
 

@@ -35,12 +35,11 @@ pub(crate) struct RotateArgs {
     #[arg(long)]
     account: String,
     /// Where to write the new key pair (default: next to the current key).
-    #[arg(long, conflicts_with = "pkcs11")]
+    #[arg(long, conflicts_with = "custody")]
     key_dir: Option<PathBuf>,
-    /// Generate the new key inside the HSM instead, as this PKCS#11 URI names it
-    /// (e.g. pkcs11:token=pkcv;object=main-2027); module and PIN from the URI or [pkcs11].
-    #[arg(long, value_name = "URI", value_parser = super::Pkcs11UriArg)]
-    pkcs11: Option<Box<pkcv_proxy::pkcs11::Pkcs11Uri>>,
+    /// Or make the new key in an HSM or a key service.
+    #[command(flatten)]
+    custody: super::CustodyArgs,
     /// The secret of the account's API key, to verify the new key with (default: AC….secret
     /// next to the current key; not needed for the main account).
     #[arg(long)]
@@ -77,7 +76,7 @@ pub(crate) async fn run(
             let rotation = session
                 .rotate(
                     &args.account,
-                    (&key_dir, args.pkcs11.as_deref()),
+                    (&key_dir, args.custody.custody().as_ref()),
                     args.secret_file.as_deref(),
                     grace,
                 )

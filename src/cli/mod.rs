@@ -262,6 +262,55 @@ impl clap::builder::TypedValueParser for Pkcs11UriArg {
     }
 }
 
+/// Where a new key is made instead of PEM files: an HSM or a key service. One of the three
+/// at most (`keygen`, `subaccount create`, `keys rotate`).
+#[derive(Debug, clap::Args)]
+#[group(id = "custody", multiple = false)]
+pub(crate) struct CustodyArgs {
+    /// Generate the key inside the HSM this PKCS#11 URI names (object= is the label; the
+    /// private key is created sensitive and non-extractable). Module and PIN come from the
+    /// URI's module-path and pin-source, or from --config's [pkcs11].
+    #[arg(long, value_name = "URI", value_parser = Pkcs11UriArg)]
+    pkcs11: Option<Box<pkcv_proxy::pkcs11::Pkcs11Uri>>,
+    /// Make the key in Vault's (or OpenBao's) transit engine under this name (rsa-2048, not
+    /// exportable; [vault] in --config). An existing key of that name is used, never
+    /// overwritten.
+    #[arg(long, value_name = "NAME", value_parser = service_key_name("vault-transit:"))]
+    vault_transit: Option<String>,
+    /// Make the key in AWS KMS under this alias (alias/NAME; RSA_2048, SIGN_VERIFY;
+    /// [aws_kms] in --config). An existing alias's key is used, never overwritten.
+    #[arg(long, value_name = "alias/NAME", value_parser = service_key_name("aws-kms:"))]
+    aws_kms: Option<String>,
+}
+
+impl CustodyArgs {
+    /// The custody asked for, if any.
+    pub(crate) fn custody(&self) -> Option<pkcv_proxy::keygen::KeyCustody> {
+        use pkcv_proxy::keygen::KeyCustody;
+        if let Some(uri) = &self.pkcs11 {
+            return Some(KeyCustody::Pkcs11(uri.clone()));
+        }
+        if let Some(name) = &self.vault_transit {
+            return Some(KeyCustody::VaultTransit(name.clone()));
+        }
+        self.aws_kms.clone().map(KeyCustody::AwsKms)
+    }
+}
+
+/// A `--vault-transit` name or `--aws-kms` alias, checked as the config would check it.
+fn service_key_name(scheme: &'static str) -> impl clap::builder::TypedValueParser<Value = String> {
+    move |value: &str| -> Result<String, String> {
+        if scheme == "aws-kms:" && !value.starts_with("alias/") {
+            return Err("name the key by its alias: alias/NAME".into());
+        }
+        match pkcv_proxy::config::PrivateKey::parse_service_key(&format!("{scheme}{value}")) {
+            Some(Ok(_)) if !value.contains('?') => Ok(value.to_owned()),
+            Some(Err(problem)) => Err(problem),
+            _ => Err("is not a key name".into()),
+        }
+    }
+}
+
 /// Builds the proxy as `serve` does, for `serve` and `check-config`. With no config file at
 /// all, "no accounts" is only the consequence: the cause is said first.
 fn build_app(

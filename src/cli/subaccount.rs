@@ -32,12 +32,11 @@ pub(crate) struct CreateArgs {
     #[arg(long)]
     key_dir: Option<PathBuf>,
     /// Seed the main account's public key instead of a fresh one (as Twilio's guide does).
-    #[arg(long, conflicts_with = "pkcs11")]
+    #[arg(long, conflicts_with = "custody")]
     reuse_main_key: bool,
-    /// Generate the new key inside the HSM, as this PKCS#11 URI names it
-    /// (e.g. pkcs11:token=pkcv;object=sub-1); module and PIN from the URI or [pkcs11].
-    #[arg(long, value_name = "URI", value_parser = super::Pkcs11UriArg)]
-    pkcs11: Option<Box<pkcv_proxy::pkcs11::Pkcs11Uri>>,
+    /// Or make the new key in an HSM or a key service.
+    #[command(flatten)]
+    custody: super::CustodyArgs,
     /// Where to write the new API key secret (0600; default KEY_DIR/AC….secret).
     #[arg(long)]
     secret_file: Option<PathBuf>,
@@ -75,7 +74,7 @@ pub(crate) async fn run(
                 friendly_name: args.friendly_name.clone(),
                 key_dir,
                 reuse_main_key: args.reuse_main_key,
-                pkcs11: args.pkcs11.as_deref().cloned(),
+                custody: args.custody.custody(),
                 secret_file: args.secret_file.clone(),
                 secret_to_stdout: args.show_secret,
             };

@@ -37,6 +37,14 @@ pub struct UpstreamSettings {
     pub proxy: Option<crate::egress::EgressSettings>,
 }
 
+impl UpstreamSettings {
+    /// How every outbound connection is opened: `connect_to`, the connect timeout and the
+    /// egress proxy (whose credentials are read now).
+    pub(crate) fn dialer(&self) -> Result<crate::egress::Dialer, crate::egress::EgressLoadError> {
+        crate::egress::Dialer::new(&self.connect_to, self.connect_timeout, self.proxy.as_ref())
+    }
+}
+
 /// Interception, when enabled.
 #[derive(Debug, Clone)]
 pub struct InterceptSettings {

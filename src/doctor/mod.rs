@@ -21,11 +21,12 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{AccountConfig, Config};
+use crate::egress::Dialer;
 use crate::keys::{dir, Account, Accounts};
 use crate::metrics::Metrics;
 use crate::rejection::twilio_code;
 use crate::sign::RequestSigner;
-use crate::upstream::{self, Dialer, Upstream};
+use crate::upstream::{self, Upstream};
 
 /// Twilio's REST host: every account answers there.
 const API_HOST: &str = "api.twilio.com";

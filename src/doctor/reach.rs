@@ -26,7 +26,7 @@ pub(super) type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 async fn connect(config: &Config, host: &str) -> Result<(Tls, String), (String, &'static str)> {
     let settings = &config.upstream;
     let fail = |detail: String, advice: &'static str| Err((detail, advice));
-    let dialer = match Dialer::new(settings) {
+    let dialer = match settings.dialer() {
         Ok(dialer) => dialer,
         Err(err) => {
             return fail(

@@ -25,6 +25,10 @@ use http::HeaderValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod dial;
+
+pub(crate) use dial::{DialError, Dialer};
+
 use crate::error::ProxyError;
 use crate::route::HostPattern;
 

@@ -26,7 +26,8 @@ use sha2::{Digest, Sha256};
 use crate::clients::Clients;
 use crate::config::{AccountConfig, Config, PrivateKey};
 use crate::error::ProxyError;
-use crate::signing_key::Backend;
+use crate::remote::{block_on, RemoteLoadError};
+use crate::signing_key::{Backend, Key};
 use crate::token::{TokenError, TokenMinter};
 
 /// One account the proxy can sign for.
@@ -81,7 +82,7 @@ impl Account {
             PrivateKey::Pkcs11(uri) => crate::pkcs11::key::load(uri, &config.pkcs11, algorithm)
                 .map_err(|err| failed(err.into()))?,
             in_service @ (PrivateKey::AwsKms(_) | PrivateKey::VaultTransit(_)) => {
-                crate::remote::load(in_service, config).map_err(|err| failed(err.into()))?
+                load_from_service(in_service, config).map_err(|err| failed(err.into()))?
             }
         };
         Ok(Account {
@@ -101,6 +102,33 @@ impl Account {
 
     fn allows(&self, api_key_sid: &str) -> bool {
         self.api_key_sids.is_empty() || self.api_key_sids.iter().any(|sid| sid == api_key_sid)
+    }
+}
+
+/// Loads an account's key held in a service (`aws-kms:` or `vault-transit:`): its public
+/// key read and checked, one test signature verified.
+fn load_from_service(key: &PrivateKey, config: &Config) -> Result<Key, RemoteLoadError> {
+    match key {
+        PrivateKey::VaultTransit(transit) => block_on(crate::vault::load(transit, config))?,
+        #[cfg(feature = "aws-kms")]
+        PrivateKey::AwsKms(id) => block_on(crate::aws_kms::load(id, config))?,
+        #[cfg(not(feature = "aws-kms"))]
+        PrivateKey::AwsKms(_) => Err(RemoteLoadError::NotBuilt("aws-kms")),
+        PrivateKey::File(_) | PrivateKey::Pkcs11(_) => Err(RemoteLoadError::Settings(
+            "not a key in a key service".into(),
+        )),
+    }
+}
+
+/// A key in a service kept by a reload is read again: it must still be the key loaded (the
+/// key keeps the outcome, refusing to sign if not). Nothing for other keys.
+fn recheck(key: &Key) {
+    let Key::Awaited(key) = key else { return };
+    match block_on(key.recheck()).map_err(|err| err.to_string()) {
+        Ok(Ok(())) => {}
+        Ok(Err(problem)) | Err(problem) => {
+            tracing::warn!(key = %key, %problem, "the key in the key service was read again and is not usable");
+        }
     }
 }
 
@@ -261,7 +289,7 @@ impl Accounts {
                 old.filter(|old| old.source.is_some() && old.source == Some(source(entry, config)));
             let (account, outcome) = if let Some(old) = unchanged {
                 // A key in a service is read again: it must still be the key loaded.
-                old.minter.key().recheck();
+                recheck(old.minter.key());
                 (Some(old.clone()), LoadOutcome::Unchanged)
             } else {
                 match (load(entry, config), old) {

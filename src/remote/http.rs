@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tower_service::Service;
 
 use super::ServiceError;
-use crate::upstream::Dialer;
+use crate::egress::Dialer;
 
 /// The most bytes of a key service's answer that are read.
 pub(crate) const MAX_ANSWER_BYTES: usize = 256 * 1024;

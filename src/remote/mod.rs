@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::config::{Config, PrivateKey};
 use crate::signing_key::{
     rsa_spki_der, verify_rsa, Algorithm, Backend, Key, SignAwaited, SignError, SignFuture,
     SigningKey,
@@ -460,25 +459,11 @@ pub enum RemoteLoadError {
     Runtime(#[from] std::io::Error),
 }
 
-/// Loads an account's key held in a service (`aws-kms:` or `vault-transit:`).
-pub(crate) fn load(key: &PrivateKey, config: &Config) -> Result<Key, RemoteLoadError> {
-    match key {
-        PrivateKey::VaultTransit(transit) => block_on(crate::vault::load(transit, config))?,
-        #[cfg(feature = "aws-kms")]
-        PrivateKey::AwsKms(id) => block_on(crate::aws_kms::load(id, config))?,
-        #[cfg(not(feature = "aws-kms"))]
-        PrivateKey::AwsKms(_) => Err(RemoteLoadError::NotBuilt("aws-kms")),
-        PrivateKey::File(_) | PrivateKey::Pkcs11(_) => Err(RemoteLoadError::Settings(
-            "not a key in a key service".into(),
-        )),
-    }
-}
-
 /// Runs the async loading of a key from synchronous code (the account loader), wherever it
 /// is called: on a multi-threaded runtime (`serve`, a reload's blocking thread) the runtime
 /// runs it, so the service's connections stay on the runtime that will use them; elsewhere
 /// (a current-thread runtime, no runtime) a scoped thread with its own runtime does.
-pub(crate) fn block_on<F>(future: F) -> Result<F::Output, std::io::Error>
+pub fn block_on<F>(future: F) -> Result<F::Output, std::io::Error>
 where
     F: Future + Send,
     F::Output: Send,

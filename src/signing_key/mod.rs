@@ -229,18 +229,6 @@ impl Key {
     pub fn is_available(&self) -> bool {
         self.info().is_available()
     }
-
-    /// For a key in a service, reads its public key again (a reload does, for every such
-    /// account it keeps); the outcome is kept by the key and logged. Nothing for other keys.
-    pub fn recheck(&self) {
-        let Key::Awaited(key) = self else { return };
-        match crate::remote::block_on(key.recheck()).map_err(|err| err.to_string()) {
-            Ok(Ok(())) => {}
-            Ok(Err(problem)) | Err(problem) => {
-                tracing::warn!(key = %key, %problem, "the key service's key was checked again and is not usable");
-            }
-        }
-    }
 }
 
 impl std::fmt::Debug for Key {

@@ -6,11 +6,10 @@ use http::Method;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{absolute, sid_field, spki_pem, Session, WorkflowError};
+use super::{absolute, sid_field, spki_pem, KeyCustody, Session, WorkflowError};
 use crate::config::{AccountConfig, PrivateKey};
 use crate::keygen;
 use crate::keys::dir;
-use crate::pkcs11::Pkcs11Uri;
 
 /// What the workflow has created so far (for reporting and cleanup).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -46,8 +45,8 @@ pub struct CreateOptions {
     pub key_dir: PathBuf,
     /// Seed the main account's public key instead of a fresh one.
     pub reuse_main_key: bool,
-    /// Generate the new key inside the HSM, as this URI names it, instead of in `key_dir`.
-    pub pkcs11: Option<Pkcs11Uri>,
+    /// Make the new key in an HSM or a key service instead of in `key_dir`.
+    pub custody: Option<KeyCustody>,
     /// Where to write the API key secret (default `key_dir/<AC>.secret`); `None` with
     /// `secret_to_stdout` writes no file.
     pub secret_file: Option<PathBuf>,
@@ -64,7 +63,8 @@ pub struct Subaccount {
     pub api_key_sid: String,
     /// `CR…`
     pub credential_sid: String,
-    /// The private key that signs for it: a PEM file, or a `pkcs11:` URI.
+    /// The private key that signs for it: a PEM file, or a `pkcs11:`, `vault-transit:` or
+    /// `aws-kms:` URI.
     pub private_key: PrivateKey,
     /// Where the API key secret was written (`None` if it went to stdout).
     pub secret_file: Option<PathBuf>,
@@ -236,7 +236,7 @@ impl Session {
             (key, spki_pem(&main.minter)?)
         } else {
             let (key, public) = self
-                .new_key_pair(&options.key_dir, options.pkcs11.as_ref(), account_sid)
+                .new_key_pair(&options.key_dir, options.custody.as_ref(), account_sid)
                 .await?;
             created.private_key = Some(key.clone());
             (key, public)

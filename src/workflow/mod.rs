@@ -30,9 +30,9 @@ use serde_json::Value;
 use crate::config::{AccountConfig, Config, PrivateKey};
 use crate::error::ProxyError;
 use crate::keygen;
+pub use crate::keygen::KeyCustody;
 use crate::keys::{dir, Accounts, KeyStore, KeyStoreError};
 use crate::metrics::Metrics;
-use crate::pkcs11::Pkcs11Uri;
 use crate::sid::is_sid;
 use crate::sign::RequestSigner;
 use crate::token::TokenMinter;
@@ -205,6 +205,9 @@ pub enum WorkflowError {
     /// A key pair could not be made in the HSM.
     #[error("generating the key in the HSM: {0}")]
     Pkcs11(#[from] crate::pkcs11::Pkcs11Error),
+    /// A key could not be made (or found) in its key service.
+    #[error("the key in the key service: {0}")]
+    KeyService(#[from] crate::remote::RemoteLoadError),
     /// A key could not be encoded.
     #[error(transparent)]
     Token(#[from] crate::token::TokenError),
@@ -527,23 +530,40 @@ impl Session {
         Ok(())
     }
 
-    /// A new key pair for `account_sid`: generated inside the HSM when `pkcs11` names where
-    /// (only its public half comes out), else as PEM files in `key_dir`. Returns where the
+    /// A new key pair for `account_sid`: made where `custody` says (an HSM or a key service;
+    /// only its public half comes out), else as PEM files in `key_dir`. Returns where the
     /// private key is and the public key's PEM.
     async fn new_key_pair(
         &self,
         key_dir: &Path,
-        pkcs11: Option<&Pkcs11Uri>,
+        custody: Option<&KeyCustody>,
         account_sid: &str,
     ) -> Result<(PrivateKey, String), WorkflowError> {
-        if let Some(uri) = pkcs11 {
-            let (uri, settings) = (uri.clone(), self.config.pkcs11.clone());
-            let public = tokio::task::spawn_blocking(move || {
-                crate::pkcs11::keygen::generate(&uri, &settings, 2048).map(|pem| (uri, pem))
-            })
-            .await
-            .map_err(|err| WorkflowError::Pkcs11(crate::pkcs11::Pkcs11Error::Task(err)))??;
-            return Ok((PrivateKey::Pkcs11(Box::new(public.0)), public.1));
+        match custody {
+            None => {}
+            Some(KeyCustody::Pkcs11(uri)) => {
+                let (uri, settings) = (uri.clone(), self.config.pkcs11.clone());
+                let public = tokio::task::spawn_blocking(move || {
+                    crate::pkcs11::keygen::generate(&uri, &settings, 2048).map(|pem| (uri, pem))
+                })
+                .await
+                .map_err(|err| WorkflowError::Pkcs11(crate::pkcs11::Pkcs11Error::Task(err)))??;
+                return Ok((PrivateKey::Pkcs11(public.0), public.1));
+            }
+            Some(in_service) => {
+                let made = crate::keygen::in_service(in_service, &self.config).await?;
+                self.say(&format!(
+                    "          {} key {} ({})",
+                    if made.created {
+                        "created"
+                    } else {
+                        "using the existing"
+                    },
+                    made.private_key,
+                    made.public_key.fingerprint()
+                ));
+                return Ok((made.private_key, made.public_key.to_pem()));
+            }
         }
         std::fs::create_dir_all(key_dir).map_err(WorkflowError::file(key_dir))?;
         let key = keygen::generate(2048)?;

@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 use http::Method;
 use serde::Serialize;
 
-use super::{sid_field, Session, WorkflowError};
+use super::{sid_field, KeyCustody, Session, WorkflowError};
 use crate::config::{AccountConfig, Config, PrivateKey};
 use crate::keys::reload::LoadedStatus;
 use crate::keys::{dir, Accounts, KeyStoreError};
-use crate::pkcs11::Pkcs11Uri;
 
 /// A completed rotation.
 #[derive(Debug, Clone, Serialize)]
@@ -22,7 +21,7 @@ pub struct Rotation {
     pub old_credential_sid: String,
     /// The credential that signs now.
     pub new_credential_sid: String,
-    /// The new private key: a PEM file, or a `pkcs11:` URI.
+    /// The new private key: a PEM file, or a `pkcs11:`, `vault-transit:` or `aws-kms:` URI.
     pub private_key: PrivateKey,
 }
 
@@ -37,7 +36,7 @@ impl Session {
     pub async fn rotate(
         &self,
         account_sid: &str,
-        new_key: (&Path, Option<&Pkcs11Uri>),
+        new_key: (&Path, Option<&KeyCustody>),
         secret_file: Option<&Path>,
         grace: Duration,
     ) -> Result<Rotation, WorkflowError> {

@@ -52,6 +52,9 @@
 //! - [`systemd`]: `READY=1`, `RELOADING=1`, `STOPPING=1` on `NOTIFY_SOCKET`.
 //! - [`trace`]: W3C trace context: a client's `traceparent` logged (human and JSON) and not
 //!   forwarded by default; forwarded with `[telemetry] propagate_upstream`.
+//! - [`vault`]: keys in Vault's transit engine against OpenBao: keygen, RS256 and PS256
+//!   verified, a revoked token, the server gone and back, throttling, a key changed under the
+//!   proxy (`#[ignore]`d: `tests/keyservices/setup.sh` installs OpenBao).
 //! - [`vectors`]: the official SDKs' canonical requests and tokens, reproduced byte for byte.
 //! - [`workflow`]: `subaccount`, `keys` and `keygen` against the stand-in, with a running
 //!   proxy picking up every account change without a restart.
@@ -80,5 +83,6 @@ mod soak;
 mod standin;
 mod systemd;
 mod trace;
+mod vault;
 mod vectors;
 mod workflow;

@@ -656,7 +656,7 @@ _pkcv__proxy() {
             return 0
             ;;
         pkcv__subcmd__proxy__subcmd__keygen)
-            opts="-c -h --config --out-dir --bits --name --pkcs11 --help"
+            opts="-c -h --config --out-dir --bits --name --pkcs11 --vault-transit --aws-kms --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -683,6 +683,14 @@ _pkcv__proxy() {
                     return 0
                     ;;
                 --pkcs11)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vault-transit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --aws-kms)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -798,7 +806,7 @@ _pkcv__proxy() {
             return 0
             ;;
         pkcv__subcmd__proxy__subcmd__keys__subcmd__rotate)
-            opts="-c -h --account --key-dir --pkcs11 --secret-file --grace-secs --config --help"
+            opts="-c -h --account --key-dir --pkcs11 --vault-transit --aws-kms --secret-file --grace-secs --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -813,6 +821,14 @@ _pkcv__proxy() {
                     return 0
                     ;;
                 --pkcs11)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vault-transit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --aws-kms)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -986,7 +1002,7 @@ _pkcv__proxy() {
             return 0
             ;;
         pkcv__subcmd__proxy__subcmd__subaccount__subcmd__create)
-            opts="-c -h --friendly-name --key-dir --reuse-main-key --pkcs11 --secret-file --show-secret --json --config --help"
+            opts="-c -h --friendly-name --key-dir --reuse-main-key --pkcs11 --vault-transit --aws-kms --secret-file --show-secret --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1001,6 +1017,14 @@ _pkcv__proxy() {
                     return 0
                     ;;
                 --pkcs11)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vault-transit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --aws-kms)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
