@@ -46,7 +46,8 @@
 //!   clients, Go, Ruby, PHP, Python async), with and without client authentication
 //!   (`#[ignore]`d; toolchains from `tests/sdk/clients-setup.sh`).
 //! - [`rejections`]: Twilio's own 401/403 codes counted, logged once a minute and shown in
-//!   `/readyz`, the body passed on unchanged.
+//!   `/readyz`, the body passed on unchanged (gzip-encoded too; one that does not decompress
+//!   counted as `encoded`).
 //! - [`sdk`]: the official twilio-python and twilio-node through the proxy (`#[ignore]`d:
 //!   `tests/sdk/setup.sh` installs them).
 //! - [`soak`]: a bounded soak (`#[ignore]`d; a step of its own in `.ci/run`): hundreds of
