@@ -6,7 +6,9 @@
 //! of the request's span (`request`, carrying the request ID, the trace ID and the client's
 //! span ID as `parent_id`), and its trace ID is logged beside the request ID, so one search
 //! finds the app's call and the proxy's. An invalid one is ignored (and, like a valid one,
-//! not forwarded unless `[telemetry] propagate_upstream`: see `hop`).
+//! not forwarded unless `[telemetry] propagate_upstream`: see `hop`). With span export (the
+//! `otlp` feature, `[telemetry] otlp_endpoint`) that span is exported under the client's, with
+//! the method, the routed host, the account and the status (`telemetry::otlp`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,7 +45,9 @@ pub(crate) struct RequestLog {
     /// can repeat at will (a 407 is always under [`head::PROXY_AUTH`]); lines over the limit
     /// go to debug.
     pub(crate) limit: Option<&'static WarnLimit>,
-    /// The request's span, once [`RequestLog::span`] made it.
+    /// The request's span, once [`RequestLog::span`] made it: span export records how the
+    /// request ended on it.
+    #[cfg(feature = "otlp")]
     span: tracing::Span,
 }
 
@@ -71,16 +75,15 @@ impl RequestLog {
             client: None,
             limit: None,
             trace: TraceParent::from_headers(request.headers()),
+            #[cfg(feature = "otlp")]
             span: tracing::Span::none(),
         }
     }
 
     /// The request's span: the client's span (`traceparent`) is its parent. Events logged
     /// while the request is handled carry its request ID and trace ID; nothing else (no
-    /// header value, no query, no secret). The log keeps a handle on it until [`finish`]
-    /// (which, with span export, records how the request ended on it).
-    ///
-    /// [`finish`]: RequestLog::finish
+    /// header value, no query, no secret). With span export the log keeps a handle on it
+    /// until [`RequestLog::finish`], which records how the request ended on it.
     pub(crate) fn span(&mut self) -> tracing::Span {
         let request_id = self.request_id.to_str().unwrap_or("-");
         let span = match &self.trace {
@@ -93,15 +96,17 @@ impl RequestLog {
             None => tracing::info_span!("request", request_id),
         };
         #[cfg(feature = "otlp")]
-        if let Some(trace) = &self.trace {
-            crate::telemetry::otlp::set_parent(
-                &span,
-                &trace.trace_id,
-                &trace.parent_id,
-                trace.sampled,
-            );
+        {
+            if let Some(trace) = &self.trace {
+                crate::telemetry::otlp::set_parent(
+                    &span,
+                    &trace.trace_id,
+                    &trace.parent_id,
+                    trace.sampled,
+                );
+            }
+            self.span = span.clone();
         }
-        self.span = span.clone();
         span
     }
 

@@ -1,5 +1,5 @@
 //! Logging setup, and span export over OTLP/HTTP when built with the `otlp` feature and
-//! `[telemetry] otlp_endpoint` is set ([`otlp`]). What is logged is decided where it is logged
+//! `[telemetry] otlp_endpoint` is set (`otlp`). What is logged is decided where it is logged
 //! (see `access_log`): no event carries a header, a query string, a token or key material;
 //! and only the request span, never a log event, is exported.
 
@@ -71,7 +71,7 @@ fn ansi() -> bool {
 }
 
 /// Installs the log alone. `RUST_LOG` overrides the configured level.
-pub fn init_log(log: &LogSettings) {
+fn init_log(log: &LogSettings) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(log_filter(log))
         .with_ansi(ansi())

@@ -69,6 +69,9 @@ pub enum OtlpError {
     /// The OpenTelemetry exporter refused its settings.
     #[error("telemetry.otlp_endpoint: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    /// Set up off the runtime that would carry the posts.
+    #[error("span export must be set up on the serving runtime")]
+    NoRuntime,
 }
 
 /// The running export: flushed and stopped by [`Export::shutdown`].
@@ -96,7 +99,7 @@ impl Export {
     }
 }
 
-/// Installs the global subscriber: the log as [`super::init_log`] would, plus the
+/// Installs the global subscriber: the log as `init_log` would, plus the
 /// OpenTelemetry layer for the request span. Must run on the serving runtime.
 pub(super) fn install(
     log: &LogSettings,
@@ -220,7 +223,7 @@ impl Poster {
             .wrap_connector(dial);
         Ok(Poster {
             client: Client::builder(TokioExecutor::new()).build(connector),
-            runtime: tokio::runtime::Handle::current(),
+            runtime: tokio::runtime::Handle::try_current().map_err(|_| OtlpError::NoRuntime)?,
         })
     }
 }

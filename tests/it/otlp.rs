@@ -299,6 +299,13 @@ async fn a_collector_that_is_down_costs_clients_nothing_and_is_logged_once() {
     assert_eq!(proxy.get(&path, &account.basic_auth()).await, 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(failed(), 1, "at most once a minute: {}", proxy.log());
+    // The log is written as without export: one access line per request.
+    let proxied = proxy
+        .log()
+        .lines()
+        .filter(|line| line.contains("proxied") && line.contains(&account.account_sid))
+        .count();
+    assert_eq!(proxied, 4, "{}", proxy.log());
     proxy.signal("TERM");
     assert!(proxy.exit(Duration::from_secs(15)).await.success());
     drop(h);
