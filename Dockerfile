@@ -41,6 +41,10 @@ FROM rust:1.95-bookworm AS builder
 # default cc builder): no cmake, no clang, nothing to apt-get.
 WORKDIR /src
 
+# Cargo features on top of the production build: empty by default; `--build-arg FEATURES=otlp`
+# adds span export over OTLP/HTTP (docs/operations.md, "Span export over OTLP").
+ARG FEATURES=""
+
 # 1. Dependencies, in a layer of their own: it is rebuilt only when a manifest or the lock
 #    file changes. The workspace's manifests must all be present for cargo to load it
 #    (crates/standin, crates/bench and crates/fuzz are members), and so must the declared
@@ -62,7 +66,7 @@ RUN mkdir -p src crates/standin/src crates/bench/src crates/fuzz/src \
     && printf 'fn main() {}\n' > crates/bench/src/main.rs \
     && printf 'fn main() {}\n' > crates/fuzz/src/main.rs \
     && : > crates/fuzz/src/lib.rs \
-    && cargo build --release --locked --no-default-features --package pkcv-proxy --bin pkcv-proxy
+    && cargo build --release --locked --no-default-features --features "$FEATURES" --package pkcv-proxy --bin pkcv-proxy
 
 # 2. The proxy itself. COPY keeps the files' own modification times, which may be older than
 #    the stub build: touch them so cargo rebuilds the proxy rather than keeping the stub.
@@ -72,7 +76,7 @@ COPY crates/standin/src crates/standin/src
 # `pkcv-proxy explain` carries the error-code table.
 COPY docs/error-codes.md docs/error-codes.md
 RUN find src crates/standin/src -type f -exec touch {} + \
-    && cargo build --release --locked --no-default-features --package pkcv-proxy --bin pkcv-proxy \
+    && cargo build --release --locked --no-default-features --features "$FEATURES" --package pkcv-proxy --bin pkcv-proxy \
     && target/release/pkcv-proxy --version \
     && if target/release/pkcv-proxy demo --help >/dev/null 2>&1; then \
          echo "the image binary has the demo: build it with --no-default-features" >&2; exit 1; \

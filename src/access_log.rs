@@ -6,7 +6,9 @@
 //! of the request's span (`request`, carrying the request ID, the trace ID and the client's
 //! span ID as `parent_id`), and its trace ID is logged beside the request ID, so one search
 //! finds the app's call and the proxy's. An invalid one is ignored (and, like a valid one,
-//! not forwarded unless `[telemetry] propagate_upstream`: see `hop`).
+//! not forwarded unless `[telemetry] propagate_upstream`: see `hop`). With span export (the
+//! `otlp` feature, `[telemetry] otlp_endpoint`) that span is exported under the client's, with
+//! the method, the routed host, the account and the status (`telemetry::otlp`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +45,10 @@ pub(crate) struct RequestLog {
     /// can repeat at will (a 407 is always under [`head::PROXY_AUTH`]); lines over the limit
     /// go to debug.
     pub(crate) limit: Option<&'static WarnLimit>,
+    /// The request's span, once [`RequestLog::span`] made it: span export records how the
+    /// request ended on it.
+    #[cfg(feature = "otlp")]
+    span: tracing::Span,
 }
 
 impl RequestLog {
@@ -69,15 +75,18 @@ impl RequestLog {
             client: None,
             limit: None,
             trace: TraceParent::from_headers(request.headers()),
+            #[cfg(feature = "otlp")]
+            span: tracing::Span::none(),
         }
     }
 
     /// The request's span: the client's span (`traceparent`) is its parent. Events logged
     /// while the request is handled carry its request ID and trace ID; nothing else (no
-    /// header value, no query, no secret).
-    pub(crate) fn span(&self) -> tracing::Span {
+    /// header value, no query, no secret). With span export the log keeps a handle on it
+    /// until [`RequestLog::finish`], which records how the request ended on it.
+    pub(crate) fn span(&mut self) -> tracing::Span {
         let request_id = self.request_id.to_str().unwrap_or("-");
-        match &self.trace {
+        let span = match &self.trace {
             Some(trace) => tracing::info_span!(
                 "request",
                 request_id,
@@ -85,7 +94,20 @@ impl RequestLog {
                 parent_id = %trace.parent_id,
             ),
             None => tracing::info_span!("request", request_id),
+        };
+        #[cfg(feature = "otlp")]
+        {
+            if let Some(trace) = &self.trace {
+                crate::telemetry::otlp::set_parent(
+                    &span,
+                    &trace.trace_id,
+                    &trace.parent_id,
+                    trace.sampled,
+                );
+            }
+            self.span = span.clone();
         }
+        span
     }
 
     /// Turns an outcome into the response, logging and counting it: a refusal as the
@@ -138,6 +160,15 @@ impl RequestLog {
                 err.to_response::<Full<Bytes>>().map(Either::Right)
             }
         };
+        // Only what routing decided (a host on the allow-list, a validated account SID).
+        #[cfg(feature = "otlp")]
+        crate::telemetry::otlp::record(
+            &self.span,
+            &self.method,
+            self.host_pattern.as_ref().and(self.host.as_deref()),
+            self.account.as_deref(),
+            response.status().as_u16(),
+        );
         let labels = RequestLabels {
             host: self.host_pattern.unwrap_or_else(|| "none".to_owned()),
             method: MethodLabel::from(&self.method),
@@ -156,6 +187,8 @@ pub(crate) struct TraceParent {
     pub(crate) trace_id: String,
     /// The client's span: 16 lower-case hex digits, not all zero.
     pub(crate) parent_id: String,
+    /// The client sampled its span (flags bit 0): an exported span follows that decision.
+    pub(crate) sampled: bool,
 }
 
 impl TraceParent {
@@ -199,9 +232,11 @@ impl TraceParent {
                 "" => true,
                 rest => version != "00" && rest.starts_with('-'),
             };
+        let sampled = u8::from_str_radix(flags, 16).is_ok_and(|flags| flags & 1 == 1);
         valid.then(|| TraceParent {
             trace_id: trace_id.to_owned(),
             parent_id: parent_id.to_owned(),
+            sampled,
         })
     }
 }
@@ -245,6 +280,9 @@ mod tests {
         let parsed = TraceParent::parse(valid).unwrap();
         assert_eq!(parsed.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(parsed.parent_id, "00f067aa0ba902b7");
+        assert!(parsed.sampled);
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert!(!TraceParent::parse(unsampled).unwrap().sampled);
         // A later version may carry more after a dash.
         assert!(TraceParent::parse(
             "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later"

@@ -13,8 +13,8 @@
 //!
 //! **Assembly and operations**
 //! - [`app`]: build → bind → serve → drain; `notify` (systemd readiness), [`admin`] (the admin
-//!   port: health, readiness, metrics), [`metrics`], [`telemetry`] (logging), [`shutdown`]
-//!   (one signal and the drain).
+//!   port: health, readiness, metrics), [`metrics`], [`telemetry`] (logging, and span export
+//!   over OTLP/HTTP with the `otlp` feature), [`shutdown`] (one signal and the drain).
 //!
 //! **The request path, top to bottom** — listener → route → normalize → sign → upstream:
 //! - `server`: the listener loop; one task per connection, each holding a slot

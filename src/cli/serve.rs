@@ -25,7 +25,7 @@ pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<Outcome> {
 
 async fn serve(config: Config, config_path: Option<&Path>) -> anyhow::Result<Outcome> {
     telemetry::check_env_filter().map_err(anyhow::Error::msg)?;
-    telemetry::init(&config.log);
+    let telemetry = telemetry::init(&config)?;
     let app = super::build_app(config, config_path)?;
     let (drain_began, draining) = tokio::sync::oneshot::channel::<()>();
     let first_signal = async move {
@@ -45,6 +45,8 @@ async fn serve(config: Config, config_path: Option<&Path>) -> anyhow::Result<Out
         () = second_signal => true,
     };
     if !interrupted {
+        // Drained: the last spans are exported (bounded) before the process ends.
+        telemetry.shutdown().await;
         return Ok(Outcome::Success);
     }
     tracing::warn!("second signal: exiting without waiting for the drain");

@@ -139,6 +139,20 @@ pub enum ConfigError {
     /// Both `[pkcs11] pin_file` and `pin_env`.
     #[error("[pkcs11] sets both pin_file and pin_env: keep one")]
     PinSources,
+    /// `[telemetry] otlp_endpoint` is not an absolute http(s) URL without credentials.
+    #[error("telemetry.otlp_endpoint '{value}' {problem}")]
+    OtlpEndpoint {
+        /// What it holds (without any userinfo).
+        value: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// `[telemetry] otlp_service_name` is empty or not plain text.
+    #[error("telemetry.otlp_service_name must be 1 to 128 visible ASCII characters")]
+    OtlpServiceName,
+    /// `[telemetry] otlp_endpoint` is set in a binary built without span export.
+    #[error("telemetry.otlp_endpoint is set, but this pkcv-proxy was built without span export: build it with `cargo build --release --features otlp` (docs/operations.md, \"Span export over OTLP\"), or remove the setting")]
+    OtlpNotBuilt,
     /// `[upstream] proxy` and its companions (egress through a corporate proxy).
     #[error(transparent)]
     Egress(#[from] crate::egress::EgressConfigError),

@@ -3,7 +3,7 @@
 //!
 //! Figment reads the raw, serde-shaped [`RawConfig`] (`raw`); [`Loaded::from_raw`] turns it
 //! into the typed [`Config`] the rest of the proxy uses, one section at a time (`server`,
-//! `upstream` with `[intercept]`, `signing` with `[pkcs11]`, `accounts`, `clients`), refusing
+//! `upstream` with `[intercept]`, `signing` with `[pkcs11]`, `telemetry`, `accounts`, `clients`), refusing
 //! anything unsafe or meaningless at start-up (a TTL over Twilio's 300 s, a default host
 //! outside the allow-list, malformed SIDs) instead of failing on the first request. The
 //! settings as read stay with the loader ([`Loaded::effective`], what `check-config` prints),
@@ -24,6 +24,7 @@ mod load_error;
 mod raw;
 mod server;
 mod signing;
+mod telemetry;
 mod upstream;
 
 pub use accounts::{AccountConfig, PrivateKey, TransitKey};
@@ -37,6 +38,7 @@ pub use raw::{
 };
 pub use server::{ServerSettings, TlsListenerSettings};
 pub use signing::SigningSettings;
+pub use telemetry::{OtlpSettings, TelemetrySettings, DEFAULT_SERVICE_NAME};
 pub use upstream::{InterceptSettings, UpstreamSettings};
 
 pub(crate) use load_error::redact_pin_values;
@@ -45,6 +47,7 @@ use accounts::validate_accounts;
 use clients::validate_clients;
 use server::server_settings;
 use signing::{expand_pkcs11_paths, pkcs11_settings, signing_settings};
+use telemetry::telemetry_settings;
 use upstream::{check_connect_to, intercept_settings, passthrough_hosts, upstream_settings};
 
 use crate::pkcs11::Pkcs11Settings;
@@ -91,13 +94,6 @@ pub struct Config {
     pub accounts_dir: Option<PathBuf>,
 }
 
-/// `[telemetry]`, validated.
-#[derive(Debug, Clone, Copy)]
-pub struct TelemetrySettings {
-    /// Forward the client's `traceparent`/`tracestate` to Twilio (off: they are removed).
-    pub propagate_upstream: bool,
-}
-
 /// `[log]`, validated.
 #[derive(Debug, Clone)]
 pub struct LogSettings {
@@ -140,6 +136,7 @@ impl Loaded {
         let vault = key_services::vault_settings(&raw.vault)?;
         let aws_kms = key_services::aws_kms_settings(&raw.aws_kms)?;
         let log = log_settings(&raw.log)?;
+        let telemetry = telemetry_settings(&raw.telemetry)?;
         let intercept = intercept_settings(&raw.intercept)?;
         let passthrough_hosts = passthrough_hosts(&raw.intercept, &upstream.hosts)?;
         check_connect_to(&upstream, &passthrough_hosts)?;
@@ -158,9 +155,7 @@ impl Loaded {
             vault,
             aws_kms,
             log,
-            telemetry: TelemetrySettings {
-                propagate_upstream: raw.telemetry.propagate_upstream,
-            },
+            telemetry,
             intercept,
             passthrough_hosts,
             accounts: raw.accounts.clone(),

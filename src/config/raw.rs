@@ -176,6 +176,12 @@ pub struct RawUpstream {
 pub struct RawTelemetry {
     /// Forward the client's `traceparent`/`tracestate` to Twilio (off: they are removed).
     pub propagate_upstream: bool,
+    /// Export each request's span over OTLP/HTTP (protobuf) to this URL, such as
+    /// `http://127.0.0.1:4318/v1/traces` (the full URL, path included). Only in a binary
+    /// built with the `otlp` feature; elsewhere setting it is an error.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` the exported spans carry (default `pkcv-proxy`).
+    pub otlp_service_name: Option<String>,
 }
 
 impl Default for RawUpstream {

@@ -1,7 +1,8 @@
 //! `pkcv-proxy doctor` against the stand-in: a setup that works passes; each injected fault
-//! (an unregistered credential, a key that differs from the registered one, a wrong API key,
-//! a clock beyond the token window, an unreachable host, a TLS trust failure) is named with
-//! its cause and fix, in human and `--json` output, with exit codes 0 / 2 / 1.
+//! (an unregistered credential, on the signed call and on the Main key's lookup (404), a key
+//! that differs from the registered one, a wrong API key, a clock beyond the token window, an
+//! unreachable host, a TLS trust failure) is named with its cause and fix, in human and
+//! `--json` output, with exit codes 0 / 2 / 1.
 
 use std::process::Output;
 
@@ -228,5 +229,56 @@ async fn an_unreachable_host_and_an_untrusted_certificate_fail_the_upstream_chec
     .await;
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output).contains("is not configured on this proxy"));
+    h.stop().await;
+}
+
+/// The credential check's 404: the Main key's lookup of an account's `credential_sid` finds
+/// nothing (never uploaded, deleted, or a typo). The check fails with that cause and what to
+/// do, human and `--json`, and `doctor` exits 1.
+#[tokio::test]
+async fn a_credential_twilio_does_not_know_fails_the_credential_check() {
+    let (a, b) = (TestAccount::a(), TestAccount::b());
+    let h = Harness::start_with(&[a.clone(), b.clone()], |_| {}).await;
+    // B's public key is gone from Twilio; A (the Main account) is intact, so the lookup
+    // itself is signed and authenticated, and answered 404.
+    h.standin
+        .update_registry(|r| {
+            r.credentials.remove(&b.credential_sid);
+        })
+        .await;
+    let cause = format!(
+        "{} is not a public key of {}: credential_sid is wrong, or the public key was never uploaded or was deleted",
+        b.credential_sid, b.account_sid
+    );
+    let advice = "upload the public key (`pkcv-proxy keygen` prints it) and put the CR… Twilio returns in credential_sid";
+
+    let human = doctor(&h, Some(&a), &["--account", &b.account_sid]).await;
+    let printed = text(&human);
+    assert_eq!(human.status.code(), Some(1), "{printed}");
+    assert!(
+        printed.contains(&format!("✗ credential {}: {cause}", b.account_sid)),
+        "{printed}"
+    );
+    assert!(printed.contains(&format!("→ {advice}")), "{printed}");
+
+    let json = doctor(&h, Some(&a), &["--account", &b.account_sid, "--json"]).await;
+    assert_eq!(json.status.code(), Some(1), "{}", text(&json));
+    let checks = checks(&json);
+    let credential = check(&checks, "credential");
+    assert_eq!(credential["result"], "failed", "{credential}");
+    assert_eq!(
+        credential["account"],
+        b.account_sid.as_str(),
+        "{credential}"
+    );
+    assert_eq!(credential["detail"], cause.as_str(), "{credential}");
+    assert_eq!(credential["advice"], advice, "{credential}");
+    // B's own signed call has no API key to run with: the credential check alone fails.
+    assert_eq!(check(&checks, "signed call")["result"], "not_run");
+    let failed: Vec<&Value> = checks.iter().filter(|c| c["result"] == "failed").collect();
+    assert_eq!(failed, [credential], "{checks:?}");
+    // The Main account's own credential is found: the 404 is B's alone.
+    let json = doctor(&h, Some(&a), &["--account", &a.account_sid, "--json"]).await;
+    assert_eq!(json.status.code(), Some(0), "{}", text(&json));
     h.stop().await;
 }

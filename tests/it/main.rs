@@ -34,6 +34,9 @@
 //!   default, `:authority` alone with `upstream.http2` (`#[ignore]`d: nginx-light).
 //! - [`normalize_props`]: property tests: normalization is idempotent and canonical under
 //!   twilio-java's, twilio-python's and twilio-node's rules.
+//! - `otlp` (built only with `--features otlp`): span export over OTLP/HTTP to a collector on
+//!   loopback: the request span under the client's `traceparent`, no secret in it, flushed on
+//!   `SIGTERM`; a collector that is down is logged once and costs clients nothing.
 //! - [`operations`]: the admin port and metrics after known traffic, readiness during a drain,
 //!   `SIGHUP` through the real binary, Kubernetes-style Secret mounts, the connection and
 //!   in-flight caps, the idempotent retry, and the idle and head deadlines.
@@ -43,7 +46,8 @@
 //!   clients, Go, Ruby, PHP, Python async), with and without client authentication
 //!   (`#[ignore]`d; toolchains from `tests/sdk/clients-setup.sh`).
 //! - [`rejections`]: Twilio's own 401/403 codes counted, logged once a minute and shown in
-//!   `/readyz`, the body passed on unchanged.
+//!   `/readyz`, the body passed on unchanged (gzip-encoded too; one that does not decompress
+//!   counted as `encoded`).
 //! - [`sdk`]: the official twilio-python and twilio-node through the proxy (`#[ignore]`d:
 //!   `tests/sdk/setup.sh` installs them).
 //! - [`soak`]: a bounded soak (`#[ignore]`d; a step of its own in `.ci/run`): hundreds of
@@ -75,6 +79,8 @@ mod layout;
 mod nginx;
 mod normalize_props;
 mod operations;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod packaging;
 mod recipes;
 mod rejections;

@@ -90,14 +90,40 @@ struct Twilio {
 }
 
 /// An injected failure: the next `remaining` verified requests matching `method` and `path`
-/// are answered with this Twilio error instead.
+/// are answered with this instead.
 #[derive(Debug, Clone)]
 struct Fault {
     method: String,
     path: String,
     status: StatusCode,
-    rejection: Rejection,
+    answer: Injected,
     remaining: u32,
+}
+
+/// What an injected failure answers.
+#[derive(Debug, Clone)]
+enum Injected {
+    /// A Twilio error, as JSON.
+    Error(Rejection),
+    /// These headers and body bytes, exactly (say, a gzip-encoded error).
+    Raw {
+        headers: http::HeaderMap,
+        body: Bytes,
+    },
+}
+
+impl Fault {
+    fn response(&self) -> Response<Full<Bytes>> {
+        match &self.answer {
+            Injected::Error(rejection) => twilio_error(self.status, rejection),
+            Injected::Raw { headers, body } => {
+                let mut response = Response::new(Full::new(body.clone()));
+                *response.status_mut() = self.status;
+                *response.headers_mut() = headers.clone();
+                response
+            }
+        }
+    }
 }
 
 struct State {
@@ -228,10 +254,29 @@ impl StandIn {
             method: method.to_owned(),
             path: path.to_owned(),
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-            rejection: Rejection {
+            answer: Injected::Error(Rejection {
                 code,
                 message: message.to_owned(),
-            },
+            }),
+            remaining: 1,
+        });
+    }
+
+    /// Makes the next verified `method path` request be answered with `status`, `headers`
+    /// and `body` exactly as given (a compressed or malformed error body, say).
+    pub async fn answer_next(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        headers: http::HeaderMap,
+        body: Bytes,
+    ) {
+        self.state.faults.lock().await.push(Fault {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            answer: Injected::Raw { headers, body },
             remaining: 1,
         });
     }
@@ -451,8 +496,8 @@ async fn answer(
         body: received.body,
         max_page_size: state.page_size.load(Ordering::SeqCst),
     };
-    if let Some((status, rejection)) = take_fault(state, received).await {
-        return twilio_error(status, &rejection);
+    if let Some(answer) = take_fault(state, received).await {
+        return answer;
     }
     let Twilio { registry, messages } = twilio;
     match api::dispatch(registry, messages, verified, &request) {
@@ -470,14 +515,14 @@ async fn answer(
 async fn take_fault(
     state: &State,
     received: &ReceivedRequest<'_>,
-) -> Option<(StatusCode, Rejection)> {
+) -> Option<Response<Full<Bytes>>> {
     let mut faults = state.faults.lock().await;
     let found = faults
         .iter_mut()
         .find(|f| f.remaining > 0 && f.method == received.method && f.path == received.path);
     found.map(|fault| {
         fault.remaining -= 1;
-        (fault.status, fault.rejection.clone())
+        fault.response()
     })
 }
 
