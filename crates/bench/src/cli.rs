@@ -78,6 +78,13 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) pkcs11_softhsm: bool,
 
+    /// Sign through Vault's transit engine: an OpenBao dev server (`bao`, this path; e.g.
+    /// target/keyservices-venv/bin/bao from tests/keyservices/setup.sh) started on loopback
+    /// for the run, the key made by the proxy's own `keygen --vault-transit`. The numbers
+    /// describe that local server, not a production Vault.
+    #[arg(long, value_name = "BAO", conflicts_with = "pkcs11_softhsm")]
+    pub(crate) vault_openbao: Option<PathBuf>,
+
     /// Where load.txt, load.csv, load.json and load.svg go.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     pub(crate) out_dir: PathBuf,

@@ -31,6 +31,8 @@ pub(crate) struct Proxy {
     admin: SocketAddr,
     /// Config, key and CA file; removed when the proxy is dropped.
     _dir: tempfile::TempDir,
+    /// The OpenBao server holding the key, if the key is in Vault transit.
+    _openbao: Option<Child>,
 }
 
 impl Proxy {
@@ -38,13 +40,25 @@ impl Proxy {
     pub(crate) async fn start(
         binary: &Path,
         upstream: &Upstream,
-        settings: Settings,
+        mut settings: Settings,
+        openbao: Option<&Path>,
     ) -> anyhow::Result<Proxy> {
         let dir = tempfile::Builder::new().prefix("pkcv-bench-").tempdir()?;
         let listen = free_port()?;
         let admin = free_port()?;
         let ports = Ports { listen, admin };
+        let openbao = match openbao {
+            Some(bao) => {
+                let (child, addr) = start_openbao(bao, dir.path()).await?;
+                settings.vault = Some(addr);
+                Some(child)
+            }
+            None => None,
+        };
         let config = write_files(dir.path(), upstream, ports, settings)?;
+        if settings.vault.is_some() {
+            vault_keygen(binary, &config, dir.path()).await?;
+        }
         let mut command = Command::new(binary);
         if settings.pkcs11_softhsm {
             command.env("SOFTHSM2_CONF", softhsm_token(binary, dir.path())?);
@@ -73,6 +87,7 @@ impl Proxy {
             listen,
             admin,
             _dir: dir,
+            _openbao: openbao,
         };
         proxy.wait_ready().await?;
         Ok(proxy)
@@ -133,10 +148,80 @@ pub(crate) struct Settings {
     pub(crate) pem_on_pool: bool,
     /// The key in a SoftHSM2 token, signing through PKCS#11.
     pub(crate) pkcs11_softhsm: bool,
+    /// The key in Vault transit, on the OpenBao server at this address.
+    pub(crate) vault: Option<SocketAddr>,
     /// `server.max_in_flight`, if set (else far above the clients).
     pub(crate) max_in_flight: Option<usize>,
     /// `server.worker_threads`, if set.
     pub(crate) worker_threads: Option<usize>,
+}
+
+/// An OpenBao dev server on a free loopback port (root token `bench`, in memory) with the
+/// transit engine enabled; the token is written to `dir/vault-token` for the proxy.
+async fn start_openbao(bao: &Path, dir: &Path) -> anyhow::Result<(Child, SocketAddr)> {
+    let addr = free_port()?;
+    let child = Command::new(bao)
+        .args(["server", "-dev", "-dev-root-token-id=bench"])
+        .arg(format!("-dev-listen-address={addr}"))
+        .env("HOME", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let call = |path: &'static str| {
+        let mut request = Request::post(path)
+            .header(header::HOST, addr.to_string())
+            .header("x-vault-token", "bench");
+        let body = if path == "/v1/sys/mounts/transit" {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            r#"{"type":"transit"}"#
+        } else {
+            ""
+        };
+        request.body(body.to_owned())
+    };
+    for attempt in 0.. {
+        match send(addr, call("/v1/sys/mounts/transit")?).await {
+            Ok(status) if status.is_success() => break,
+            Ok(status) => anyhow::bail!("OpenBao refused to enable transit: {status}"),
+            Err(_) if attempt < 200 => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(err) => anyhow::bail!("OpenBao did not come up on {addr}: {err}"),
+        }
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.join("vault-token"))?
+        .write_all(b"bench")?;
+    Ok((child, addr))
+}
+
+/// One request with a small body, its status.
+async fn send(addr: SocketAddr, request: Request<String>) -> anyhow::Result<StatusCode> {
+    let tcp = TcpStream::connect(addr).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(connection);
+    let request = request.map(|body| http_body_util::Full::new(Bytes::from(body)));
+    Ok(sender.send_request(request).await?.status())
+}
+
+/// The transit key `bench`, made by the proxy's own `keygen --vault-transit`.
+async fn vault_keygen(binary: &Path, config: &Path, dir: &Path) -> anyhow::Result<()> {
+    let output = Command::new(binary)
+        .args(["keygen", "--vault-transit", "bench", "--out-dir"])
+        .arg(dir.join("public"))
+        .arg("--config")
+        .arg(config)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "keygen --vault-transit: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
 }
 
 /// SoftHSM2's module as Debian installs it.
@@ -282,6 +367,14 @@ fn config_text(
     if settings.pem_on_pool {
         let _ = writeln!(text, "[signing]\npem_on_pool = true\n");
     }
+    if let Some(vault) = settings.vault {
+        let token = key.with_file_name("vault-token");
+        let _ = writeln!(
+            text,
+            "[vault]\naddress = \"http://{vault}\"\ntoken_file = {}\n",
+            toml_string(&token)
+        );
+    }
     let _ = writeln!(text, "[log]\nlevel = \"warn\"\n");
     let _ = writeln!(
         text,
@@ -294,6 +387,8 @@ fn config_text(
             pin.display()
         );
         let _ = writeln!(text, "private_key = {}", toml_string(Path::new(&uri)));
+    } else if settings.vault.is_some() {
+        let _ = writeln!(text, "private_key = \"vault-transit:bench\"");
     } else {
         let _ = writeln!(text, "private_key_file = {}", toml_string(key));
     }

@@ -92,6 +92,9 @@ pub(crate) struct Report {
     /// Whether the key was in a SoftHSM2 token, signing through PKCS#11.
     #[serde(default)]
     pub(crate) proxy_pkcs11_softhsm: bool,
+    /// Whether the key was in Vault transit (a local OpenBao dev server).
+    #[serde(default)]
+    pub(crate) proxy_vault_openbao: bool,
     /// `server.max_in_flight`, when the run set it (an overload run).
     #[serde(default)]
     pub(crate) proxy_max_in_flight: Option<usize>,
@@ -235,15 +238,20 @@ impl Report {
 
     fn header(&self, out: &mut String) {
         let _ = writeln!(out, "machine: {}", self.machine);
-        let _ =
-            writeln!(
+        let _ = writeln!(
             out,
             "proxy: {} (RS256, RSA-2048, upstream.http2 = {}, signing.pem_on_pool = {}, key: {})\n\
              upstream: loopback TLS offering {}, answering after {} ms",
             self.proxy_binary,
             self.proxy_upstream_http2,
             self.proxy_pem_on_pool,
-            if self.proxy_pkcs11_softhsm { "PKCS#11 (SoftHSM2)" } else { "PEM" },
+            if self.proxy_pkcs11_softhsm {
+                "PKCS#11 (SoftHSM2)"
+            } else if self.proxy_vault_openbao {
+                "Vault transit (local OpenBao dev server)"
+            } else {
+                "PEM"
+            },
             self.upstream_alpn,
             self.upstream_delay_ms
         );

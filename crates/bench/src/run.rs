@@ -52,10 +52,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         http2: args.proxy_http2,
         pem_on_pool: args.pem_on_pool,
         pkcs11_softhsm: args.pkcs11_softhsm,
+        vault: None,
         max_in_flight: args.max_in_flight,
         worker_threads: args.proxy_worker_threads,
     };
-    let proxy = Proxy::start(&binary, &upstream, settings).await?;
+    let proxy = Proxy::start(&binary, &upstream, settings, args.vault_openbao.as_deref()).await?;
     let idle = proxy.usage()?;
     let bench = Bench {
         upstream: &upstream,
@@ -178,6 +179,7 @@ fn build_report(
         proxy_upstream_http2: args.proxy_http2,
         proxy_pem_on_pool: args.pem_on_pool,
         proxy_pkcs11_softhsm: args.pkcs11_softhsm,
+        proxy_vault_openbao: args.vault_openbao.is_some(),
         proxy_max_in_flight: args.max_in_flight,
         proxy_worker_threads: args.proxy_worker_threads,
         upstream_delay_ms: args.upstream_delay_ms,
