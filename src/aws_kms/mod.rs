@@ -176,8 +176,15 @@ fn checked_public_key(
     output: &GetPublicKeyOutput,
     algorithm: Option<Algorithm>,
 ) -> Result<PublicKey, ServiceError> {
-    let spec = output.key_spec().map_or("unknown", KeySpec::as_str);
-    if output.key_spec() != Some(&KeySpec::Rsa2048) {
+    // KMS answers both; some stand-ins (moto) only the older CustomerMasterKeySpec.
+    #[allow(deprecated)]
+    let older = output.customer_master_key_spec().map(|spec| spec.as_str());
+    let spec = output
+        .key_spec()
+        .map(KeySpec::as_str)
+        .or(older)
+        .unwrap_or("unknown");
+    if spec != KeySpec::Rsa2048.as_str() {
         return Err(ServiceError::Refused(format!(
             "KMS key {id} is a {spec} key; Twilio takes RSA-2048 keys only (KeySpec RSA_2048)"
         )));
