@@ -135,7 +135,16 @@ pub async fn in_service(custody: &KeyCustody, config: &Config) -> Result<MadeKey
             })
         }
         #[cfg(feature = "aws-kms")]
-        KeyCustody::AwsKms(alias) => crate::aws_kms::create_key(config, alias).await,
+        KeyCustody::AwsKms(alias) => {
+            let (public_key, created) = crate::aws_kms::create_key(config, alias).await?;
+            // The alias, not the key ID: the proxy pins the public key it loads and verifies
+            // every signature against it, so an alias repointed later is refused, not used.
+            Ok(MadeKey {
+                private_key: PrivateKey::AwsKms(alias.clone()),
+                public_key,
+                created,
+            })
+        }
         #[cfg(not(feature = "aws-kms"))]
         KeyCustody::AwsKms(_) => Err(RemoteLoadError::NotBuilt("aws-kms")),
         KeyCustody::Pkcs11(_) => Err(RemoteLoadError::Settings(

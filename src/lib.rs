@@ -65,6 +65,8 @@ pub mod admin;
 pub(crate) mod admission;
 pub mod app;
 pub mod auth;
+#[cfg(feature = "aws-kms")]
+pub mod aws_kms;
 pub mod body;
 pub mod canonical;
 pub mod clients;

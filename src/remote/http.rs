@@ -61,35 +61,7 @@ impl JsonClient {
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(format!("'{base}' is not an http:// or https:// URL"));
         }
-        let mut roots = RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        if let Some(path) = ca_file {
-            let pem = crate::files::read_bounded(path).map_err(|err| err.to_string())?;
-            let certs = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|err| format!("{}: {err}", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!("{}: no PEM certificates found", path.display()));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|err| format!("{}: {err}", path.display()))?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|err| err.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(DialService(dialer));
+        let connector = https_connector(ca_file, dialer)?;
         Ok(JsonClient {
             client: Client::builder(TokioExecutor::new()).build(connector),
             base: base.trim_end_matches('/').to_owned(),
@@ -136,8 +108,45 @@ impl JsonClient {
     }
 }
 
+/// hyper's HTTPS connector over the proxy's [`Dialer`]: rustls with the public web roots
+/// plus the certificates in `ca_file`, plain HTTP where the URL says `http://`.
+pub(crate) fn https_connector(
+    ca_file: Option<&Path>,
+    dialer: Dialer,
+) -> Result<HttpsConnector<DialService>, String> {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_file {
+        let pem = crate::files::read_bounded(path).map_err(|err| err.to_string())?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| format!("{}: {err}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no PEM certificates found", path.display()));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|err| format!("{}: {err}", path.display()))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|err| err.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(DialService(dialer)))
+}
+
 /// An error and its causes, each said once.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
