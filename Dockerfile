@@ -41,9 +41,10 @@ FROM rust:1.95-bookworm AS builder
 # default cc builder): no cmake, no clang, nothing to apt-get.
 WORKDIR /src
 
-# Cargo features on top of the production build: empty by default; `--build-arg FEATURES=otlp`
-# adds span export over OTLP/HTTP (docs/operations.md, "Span export over OTLP").
-ARG FEATURES=""
+# Cargo features on top of the production build: keys in AWS KMS by default (docs/aws-kms.md;
+# `--build-arg FEATURES=` leaves the AWS SDK out); `--build-arg FEATURES=aws-kms,otlp` adds
+# span export over OTLP/HTTP (docs/operations.md, "Span export over OTLP").
+ARG FEATURES="aws-kms"
 
 # 1. Dependencies, in a layer of their own: it is rebuilt only when a manifest or the lock
 #    file changes. The workspace's manifests must all be present for cargo to load it

@@ -169,6 +169,22 @@ timeout 60 "${run[@]}" --rm --no-healthcheck --user 65532:65532 -v "$config:/etc
   || fail "keygen's private key is $(stat -c '%a %u' "$config/keys/pkcv-private.pem"), not 600 65532"
 [ -s "$config/keys/pkcv-public.pem" ] || fail "keygen wrote no public key"
 
+stage "run: keys in AWS KMS are built in (the Dockerfile's FEATURES default)"
+# A KMS account fails to load for want of a KMS (nothing listens on port 9), not of the feature.
+probe=$work/probe
+mkdir -m 755 "$probe"
+printf '%s\n' '[aws_kms]' 'region = "us-east-1"' 'endpoint_url = "http://127.0.0.1:9"' \
+  'sign_timeout_ms = 500' '' '[[accounts]]' 'account_sid = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"' \
+  'credential_sid = "CRaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"' 'private_key = "aws-kms:alias/probe"' \
+  >"$probe/kms.toml"
+chmod 644 "$probe/kms.toml"
+kms=$(timeout 60 "${run[@]}" --rm --no-healthcheck -v "$probe:/probe:ro" \
+  -e AWS_EC2_METADATA_DISABLED=true -e AWS_ACCESS_KEY_ID=probe -e AWS_SECRET_ACCESS_KEY=probe \
+  "$IMAGE" check-config -c /probe/kms.toml 2>&1) && fail "a KMS account loaded without a KMS"
+echo "$kms" | grep -q -- '--features aws-kms' && fail "the image lacks aws-kms: $kms"
+echo "$kms" | grep -q 'aws-kms:alias/probe' || fail "the KMS account's load error does not name the key: $kms"
+echo "aws-kms: built in"
+
 stage "run: serve (read-only root, config and keys read-only) against the stand-in"
 sid() { echo "$1$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"; }
 account_sid=$(sid AC) credential_sid=$(sid CR) api_key_sid=$(sid SK)

@@ -46,6 +46,25 @@ zcat /usr/share/man/man1/pkcv-proxy.1.gz | grep -qi 'pkcv-proxy demo' && fail "t
 grep -q demo /usr/share/bash-completion/completions/pkcv-proxy && fail "the bash completions offer the demo"
 # The conffile starts cleanly: no accounts, an accounts_dir that may not exist yet.
 /usr/bin/pkcv-proxy check-config -c /etc/pkcv-proxy/pkcv-proxy.toml >/dev/null || fail "the shipped config does not check"
+# Keys in AWS KMS are built in: a KMS account fails to load for want of a KMS (nothing listens
+# on port 9), not of the feature.
+probe=$(mktemp -d)
+cat > "$probe/kms.toml" <<'TOML'
+[aws_kms]
+region = "us-east-1"
+endpoint_url = "http://127.0.0.1:9"
+sign_timeout_ms = 500
+
+[[accounts]]
+account_sid = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+credential_sid = "CRaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+private_key = "aws-kms:alias/probe"
+TOML
+kms=$(AWS_EC2_METADATA_DISABLED=true AWS_ACCESS_KEY_ID=probe AWS_SECRET_ACCESS_KEY=probe \
+  /usr/bin/pkcv-proxy check-config -c "$probe/kms.toml" 2>&1) && fail "a KMS account loaded without a KMS"
+rm -rf "$probe"
+echo "$kms" | grep -q -- '--features aws-kms' && fail "the packaged binary lacks aws-kms: $kms"
+echo "$kms" | grep -q 'aws-kms:alias/probe' || fail "the KMS account's load error does not name the key: $kms"
 systemctl is-enabled pkcv-proxy >/dev/null 2>&1 && fail "the unit was enabled by the package"
 echo "== package: systemd-analyze verify"
 systemd-analyze verify /lib/systemd/system/pkcv-proxy.service

@@ -435,3 +435,49 @@ async fn throttling_past_the_deadline_is_503_79055_with_retry_after() {
     front.set(FORWARD);
     assert_eq!(send(&proxy, &a).await.0, 200, "signs again once KMS allows");
 }
+
+#[tokio::test]
+#[ignore = "needs moto (bash tests/keyservices/setup.sh)"]
+async fn keygen_makes_the_kms_key_once_and_the_proxy_signs_with_it() {
+    let moto = Moto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let probe = StandIn::start(registry(&[])).await.unwrap();
+    let endpoint = format!("http://{}", moto.addr);
+    let raw = proxy_config(&probe, dir.path(), &endpoint, "alias/made");
+    let config = crate::support::write_config(dir.path(), &toml::to_string(&raw).unwrap());
+    let keygen = |out: &'static str| {
+        let out = dir.path().join(out);
+        let config = config.clone();
+        async move {
+            let args = [
+                "keygen",
+                "--aws-kms",
+                "alias/made",
+                "--out-dir",
+                out.to_str().unwrap(),
+            ];
+            let output = crate::support::run_pkcv(&args, Some(&config), &AWS_ENV).await;
+            let shown = crate::support::text(&output);
+            assert!(output.status.success(), "{shown}");
+            (std::fs::read(out.join("made-public.pem")).unwrap(), shown)
+        }
+    };
+    let (public, shown) = keygen("one").await;
+    assert!(shown.contains("created now"), "{shown}");
+    assert!(
+        shown.contains("private_key = \"aws-kms:alias/made\""),
+        "{shown}"
+    );
+    // Again: the alias's key is used, never replaced.
+    let (again, shown) = keygen("two").await;
+    assert_eq!(again, public);
+    assert!(shown.contains("existed"), "{shown}");
+    let listed = moto.kms("ListKeys", json!({})).await;
+    assert_eq!(listed["Keys"].as_array().unwrap().len(), 1, "{listed}");
+
+    let standin = standin_for(&public).await;
+    let raw = proxy_config(&standin, dir.path(), &endpoint, "alias/made");
+    let proxy = ProxyProcess::start_with_env(&raw, dir.path(), &AWS_ENV).await;
+    assert_eq!(send(&proxy, &TestAccount::a()).await.0, 200);
+    assert_eq!(standin.verified(), 1);
+}
