@@ -85,6 +85,13 @@ pub(crate) struct Args {
     #[arg(long, value_name = "BAO", conflicts_with = "pkcs11_softhsm")]
     pub(crate) vault_openbao: Option<PathBuf>,
 
+    /// Sign through AWS KMS as moto serves it: `moto_server` (this path; e.g.
+    /// target/keyservices-venv/bin/moto_server) started on loopback for the run, the key made
+    /// by the proxy's own `keygen --aws-kms` (the proxy must be built with `--features
+    /// aws-kms`). moto is a Python test double: the numbers describe it, not KMS.
+    #[arg(long, value_name = "MOTO_SERVER", conflicts_with_all = ["pkcs11_softhsm", "vault_openbao"])]
+    pub(crate) kms_moto: Option<PathBuf>,
+
     /// Where load.txt, load.csv, load.json and load.svg go.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     pub(crate) out_dir: PathBuf,

@@ -31,8 +31,8 @@ pub(crate) struct Proxy {
     admin: SocketAddr,
     /// Config, key and CA file; removed when the proxy is dropped.
     _dir: tempfile::TempDir,
-    /// The OpenBao server holding the key, if the key is in Vault transit.
-    _openbao: Option<Child>,
+    /// The key service holding the key (OpenBao, moto), if the key is in one.
+    _key_service: Option<Child>,
 }
 
 impl Proxy {
@@ -41,25 +41,34 @@ impl Proxy {
         binary: &Path,
         upstream: &Upstream,
         mut settings: Settings,
-        openbao: Option<&Path>,
+        services: KeyServices<'_>,
     ) -> anyhow::Result<Proxy> {
         let dir = tempfile::Builder::new().prefix("pkcv-bench-").tempdir()?;
         let listen = free_port()?;
         let admin = free_port()?;
         let ports = Ports { listen, admin };
-        let openbao = match openbao {
-            Some(bao) => {
-                let (child, addr) = start_openbao(bao, dir.path()).await?;
-                settings.vault = Some(addr);
-                Some(child)
-            }
-            None => None,
+        let key_service = if let Some(bao) = services.openbao {
+            let (child, addr) = start_openbao(bao, dir.path()).await?;
+            settings.vault = Some(addr);
+            Some(child)
+        } else if let Some(moto) = services.moto {
+            let (child, addr) = start_moto(moto).await?;
+            settings.kms = Some(addr);
+            Some(child)
+        } else {
+            None
         };
         let config = write_files(dir.path(), upstream, ports, settings)?;
         if settings.vault.is_some() {
-            vault_keygen(binary, &config, dir.path()).await?;
+            service_keygen(binary, &config, dir.path(), "--vault-transit", "bench").await?;
+        }
+        if settings.kms.is_some() {
+            service_keygen(binary, &config, dir.path(), "--aws-kms", "alias/bench").await?;
         }
         let mut command = Command::new(binary);
+        if settings.kms.is_some() {
+            command.envs(AWS_ENV);
+        }
         if settings.pkcs11_softhsm {
             command.env("SOFTHSM2_CONF", softhsm_token(binary, dir.path())?);
         }
@@ -87,7 +96,7 @@ impl Proxy {
             listen,
             admin,
             _dir: dir,
-            _openbao: openbao,
+            _key_service: key_service,
         };
         proxy.wait_ready().await?;
         Ok(proxy)
@@ -150,6 +159,8 @@ pub(crate) struct Settings {
     pub(crate) pkcs11_softhsm: bool,
     /// The key in Vault transit, on the OpenBao server at this address.
     pub(crate) vault: Option<SocketAddr>,
+    /// The key in AWS KMS, on the moto server at this address.
+    pub(crate) kms: Option<SocketAddr>,
     /// `server.max_in_flight`, if set (else far above the clients).
     pub(crate) max_in_flight: Option<usize>,
     /// `server.worker_threads`, if set.
@@ -198,6 +209,43 @@ async fn start_openbao(bao: &Path, dir: &Path) -> anyhow::Result<(Child, SocketA
     Ok((child, addr))
 }
 
+/// The key services a run may start: the programs to start them with.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct KeyServices<'a> {
+    /// `bao`, for a key in Vault transit.
+    pub(crate) openbao: Option<&'a Path>,
+    /// `moto_server`, for a key in AWS KMS.
+    pub(crate) moto: Option<&'a Path>,
+}
+
+/// Static test credentials, and never the instance-metadata address: moto checks no
+/// signature, and only loopback is reached.
+const AWS_ENV: [(&str, &str); 4] = [
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    ("AWS_ACCESS_KEY_ID", "bench"),
+    ("AWS_SECRET_ACCESS_KEY", "bench"),
+    ("AWS_REGION", "us-east-1"),
+];
+
+/// moto's server on a free loopback port, once it accepts connections.
+async fn start_moto(moto: &Path) -> anyhow::Result<(Child, SocketAddr)> {
+    let addr = free_port()?;
+    let child = Command::new(moto)
+        .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    for _ in 0..300 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return Ok((child, addr));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("moto_server did not listen on {addr} within 30 s")
+}
+
 /// One request with a small body, its status.
 async fn send(addr: SocketAddr, request: Request<String>) -> anyhow::Result<StatusCode> {
     let tcp = TcpStream::connect(addr).await?;
@@ -207,18 +255,25 @@ async fn send(addr: SocketAddr, request: Request<String>) -> anyhow::Result<Stat
     Ok(sender.send_request(request).await?.status())
 }
 
-/// The transit key `bench`, made by the proxy's own `keygen --vault-transit`.
-async fn vault_keygen(binary: &Path, config: &Path, dir: &Path) -> anyhow::Result<()> {
+/// The key in the service, made by the proxy's own `keygen --vault-transit` / `--aws-kms`.
+async fn service_keygen(
+    binary: &Path,
+    config: &Path,
+    dir: &Path,
+    flag: &str,
+    name: &str,
+) -> anyhow::Result<()> {
     let output = Command::new(binary)
-        .args(["keygen", "--vault-transit", "bench", "--out-dir"])
+        .args(["keygen", flag, name, "--out-dir"])
         .arg(dir.join("public"))
         .arg("--config")
         .arg(config)
+        .envs(AWS_ENV)
         .output()
         .await?;
     anyhow::ensure!(
         output.status.success(),
-        "keygen --vault-transit: {}",
+        "keygen {flag}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(())
@@ -375,6 +430,9 @@ fn config_text(
             toml_string(&token)
         );
     }
+    if let Some(kms) = settings.kms {
+        let _ = writeln!(text, "[aws_kms]\nendpoint_url = \"http://{kms}\"\n");
+    }
     let _ = writeln!(text, "[log]\nlevel = \"warn\"\n");
     let _ = writeln!(
         text,
@@ -389,6 +447,8 @@ fn config_text(
         let _ = writeln!(text, "private_key = {}", toml_string(Path::new(&uri)));
     } else if settings.vault.is_some() {
         let _ = writeln!(text, "private_key = \"vault-transit:bench\"");
+    } else if settings.kms.is_some() {
+        let _ = writeln!(text, "private_key = \"aws-kms:alias/bench\"");
     } else {
         let _ = writeln!(text, "private_key_file = {}", toml_string(key));
     }

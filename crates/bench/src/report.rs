@@ -95,6 +95,9 @@ pub(crate) struct Report {
     /// Whether the key was in Vault transit (a local OpenBao dev server).
     #[serde(default)]
     pub(crate) proxy_vault_openbao: bool,
+    /// Whether the key was in AWS KMS as a local moto server serves it.
+    #[serde(default)]
+    pub(crate) proxy_kms_moto: bool,
     /// `server.max_in_flight`, when the run set it (an overload run).
     #[serde(default)]
     pub(crate) proxy_max_in_flight: Option<usize>,
@@ -249,6 +252,8 @@ impl Report {
                 "PKCS#11 (SoftHSM2)"
             } else if self.proxy_vault_openbao {
                 "Vault transit (local OpenBao dev server)"
+            } else if self.proxy_kms_moto {
+                "AWS KMS (local moto server)"
             } else {
                 "PEM"
             },

@@ -53,10 +53,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         pem_on_pool: args.pem_on_pool,
         pkcs11_softhsm: args.pkcs11_softhsm,
         vault: None,
+        kms: None,
         max_in_flight: args.max_in_flight,
         worker_threads: args.proxy_worker_threads,
     };
-    let proxy = Proxy::start(&binary, &upstream, settings, args.vault_openbao.as_deref()).await?;
+    let services = proxy::KeyServices {
+        openbao: args.vault_openbao.as_deref(),
+        moto: args.kms_moto.as_deref(),
+    };
+    let proxy = Proxy::start(&binary, &upstream, settings, services).await?;
     let idle = proxy.usage()?;
     let bench = Bench {
         upstream: &upstream,
@@ -180,6 +185,7 @@ fn build_report(
         proxy_pem_on_pool: args.pem_on_pool,
         proxy_pkcs11_softhsm: args.pkcs11_softhsm,
         proxy_vault_openbao: args.vault_openbao.is_some(),
+        proxy_kms_moto: args.kms_moto.is_some(),
         proxy_max_in_flight: args.max_in_flight,
         proxy_worker_threads: args.proxy_worker_threads,
         upstream_delay_ms: args.upstream_delay_ms,
