@@ -4,9 +4,10 @@
 //! The key is read once at load (`GET /v1/{mount}/keys/{name}`): it must be `rsa-2048`,
 //! and the version loaded is pinned (or the one the config names, `?version=N`), so a
 //! rotation of the transit key never changes the signing key under the proxy. Each token is
-//! one `POST /v1/{mount}/sign/{name}/sha2-256` with the JWT's signing input itself (Vault
-//! hashes it), `pkcs1v15` for RS256 and `pss` with a salt as long as the hash for PS256, as
-//! RFC 7518 requires.
+//! one `POST /v1/{mount}/sign/{name}` (`hash_algorithm` `sha2-256` in the body, so a policy
+//! of `update` on `transit/sign/NAME` and `read` on `transit/keys/NAME` is all it needs) with
+//! the JWT's signing input itself (Vault hashes it), `pkcs1v15` for RS256 and `pss` with a
+//! salt as long as the hash for PS256, as RFC 7518 requires.
 //!
 //! One [`VaultService`] per process holds the connection pool, the concurrency limit and
 //! the token: from `token_file` (read again whenever the file changes, so a token renewed
@@ -334,15 +335,18 @@ impl KeyService for TransitSigner {
             // RFC 7518 §3.5: the salt is as long as the hash (32 bytes).
             Algorithm::Ps256 => ("pss", json!({ "salt_length": "hash" })),
         };
+        // The hash goes in the body, not the path (`sign/NAME/sha2-256`): a policy granting
+        // `update` on `transit/sign/NAME` alone (the least privilege) then covers it.
         let mut body = json!({
             "input": STANDARD.encode(message),
+            "hash_algorithm": "sha2-256",
             "key_version": self.version,
             "signature_algorithm": signature_algorithm,
         });
         if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
             body.extend(extra.clone());
         }
-        let path = format!("{}/sha2-256", self.service.key_path("sign", &self.name));
+        let path = self.service.key_path("sign", &self.name);
         let answer = self
             .service
             .authorized(Method::POST, &path, Some(&body))
