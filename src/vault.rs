@@ -206,7 +206,8 @@ impl VaultService {
                 None,
                 Some(&json!({ "role": role, "jwt": jwt })),
             )
-            .await?;
+            .await
+            .map_err(|err| in_login(err, mount, role))?;
         let auth = &answer.json["auth"];
         let Some(token) = auth["client_token"].as_str() else {
             return Err(ServiceError::Failed(
@@ -215,8 +216,7 @@ impl VaultService {
         };
         let lease = auth["lease_duration"].as_u64().unwrap_or(0);
         let value = header_value(token)?;
-        // Log in again after two thirds of the lease (at least every 10 s for short leases).
-        let renew_at = Instant::now() + Duration::from_secs((lease * 2 / 3).max(10));
+        let renew_at = Instant::now() + renew_after(lease);
         self.set_token(|state| {
             state.value = Some(value.clone());
             state.renew_at = Some(renew_at);
@@ -436,6 +436,29 @@ pub(crate) async fn load(key: &TransitKey, config: &Config) -> Result<Key, Remot
     .map_err(failed)
 }
 
+/// A failed login, said as one: which mount and role (Vault's own words follow, such as
+/// `invalid role name`), never the service-account token.
+fn in_login(err: ServiceError, mount: &str, role: &str) -> ServiceError {
+    let said =
+        |reason: String| format!("Kubernetes login at auth/{mount} as role {role}: {reason}");
+    match err {
+        ServiceError::Throttled(reason) => ServiceError::Throttled(said(reason)),
+        ServiceError::Refused(reason) => ServiceError::Refused(said(reason)),
+        ServiceError::Unreachable(reason) => ServiceError::Unreachable(said(reason)),
+        ServiceError::Failed(reason) => ServiceError::Failed(said(reason)),
+    }
+}
+
+/// When to log in again after a login whose token lasts `lease` seconds: after two thirds
+/// of it, so the token is still valid when it is replaced (logins at least 1 s apart); a
+/// token without a lease (0), after 5 minutes.
+fn renew_after(lease: u64) -> Duration {
+    match lease {
+        0 => Duration::from_secs(300),
+        lease => Duration::from_millis(lease.saturating_mul(2000) / 3).max(Duration::from_secs(1)),
+    }
+}
+
 /// Vault's `errors` array, joined (its own words; never a token).
 fn vault_errors(answer: &Answer) -> String {
     let errors: Vec<&str> = answer.json["errors"]
@@ -456,4 +479,20 @@ fn header_value(value: &str) -> Result<HeaderValue, ServiceError> {
         .map_err(|_| ServiceError::Refused("the Vault token is not a header value".into()))?;
     value.set_sensitive(true);
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_is_renewed_before_its_lease_ends() {
+        for lease in [2, 5, 10, 15, 3600] {
+            let after = renew_after(lease);
+            assert!(after < Duration::from_secs(lease), "{lease} s: {after:?}");
+            assert!(after >= Duration::from_secs(1));
+        }
+        assert_eq!(renew_after(15), Duration::from_secs(10));
+        assert_eq!(renew_after(0), Duration::from_secs(300));
+    }
 }
