@@ -468,8 +468,15 @@ fn vault_errors(answer: &Answer) -> String {
     if errors.is_empty() {
         format!("HTTP {}", answer.status.as_u16())
     } else {
-        let mut text = errors.join("; ");
-        text.truncate(300);
+        // One line: Vault's errors come as "1 error occurred:\n\t* permission denied\n\n".
+        let mut text = errors
+            .join("; ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if let Some((cut, _)) = text.char_indices().nth(300) {
+            text.truncate(cut);
+        }
         text
     }
 }
@@ -494,5 +501,22 @@ mod tests {
         }
         assert_eq!(renew_after(15), Duration::from_secs(10));
         assert_eq!(renew_after(0), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn vault_errors_are_one_line_and_cut_on_a_character() {
+        let answer = |errors: serde_json::Value| Answer {
+            status: StatusCode::FORBIDDEN,
+            json: json!({ "errors": errors }),
+        };
+        let said = vault_errors(&answer(json!([
+            "1 error occurred:\n\t* permission denied\n\n"
+        ])));
+        assert_eq!(said, "1 error occurred: * permission denied");
+        // Byte 300 inside a two-byte character: cut before it, no panic.
+        let long = format!("x{}", "é".repeat(400));
+        let said = vault_errors(&answer(json!([long])));
+        assert_eq!(said.chars().count(), 300);
+        assert_eq!(vault_errors(&answer(json!([]))), "HTTP 403");
     }
 }
