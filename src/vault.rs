@@ -4,9 +4,10 @@
 //! The key is read once at load (`GET /v1/{mount}/keys/{name}`): it must be `rsa-2048`,
 //! and the version loaded is pinned (or the one the config names, `?version=N`), so a
 //! rotation of the transit key never changes the signing key under the proxy. Each token is
-//! one `POST /v1/{mount}/sign/{name}/sha2-256` with the JWT's signing input itself (Vault
-//! hashes it), `pkcs1v15` for RS256 and `pss` with a salt as long as the hash for PS256, as
-//! RFC 7518 requires.
+//! one `POST /v1/{mount}/sign/{name}` (`hash_algorithm` `sha2-256` in the body, so a policy
+//! of `update` on `transit/sign/NAME` and `read` on `transit/keys/NAME` is all it needs) with
+//! the JWT's signing input itself (Vault hashes it), `pkcs1v15` for RS256 and `pss` with a
+//! salt as long as the hash for PS256, as RFC 7518 requires.
 //!
 //! One [`VaultService`] per process holds the connection pool, the concurrency limit and
 //! the token: from `token_file` (read again whenever the file changes, so a token renewed
@@ -205,7 +206,8 @@ impl VaultService {
                 None,
                 Some(&json!({ "role": role, "jwt": jwt })),
             )
-            .await?;
+            .await
+            .map_err(|err| in_login(err, mount, role))?;
         let auth = &answer.json["auth"];
         let Some(token) = auth["client_token"].as_str() else {
             return Err(ServiceError::Failed(
@@ -214,8 +216,7 @@ impl VaultService {
         };
         let lease = auth["lease_duration"].as_u64().unwrap_or(0);
         let value = header_value(token)?;
-        // Log in again after two thirds of the lease (at least every 10 s for short leases).
-        let renew_at = Instant::now() + Duration::from_secs((lease * 2 / 3).max(10));
+        let renew_at = Instant::now() + renew_after(lease);
         self.set_token(|state| {
             state.value = Some(value.clone());
             state.renew_at = Some(renew_at);
@@ -334,15 +335,18 @@ impl KeyService for TransitSigner {
             // RFC 7518 §3.5: the salt is as long as the hash (32 bytes).
             Algorithm::Ps256 => ("pss", json!({ "salt_length": "hash" })),
         };
+        // The hash goes in the body, not the path (`sign/NAME/sha2-256`): a policy granting
+        // `update` on `transit/sign/NAME` alone (the least privilege) then covers it.
         let mut body = json!({
             "input": STANDARD.encode(message),
+            "hash_algorithm": "sha2-256",
             "key_version": self.version,
             "signature_algorithm": signature_algorithm,
         });
         if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
             body.extend(extra.clone());
         }
-        let path = format!("{}/sha2-256", self.service.key_path("sign", &self.name));
+        let path = self.service.key_path("sign", &self.name);
         let answer = self
             .service
             .authorized(Method::POST, &path, Some(&body))
@@ -432,6 +436,29 @@ pub(crate) async fn load(key: &TransitKey, config: &Config) -> Result<Key, Remot
     .map_err(failed)
 }
 
+/// A failed login, said as one: which mount and role (Vault's own words follow, such as
+/// `invalid role name`), never the service-account token.
+fn in_login(err: ServiceError, mount: &str, role: &str) -> ServiceError {
+    let said =
+        |reason: String| format!("Kubernetes login at auth/{mount} as role {role}: {reason}");
+    match err {
+        ServiceError::Throttled(reason) => ServiceError::Throttled(said(reason)),
+        ServiceError::Refused(reason) => ServiceError::Refused(said(reason)),
+        ServiceError::Unreachable(reason) => ServiceError::Unreachable(said(reason)),
+        ServiceError::Failed(reason) => ServiceError::Failed(said(reason)),
+    }
+}
+
+/// When to log in again after a login whose token lasts `lease` seconds: after two thirds
+/// of it, so the token is still valid when it is replaced (logins at least 1 s apart); a
+/// token without a lease (0), after 5 minutes.
+fn renew_after(lease: u64) -> Duration {
+    match lease {
+        0 => Duration::from_secs(300),
+        lease => Duration::from_millis(lease.saturating_mul(2000) / 3).max(Duration::from_secs(1)),
+    }
+}
+
 /// Vault's `errors` array, joined (its own words; never a token).
 fn vault_errors(answer: &Answer) -> String {
     let errors: Vec<&str> = answer.json["errors"]
@@ -441,8 +468,15 @@ fn vault_errors(answer: &Answer) -> String {
     if errors.is_empty() {
         format!("HTTP {}", answer.status.as_u16())
     } else {
-        let mut text = errors.join("; ");
-        text.truncate(300);
+        // One line: Vault's errors come as "1 error occurred:\n\t* permission denied\n\n".
+        let mut text = errors
+            .join("; ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if let Some((cut, _)) = text.char_indices().nth(300) {
+            text.truncate(cut);
+        }
         text
     }
 }
@@ -452,4 +486,37 @@ fn header_value(value: &str) -> Result<HeaderValue, ServiceError> {
         .map_err(|_| ServiceError::Refused("the Vault token is not a header value".into()))?;
     value.set_sensitive(true);
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_is_renewed_before_its_lease_ends() {
+        for lease in [2, 5, 10, 15, 3600] {
+            let after = renew_after(lease);
+            assert!(after < Duration::from_secs(lease), "{lease} s: {after:?}");
+            assert!(after >= Duration::from_secs(1));
+        }
+        assert_eq!(renew_after(15), Duration::from_secs(10));
+        assert_eq!(renew_after(0), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn vault_errors_are_one_line_and_cut_on_a_character() {
+        let answer = |errors: serde_json::Value| Answer {
+            status: StatusCode::FORBIDDEN,
+            json: json!({ "errors": errors }),
+        };
+        let said = vault_errors(&answer(json!([
+            "1 error occurred:\n\t* permission denied\n\n"
+        ])));
+        assert_eq!(said, "1 error occurred: * permission denied");
+        // Byte 300 inside a two-byte character: cut before it, no panic.
+        let long = format!("x{}", "é".repeat(400));
+        let said = vault_errors(&answer(json!([long])));
+        assert_eq!(said.chars().count(), 300);
+        assert_eq!(vault_errors(&answer(json!([]))), "HTTP 403");
+    }
 }

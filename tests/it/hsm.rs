@@ -674,14 +674,14 @@ async fn keygen_with_the_example_config(hsm: &SoftHsm, env: &[(&str, &str)]) {
 }
 
 /// The JSON object on the last line of a command that must have succeeded.
-fn succeeded(output: &std::process::Output) -> serde_json::Value {
+pub(crate) fn succeeded(output: &std::process::Output) -> serde_json::Value {
     assert!(output.status.success(), "{}", text(output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
 }
 
 /// How many files under `dir` hold a PEM private key.
-fn private_key_files(dir: &Path) -> usize {
+pub(crate) fn private_key_files(dir: &Path) -> usize {
     walk(dir)
         .into_iter()
         .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("PRIVATE KEY")))

