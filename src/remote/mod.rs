@@ -299,6 +299,10 @@ impl<S: KeyService> RemoteKey<S> {
         else {
             return Err(unanswered());
         };
+        // A permit that came free at the deadline is no time left to ask the service.
+        if tokio::time::Instant::now() >= deadline {
+            return Err(unanswered());
+        }
         let mut backoff = FIRST_BACKOFF;
         loop {
             let attempt = tokio::time::timeout_at(deadline, self.service.sign(algorithm, message));
