@@ -157,13 +157,12 @@ pub enum ProxyError {
     #[error("the key service of account {0} is throttling signatures: retry shortly")]
     KeyThrottled(String),
     /// The account's key service refuses its key: access denied, disabled, deleted, or no
-    /// longer the key that was loaded.
-    #[error("the key service refuses the signing key of account {account}: {reason}")]
+    /// longer the key that was loaded. The client is told which account; the service's own
+    /// words go to the operator only (log, `/readyz`).
+    #[error("the key service refuses the signing key of account {account}: the proxy's operator finds why in its /readyz and log")]
     KeyRefused {
         /// The account.
         account: String,
-        /// What the service said.
-        reason: String,
     },
     /// `[[clients]]` are configured and the request did not prove to be one.
     #[error("proxy authentication required: {0}")]

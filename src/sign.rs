@@ -255,7 +255,7 @@ impl From<SignFailure> for ProxyError {
             SignFailure::Request(err) => err,
             SignFailure::Unavailable { account } => ProxyError::KeyUnavailable(account),
             SignFailure::Throttled { account } => ProxyError::KeyThrottled(account),
-            SignFailure::Refused { account, reason } => ProxyError::KeyRefused { account, reason },
+            SignFailure::Refused { account, .. } => ProxyError::KeyRefused { account },
             SignFailure::QueueFull => ProxyError::Overloaded("the signing queue is full"),
             SignFailure::Failed { .. } => ProxyError::Signing,
         }

@@ -348,6 +348,10 @@ impl<S: KeyService> RemoteKey<S> {
             }
             Err(ServiceError::Throttled(_)) => Err(SignError::Throttled),
             Err(ServiceError::Refused(reason)) => {
+                if self.health().refused.as_ref() != Some(&reason) {
+                    // Once per new reason: each refused request is in the access log anyway.
+                    tracing::warn!(key = %self.description, %reason, "the key service refuses the key");
+                }
                 self.update(|health| health.refused = Some(reason.clone()));
                 Err(SignError::Refused(reason))
             }
