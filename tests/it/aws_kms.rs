@@ -137,9 +137,10 @@ impl Moto {
 const FORWARD: u8 = 0;
 const DOWN: u8 = 1;
 const THROTTLE: u8 = 2;
+const DENY: u8 = 3;
 
 /// The HTTP front between the proxy and moto: forwards, drops every connection, or answers
-/// `Sign` with a `ThrottlingException`.
+/// `Sign` with a `ThrottlingException` or an `AccessDeniedException` (moto enforces no IAM).
 struct Front {
     addr: SocketAddr,
     mode: Arc<AtomicU8>,
@@ -204,8 +205,12 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    if mode == THROTTLE && target == "TrentService.Sign" {
-        let body = json!({ "__type": "ThrottlingException", "message": "Rate exceeded" });
+    if matches!(mode, THROTTLE | DENY) && target == "TrentService.Sign" {
+        let body = if mode == THROTTLE {
+            json!({ "__type": "ThrottlingException", "message": "Rate exceeded" })
+        } else {
+            json!({ "__type": "AccessDeniedException", "message": "not authorized to perform kms:Sign" })
+        };
         return Ok(hyper::Response::builder()
             .status(400)
             .header("content-type", "application/x-amz-json-1.1")
@@ -434,6 +439,21 @@ async fn throttling_past_the_deadline_is_503_79055_with_retry_after() {
 
     front.set(FORWARD);
     assert_eq!(send(&proxy, &a).await.0, 200, "signs again once KMS allows");
+
+    // Access denied (the role lost kms:Sign): 503 79056 for that account only, no
+    // Retry-After, the reason in /readyz and not in the client's answer.
+    front.set(DENY);
+    let (status, code, retry_after) = send(&proxy, &a).await;
+    assert_eq!((status, code, retry_after), (503, Some(79056), None));
+    assert_eq!(send(&proxy, &TestAccount::b()).await.0, 200);
+    let (_, readyz) = proxy.admin_get("/readyz").await;
+    assert!(readyz.contains("AccessDeniedException"), "{readyz}");
+    front.set(FORWARD);
+    assert_eq!(
+        send(&proxy, &a).await.0,
+        200,
+        "signs again once access is back"
+    );
 }
 
 #[tokio::test]
@@ -480,4 +500,84 @@ async fn keygen_makes_the_kms_key_once_and_the_proxy_signs_with_it() {
     let proxy = ProxyProcess::start_with_env(&raw, dir.path(), &AWS_ENV).await;
     assert_eq!(send(&proxy, &TestAccount::a()).await.0, 200);
     assert_eq!(standin.verified(), 1);
+}
+
+/// `subaccount create --aws-kms` and `keys rotate --aws-kms` with a running proxy: the keys
+/// are made in KMS (no private key file anywhere) and the proxy picks both up.
+#[tokio::test]
+#[ignore = "needs moto (bash tests/keyservices/setup.sh)"]
+async fn the_subaccount_workflow_keeps_its_keys_in_kms_and_a_key_gone_is_refused() {
+    use crate::hsm::{private_key_files, succeeded};
+    let moto = Moto::start().await;
+    let standin = StandIn::start(registry(&[TestAccount::a()])).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = dir.path().join("accounts");
+    std::fs::create_dir(&accounts).unwrap();
+    let mut raw = proxy_config(
+        &standin,
+        dir.path(),
+        &format!("http://{}", moto.addr),
+        "unused",
+    );
+    raw.accounts = vec![TestAccount::a().config()];
+    raw.accounts_dir = Some(accounts.clone());
+    raw.server.reload_interval_ms = 200;
+    let proxy = ProxyProcess::start_with_env(&raw, dir.path(), &AWS_ENV).await;
+    let config = dir.path().join("pkcv-proxy.toml");
+    let main = TestAccount::a();
+    let mut env = AWS_ENV.to_vec();
+    env.extend([
+        ("TWILIO_ACCOUNT_SID", main.account_sid.as_str()),
+        ("TWILIO_MAIN_KEY", main.api_key_sid.as_str()),
+        ("TWILIO_MAIN_SECRET", main.secret.as_str()),
+    ]);
+    let args = [
+        "subaccount",
+        "create",
+        "--friendly-name",
+        "kms",
+        "--aws-kms",
+        "alias/sub-1",
+        "--json",
+    ];
+    let json = succeeded(&crate::support::run_pkcv(&args, Some(&config), &env).await);
+    assert_eq!(json["private_key"], "aws-kms:alias/sub-1");
+    let account = json["account_sid"].as_str().unwrap().to_owned();
+    let api_key = json["api_key_sid"].as_str().unwrap();
+    let secret = std::fs::read_to_string(json["secret_file"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        private_key_files(dir.path()),
+        0,
+        "a private key was written"
+    );
+    let path = format!("/2010-04-01/Accounts/{account}/Messages.json");
+    let as_sub = crate::support::basic(api_key, &secret);
+    let signed = wait_until(Duration::from_secs(15), || async {
+        proxy.get(&path, &as_sub).await == 200
+    })
+    .await;
+    assert!(signed, "the running proxy never signed with the KMS key");
+
+    let args = [
+        "keys",
+        "rotate",
+        "--account",
+        &account,
+        "--aws-kms",
+        "alias/sub-2",
+        "--grace-secs",
+        "0",
+    ];
+    let rotation = succeeded(&crate::support::run_pkcv(&args, Some(&config), &env).await);
+    assert_eq!(rotation["private_key"], "aws-kms:alias/sub-2");
+    let verified = standin.verified();
+    assert_eq!(proxy.get(&path, &as_sub).await, 200);
+    assert_eq!(standin.verified(), verified + 1);
+    assert_eq!(
+        private_key_files(dir.path()),
+        0,
+        "a private key was written"
+    );
+
+    assert_eq!(standin.rejected(), 0);
 }
