@@ -266,6 +266,21 @@ async fn keygen_makes_a_transit_key_that_signs_rs256_and_ps256_through_the_proxy
     assert_eq!(key["data"]["type"], "rsa-2048");
     assert_eq!(key["data"]["exportable"], false);
 
+    // check-config names the key, its algorithm and its fingerprint, never the token.
+    let fingerprint =
+        pkcv_proxy::remote::PublicKey::from_pem(std::str::from_utf8(&public_pem).unwrap())
+            .unwrap()
+            .fingerprint();
+    let output = run_pkcv(&["check-config"], Some(&config), &[]).await;
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    for part in [
+        "vault-transit",
+        "Vault transit key orders version 1 (pkcs1v15)",
+        &fingerprint,
+    ] {
+        assert!(shown.contains(part), "{part}: {shown}");
+    }
     for algorithm in [Algorithm::Rs256, Algorithm::Ps256] {
         let standin = standin_with(&public_pem).await;
         let mut raw = proxy_config(&standin, dir.path(), &bao.url(), "orders");
