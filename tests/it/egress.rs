@@ -511,3 +511,37 @@ async fn an_egress_proxy_that_does_not_answer_connect_in_time_is_504_79041() {
     h.stop().await;
     held.abort();
 }
+
+/// Keys in a key service are reached through the corporate proxy too: the transit key's
+/// reads and every signature go as `CONNECT`s to OpenBao through squid, and the request is
+/// signed and verified.
+#[tokio::test]
+#[ignore = "needs squid and OpenBao (apt-get install squid; bash tests/keyservices/setup.sh)"]
+async fn a_key_in_vault_is_reached_through_squid_too() {
+    use crate::vault::{get, proxy_config, public_key, standin_with, write_token, OpenBao, ROOT};
+    let bao = OpenBao::start().await;
+    bao.key("orders", "rsa-2048").await;
+    let public = public_key(&bao, "orders").await;
+    let standin = standin_with(public.as_bytes()).await;
+    let squid = Squid::start(&[standin.addr().port(), bao.addr.port()], false);
+    let dir = tempfile::tempdir().unwrap();
+    write_token(dir.path(), ROOT);
+    let mut raw = proxy_config(&standin, dir.path(), &bao.url(), "orders");
+    raw.upstream.proxy = Some(squid.url());
+    let proxy = crate::support::ProxyProcess::start(&raw, dir.path()).await;
+    assert_eq!(get(&proxy, &TestAccount::a()).await.0, 200);
+    assert_eq!(standin.verified(), 1);
+    // squid logs a tunnel when it closes: stop the proxy, closing its pooled connections.
+    drop(proxy);
+    let vault = bao.addr.to_string();
+    let lines = squid.access_log_lines(2).await;
+    let to_vault: Vec<_> = lines.iter().filter(|l| l.contains(&vault)).collect();
+    assert!(
+        !to_vault.is_empty(),
+        "squid saw no tunnel to Vault: {lines:?}"
+    );
+    for line in to_vault {
+        assert_only_connects(std::slice::from_ref(line), &vault);
+        assert!(!line.contains("transit"), "squid saw a Vault path: {line}");
+    }
+}
