@@ -48,6 +48,8 @@ pub(crate) struct OpenBao {
     child: std::process::Child,
     pub(crate) addr: SocketAddr,
     http: reqwest::Client,
+    /// With `-dev-tls`: the folder of its CA (`vault-ca.pem`), certificate and key.
+    tls: Option<tempfile::TempDir>,
 }
 
 impl Drop for OpenBao {
@@ -59,23 +61,47 @@ impl Drop for OpenBao {
 
 impl OpenBao {
     pub(crate) async fn start() -> OpenBao {
+        OpenBao::start_with(false).await
+    }
+
+    /// With `tls`, HTTPS with a CA of its own (`-dev-tls`; see [`OpenBao::ca_file`]).
+    pub(crate) async fn start_with(tls: bool) -> OpenBao {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = std::process::Command::new(bao_binary())
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={ROOT}"),
-                &format!("-dev-listen-address={addr}"),
-            ])
+        let tls = tls.then(|| tempfile::tempdir().unwrap());
+        let mut command = std::process::Command::new(bao_binary());
+        command.args([
+            "server",
+            "-dev",
+            &format!("-dev-root-token-id={ROOT}"),
+            &format!("-dev-listen-address={addr}"),
+        ]);
+        if let Some(dir) = &tls {
+            command
+                .arg("-dev-tls")
+                .arg(format!("-dev-tls-cert-dir={}", dir.path().display()));
+        }
+        let child = command
             .env("HOME", std::env::temp_dir())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("{NEEDS}: {e}"));
+        let ca = tls.as_ref().map(|dir| dir.path().join("vault-ca.pem"));
+        let ready = wait_until(Duration::from_secs(20), || async {
+            ca.as_ref().is_none_or(|ca| ca.exists())
+        })
+        .await;
+        assert!(ready, "OpenBao wrote no CA");
+        let mut http = reqwest::Client::builder().no_proxy();
+        if let Some(ca) = &ca {
+            let pem = std::fs::read(ca).unwrap();
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
         let bao = OpenBao {
             child,
             addr,
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            http: http.build().unwrap(),
+            tls,
         };
         let up = wait_until(Duration::from_secs(20), || async {
             bao.call(reqwest::Method::GET, "/v1/sys/health", None)
@@ -97,7 +123,13 @@ impl OpenBao {
     }
 
     pub(crate) fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The CA of a TLS server.
+    fn ca_file(&self) -> PathBuf {
+        self.tls.as_ref().unwrap().path().join("vault-ca.pem")
     }
 
     /// One API call as root: status and JSON body.
@@ -544,4 +576,31 @@ async fn a_key_that_changed_under_the_proxy_is_refused_and_twilio_refused_kinds_
             "{shown}"
         );
     }
+}
+
+#[tokio::test]
+#[ignore = "needs OpenBao (bash tests/keyservices/setup.sh)"]
+async fn vault_over_https_is_trusted_through_ca_file_and_only_then() {
+    let bao = OpenBao::start_with(true).await;
+    bao.key("orders", "rsa-2048").await;
+    let dir = tempfile::tempdir().unwrap();
+    write_token(dir.path(), ROOT);
+    let public = public_key(&bao, "orders").await;
+    let standin = standin_with(public.as_bytes()).await;
+    let mut raw = proxy_config(&standin, dir.path(), &bao.url(), "orders");
+
+    // Without its CA the server is not trusted: the key does not load, and says why.
+    let config = crate::support::write_config(dir.path(), &toml::to_string(&raw).unwrap());
+    let output = run_pkcv(&["check-config"], Some(&config), &[]).await;
+    let shown = text(&output);
+    assert!(!output.status.success(), "{shown}");
+    assert!(
+        shown.contains("vault-transit:orders") && shown.contains("certificate"),
+        "{shown}"
+    );
+
+    raw.vault.ca_file = Some(bao.ca_file());
+    let proxy = ProxyProcess::start(&raw, dir.path()).await;
+    assert_eq!(get(&proxy, &TestAccount::a()).await.0, 200);
+    assert_eq!(standin.verified(), 1);
 }
