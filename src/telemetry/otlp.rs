@@ -278,16 +278,23 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// The minute (Unix time / 60) of the last export failure logged, and how many were left
-/// out since.
-static LAST_LOGGED: AtomicU64 = AtomicU64::new(u64::MAX);
+/// When (Unix seconds) the last export failure was logged, and how many were left out since.
+static LAST_LOGGED: AtomicU64 = AtomicU64::new(0);
 static LEFT_OUT: AtomicU64 = AtomicU64::new(0);
 
-/// Logs a failed export at most once a minute (the spans are dropped; requests are not
-/// affected).
+/// Logs a failed export at most once a minute — a sliding minute since the last line, not a
+/// calendar minute, which would let one through at :59 and another at :00 (the spans are
+/// dropped; requests are not affected).
 fn export_failed(reason: &str) {
-    let minute = crate::token::unix_now() / 60;
-    if LAST_LOGGED.swap(minute, Ordering::Relaxed) == minute {
+    let now = crate::token::unix_now();
+    let last = LAST_LOGGED.load(Ordering::Relaxed);
+    let due = last == 0 || now >= last.saturating_add(60);
+    // One of several failing at once wins the line.
+    if !due
+        || LAST_LOGGED
+            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
         LEFT_OUT.fetch_add(1, Ordering::Relaxed);
         return;
     }
