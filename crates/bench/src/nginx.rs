@@ -44,6 +44,7 @@ impl Nginx {
             .prefix("pkcv-bench-nginx-")
             .tempdir()?;
         let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let status = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         for temp in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
             std::fs::create_dir(dir.path().join(temp))?;
         }
@@ -52,15 +53,19 @@ impl Nginx {
         let conf = dir.path().join("nginx.conf");
         std::fs::write(
             &conf,
-            config_text(dir.path(), &ca, listen, upstream.addr, max_clients),
+            config_text(
+                dir.path(),
+                &ca,
+                [listen, status],
+                upstream.addr,
+                max_clients,
+            ),
         )?;
         let child = Command::new(binary)
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
             .arg(&conf)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -144,7 +149,7 @@ fn children(parent: u32) -> Vec<u32> {
 fn config_text(
     prefix: &Path,
     ca: &Path,
-    listen: SocketAddr,
+    [listen, status]: [SocketAddr; 2],
     upstream: SocketAddr,
     max_clients: usize,
 ) -> String {
@@ -185,8 +190,13 @@ fn config_text(
          proxy_set_header Connection \"\";\n            proxy_set_header Host {HOST};\n\
          proxy_ssl_name {HOST};\n            proxy_ssl_server_name on;\n\
          proxy_ssl_verify on;\n            proxy_ssl_trusted_certificate {};\n\
-         proxy_ssl_session_reuse on;\n        }}\n    }}\n}}",
+         proxy_ssl_session_reuse on;\n        }}\n    }}",
         ca.display()
+    );
+    // Request counts for whoever looks (strace runs divide by them), off the measured server.
+    let _ = writeln!(
+        text,
+        "    server {{\n        listen {status};\n        location / {{ stub_status; }}\n    }}\n}}"
     );
     text
 }
@@ -200,7 +210,10 @@ mod tests {
         let text = config_text(
             Path::new("/tmp/p"),
             Path::new("/tmp/p/ca.pem"),
-            "127.0.0.1:8080".parse().unwrap(),
+            [
+                "127.0.0.1:8080".parse().unwrap(),
+                "127.0.0.1:8081".parse().unwrap(),
+            ],
             "127.0.0.1:8443".parse().unwrap(),
             1024,
         );
@@ -217,6 +230,7 @@ mod tests {
             "proxy_ssl_trusted_certificate /tmp/p/ca.pem;",
             "proxy_ssl_session_reuse on;",
             "proxy_temp_path /tmp/p/proxy;",
+            "listen 127.0.0.1:8081;",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }
