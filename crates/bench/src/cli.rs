@@ -100,6 +100,18 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) plot_only: bool,
 
+    /// The nginx floor: also run nginx (this binary; /usr/sbin/nginx if none is given) as a
+    /// forward proxy to the same upstream, drive the same load through it at each
+    /// concurrency, and set its worker's CPU per request beside the proxy's cost beyond the
+    /// RSA signature.
+    #[arg(
+        long,
+        value_name = "NGINX",
+        num_args = 0..=1,
+        default_missing_value = crate::nginx::DEFAULT_BINARY
+    )]
+    pub(crate) nginx_floor: Option<PathBuf>,
+
     /// Skip the direct (no proxy) baseline.
     #[arg(long)]
     pub(crate) no_direct: bool,

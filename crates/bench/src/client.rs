@@ -28,8 +28,13 @@ const AUTHORIZATION: &str =
 pub(crate) enum Target {
     /// Straight to the upstream over TLS, trusting its CA.
     Direct { addr: SocketAddr, tls: TlsConnector },
-    /// Plain HTTP to the proxy, which picks its default host (api.twilio.com).
-    Proxy { addr: SocketAddr, host: HeaderValue },
+    /// Plain HTTP to a forwarder: the proxy, which picks its default host (api.twilio.com),
+    /// or nginx, which sets it; `name` is the report's mode.
+    Proxy {
+        addr: SocketAddr,
+        host: HeaderValue,
+        name: &'static str,
+    },
 }
 
 /// A connection's sending half.
@@ -53,16 +58,22 @@ impl Target {
     }
 
     pub(crate) fn proxy(addr: SocketAddr) -> anyhow::Result<Self> {
+        Target::forwarder(addr, "proxy")
+    }
+
+    /// Plain HTTP to another forwarder (nginx), reported as `name`.
+    pub(crate) fn forwarder(addr: SocketAddr, name: &'static str) -> anyhow::Result<Self> {
         Ok(Target::Proxy {
             addr,
             host: HeaderValue::from_str(&addr.to_string())?,
+            name,
         })
     }
 
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Target::Direct { .. } => "direct",
-            Target::Proxy { .. } => "proxy",
+            Target::Proxy { name, .. } => name,
         }
     }
 

@@ -20,6 +20,7 @@ mod cli;
 mod client;
 mod load;
 mod machine;
+mod nginx;
 mod plot;
 mod procfs;
 mod proxy;

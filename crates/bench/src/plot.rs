@@ -12,6 +12,8 @@ use crate::report::{Report, Row};
 const DIRECT: RGBColor = RGBColor(31, 119, 180);
 const PROXY: RGBColor = RGBColor(214, 39, 40);
 const CEILING: RGBColor = RGBColor(90, 90, 90);
+const NGINX: RGBColor = RGBColor(44, 160, 44);
+const NOT_RSA: RGBColor = RGBColor(255, 127, 14);
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
@@ -21,7 +23,9 @@ pub(crate) fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
 }
 
 fn draw_svg(report: &Report, path: &Path) -> Result<(), Error> {
-    let root = SVGBackend::new(path, (1200, 520)).into_drawing_area();
+    let floor = report.rows.iter().any(|row| row.mode == "nginx");
+    let width = if floor { 1800 } else { 1200 };
+    let root = SVGBackend::new(path, (width, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let (title, body) = root.split_vertically(56);
     title.draw(&Text::new(
@@ -46,7 +50,13 @@ fn draw_svg(report: &Report, path: &Path) -> Result<(), Error> {
     ))?;
     let (left, right) = body.split_horizontally(600);
     throughput(report, &left)?;
-    latency(report, &right)?;
+    if floor {
+        let (middle, right) = right.split_horizontally(600);
+        latency(report, &middle)?;
+        cpu(report, &right)?;
+    } else {
+        latency(report, &right)?;
+    }
     root.present()?;
     Ok(())
 }
@@ -166,7 +176,10 @@ fn latency(report: &Report, area: &Area<'_>) -> Result<(), Error> {
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y}"))
         .draw()?;
-    for (mode, color) in [("direct", DIRECT), ("proxy", PROXY)] {
+    for (mode, color) in [("direct", DIRECT), ("nginx", NGINX), ("proxy", PROXY)] {
+        if !report.rows.iter().any(|row| row.mode == mode) {
+            continue;
+        }
         line(
             &mut chart,
             series(report, mode, |row| ms(row.p99_us)),
@@ -174,6 +187,67 @@ fn latency(report: &Report, area: &Area<'_>) -> Result<(), Error> {
             color,
         )?;
     }
+    legend(&mut chart, SeriesLabelPosition::LowerRight)
+}
+
+/// CPU per request: the proxy's, the proxy's beyond the RSA signature, and the nginx floor
+/// (the nginx worker's), with the RSA sign time as a dashed line (log scale).
+fn cpu(report: &Report, area: &Area<'_>) -> Result<(), Error> {
+    let proxy = series(report, "proxy", |row| {
+        row.proxy_cpu_per_request_us.unwrap_or(0.0)
+    });
+    let not_rsa = series(report, "proxy", |row| {
+        row.not_rsa_cpu_per_request_us.unwrap_or(0.0)
+    });
+    let nginx = series(report, "nginx", |row| {
+        row.proxy_cpu_per_request_us.unwrap_or(0.0)
+    });
+    let values = || proxy.iter().chain(&not_rsa).chain(&nginx).map(|p| p.1);
+    let low = values()
+        .filter(|v| *v > 0.0)
+        .fold(report.rsa2048_sign_us, f64::min)
+        * 0.5;
+    let high = values().fold(report.rsa2048_sign_us, f64::max) * 2.0;
+    let x = x_range(report);
+    let mut chart = ChartBuilder::on(area)
+        .caption("CPU per request (µs, log scale)", ("sans-serif", 16))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x_axis(report), (low.max(0.1)..high).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("concurrent clients (keep-alive)")
+        .y_desc("µs")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()?;
+    let sign = report.rsa2048_sign_us;
+    chart
+        .draw_series(DashedLineSeries::new(
+            [(x.start, sign), (x.end, sign)],
+            6,
+            4,
+            CEILING.stroke_width(2),
+        ))?
+        .label(format!("one RSA-2048 sign: {sign:.0} µs"))
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], CEILING.stroke_width(2)));
+    let positive = |points: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
+        points.into_iter().filter(|p| p.1 > 0.0).collect()
+    };
+    line(&mut chart, positive(proxy), "proxy CPU/req", PROXY)?;
+    line(
+        &mut chart,
+        positive(not_rsa),
+        "proxy minus the RSA sign",
+        NOT_RSA,
+    )?;
+    line(
+        &mut chart,
+        positive(nginx),
+        "nginx worker CPU/req (floor)",
+        NGINX,
+    )?;
     legend(&mut chart, SeriesLabelPosition::LowerRight)
 }
 

@@ -47,6 +47,12 @@ fn parse_stat(stat: &str) -> anyhow::Result<(u64, u64)> {
     Ok((field(14)? + field(15)?, field(20)?))
 }
 
+/// The parent's pid (field 4) from a `/proc/<pid>/stat` line.
+pub(crate) fn parent_pid(stat: &str) -> Option<u32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn status_kib(status: &str, key: &str) -> u64 {
     status
         .lines()
@@ -88,6 +94,7 @@ mod tests {
     fn parses_stat_with_spaces_in_the_name() {
         let stat = "1234 (pkcv proxy) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 3 0 100 12345 678 18446744073709551615";
         assert_eq!(parse_stat(stat).unwrap(), (300, 3));
+        assert_eq!(parent_pid(stat), Some(1));
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub(crate) struct Row {
     pub(crate) added_p50_us: Option<i64>,
     pub(crate) added_p99_us: Option<i64>,
     pub(crate) added_p999_us: Option<i64>,
-    /// The proxy's CPU time (user + system) per successful request (proxy rows only).
+    /// The forwarder's CPU time (user + system) per successful request: the proxy's on proxy
+    /// rows, the nginx worker's on nginx rows (none on direct rows).
     pub(crate) proxy_cpu_per_request_us: Option<f64>,
     /// RSA-2048 sign time ÷ proxy CPU per request.
     pub(crate) efficiency: Option<f64>,
@@ -75,6 +76,16 @@ pub(crate) struct Row {
     pub(crate) refused_p50_us: u64,
     #[serde(default)]
     pub(crate) refused_p99_us: u64,
+    /// Proxy rows: CPU per request minus the RSA-2048 sign time measured in the same run,
+    /// the proxy's cost of everything but the signature.
+    #[serde(default)]
+    pub(crate) not_rsa_cpu_per_request_us: Option<f64>,
+    /// Proxy rows: the nginx worker's CPU per request at the same concurrency (the floor).
+    #[serde(default)]
+    pub(crate) nginx_cpu_per_request_us: Option<f64>,
+    /// Proxy rows: not-RSA CPU ÷ nginx CPU per request (issue #23's target: ≤ 2).
+    #[serde(default)]
+    pub(crate) not_rsa_over_nginx: Option<f64>,
 }
 
 /// Everything one run measured.
@@ -104,6 +115,9 @@ pub(crate) struct Report {
     /// The proxy's runtime worker threads, when the run set them.
     #[serde(default)]
     pub(crate) proxy_worker_threads: Option<usize>,
+    /// The nginx binary run as the floor (`--nginx-floor`), if any.
+    #[serde(default)]
+    pub(crate) nginx_floor: Option<String>,
     /// How long the upstream waits before each answer.
     pub(crate) upstream_delay_ms: u64,
     pub(crate) warmup_secs: f64,
@@ -124,8 +138,9 @@ impl Row {
         let tally = &step.tally;
         let seconds = step.seconds.max(f64::EPSILON);
         let is_proxy = step.mode == "proxy";
-        let cpu_per_request = (is_proxy && tally.ok > 0)
+        let cpu_per_request = (step.mode != "direct" && tally.ok > 0)
             .then(|| step.proxy_cpu.as_secs_f64() * 1e6 / tally.ok as f64);
+        let sign_us = sign.as_secs_f64() * 1e6;
         Row {
             clients: step.clients,
             mode: step.mode.to_owned(),
@@ -139,7 +154,9 @@ impl Row {
             added_p99_us: None,
             added_p999_us: None,
             proxy_cpu_per_request_us: cpu_per_request,
-            efficiency: cpu_per_request.map(|cpu| sign.as_secs_f64() * 1e6 / cpu),
+            efficiency: cpu_per_request
+                .filter(|_| is_proxy)
+                .map(|cpu| sign_us / cpu),
             proxy_cores: step.proxy_cpu.as_secs_f64() / seconds,
             loadgen_upstream_cores: step.bench_cpu.as_secs_f64() / seconds,
             other_cores: (step.machine_busy.as_secs_f64()
@@ -158,6 +175,11 @@ impl Row {
             refused: tally.refused_latency.len(),
             refused_p50_us: tally.refused_latency.value_at_quantile(0.5),
             refused_p99_us: tally.refused_latency.value_at_quantile(0.99),
+            not_rsa_cpu_per_request_us: cpu_per_request
+                .filter(|_| is_proxy)
+                .map(|cpu| cpu - sign_us),
+            nginx_cpu_per_request_us: None,
+            not_rsa_over_nginx: None,
         }
     }
 }
@@ -202,6 +224,23 @@ pub(crate) fn add_latency_deltas(rows: &mut [Row]) {
     }
 }
 
+/// Fills the proxy rows' nginx floor from the nginx row at the same concurrency.
+pub(crate) fn add_nginx_floor(rows: &mut [Row]) {
+    let nginx: Vec<(usize, f64)> = rows
+        .iter()
+        .filter(|row| row.mode == "nginx")
+        .filter_map(|row| Some((row.clients, row.proxy_cpu_per_request_us?)))
+        .collect();
+    for row in rows.iter_mut().filter(|row| row.mode == "proxy") {
+        if let Some(&(_, floor)) = nginx.iter().find(|n| n.0 == row.clients) {
+            row.nginx_cpu_per_request_us = Some(floor);
+            row.not_rsa_over_nginx = row
+                .not_rsa_cpu_per_request_us
+                .map(|not_rsa| not_rsa / floor.max(f64::EPSILON));
+        }
+    }
+}
+
 impl Report {
     /// The header and the table, as printed on stdout.
     pub(crate) fn text(&self) -> String {
@@ -209,9 +248,10 @@ impl Report {
         self.header(&mut out);
         let _ = writeln!(
             out,
-            "{:>7} {:<6} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9} {:>8} {:>5} {:>14} {:>12} {:>7} {:>6}",
+            "{:>7} {:<6} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9} {:>8} {:>5} {:>8} {:>8} {:>6} {:>14} {:>12} {:>7} {:>6}",
             "clients", "mode", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "+p50 ms", "+p99 ms",
-            "+p99.9 ms", "CPU/req", "eff.", "cores p/g/o", "upstr. conns", "RSS MiB", "errors"
+            "+p99.9 ms", "CPU/req", "eff.", "not-RSA", "nginx", "ratio", "cores p/g/o",
+            "upstr. conns", "RSS MiB", "errors"
         );
         for row in &self.rows {
             let _ = writeln!(out, "{}", row_text(row));
@@ -220,9 +260,11 @@ impl Report {
             out,
             "CPU/req: the proxy's user+system CPU per request (µs); eff.: RSA sign time ÷ CPU/req; \
              cores p/g/o: cores busy in the proxy / in the load generator and upstream (this \
-             process) / in other processes; upstr. conns: TCP+TLS connections the upstream \
+             process) / in other processes (on nginx rows, p is the nginx worker); not-RSA: the \
+             proxy's CPU/req minus the RSA sign time above; nginx: the nginx worker's CPU/req at \
+             the same concurrency (the floor); ratio: not-RSA ÷ nginx; upstr. conns: TCP+TLS connections the upstream \
              accepted during the step (h2 or h1 by ALPN); \
-             RSS: the proxy's, at the end of the window."
+             RSS: the proxy's (nginx rows: the worker's), at the end of the window."
         );
         for row in self.rows.iter().filter(|row| row.refused > 0) {
             let _ = writeln!(
@@ -260,6 +302,13 @@ impl Report {
             self.upstream_alpn,
             self.upstream_delay_ms
         );
+        if let Some(nginx) = &self.nginx_floor {
+            let _ = writeln!(
+                out,
+                "nginx floor: {nginx}, one worker, proxy_pass https:// with upstream keepalive, \
+                 TLS verified, sessions reused, no access log"
+            );
+        }
         if let Some(threads) = self.proxy_worker_threads {
             let _ = writeln!(out, "proxy: server.worker_threads = {threads}");
         }
@@ -307,12 +356,13 @@ impl Report {
              added_p999_us,proxy_cpu_per_request_us,efficiency,proxy_cores,loadgen_upstream_cores,\
              other_cores,upstream_connections_accepted,upstream_connections_h2,\
              proxy_upstream_connections_opened,proxy_rss_mib,\
-             proxy_threads,errors,error_detail,rsa2048_sign_us,ceiling_req_per_sec\n",
+             proxy_threads,errors,error_detail,rsa2048_sign_us,ceiling_req_per_sec,\
+             not_rsa_cpu_per_request_us,nginx_cpu_per_request_us,not_rsa_over_nginx\n",
         );
         for r in &self.rows {
             let _ = writeln!(
                 out,
-                "{},{},{},{:.1},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{},{},{},{:.1},{},{},{},{:.1},{:.0}",
+                "{},{},{},{:.1},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{},{},{},{:.1},{},{},{},{:.1},{:.0},{},{},{}",
                 r.clients, r.mode, r.requests, r.req_per_sec, r.p50_us, r.p99_us, r.p999_us,
                 r.max_us, opt(r.added_p50_us), opt(r.added_p99_us), opt(r.added_p999_us),
                 opt(r.proxy_cpu_per_request_us.map(|v| format!("{v:.1}"))),
@@ -320,7 +370,10 @@ impl Report {
                 r.loadgen_upstream_cores, r.other_cores, r.upstream_connections_accepted,
                 r.upstream_connections_h2,
                 opt(r.proxy_upstream_connections_opened), r.proxy_rss_mib, r.proxy_threads,
-                r.errors, r.error_detail, self.rsa2048_sign_us, self.ceiling_req_per_sec
+                r.errors, r.error_detail, self.rsa2048_sign_us, self.ceiling_req_per_sec,
+                opt(r.not_rsa_cpu_per_request_us.map(|v| format!("{v:.1}"))),
+                opt(r.nginx_cpu_per_request_us.map(|v| format!("{v:.1}"))),
+                opt(r.not_rsa_over_nginx.map(|v| format!("{v:.2}"))),
             );
         }
         out
@@ -349,10 +402,13 @@ fn upstream_conns(r: &Row) -> String {
     }
 }
 
+fn micros(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.0} µs"))
+}
+
 fn row_text(r: &Row) -> String {
-    let is_proxy = r.mode == "proxy";
     format!(
-        "{:>7} {:<6} {:>8.0} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9} {:>8} {:>5} {:>14} {:>12} {:>7} {:>6}{}",
+        "{:>7} {:<6} {:>8.0} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9} {:>8} {:>5} {:>8} {:>8} {:>6} {:>14} {:>12} {:>7} {:>6}{}",
         r.clients,
         r.mode,
         r.req_per_sec,
@@ -362,15 +418,17 @@ fn row_text(r: &Row) -> String {
         added(r.added_p50_us),
         added(r.added_p99_us),
         added(r.added_p999_us),
-        r.proxy_cpu_per_request_us
-            .map_or_else(|| "-".into(), |v| format!("{v:.0} µs")),
+        micros(r.proxy_cpu_per_request_us),
         r.efficiency.map_or_else(|| "-".into(), |v| format!("{v:.2}")),
+        micros(r.not_rsa_cpu_per_request_us),
+        micros(r.nginx_cpu_per_request_us),
+        r.not_rsa_over_nginx.map_or_else(|| "-".into(), |v| format!("{v:.1}x")),
         format!(
             "{:.2}/{:.2}/{:.2}",
             r.proxy_cores, r.loadgen_upstream_cores, r.other_cores
         ),
         upstream_conns(r),
-        if is_proxy { format!("{:.1}", r.proxy_rss_mib) } else { "-".into() },
+        if r.mode != "direct" { format!("{:.1}", r.proxy_rss_mib) } else { "-".into() },
         r.errors,
         if r.error_detail.is_empty() { String::new() } else { format!("  ({})", r.error_detail) },
     )

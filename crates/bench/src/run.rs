@@ -6,6 +6,7 @@ use crate::cli::Args;
 use crate::client::Target;
 use crate::load::{self, Timing};
 use crate::machine::Machine;
+use crate::nginx::Nginx;
 use crate::procfs::{self, Usage};
 use crate::proxy::{self, Proxy};
 use crate::report::{self, Measured, Report, Row};
@@ -26,7 +27,25 @@ struct Probe {
 struct Bench<'a> {
     upstream: &'a Upstream,
     proxy: &'a Proxy,
+    nginx: Option<&'a Nginx>,
     timing: Timing,
+}
+
+/// The forwarder a step drives, whose CPU and memory the step reads.
+#[derive(Clone, Copy)]
+enum Watched<'a> {
+    Proxy(&'a Proxy),
+    Nginx(&'a Nginx),
+}
+
+impl Watched<'_> {
+    fn usage(&self) -> Usage {
+        match self {
+            Watched::Proxy(proxy) => proxy.usage(),
+            Watched::Nginx(nginx) => nginx.usage(),
+        }
+        .unwrap_or_default()
+    }
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
@@ -63,9 +82,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     };
     let proxy = Proxy::start(&binary, &upstream, settings, services).await?;
     let idle = proxy.usage()?;
+    let nginx = match &args.nginx_floor {
+        Some(path) => Some(Nginx::start(path, &upstream, max_clients).await?),
+        None => None,
+    };
     let bench = Bench {
         upstream: &upstream,
         proxy: &proxy,
+        nginx: nginx.as_ref(),
         timing: Timing {
             warmup: args.warmup(),
             measure: args.measure(),
@@ -76,6 +100,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = proxy.usage()?;
     proxy.stop().await?;
+    if let Some(nginx) = nginx {
+        nginx.stop().await?;
+    }
     eprintln!("timing RSA-2048 signatures again ...");
     sign.measure(args.rsa_time())?;
 
@@ -91,29 +118,51 @@ impl Bench<'_> {
     async fn steps(&self, args: &Args) -> anyhow::Result<Vec<Measured>> {
         let direct = Target::direct(self.upstream.addr, self.upstream.ca_der.clone())?;
         let through = Target::proxy(self.proxy.listen)?;
+        let nginx = match self.nginx {
+            Some(nginx) => Some((Target::forwarder(nginx.listen, "nginx")?, nginx)),
+            None => None,
+        };
+        let proxy = Watched::Proxy(self.proxy);
         let mut steps = Vec::new();
         for &clients in &args.concurrency {
             if !args.no_direct {
-                steps.push(self.step(&direct, clients).await?);
+                steps.push(self.step(&direct, clients, proxy).await?);
             }
-            steps.push(self.step(&through, clients).await?);
+            if let Some((target, nginx)) = &nginx {
+                steps.push(self.step(target, clients, Watched::Nginx(nginx)).await?);
+            }
+            steps.push(self.step(&through, clients, proxy).await?);
         }
         Ok(steps)
     }
 
-    async fn step(&self, target: &Target, clients: usize) -> anyhow::Result<Measured> {
+    async fn step(
+        &self,
+        target: &Target,
+        clients: usize,
+        watched: Watched<'_>,
+    ) -> anyhow::Result<Measured> {
         let (accepted, h2) = (
             self.upstream.connections_accepted(),
             self.upstream.h2_connections(),
         );
-        let opened = self.proxy.metric(OPENED).await.ok();
+        let is_proxy = matches!(watched, Watched::Proxy(_)) && target.name() == "proxy";
+        let opened = if is_proxy {
+            self.proxy.metric(OPENED).await.ok()
+        } else {
+            None
+        };
         let probe = || Probe {
-            proxy: self.proxy.usage().unwrap_or_default(),
+            proxy: watched.usage(),
             bench: procfs::usage(None).unwrap_or_default(),
             machine_busy: procfs::machine_busy(),
         };
         let outcome = load::run(target, clients, self.timing, probe).await?;
-        let opened_after = self.proxy.metric(OPENED).await.ok();
+        let opened_after = if is_proxy {
+            self.proxy.metric(OPENED).await.ok()
+        } else {
+            None
+        };
         let step = Measured {
             clients,
             mode: target.name(),
@@ -171,6 +220,7 @@ fn build_report(
     let sign_time = sign.median();
     let mut rows: Vec<Row> = steps.iter().map(|step| Row::new(step, sign_time)).collect();
     report::add_latency_deltas(&mut rows);
+    report::add_nginx_floor(&mut rows);
     Report {
         ceiling_req_per_sec: machine.cores as f64 / sign_time.as_secs_f64().max(1e-9),
         machine,
@@ -188,6 +238,10 @@ fn build_report(
         proxy_kms_moto: args.kms_moto.is_some(),
         proxy_max_in_flight: args.max_in_flight,
         proxy_worker_threads: args.proxy_worker_threads,
+        nginx_floor: args
+            .nginx_floor
+            .as_ref()
+            .map(|path| path.display().to_string()),
         upstream_delay_ms: args.upstream_delay_ms,
         warmup_secs: args.warmup().as_secs_f64(),
         measure_secs: args.measure().as_secs_f64(),
