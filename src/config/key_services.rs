@@ -122,25 +122,18 @@ pub(super) fn vault_settings(raw: &RawVault) -> Result<VaultSettings, ConfigErro
                 env: env.clone().unwrap_or_else(|| "VAULT_TOKEN".into()),
             },
         };
+    let (sign_timeout, max_concurrent) = limits(
+        ("vault.sign_timeout_ms", raw.sign_timeout_ms),
+        ("vault.max_concurrent", raw.max_concurrent),
+    )?;
     Ok(VaultSettings {
         address: raw.address.clone(),
         mount: raw.mount.clone(),
         namespace: raw.namespace.clone(),
         ca_file: raw.ca_file.clone(),
         auth,
-        sign_timeout: Duration::from_millis(in_range(
-            "vault.sign_timeout_ms",
-            raw.sign_timeout_ms,
-            50..=60_000,
-            "50–60000",
-        )?),
-        max_concurrent: usize::try_from(in_range(
-            "vault.max_concurrent",
-            raw.max_concurrent,
-            1..=4096,
-            "1–4096",
-        )?)
-        .unwrap_or(32),
+        sign_timeout,
+        max_concurrent,
     })
 }
 
@@ -164,24 +157,31 @@ pub(super) fn aws_kms_settings(raw: &RawAwsKms) -> Result<AwsKmsSettings, Config
             )));
         }
     }
+    let (sign_timeout, max_concurrent) = limits(
+        ("aws_kms.sign_timeout_ms", raw.sign_timeout_ms),
+        ("aws_kms.max_concurrent", raw.max_concurrent),
+    )?;
     Ok(AwsKmsSettings {
         region: raw.region.clone(),
         endpoint_url: raw.endpoint_url.clone(),
         profile: raw.profile.clone(),
-        sign_timeout: Duration::from_millis(in_range(
-            "aws_kms.sign_timeout_ms",
-            raw.sign_timeout_ms,
-            50..=60_000,
-            "50–60000",
-        )?),
-        max_concurrent: usize::try_from(in_range(
-            "aws_kms.max_concurrent",
-            raw.max_concurrent,
-            1..=4096,
-            "1–4096",
-        )?)
-        .unwrap_or(32),
+        sign_timeout,
+        max_concurrent,
     })
+}
+
+/// A key service's `sign_timeout_ms` (50–60000) and `max_concurrent` (1–4096), each with
+/// its setting's name.
+fn limits(
+    (timeout_key, timeout_ms): (&'static str, u64),
+    (concurrent_key, concurrent): (&'static str, u64),
+) -> Result<(Duration, usize), ConfigError> {
+    let timeout = in_range(timeout_key, timeout_ms, 50..=60_000, "50–60000")?;
+    let concurrent = in_range(concurrent_key, concurrent, 1..=4096, "1–4096")?;
+    Ok((
+        Duration::from_millis(timeout),
+        usize::try_from(concurrent).unwrap_or(32),
+    ))
 }
 
 /// An `http(s)://host[:port]` URL without credentials, path, query or fragment.
