@@ -49,7 +49,9 @@ pub(crate) struct Origin {
     pub(crate) client: Option<Arc<str>>,
 }
 
-/// The signing proxy: shared by every connection and every tunnel.
+/// The signing proxy: one per core ([`Proxy::for_core`]), shared by that core's connections
+/// and tunnels. Everything but the upstream pool is shared by every core: the key store, the
+/// signing pool, admission, the body budget, the metrics and the clock-skew state.
 #[derive(Debug)]
 pub(crate) struct Proxy {
     keys: Arc<KeyStore>,
@@ -61,7 +63,7 @@ pub(crate) struct Proxy {
     max_body_bytes: u64,
     body_read_timeout: Duration,
     response_idle_timeout: Duration,
-    clock_skew: ClockSkew,
+    clock_skew: Arc<ClockSkew>,
     /// `[telemetry] propagate_upstream`: forward `traceparent`/`tracestate` to Twilio.
     propagate_trace: bool,
 }
@@ -78,16 +80,38 @@ impl Proxy {
             keys,
             signer: RequestSigner::new(config, metrics.clone())
                 .map_err(ProxyBuildError::SigningPool)?,
-            upstream: Upstream::new(&config.upstream, metrics.clone())?,
+            upstream: Upstream::new(
+                &config.upstream,
+                metrics.clone(),
+                config.server.worker_threads,
+            )?,
             admission,
             budget: BodyBudget::new(config.server.max_buffered_bytes),
             max_body_bytes: config.server.max_body_bytes,
             body_read_timeout: config.server.body_read_timeout,
             response_idle_timeout: config.upstream.response_idle_timeout,
-            clock_skew: ClockSkew::new(metrics.clone()),
+            clock_skew: Arc::new(ClockSkew::new(metrics.clone())),
             propagate_trace: config.telemetry.propagate_upstream,
             metrics,
         })
+    }
+
+    /// The proxy for another core: the same shared state, and an upstream pool of that
+    /// core's own.
+    pub(crate) fn for_core(&self) -> Proxy {
+        Proxy {
+            keys: self.keys.clone(),
+            signer: self.signer.clone(),
+            upstream: self.upstream.for_core(),
+            metrics: self.metrics.clone(),
+            admission: self.admission.clone(),
+            budget: self.budget.clone(),
+            max_body_bytes: self.max_body_bytes,
+            body_read_timeout: self.body_read_timeout,
+            response_idle_timeout: self.response_idle_timeout,
+            clock_skew: self.clock_skew.clone(),
+            propagate_trace: self.propagate_trace,
+        }
     }
 
     /// The signer: what resolves and signs requests.

@@ -142,6 +142,9 @@ struct State {
     accepted: AtomicU64,
     /// How long every answer is held back, in milliseconds.
     delay_ms: AtomicU64,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
     /// Whether requests are kept in `records` (a long load test turns it off).
     recording: std::sync::atomic::AtomicBool,
 }
@@ -187,6 +190,8 @@ impl StandIn {
             drop_connections: std::sync::atomic::AtomicU32::new(0),
             accepted: AtomicU64::new(0),
             delay_ms: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            peak_in_flight: AtomicU64::new(0),
             recording: std::sync::atomic::AtomicBool::new(true),
             verified: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -291,6 +296,12 @@ impl StandIn {
     /// a long load test counts with [`StandIn::verified`] and [`StandIn::rejected`] instead.
     pub fn set_recording(&self, recording: bool) {
         self.state.recording.store(recording, Ordering::SeqCst);
+    }
+
+    /// The most requests it was answering at once (from the head received to the answer's
+    /// head sent, `set_delay` included): what a client's per-host cap must bound.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.state.peak_in_flight.load(Ordering::SeqCst)
     }
 
     /// Holds back every answer by `delay`, as a slow upstream does.
@@ -405,11 +416,14 @@ async fn handle(
         headers,
         body: &body,
     };
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.peak_in_flight.fetch_max(now, Ordering::SeqCst);
     let delay = state.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let (mut response, outcome) = verify_and_answer(state, &received, &host).await;
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
     let offset = state.clock_offset.load(Ordering::SeqCst);
     if offset != 0 {
         // hyper adds the real time's `Date` only when the answer has none.
