@@ -14,13 +14,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::{Either, Full};
 
 use crate::error::ProxyError;
 use crate::head::{self, WarnLimit};
 use crate::metrics::{MethodLabel, Metrics, RequestLabels};
 pub(crate) use crate::response::ProxyBody;
+use crate::sign::Target;
 
 /// The header that carries a request's ID, both ways.
 pub(crate) const REQUEST_ID: &str = "x-request-id";
@@ -32,11 +33,16 @@ pub(crate) struct RequestLog {
     started: Instant,
     metrics: Arc<Metrics>,
     pub(crate) request_id: HeaderValue,
+    /// The target and `Host` as the request named them (shared with the request, not
+    /// copied): what a request refused before routing is logged for.
+    named: (Uri, Option<HeaderValue>),
+    /// What routing decided: the host, path and account logged (shared, not copied).
+    target: Option<Arc<Target>>,
+    /// The host and path when no request is routed (`CONNECT`).
     pub(crate) host: Option<String>,
     /// The `allowed_hosts` pattern the host matched, for metrics.
     pub(crate) host_pattern: Option<String>,
     pub(crate) path: Option<String>,
-    pub(crate) account: Option<String>,
     /// The `[[clients]]` name, when clients are configured.
     pub(crate) client: Option<String>,
     /// The client's trace context, when it sent a valid `traceparent`.
@@ -56,22 +62,19 @@ impl RequestLog {
     /// most 128 visible ASCII characters, else a new one; its host and path are what the
     /// request names until routing decides (so a refusal logs what it was for).
     pub(crate) fn start<B>(request: &Request<B>, metrics: &Arc<Metrics>) -> RequestLog {
-        let named_host = request.uri().host().or_else(|| {
-            request
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|value| value.to_str().ok())
-        });
-        let path = Some(request.uri().path()).filter(|path| !path.is_empty() && *path != "/");
         RequestLog {
             method: request.method().clone(),
             started: Instant::now(),
             metrics: metrics.clone(),
             request_id: request_id(request.headers()),
-            host: named_host.map(printable),
+            named: (
+                request.uri().clone(),
+                request.headers().get(http::header::HOST).cloned(),
+            ),
+            target: None,
+            host: None,
             host_pattern: None,
-            path: path.map(printable),
-            account: None,
+            path: None,
             client: None,
             limit: None,
             trace: TraceParent::from_headers(request.headers()),
@@ -110,6 +113,24 @@ impl RequestLog {
         span
     }
 
+    /// Routing decided: the request is logged for `target`, and counted under the
+    /// `allowed_hosts` pattern its host matched.
+    pub(crate) fn routed(&mut self, target: &Arc<Target>, host_pattern: Option<String>) {
+        self.target = Some(target.clone());
+        self.host_pattern = host_pattern;
+    }
+
+    /// The host and path a request names, printable, when nothing decided them: computed
+    /// only for a request refused before routing.
+    fn named(&self) -> (Option<String>, Option<String>) {
+        let (uri, host_header) = &self.named;
+        let host = uri
+            .host()
+            .or_else(|| host_header.as_ref().and_then(|value| value.to_str().ok()));
+        let path = Some(uri.path()).filter(|path| !path.is_empty() && *path != "/");
+        (host.map(printable), path.map(printable))
+    }
+
     /// Turns an outcome into the response, logging and counting it: a refusal as the
     /// proxy's Twilio-style error, a failure to reach Twilio as a failure.
     pub(crate) fn finish(
@@ -119,9 +140,22 @@ impl RequestLog {
         let elapsed = self.started.elapsed();
         let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let method = &self.method;
-        let host = self.host.as_deref().unwrap_or("-");
-        let path = self.path.as_deref().unwrap_or("-");
-        let account = self.account.as_deref().unwrap_or("-");
+        let (named_host, named_path) = match (&self.target, &self.host) {
+            (None, None) => self.named(),
+            _ => (None, None),
+        };
+        let target = self.target.as_deref();
+        let host = target
+            .map(|target| target.host.as_str())
+            .or(self.host.as_deref())
+            .or(named_host.as_deref())
+            .unwrap_or("-");
+        let path = target
+            .map(|target| target.path.as_str())
+            .or(self.path.as_deref())
+            .or(named_path.as_deref())
+            .unwrap_or("-");
+        let account = target.map_or("-", |target| target.account.account_sid.as_str());
         let client = self.client.as_deref().unwrap_or("-");
         let request_id = self.request_id.to_str().unwrap_or("-");
         let trace_id = self
@@ -165,8 +199,8 @@ impl RequestLog {
         crate::telemetry::otlp::record(
             &self.span,
             &self.method,
-            self.host_pattern.as_ref().and(self.host.as_deref()),
-            self.account.as_deref(),
+            self.host_pattern.as_ref().map(|_| host),
+            target.map(|target| target.account.account_sid.as_str()),
             response.status().as_u16(),
         );
         let labels = RequestLabels {
@@ -265,7 +299,9 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
             // The system RNG does not fail on supported platforms; an all-zero ID would
             // still be a valid (if unhelpful) one.
             let _ = aws_lc_rs::rand::fill(&mut id);
-            HeaderValue::from_str(&hex::encode(id)).unwrap_or(HeaderValue::from_static("-"))
+            // The hex string becomes the value's bytes as it is: one allocation, not two.
+            HeaderValue::from_maybe_shared(Bytes::from(hex::encode(id)))
+                .unwrap_or(HeaderValue::from_static("-"))
         }
     }
 }

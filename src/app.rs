@@ -18,7 +18,6 @@ use crate::admin::{Admin, Readiness};
 use crate::admission::Admission;
 use crate::config::Config;
 use crate::connect::Tunnels;
-use crate::cores::Cores;
 use crate::intercept::InterceptError;
 use crate::keys::reload::{ReloadHandle, Reloader};
 use crate::keys::{Accounts, KeyStore, KeyStoreError};
@@ -48,16 +47,6 @@ pub enum AppError {
     /// The mutual-TLS listener could not be set up.
     #[error(transparent)]
     Mtls(#[from] MtlsError),
-    /// The threads serving connections could not be started.
-    #[error(
-        "cannot start the {threads} threads serving connections (server.worker_threads): {error}"
-    )]
-    Cores {
-        /// How many were asked for.
-        threads: usize,
-        /// Why.
-        error: std::io::Error,
-    },
     /// A listener's address could not be bound. The message names the setting and how to
     /// change it; the OS error is in it (not a `source`, so a caller printing the chain does
     /// not say "in use" twice).
@@ -167,22 +156,16 @@ impl App {
             Some(address) => Some(bind("admin_listen", address).await?),
             None => None,
         };
-        let (tls, tls_addr) = match &server.tls {
-            Some(tls) => {
-                let (listener, addr) = bind("tls_listen", tls.listen).await?;
-                (Some(listener), Some(addr))
-            }
-            None => (None, None),
+        let tls = match &server.tls {
+            Some(tls) => Some(bind("tls_listen", tls.listen).await?),
+            None => None,
         };
-        let threads = server.worker_threads;
-        let cores = Cores::start(threads, listener, tls)
-            .map_err(|error| AppError::Cores { threads, error })?;
         Ok(Bound {
             app: self,
-            cores,
+            listener,
             local_addr,
             admin,
-            tls_addr,
+            tls,
         })
     }
 }
@@ -299,11 +282,10 @@ async fn bind(
 #[derive(Debug)]
 pub struct Bound {
     app: App,
-    /// The threads that serve the proxy's listeners, started and waiting.
-    cores: Cores,
+    listener: TcpListener,
     local_addr: SocketAddr,
     admin: Option<(TcpListener, SocketAddr)>,
-    tls_addr: Option<SocketAddr>,
+    tls: Option<(TcpListener, SocketAddr)>,
 }
 
 impl Bound {
@@ -319,7 +301,7 @@ impl Bound {
 
     /// Where the mutual-TLS listener listens, if enabled.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.tls_addr
+        self.tls.as_ref().map(|(_, addr)| *addr)
     }
 
     /// Serves until `shutdown` resolves, then turns not-ready, stops accepting and gives
@@ -347,13 +329,14 @@ impl Bound {
         let admin_addr = self.admin_addr();
         let Bound {
             app,
-            cores,
+            listener,
             local_addr,
             admin,
-            tls_addr: _,
+            tls,
         } = self;
         let accounts = app.keys.snapshot().len();
-        app.metrics.serving_on(cores.len());
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        app.metrics.serving_on(workers);
         let admin_listen = admin_addr.map(|addr| addr.to_string());
         tracing::info!(listen = %local_addr, admin = admin_listen.as_deref().unwrap_or("off"), accounts, "pkcv-proxy listening");
         for warning in &app.readiness.report().1["warnings"]
@@ -387,20 +370,32 @@ impl Bound {
         }
         let drain = Drain::new(signal);
         crate::notify::ready(accounts);
-        let grace = app.config.server.shutdown_grace;
-        let serving = cores.serve(&app.server, app.mtls.clone(), &drain, grace);
-        tokio::pin!(serving);
-        let drained = tokio::select! {
-            drained = &mut serving => drained,
-            () = shutdown => {
-                tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining");
-                app.readiness.start_draining();
-                crate::notify::stopping();
-                trigger.trigger();
-                serving.await
+        {
+            let serving = async {
+                let plain = app.server.clone().serve(listener, None, &drain);
+                let mutual = async {
+                    if let (Some((listener, _)), Some(acceptor)) = (tls, app.mtls.clone()) {
+                        app.server
+                            .clone()
+                            .serve(listener, Some(acceptor), &drain)
+                            .await;
+                    }
+                };
+                tokio::join!(plain, mutual);
+            };
+            tokio::pin!(serving);
+            tokio::select! {
+                () = &mut serving => {}
+                () = shutdown => {
+                    tracing::info!(grace_secs = app.config.server.shutdown_grace.as_secs(), "shutting down: draining");
+                    app.readiness.start_draining();
+                    crate::notify::stopping();
+                    trigger.trigger();
+                    serving.await;
+                }
             }
-        };
-        if drained {
+        }
+        if drain.wait(app.config.server.shutdown_grace).await {
             tracing::info!("all connections drained");
         } else {
             tracing::warn!("grace period over; closing remaining connections");

@@ -41,7 +41,7 @@ use crate::shutdown::{Drain, Shutdown};
 #[derive(Debug)]
 pub(crate) struct Tunnels {
     proxy: Arc<Proxy>,
-    interceptor: Option<Arc<Interceptor>>,
+    interceptor: Option<Interceptor>,
     passthrough: Vec<HostPattern>,
     dialer: Dialer,
     tls_handshake_timeout: Duration,
@@ -66,10 +66,10 @@ impl Tunnels {
     /// Loads the interception CA, if enabled. Connects nowhere.
     pub(crate) fn new(config: &Config, proxy: Arc<Proxy>) -> Result<Tunnels, InterceptError> {
         let interceptor = match &config.intercept {
-            Some(settings) => Some(Arc::new(Interceptor::load(
+            Some(settings) => Some(Interceptor::load(
                 &settings.ca_cert_file,
                 &settings.ca_key_file,
-            )?)),
+            )?),
             None => None,
         };
         let dialer = proxy.dialer().clone();
@@ -82,20 +82,6 @@ impl Tunnels {
             header_read_timeout: config.server.header_read_timeout,
             idle_timeout: config.server.idle_timeout,
         })
-    }
-
-    /// The tunnels of another core, signing inside with that core's `proxy`; the CA and its
-    /// certificate cache are shared.
-    pub(crate) fn for_core(&self, proxy: Arc<Proxy>) -> Tunnels {
-        Tunnels {
-            proxy,
-            interceptor: self.interceptor.clone(),
-            passthrough: self.passthrough.clone(),
-            dialer: self.dialer.clone(),
-            tls_handshake_timeout: self.tls_handshake_timeout,
-            header_read_timeout: self.header_read_timeout,
-            idle_timeout: self.idle_timeout,
-        }
     }
 
     /// Answers a `CONNECT` and, on success, runs the tunnel on `drain` once the client's

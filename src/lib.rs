@@ -17,9 +17,6 @@
 //!   over OTLP/HTTP with the `otlp` feature), [`shutdown`] (one signal and the drain).
 //!
 //! **The request path, top to bottom** — listener → route → normalize → sign → upstream:
-//! - `cores`: thread-per-core — `server.worker_threads` threads, each a single-threaded
-//!   runtime accepting on the shared listeners and serving its connections start to finish
-//!   (its own upstream pool; every cap shared).
 //! - `server`: the listener loop; one task per connection, each holding a slot
 //!   (`admission`: `max_connections`, `max_in_flight`); `mtls` for the TLS listener;
 //!   `head` (the strict head pre-check that answers 79023/79024 as JSON) and `keepalive`
@@ -76,7 +73,6 @@ pub mod clients;
 pub(crate) mod clock_skew;
 pub mod config;
 pub(crate) mod connect;
-pub(crate) mod cores;
 pub mod doctor;
 pub(crate) mod egress;
 pub(crate) mod error;

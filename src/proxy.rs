@@ -49,9 +49,7 @@ pub(crate) struct Origin {
     pub(crate) client: Option<Arc<str>>,
 }
 
-/// The signing proxy: one per core ([`Proxy::for_core`]), shared by that core's connections
-/// and tunnels. Everything but the upstream pool is shared by every core: the key store, the
-/// signing pool, admission, the body budget, the metrics and the clock-skew state.
+/// The signing proxy: shared by every connection and every tunnel.
 #[derive(Debug)]
 pub(crate) struct Proxy {
     keys: Arc<KeyStore>,
@@ -63,7 +61,7 @@ pub(crate) struct Proxy {
     max_body_bytes: u64,
     body_read_timeout: Duration,
     response_idle_timeout: Duration,
-    clock_skew: Arc<ClockSkew>,
+    clock_skew: ClockSkew,
     /// `[telemetry] propagate_upstream`: forward `traceparent`/`tracestate` to Twilio.
     propagate_trace: bool,
 }
@@ -80,38 +78,16 @@ impl Proxy {
             keys,
             signer: RequestSigner::new(config, metrics.clone())
                 .map_err(ProxyBuildError::SigningPool)?,
-            upstream: Upstream::new(
-                &config.upstream,
-                metrics.clone(),
-                config.server.worker_threads,
-            )?,
+            upstream: Upstream::new(&config.upstream, metrics.clone())?,
             admission,
             budget: BodyBudget::new(config.server.max_buffered_bytes),
             max_body_bytes: config.server.max_body_bytes,
             body_read_timeout: config.server.body_read_timeout,
             response_idle_timeout: config.upstream.response_idle_timeout,
-            clock_skew: Arc::new(ClockSkew::new(metrics.clone())),
+            clock_skew: ClockSkew::new(metrics.clone()),
             propagate_trace: config.telemetry.propagate_upstream,
             metrics,
         })
-    }
-
-    /// The proxy for another core: the same shared state, and an upstream pool of that
-    /// core's own.
-    pub(crate) fn for_core(&self) -> Proxy {
-        Proxy {
-            keys: self.keys.clone(),
-            signer: self.signer.clone(),
-            upstream: self.upstream.for_core(),
-            metrics: self.metrics.clone(),
-            admission: self.admission.clone(),
-            budget: self.budget.clone(),
-            max_body_bytes: self.max_body_bytes,
-            body_read_timeout: self.body_read_timeout,
-            response_idle_timeout: self.response_idle_timeout,
-            clock_skew: self.clock_skew.clone(),
-            propagate_trace: self.propagate_trace,
-        }
     }
 
     /// The signer: what resolves and signs requests.
@@ -186,18 +162,14 @@ impl Proxy {
             hop::strip_trace_context(&mut parts.headers);
         }
         parts.headers.insert(REQUEST_ID, log.request_id.clone());
-        let target = self
-            .signer
-            .resolve(&accounts, &parts, origin.tunnel_host.as_deref())?;
+        let target = Arc::new(self.signer.resolve(
+            &accounts,
+            &parts,
+            origin.tunnel_host.as_deref(),
+        )?);
         drop(accounts);
-        log.host = Some(target.host.clone());
-        log.host_pattern = self
-            .signer
-            .hosts()
-            .matching(&target.host)
-            .map(|p| p.to_string());
-        log.path = Some(target.path.clone());
-        log.account = Some(target.account.account_sid.clone());
+        let host_pattern = self.signer.hosts().matching(&target.host);
+        log.routed(&target, host_pattern.map(|pattern| pattern.to_string()));
         if let Some(client) =
             client.filter(|client| !client.may_sign_for(&target.account.account_sid))
         {
@@ -211,7 +183,6 @@ impl Proxy {
         // A place among the host's connections first, so the token is minted fresh when
         // the request can really leave.
         let permit = self.upstream.permit(&target.host).await?;
-        let target = Arc::new(target);
         let response = self.send(parts, target.clone(), body).await?;
         self.clock_skew.observe(response.headers().get(DATE));
         // Twilio's 401/403 say why in their body: read (bounded) as it streams, counted.

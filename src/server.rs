@@ -51,17 +51,6 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// What another core serves: its own proxy (and so its own upstream pool) and tunnels,
-    /// with everything else shared.
-    pub(crate) fn for_core(&self) -> Server {
-        let proxy = Arc::new(self.proxy.for_core());
-        Server {
-            tunnels: Arc::new(self.tunnels.for_core(proxy.clone())),
-            proxy,
-            ..self.clone()
-        }
-    }
-
     /// Accepts connections on `listener` until the drain's signal fires. Every connection
     /// runs on `drain`. With `tls`, each connection first completes a mutual-TLS handshake
     /// and its client certificate names its client.

@@ -7,15 +7,11 @@ use pkcv_proxy::{shutdown, telemetry, Config};
 
 use super::Outcome;
 
-/// Loads the config, then serves it: connections on `server.worker_threads` threads of their
-/// own (`cores`), the control plane (signals, reloads, the admin port, span export) on this
-/// runtime's one worker. Multi-threaded all the same: loading a key from a key service
-/// blocks in place on it.
+/// Loads the config, then serves it on a runtime of `server.worker_threads` threads.
 pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<Outcome> {
     let config = Config::load(config_path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("pkcv-control")
+        .worker_threads(config.server.worker_threads)
         .enable_all()
         .build()?;
     let outcome = runtime.block_on(serve(config, config_path));

@@ -89,7 +89,7 @@ pub struct RawServer {
     /// does not read its response) is closed, and its upstream connection discarded, in
     /// milliseconds.
     pub response_write_timeout_ms: u64,
-    /// Threads serving connections, each with a runtime of its own; 0: one per core.
+    /// Threads serving connections (the async runtime's workers); 0: one per core.
     pub worker_threads: u64,
     /// Where a running proxy reports what it signs with (default
     /// `accounts_dir/.pkcv-proxy-loaded.json`).

@@ -36,7 +36,7 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     /// How long writing to a client may make no progress.
     pub response_write_timeout: Duration,
-    /// Threads serving connections, each with a runtime of its own (resolved: never 0).
+    /// The async runtime's worker threads (resolved: never 0).
     pub worker_threads: usize,
     /// The status file, if any (explicit, or in `accounts_dir`).
     pub status_file: Option<PathBuf>,

@@ -334,7 +334,7 @@ impl Sender {
         let metrics = Arc::new(Metrics::new());
         Ok(Sender {
             signer: RequestSigner::new(config, metrics.clone()).map_err(|e| e.to_string())?,
-            upstream: Upstream::new(&config.upstream, metrics, 1).map_err(|e| e.to_string())?,
+            upstream: Upstream::new(&config.upstream, metrics).map_err(|e| e.to_string())?,
         })
     }
 

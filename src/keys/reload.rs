@@ -228,8 +228,10 @@ impl Reloader {
                 let count = accounts.len();
                 self.report(&accounts, log_failure);
                 self.report_restart_needed(&config);
-                self.write_status(&config, &accounts);
                 self.store.replace(accounts);
+                // Only once the set is live: a reader of the status file (the demo, `keys
+                // rotate`) may send a request for an account the moment it is listed.
+                self.write_status(&config, &self.store.snapshot());
                 self.metrics.reloaded(Some(count), unix_now());
                 tracing::info!(accounts = count, "accounts reloaded");
                 if count == 0 {

@@ -64,15 +64,10 @@ pub enum UpstreamError {
     Egress(#[from] EgressLoadError),
 }
 
-/// The pooled HTTPS client to Twilio: one pool of connections per core
-/// ([`Upstream::for_core`]), all of them under the same per-host caps and connection budget.
+/// The pooled HTTPS client to Twilio.
 #[derive(Clone)]
 pub(crate) struct Upstream {
     client: Client<HttpsConnector<ConnectTo>, BufferedBody>,
-    /// What every core's pool dials with: its clones share the TLS config, the dialer, the
-    /// per-host caps and the budget.
-    connector: HttpsConnector<ConnectTo>,
-    pool: PoolSettings,
     dialer: Dialer,
     request_timeout: Duration,
     connect_timeout: Duration,
@@ -81,7 +76,7 @@ pub(crate) struct Upstream {
 
 /// `max_connections_per_host`: a permit per request in progress to a host, held until its
 /// response body is done. Over HTTP/1.1 a connection carries one request at a time, so the
-/// permits bound the busy connections too (plus the spares kept idle, see `PoolSettings::new`);
+/// permits bound the busy connections too (plus the spares kept idle, see `Upstream::new`);
 /// the pool keeps and reuses them, so under steady load no new TLS handshakes are made.
 #[derive(Clone)]
 struct PerHost {
@@ -97,12 +92,13 @@ impl PerHost {
         }
     }
 
-    /// The host's semaphore, the same for every core; made on first use. Making one drops
-    /// those that no request holds or waits on (the map's is the only reference), so the
-    /// map holds the hosts in use, not every name ever asked for (a wildcard `connect_to` or
-    /// DNS admits any number). Under the one lock a semaphore cannot be dropped while a
-    /// request is about to take it, so two cores never count one host on two semaphores.
-    /// The lock is held for a lookup and a clone: no request waits on another's I/O.
+    /// The host's semaphore; made on first use. Making one drops those that no request
+    /// holds or waits on (the map's is the only reference), so the map holds the hosts in
+    /// use, not every name ever asked for (a wildcard `connect_to` or DNS admits any number).
+    /// Under the one lock a semaphore cannot be dropped while a request is about to take it,
+    /// so two requests on two runtime threads never count one host on two semaphores (with a
+    /// lock-free map, a request racing the pruning could: one more than the cap, measured
+    /// with the stand-in's peak in flight). The lock is held for a lookup and a clone.
     async fn semaphore(&self, host: &str) -> Arc<tokio::sync::Semaphore> {
         let mut hosts = self.hosts.lock().await;
         if let Some(semaphore) = hosts.get(host) {
@@ -287,61 +283,12 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-/// How each core's pool keeps idle connections.
-#[derive(Clone, Copy)]
-struct PoolSettings {
-    idle_timeout: Duration,
-    max_idle_per_host: usize,
-}
-
-impl PoolSettings {
-    /// Idle room above the per-host cap: a request that finds no idle connection at the
-    /// instant its permit frees dials one while the previous connection is on its way back to
-    /// the pool. With room for both, that spare stays pooled and later requests reuse it;
-    /// with room for exactly the cap, one of them is closed and the dance repeats as a TLS
-    /// handshake per race (measured: 126 new connections per 6 s at 1,024 clients).
-    ///
-    /// With several cores, each pool keeps its own idle connections, and a request only ever
-    /// reuses its own core's: the idle ones of the other cores must never fill
-    /// `max_connections_total` while it waits to dial. A request dials only when its core has
-    /// none idle, and at most `per_host - 1` other connections to its host are busy, so the
-    /// other `cores - 1` pools keep at most `(total - per_host) / (cores - 1)` each (none,
-    /// if the budget is that tight; each request then dials, and nothing is ever refused
-    /// for lack of a slot that an idle connection holds).
-    fn new(settings: &UpstreamSettings, cores: usize) -> PoolSettings {
-        let per_host = settings.max_connections_per_host;
-        let roomy = per_host.saturating_mul(2);
-        let max_idle_per_host = match (cores, settings.max_connections_total) {
-            (0 | 1, _) | (_, 0) => roomy,
-            (cores, total) => (total.saturating_sub(per_host) / (cores - 1)).min(roomy),
-        };
-        PoolSettings {
-            idle_timeout: settings.pool_idle_timeout,
-            max_idle_per_host,
-        }
-    }
-
-    /// A pool of its own. The timer is what makes idle connections expire: without one the
-    /// pool never closes them.
-    fn client(
-        self,
-        connector: HttpsConnector<ConnectTo>,
-    ) -> Client<HttpsConnector<ConnectTo>, BufferedBody> {
-        Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(self.idle_timeout)
-            .pool_max_idle_per_host(self.max_idle_per_host)
-            .build(connector)
-    }
-}
-
 impl Upstream {
-    /// Builds the client for `cores` pools ([`Upstream::for_core`]). Reads the extra CA file;
-    /// connects nowhere yet. Every connection it opens is counted in `metrics`.
+    /// Builds the client. Reads the extra CA file; connects nowhere yet. Every connection
+    /// it opens is counted in `metrics`.
     pub(crate) fn new(
         settings: &UpstreamSettings,
         metrics: Arc<Metrics>,
-        cores: usize,
     ) -> Result<Upstream, UpstreamError> {
         let tls = tls_config(settings)?;
 
@@ -360,26 +307,25 @@ impl Upstream {
         } else {
             builder.wrap_connector(connect_to)
         };
-        let pool = PoolSettings::new(settings, cores);
+        // Idle room above the per-host cap: a request that finds no idle connection at the
+        // instant its permit frees dials one while the previous connection is on its way back
+        // to the pool. With room for both, that spare stays pooled and later requests reuse
+        // it; with room for exactly the cap, one of them is closed and the dance repeats as a
+        // TLS handshake per race (measured: 126 new connections per 6 s at 1,024 clients).
+        // The timer is what makes idle connections expire: without one the pool never
+        // closes them.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(settings.max_connections_per_host.saturating_mul(2))
+            .build(connector);
         Ok(Upstream {
-            client: pool.client(connector.clone()),
-            connector,
-            pool,
+            client,
             dialer,
             request_timeout: settings.request_timeout,
             connect_timeout: settings.connect_timeout,
             per_host,
         })
-    }
-
-    /// The same client with a pool of its own, for another core: connections stay on the
-    /// runtime that dialed them, so no request wakes another thread to reach Twilio. The
-    /// per-host caps and `max_connections_total` stay shared by every core's pool.
-    pub(crate) fn for_core(&self) -> Upstream {
-        Upstream {
-            client: self.pool.client(self.connector.clone()),
-            ..self.clone()
-        }
     }
 
     /// How this client opens TCP connections (through the egress proxy, if any): passthrough

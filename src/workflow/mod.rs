@@ -301,7 +301,7 @@ impl Session {
         let metrics = Arc::new(Metrics::new());
         let signer =
             RequestSigner::new(&config, metrics.clone()).map_err(WorkflowError::SigningPool)?;
-        let upstream = Upstream::new(&config.upstream, metrics, 1)?;
+        let upstream = Upstream::new(&config.upstream, metrics)?;
         let session = Session {
             config,
             main,

@@ -62,12 +62,8 @@ async fn a_client_that_never_reads_frees_its_upstream_slot() {
     })
     .await;
     assert!(served, "the third client never got a slot");
-    // The two may be on different cores, their deadlines a moment apart.
     assert!(
-        wait_until(Duration::from_secs(5), || async {
-            h.metric("pkcv_proxy_client_write_timeouts_total").await >= Some(2.0)
-        })
-        .await,
+        h.metric("pkcv_proxy_client_write_timeouts_total").await >= Some(2.0),
         "{:?}",
         h.metric("pkcv_proxy_client_write_timeouts_total").await
     );

@@ -248,16 +248,8 @@ async fn signed_requests_and_passthrough_reach_their_hosts_through_squid_which_s
             .insert("passthrough.example".into(), target.clone());
     })
     .await;
-    // One client connection, so one core and one pooled upstream connection for both.
-    let client = h.client();
     for _ in 0..2 {
-        let response = client
-            .get(h.url(A_ACCOUNTS))
-            .header("authorization", a.basic_auth())
-            .send()
-            .await
-            .unwrap();
-        verified(&h, response, &a.account_sid).await;
+        verified(&h, h.get_as(A_ACCOUNTS, &a).await, &a.account_sid).await;
     }
     assert_eq!(h.standin.verified(), 2);
     // A passthrough tunnel is dialled through squid too.

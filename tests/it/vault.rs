@@ -494,7 +494,9 @@ async fn the_server_gone_then_back_and_throttling_each_get_their_code() {
         &format!("http://{}", front.addr),
         "orders",
     );
-    raw.vault.sign_timeout_ms = 600;
+    // Long enough that a throttled answer comes back under a loaded test run; short enough
+    // that the deadline, not the retries, ends the wait.
+    raw.vault.sign_timeout_ms = 1_500;
     let proxy = ProxyProcess::start(&raw, dir.path()).await;
     assert_eq!(get(&proxy, &TestAccount::a()).await.0, 200);
 
