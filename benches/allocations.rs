@@ -10,10 +10,12 @@
 //!
 //! Prints the allocations per request and, for each, the innermost frame of this crate on
 //! its backtrace (where in the request path it was asked for), most first. Needs line
-//! tables to name inlined frames:
+//! tables to name frames: the dev profile has them (an optimized build counts the same
+//! allocations but for the few LLVM may elide; `CARGO_PROFILE_BENCH_DEBUG=line-tables-only`
+//! gives it line tables):
 //!
 //! ```sh
-//! CARGO_PROFILE_BENCH_DEBUG=line-tables-only cargo bench --bench allocations
+//! cargo bench --bench allocations --profile dev
 //! ```
 //!
 //! Results: BENCHMARKS.md, "Forwarding at nginx's cost".
@@ -31,9 +33,20 @@ use support::{Harness, TestAccount};
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
-/// Requests counted, after the warm-up.
+/// Requests counted after the warm-up under `cargo bench`; `cargo test --all-targets` runs
+/// this file too, as a quick check that it still works, with fewer.
 const REQUESTS: u64 = 2_000;
+const REQUESTS_UNDER_TEST: u64 = 100;
 const WARM_UP: u64 = 200;
+
+/// How many requests this run counts: `cargo bench` passes `--bench`.
+fn requests() -> u64 {
+    if std::env::args().any(|arg| arg == "--bench") {
+        REQUESTS
+    } else {
+        REQUESTS_UNDER_TEST
+    }
+}
 const PATH: &str =
     "/2010-04-01/Accounts/ACa1b2c3d4a1b2c3d4a1b2c3d4a1b2c3d4/Messages.json?PageSize=20";
 
@@ -84,7 +97,7 @@ async fn measure() -> std::path::PathBuf {
         .file_name(&file)
         .trim_backtraces(None)
         .build();
-    for _ in 0..REQUESTS {
+    for _ in 0..requests() {
         send().await;
     }
     drop(profiler);
@@ -154,9 +167,10 @@ fn report(file: &std::path::Path) {
         proxy > 0,
         "no allocation was seen on the proxy thread: build with line tables (CARGO_PROFILE_BENCH_DEBUG=line-tables-only)"
     );
-    let per_request = |count: u64| count as f64 / REQUESTS as f64;
+    let requests = requests();
+    let per_request = |count: u64| count as f64 / requests as f64;
     println!(
-        "{REQUESTS} requests: {:.1} allocations ({:.0} bytes) per request on the proxy's thread, {:.1} elsewhere (the stand-in and the client)",
+        "{requests} requests: {:.1} allocations ({:.0} bytes) per request on the proxy's thread, {:.1} elsewhere (the stand-in and the client)",
         per_request(proxy),
         per_request(proxy_bytes),
         per_request(elsewhere)
