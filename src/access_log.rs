@@ -1,6 +1,8 @@
-//! The one log line per request (and per `CONNECT`), and the request's metrics. It holds
-//! nothing secret: no headers, no query, no token; only what routing decided, the request
-//! IDs, the client's W3C trace ID, and how the request ended.
+//! The one log line per request (and per `CONNECT`), and the request's metrics. It logs
+//! nothing secret: no header but the request ID, no query, no token; only what routing
+//! decided, the request IDs, the client's W3C trace ID, and how the request ended. (It keeps
+//! the request's target and `Host`, shared, to log a request refused before routing by its
+//! host and path; nothing else of them is shown, its `Debug` included.)
 //!
 //! Trace context: a valid `traceparent` from the client (W3C Trace Context) is the parent
 //! of the request's span (`request`, carrying the request ID, the trace ID and the client's
@@ -35,7 +37,7 @@ pub(crate) struct RequestLog {
     pub(crate) request_id: HeaderValue,
     /// The target and `Host` as the request named them (shared with the request, not
     /// copied): what a request refused before routing is logged for.
-    named: (Uri, Option<HeaderValue>),
+    named: Named,
     /// What routing decided: the host, path and account logged (shared, not copied).
     target: Option<Arc<Target>>,
     /// The host and path when no request is routed (`CONNECT`).
@@ -67,10 +69,10 @@ impl RequestLog {
             started: Instant::now(),
             metrics: metrics.clone(),
             request_id: request_id(request.headers()),
-            named: (
-                request.uri().clone(),
-                request.headers().get(http::header::HOST).cloned(),
-            ),
+            named: Named {
+                uri: request.uri().clone(),
+                host: request.headers().get(http::header::HOST).cloned(),
+            },
             target: None,
             host: None,
             host_pattern: None,
@@ -120,17 +122,6 @@ impl RequestLog {
         self.host_pattern = host_pattern;
     }
 
-    /// The host and path a request names, printable, when nothing decided them: computed
-    /// only for a request refused before routing.
-    fn named(&self) -> (Option<String>, Option<String>) {
-        let (uri, host_header) = &self.named;
-        let host = uri
-            .host()
-            .or_else(|| host_header.as_ref().and_then(|value| value.to_str().ok()));
-        let path = Some(uri.path()).filter(|path| !path.is_empty() && *path != "/");
-        (host.map(printable), path.map(printable))
-    }
-
     /// Turns an outcome into the response, logging and counting it: a refusal as the
     /// proxy's Twilio-style error, a failure to reach Twilio as a failure.
     pub(crate) fn finish(
@@ -141,7 +132,7 @@ impl RequestLog {
         let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let method = &self.method;
         let (named_host, named_path) = match (&self.target, &self.host) {
-            (None, None) => self.named(),
+            (None, None) => self.named.printable(),
             _ => (None, None),
         };
         let target = self.target.as_deref();
@@ -275,6 +266,35 @@ impl TraceParent {
     }
 }
 
+/// The target and `Host` a request named. Only their host and path are ever shown (its
+/// `Debug` too): the query stays out of logs.
+struct Named {
+    uri: Uri,
+    host: Option<HeaderValue>,
+}
+
+impl Named {
+    /// The host and path, printable: made only for a request refused before routing.
+    fn printable(&self) -> (Option<String>, Option<String>) {
+        let host = self
+            .uri
+            .host()
+            .or_else(|| self.host.as_ref().and_then(|value| value.to_str().ok()));
+        let path = Some(self.uri.path()).filter(|path| !path.is_empty() && *path != "/");
+        (host.map(printable), path.map(printable))
+    }
+}
+
+impl std::fmt::Debug for Named {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (host, path) = self.printable();
+        f.debug_struct("Named")
+            .field("host", &host)
+            .field("path", &path)
+            .finish()
+    }
+}
+
 /// The W3C Trace Context header that names the client's span.
 const TRACEPARENT: &str = "traceparent";
 
@@ -342,6 +362,18 @@ mod tests {
         assert!(TraceParent::from_headers(&headers).is_some());
         headers.append(TRACEPARENT, HeaderValue::from_static(valid));
         assert_eq!(TraceParent::from_headers(&headers), None, "two headers");
+    }
+
+    #[test]
+    fn a_request_log_never_shows_the_query() {
+        let request =
+            Request::get("http://api.twilio.com/2010-04-01/Accounts.json?To=%2B1555&Page=2")
+                .body(())
+                .unwrap();
+        let log = RequestLog::start(&request, &Arc::new(Metrics::new()));
+        let shown = format!("{log:?}");
+        assert!(shown.contains("api.twilio.com") && shown.contains("/2010-04-01/Accounts.json"));
+        assert!(!shown.contains("To=") && !shown.contains("Page"), "{shown}");
     }
 
     #[test]
