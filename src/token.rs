@@ -31,7 +31,7 @@ pub const HEADER_NAME: &str = "twilio-client-validation";
 /// Twilio refuses tokens that live longer than this.
 pub const MAX_TTL_SECS: u64 = 300;
 
-/// Room for the claims' JSON: `hrh` (26), `rqh` (64), two 34-character SIDs, two times of up
+/// Room for the claims' JSON: `hrh` (18), `rqh` (64), two 34-character SIDs, two times of up
 /// to 20 digits, and the names and punctuation (about 60).
 const PAYLOAD_CAPACITY: usize = 288;
 

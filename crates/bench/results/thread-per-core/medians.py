@@ -8,11 +8,13 @@ root, prefix = pathlib.Path(sys.argv[1]), sys.argv[2]
 runs = sorted(p for p in root.glob(prefix + "*") if (p / "load.json").exists())
 loaded = [json.loads((p / "load.json").read_text()) for p in runs]
 print(f"{prefix}: {len(runs)} runs ({', '.join(p.name for p in runs)})")
-signs = [l["rsa2048_sign_us"] for l in loaded]
-print(f"RSA-2048 sign: median {statistics.median(signs):.0f} µs ({', '.join(f'{s:.0f}' for s in signs)})")
-for key in ("proxy_idle_rss_mib", "proxy_peak_rss_mib"):
+for key, label, fmt, unit in (
+    ("rsa2048_sign_us", "RSA-2048 sign", "{:.0f}", " µs"),
+    ("proxy_idle_rss_mib", "proxy_idle_rss_mib", "{:.1f}", ""),
+    ("proxy_peak_rss_mib", "proxy_peak_rss_mib", "{:.1f}", ""),
+):
     values = [l[key] for l in loaded]
-    print(f"{key}: median {statistics.median(values):.1f} ({', '.join(f'{v:.1f}' for v in values)})")
+    print(f"{label}: median {fmt.format(statistics.median(values))}{unit} ({', '.join(fmt.format(v) for v in values)})")
 columns = [
     ("req_per_sec", "req/s", "{:.0f}"),
     ("p50_us", "p50 µs", "{:.0f}"),
